@@ -1,0 +1,237 @@
+"""The ``nucseg`` command line: the same functions as the notebooks, for people who script.
+
+    nucseg score SOLUTION.csv SUBMISSION.csv [--json] [--per-image FILE]
+    nucseg train --profile cpu|paper|smoke [--out RUN_DIR] [--resume | --overwrite] [...]
+    nucseg predict [--model MODEL] --images PATH --out DIR [--tta/--no-tta]
+    nucseg evaluate [--model MODEL] --split stage1_test [--tta/--no-tta] [--out DIR]
+    nucseg report --profile cpu|smoke        (run every notebook, refresh figures/)
+    nucseg publish --run runs/cpu            (copy a run's model to models/cpu + results)
+    nucseg synthetic [--out DIR]             (write the built-in synthetic set)
+
+``python -m nucseg_utils ...`` works too. Errors about data, models or submissions are printed
+as one line naming the file, with exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = REPO / "models" / "cpu" / "model.npz"
+
+
+def _add_tta(p):
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tta", dest="tta", action="store_true", default=None,
+                   help="8-fold test-time augmentation (default: the model's setting)")
+    g.add_argument("--no-tta", dest="tta", action="store_false")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="nucseg", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--version", action="version", version=f"nucseg {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("score", help="score a Kaggle submission against a solution CSV")
+    p.add_argument("solution")
+    p.add_argument("submission")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--per-image", metavar="FILE", help="write per-image scores to this CSV")
+
+    p = sub.add_parser("train", help="train a model with a profile")
+    p.add_argument("--profile", default="cpu", choices=["cpu", "paper", "smoke"])
+    p.add_argument("--out", help="run folder (default runs/<profile>)")
+    p.add_argument("--data", help="data root (default: NUCSEG_DATA, ./data, ../shared/...)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train from scratch into a run folder that holds a model already")
+    p.add_argument("--synthetic", action="store_true", help="train on the built-in synthetic set")
+    for name, typ in (("epochs", int), ("steps-per-epoch", int), ("batch-size", int),
+                      ("input-size", int), ("learning-rate", float), ("seed", int),
+                      ("backbone", str), ("encoder-weights", str)):
+        p.add_argument(f"--{name}", type=typ, help="override the profile's value")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    for name, helptext in (("predict", "segment images (a folder, a DSB split folder or zip)"),
+                           ("evaluate", "predict and score a split with ground truth")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--model", default=str(DEFAULT_MODEL),
+                       help="model file (default: the committed cpu model)")
+        if name == "predict":
+            p.add_argument("--images", required=True)
+            p.add_argument("--out", required=True)
+        else:
+            p.add_argument("--split", default="stage1_test")
+            p.add_argument("--data")
+            p.add_argument("--out")
+            p.add_argument("--json", action="store_true")
+        _add_tta(p)
+        p.add_argument("--postprocess", choices=["paper", "touching", "cc"],
+                       help="post-processing (default: the model's)")
+        p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("report", help="run every notebook with papermill; refresh figures/")
+    p.add_argument("--profile", default="cpu", choices=["cpu", "paper", "smoke"])
+    p.add_argument("--run", help="run folder (default runs/report-<profile>)")
+    p.add_argument("--data")
+    p.add_argument("--synthetic", action="store_true", help="use the synthetic set even if "
+                   "the DSB data is present")
+    p.add_argument("--retrain", action="store_true",
+                   help="train the model instead of loading the committed one")
+    p.add_argument("--figures", help="where to write figures (default figures/ for real data)")
+
+    p = sub.add_parser("publish", help="copy a finished run's model to models/ and write its "
+                       "results (stage1_test, TTA on and off)")
+    p.add_argument("--run", default="runs/cpu")
+    p.add_argument("--out", default=str(REPO / "models" / "cpu"))
+    p.add_argument("--split", default="stage1_test")
+    p.add_argument("--data")
+
+    p = sub.add_parser("synthetic", help="write the built-in synthetic nuclei set")
+    p.add_argument("--out", help="folder (default: the cache)")
+    p.add_argument("--train", type=int, default=24)
+    p.add_argument("--test", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def cmd_score(a) -> int:
+    from . import metrics, runs
+    if a.per_image and Path(a.per_image).resolve() in (Path(a.solution).resolve(),
+                                                       Path(a.submission).resolve()):
+        raise FileExistsError(f"{a.per_image}: is the solution or the submission; not "
+                              f"overwriting it with the per-image table")
+    summary, table = metrics.score_csv(a.solution, a.submission)
+    if a.per_image:
+        runs.write_table(table, a.per_image)
+    if a.json:
+        print(json.dumps(summary, indent=2, default=float))
+        return 0
+    print(f"DSB score  {summary['dsb']:.4f}  over {summary['images']} images")
+    print(f"objects at IoU > 0.5: precision {summary['precision']:.4f}  recall "
+          f"{summary['recall']:.4f}  F1 {summary['f1']:.4f}")
+    if summary.get("missing_images"):
+        print(f"{summary['missing_images']} image(s) of the solution are missing from the "
+              f"submission and were scored as empty predictions")
+    return 0
+
+
+def cmd_train(a) -> int:
+    from . import data, profiles, synthetic, training
+    overrides = {k: getattr(a, k) for k in ("epochs", "steps_per_epoch", "batch_size",
+                                            "input_size", "learning_rate", "seed", "backbone")
+                 if getattr(a, k) is not None}  # options not given keep the profile's value
+    prof = profiles.get_profile(a.profile, **overrides)
+    if a.encoder_weights is not None:
+        prof["encoder_weights"] = None if a.encoder_weights.lower() == "none" \
+            else a.encoder_weights
+    root = a.data
+    if a.synthetic:
+        root = synthetic.ensure_synthetic()
+        print(f"Training on the built-in SYNTHETIC set at {root}")
+    else:
+        try:
+            root = data.find_data_root(root, prof["train_splits"][0])
+        except data.DataError:
+            if a.profile != "smoke" or a.data:  # data named by the user: never swap it
+                raise
+            root = synthetic.ensure_synthetic()
+            print(f"No DSB2018 data found: training on the built-in SYNTHETIC set at {root}")
+    out = Path(a.out or Path("runs") / a.profile)
+    if not (a.resume or a.overwrite) and any((out / f).exists()
+                                             for f in ("model.npz", "checkpoint.npz")):
+        raise FileExistsError(f"{out}: holds a trained model already; use --resume to continue "
+                              f"it, --overwrite to train it again from scratch, or another --out")
+    t0 = time.time()
+    hist = training.train(prof, out, root=root, resume=a.resume, progress=not a.quiet)
+    best = hist.loc[hist["val_loss"].idxmin()] if len(hist) else None
+    print(f"trained {len(hist)} epochs in {time.time() - t0:.0f} s -> {out / 'model.npz'}"
+          + (f" (best epoch {int(best['epoch'])}, val_loss {best['val_loss']:.4f}, "
+             f"val_iou {best['val_iou']:.3f})" if best is not None else ""))
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from . import data, evaluation
+    from .model import load_model
+    source = data.open_images(a.images)
+    for sid in source.ids:  # read every image once first: a bad file stops us at once, not
+        source.image(sid)   # after hours of prediction, and nothing is written
+    model, config = load_model(a.model)
+    tta = config.get("tta", True) if a.tta is None else a.tta
+    out = Path(a.out)
+    probs = evaluation.predict_split(model, config, source, out, tta=tta,
+                                     progress=not a.quiet, keep_probs=False)
+    labels = evaluation.postprocess_all(probs, config, a.postprocess)
+    evaluation.save_label_dir(labels, out / "labels")
+    evaluation.write_submission(labels, out / "submission.csv")
+    n = sum(int(l.max()) for l in labels.values())
+    print(f"{len(labels)} image(s), {n} nuclei -> {out / 'labels'}, {out / 'submission.csv'}")
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from . import evaluation
+    s = evaluation.evaluate(a.model, a.split, a.data, a.out, tta=a.tta, method=a.postprocess,
+                            progress=not a.quiet,
+                            command=" ".join(["nucseg"] + sys.argv[1:]))
+    if a.json:
+        print(json.dumps(s, indent=2, default=float))
+        return 0
+    n, r = s["native"], s["resized_256"]
+    print(f"{s['split']} ({s['dataset']}), {s['images']} images, TTA {'on' if s['tta'] else 'off'}"
+          f", post-processing {s['postprocess']}")
+    print(f"DSB at native resolution {n['dsb']:.4f}   (resized to 256x256, the paper's way: "
+          f"{r['dsb']:.4f})")
+    print(f"objects at IoU > 0.5: precision {n['precision']:.4f} recall {n['recall']:.4f} "
+          f"F1 {n['f1']:.4f}; pixel accuracy {n['pixel_accuracy']:.4f}")
+    for m, v in sorted(n["by_modality"].items()):
+        print(f"  {m:13s} {v['dsb']:.4f}  ({v['images']} images)")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from . import report
+    return report.run_all(profile=a.profile, run_dir=a.run, data_root=a.data,
+                          synthetic=a.synthetic, retrain=a.retrain, figures_dir=a.figures)
+
+
+def cmd_publish(a) -> int:
+    from . import evaluation
+    res = evaluation.publish_model(a.run, a.out, a.split, a.data)
+    print((Path(a.out) / "results.md").read_text())
+    return 0 if res else 1
+
+
+def cmd_synthetic(a) -> int:
+    from . import synthetic
+    root = synthetic.make_dataset(Path(a.out) if a.out else synthetic.default_synthetic_root(),
+                                  n_train=a.train, n_test=a.test, seed=a.seed)
+    print(f"synthetic set (not real data) at {root}")
+    return 0
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    from . import data, metrics, model, rle
+    known = (data.DataError, metrics.ScoreError, model.ModelError, rle.RLEError,
+             FileNotFoundError, FileExistsError)
+    try:
+        return {"score": cmd_score, "train": cmd_train, "predict": cmd_predict,
+                "evaluate": cmd_evaluate, "report": cmd_report, "publish": cmd_publish,
+                "synthetic": cmd_synthetic}[a.command](a)
+    except known as err:
+        print(f"nucseg {a.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nucseg {a.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Run profiles: every parameter of a run, written once.
+
+In: a profile name (``paper``, ``cpu``, ``smoke``) and optional overrides.
+Out: a plain dict that training, prediction, post-processing, the notebooks' parameters cells
+and the command line all read. ``describe(profile)`` gives the Table I rows.
+
+- ``paper``: the paper as published (U-Net, ResNet-152 encoder with ImageNet weights, whole
+  images resized to 256x256, Jaccard loss, Adam, batch 32, 100 epochs, stage1_train +
+  stage1_test split 70:30). Meant for a Colab T4; it does not fit this 2-core machine.
+  The paper names its augmentations but not their ranges; the ranges below are ours.
+- ``cpu``: sized by measurement to train in about an hour on 2 CPU cores. Measured here: a
+  training step of ResNet-18 on 16 crops of 128 px takes about 2.4 s (ResNet-34: 1.2x,
+  ResNet-152 at 256 px: about 20x that per image), so 12 x 100 steps fit the hour; the input
+  pipeline costs under a tenth of a step (``benchmarks/REPORT.md``), and the model's
+  results are in ``models/cpu/results.md``. Departures from the paper, each for a reason: a ResNet-18 encoder without pretrained weights (none can be downloaded here),
+  random crops at native scale instead of resizing (no dilated masks, objects keep their
+  size), per-image percentile normalisation with bright backgrounds inverted, colour and
+  intensity augmentation, a second output channel for the zone where nuclei touch (seeds
+  for the watershed), BCE + Jaccard loss, cosine learning-rate decay, and it trains on
+  stage1_train only so that stage1_test stays an honest test set.
+- ``smoke``: seconds; for the tests and a first read of the notebooks. Its numbers mean nothing.
+"""
+from __future__ import annotations
+
+import copy
+
+PAPER_AUGMENTATION = {
+    "rotation": 90.0,       # degrees, uniform in [-90, 90]
+    "shift": 0.1,           # fraction of width/height
+    "shear": 10.0,          # degrees
+    "zoom": 0.1,            # scale in [0.9, 1.1]
+    "hflip": True,
+    "vflip": True,
+    "dihedral": False,      # random rot90 on top
+    "colour": False,        # no intensity / colour augmentation in the paper
+}
+
+PROFILES: dict[str, dict] = {
+    "paper": {
+        "backbone": "resnet152",
+        "encoder_weights": "imagenet",
+        "input_mode": "resize",        # whole image resized to input_size x input_size
+        "input_size": 256,
+        "normalization": "unit",       # pixel values / 255
+        "targets": ["mask"],
+        "loss": "jaccard",
+        "learning_rate": 1e-3,         # Keras' Adam default
+        "lr_schedule": "constant",
+        "batch_size": 32,
+        "epochs": 100,
+        "steps_per_epoch": None,       # one pass over the training images
+        "train_splits": ["stage1_train", "stage1_test"],
+        "val_fraction": 0.3,
+        "balance_modalities": 0.0,
+        "augmentation": PAPER_AUGMENTATION,
+        "val_crops_per_image": 1,
+        "tta": True,
+        "postprocess": "paper",
+        "min_distance_factor": 0.5,    # watershed marker spacing, in mean nucleus radii
+        "min_size": 10,
+        "seed": 42,
+    },
+    "cpu": {
+        "backbone": "resnet18",
+        "encoder_weights": None,
+        "input_mode": "crop",          # random crops at native scale
+        "input_size": 128,
+        "normalization": "percentile",
+        "targets": ["mask", "touching"],
+        "loss": "bce_jaccard",
+        "learning_rate": 1e-3,
+        "lr_schedule": "cosine",
+        "batch_size": 16,
+        "epochs": 12,
+        "steps_per_epoch": 100,
+        "train_splits": ["stage1_train"],
+        "val_fraction": 0.1,
+        "balance_modalities": 0.5,     # sample images with weight count(modality) ** -0.5
+        "augmentation": {
+            "rotation": 180.0, "shift": 0.0, "shear": 8.0, "zoom": 0.35,
+            "hflip": True, "vflip": True, "dihedral": True, "colour": True,
+        },
+        "val_crops_per_image": 2,
+        "tta": True,
+        "postprocess": "touching",
+        "min_distance_factor": 0.5,
+        "min_size": 10,
+        "seed": 42,
+    },
+    "smoke": {
+        "backbone": "resnet18",
+        "encoder_weights": None,
+        "input_mode": "crop",
+        "input_size": 64,
+        "normalization": "percentile",
+        "targets": ["mask", "touching"],
+        "loss": "bce_jaccard",
+        "learning_rate": 1e-3,
+        "lr_schedule": "cosine",
+        "batch_size": 4,
+        "epochs": 2,
+        "steps_per_epoch": 3,
+        "train_splits": ["stage1_train"],
+        "val_fraction": 0.25,
+        "balance_modalities": 0.5,
+        "augmentation": {
+            "rotation": 180.0, "shift": 0.0, "shear": 8.0, "zoom": 0.35,
+            "hflip": True, "vflip": True, "dihedral": True, "colour": True,
+        },
+        "val_crops_per_image": 1,
+        "tta": True,
+        "postprocess": "touching",
+        "min_distance_factor": 0.5,
+        "min_size": 10,
+        "seed": 42,
+    },
+}
+
+TTA_VARIANTS = 8  # rotations 0/90/180/270, each with and without a flip
+
+DESCRIPTIONS = {
+    "backbone": "encoder of the U-Net",
+    "encoder_weights": "encoder initialisation",
+    "input_mode": "how images reach the network",
+    "input_size": "network input (pixels)",
+    "normalization": "intensity normalisation",
+    "targets": "output channels",
+    "loss": "loss",
+    "learning_rate": "Adam learning rate",
+    "lr_schedule": "learning-rate schedule",
+    "batch_size": "batch size",
+    "epochs": "epochs",
+    "steps_per_epoch": "steps per epoch",
+    "train_splits": "training data",
+    "val_fraction": "validation fraction",
+    "augmentation": "augmentation",
+    "tta": "test-time augmentation",
+    "postprocess": "post-processing",
+    "seed": "seed",
+}
+
+
+class ProfileError(KeyError):
+    pass
+
+
+def get_profile(name: str | dict = "cpu", **overrides) -> dict:
+    """A deep copy of a profile with ``overrides`` applied; unknown keys are an error."""
+    if isinstance(name, dict):
+        prof = copy.deepcopy(name)
+    else:
+        if name not in PROFILES:
+            raise ProfileError(f"unknown profile '{name}'; choose one of {', '.join(PROFILES)}")
+        prof = copy.deepcopy(PROFILES[name])
+        prof["name"] = name
+    for key, value in overrides.items():
+        if key not in prof and key != "name":
+            raise ProfileError(f"unknown profile parameter '{key}'; known: {', '.join(sorted(prof))}")
+        if key == "augmentation" and isinstance(value, dict):
+            prof[key] = {**prof[key], **value}
+        else:
+            prof[key] = value
+    return prof
+
+
+def describe(profile: dict):
+    """Table I: the hyper-parameters of a profile as a two-column DataFrame."""
+    import pandas as pd
+    rows = []
+    for key, text in DESCRIPTIONS.items():
+        v = profile.get(key)
+        if key == "augmentation":
+            a = v
+            parts = [f"rotation ±{a['rotation']:g}°"]
+            if a["shift"]:
+                parts.append(f"shift {a['shift']:g}")
+            parts += [f"shear {a['shear']:g}°", f"zoom ±{a['zoom']:g}"]
+            if a["hflip"] or a["vflip"]:
+                parts.append("flips")
+            if a.get("dihedral"):
+                parts.append("rot90")
+            if a.get("colour"):
+                parts.append("colour/intensity")
+            v = ", ".join(parts)
+        elif key == "tta":
+            v = f"{TTA_VARIANTS} variants (rot90 x flip), averaged" if v else "off"
+        elif isinstance(v, (list, tuple)):
+            v = " + ".join(map(str, v))
+        elif v is None:
+            v = "none (random)" if key == "encoder_weights" else "one pass over the data"
+        rows.append({"parameter": text, "value": str(v)})
+    return pd.DataFrame(rows)

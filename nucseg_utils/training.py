@@ -1,0 +1,259 @@
+"""Training: data split, the training loop, checkpoints, history, resume.
+
+In: a profile, a data root and a run folder.
+Out, in the run folder: ``model.npz`` (the best epoch by validation loss, float16 weights +
+config), ``checkpoint.npz`` (last epoch, float32 weights + optimizer state, for ``--resume``),
+``history.csv`` (one row per epoch), ``split.csv`` (which image went where), ``train.log`` and
+``run.json`` (profile, seed, versions, data fingerprint, wall time).
+
+Every file is written under a temporary name and renamed, so an interrupted run leaves the last
+complete epoch behind, and ``resume=True`` continues from it with a continuous history: the
+augmentation stream is a function of (seed, step), so the resumed run sees the batches the
+uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data as data_mod
+from . import runs
+from .augmentation import PatchSampler, modality_weights, prefetch, validation_set
+from .preprocessing import normalize
+
+log = logging.getLogger("nucseg.training")
+
+
+def split_ids(ids, val_fraction: float, seed: int):
+    """Deterministic train/validation split of image ids (sorted first, then shuffled)."""
+    ids = sorted(ids)
+    rng = np.random.default_rng([seed, 1])
+    order = rng.permutation(len(ids))
+    n_val = int(round(len(ids) * val_fraction))
+    if len(ids) > 1:
+        n_val = min(max(n_val, 1), len(ids) - 1)
+    val = sorted(ids[i] for i in order[:n_val])
+    train = sorted(ids[i] for i in order[n_val:])
+    return train, val
+
+
+def load_training_data(profile: dict, root=None, progress: bool = True):
+    """Read the profile's training splits; returns (table, samples) with a 'subset' column
+    (train / val) decided by :func:`split_ids` over all images of the training splits."""
+    import pandas as pd
+    samples, rows = [], []
+    for split_name in profile["train_splits"]:
+        split = data_mod.open_split(split_name, root)
+        for s in data_mod.load_samples(split, progress=progress):
+            samples.append(s)
+            rows.append({"id": s.id, "split": split_name,
+                         "modality": data_mod.modality_of(s.image)})
+        split.close()
+    table = pd.DataFrame(rows)
+    train, val = split_ids(table["id"], profile["val_fraction"], profile["seed"])
+    table["subset"] = np.where(table["id"].isin(set(val)), "val", "train")
+    return table, samples
+
+
+def learning_rate(profile: dict, step: int, total: int) -> float:
+    lr = profile["learning_rate"]
+    if profile["lr_schedule"] == "constant":
+        return lr
+    warm = max(1, total // 50)
+    if step < warm:
+        return lr * (step + 1) / warm
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def _optimizer_vars(model):
+    return list(model.optimizer.variables)
+
+
+def save_checkpoint(model, path, epoch: int, best: float):
+    arrays = {f"w{i:03d}": w for i, w in enumerate(model.get_weights())}
+    arrays.update({f"o{i:03d}": v.numpy() for i, v in enumerate(_optimizer_vars(model))})
+    with runs.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, epoch=epoch, best=best, **arrays)
+
+
+def load_checkpoint(model, path) -> tuple[int, float]:
+    """Restore weights and optimizer state; ModelError naming the file if it cannot be."""
+    from .model import ModelError
+    try:
+        with np.load(path) as z:
+            weights = [z[k] for k in sorted(k for k in z.files if k[0] == "w")]
+            opt_arrays = [z[k] for k in sorted(k for k in z.files if k[0] == "o")]
+            epoch, best = int(z["epoch"]), float(z["best"])
+        model.set_weights(weights)
+    except Exception as err:  # noqa: BLE001 - unreadable, or weights of another model
+        raise ModelError(f"{path}: cannot resume from this checkpoint ({type(err).__name__}: "
+                         f"{err}); delete it to train from scratch") from None
+    opt = model.optimizer
+    opt.build(model.trainable_variables)
+    variables = _optimizer_vars(model)
+    if len(variables) != len(opt_arrays):
+        raise ModelError(f"{path}: optimizer state does not fit this model")
+    for v, a in zip(variables, opt_arrays):
+        v.assign(a)
+    return epoch, best
+
+
+def check_resume_profile(profile: dict, run_dir) -> None:
+    """Refuse to resume a run with other settings than it was started with (only ``epochs``
+    may change): the history would no longer describe one training."""
+    import json
+    from .model import ModelError
+    info = Path(run_dir) / "run.json"
+    old = runs.read_json(info).get("profile") if info.exists() else None
+    if not old:
+        return
+    new = json.loads(json.dumps(profile, default=str))
+    changed = sorted(k for k in set(old) | set(new) if k != "epochs" and old.get(k) != new.get(k))
+    if changed:
+        what = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ModelError(f"{Path(run_dir) / 'checkpoint.npz'}: the run was started with other "
+                         f"settings ({what}); resume with the same ones (only epochs may "
+                         f"change) or train into a new folder")
+
+
+def _setup_logging(run_dir: Path):
+    log.setLevel(logging.INFO)
+    for h in list(log.handlers):
+        if getattr(h, "_nucseg", False):
+            log.removeHandler(h)
+    fh = logging.FileHandler(run_dir / "train.log")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    fh._nucseg = True
+    log.addHandler(fh)
+
+
+def train(profile: dict, run_dir, root=None, resume: bool = False, progress: bool = True,
+          stop_after_epoch: int | None = None):
+    """Train the profile's model into ``run_dir``; returns the history DataFrame.
+
+    ``stop_after_epoch`` ends the run early after that epoch, as an interruption would (used by
+    the tests of ``resume``).
+    """
+    import pandas as pd
+    from . import model as model_mod
+    tf = model_mod.tf_setup()
+    run_dir = Path(run_dir)
+    if resume and (run_dir / "checkpoint.npz").exists():
+        check_resume_profile(profile, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _setup_logging(run_dir)
+    seed = int(profile["seed"])
+    tf.keras.utils.set_random_seed(seed)
+
+    root = data_mod.find_data_root(root, profile["train_splits"][0])
+    table, samples = load_training_data(profile, root, progress=progress)
+    runs.write_table(table, run_dir / "split.csv")
+    norm = profile["normalization"]
+    images = [normalize(s.image, norm) for s in samples]
+    labels = [s.labels.astype(np.int32) for s in samples]
+    is_val = (table["subset"] == "val").to_numpy()
+    tr = np.flatnonzero(~is_val)
+    va = np.flatnonzero(is_val)
+    weights = modality_weights(table["modality"].to_numpy()[tr], profile["balance_modalities"])
+    sampler = PatchSampler([images[i] for i in tr], [labels[i] for i in tr], profile, weights)
+    x_val, y_val = validation_set([images[i] for i in va], [labels[i] for i in va], profile)
+
+    steps = profile["steps_per_epoch"] or max(1, math.ceil(len(tr) / profile["batch_size"]))
+    epochs = int(profile["epochs"])
+    total = steps * epochs
+    model = model_mod.compile_model(model_mod.build_model(profile), profile)
+
+    hist_path, ckpt_path = run_dir / "history.csv", run_dir / "checkpoint.npz"
+    start_epoch, best = 0, float("inf")
+    history: list[dict] = []
+    if resume and ckpt_path.exists():
+        start_epoch, best = load_checkpoint(model, ckpt_path)
+        if hist_path.exists():
+            history = pd.read_csv(hist_path).query("epoch <= @start_epoch").to_dict("records")
+        log.info("resumed from epoch %d (best val_loss %.4f)", start_epoch, best)
+    elif resume:
+        log.info("no checkpoint in %s: starting from scratch", run_dir)
+
+    runs.update_run_json(
+        run_dir, profile=profile, seed=seed, data=str(Path(root).resolve()),
+        dataset=data_mod.dataset_name(root),
+        data_fingerprint={s: runs.file_fingerprint(p) for s in profile["train_splits"]
+                          for p in [Path(data_mod.open_split(s, root).source)] if p.exists()},
+        n_train=int(len(tr)), n_val=int(len(va)), steps_per_epoch=steps, epochs=epochs)
+    log.info("training %s on %d images (%d validation patches), %d epochs x %d steps",
+             profile.get("name", "custom"), len(tr), len(x_val), epochs, steps)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=start_epoch * steps, desc="train", unit="step")
+    t_start = time.time()
+    elapsed_before = float(history[-1]["seconds"]) if history else 0.0
+    batches = prefetch(sampler.batches(start_epoch * steps, total))
+    for epoch in range(start_epoch, epochs):
+        t0 = time.time()
+        logs = []
+        for k in range(steps):
+            step = epoch * steps + k
+            model.optimizer.learning_rate.assign(learning_rate(profile, step, total))
+            x, y = next(batches)
+            logs.append(model.train_on_batch(x, y, return_dict=True))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{logs[-1]['loss']:.3f}", iou=f"{logs[-1]['iou']:.3f}")
+        val = model.evaluate(x_val, y_val, batch_size=profile["batch_size"], verbose=0,
+                             return_dict=True)
+        row = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
+               "loss": float(np.mean([l["loss"] for l in logs])),
+               "iou": float(np.mean([l["iou"] for l in logs])),
+               "f1": float(np.mean([l["f1"] for l in logs])),
+               "val_loss": float(val["loss"]), "val_iou": float(val["iou"]),
+               "val_f1": float(val["f1"]),
+               "lr": learning_rate(profile, (epoch + 1) * steps - 1, total),
+               "seconds": elapsed_before + time.time() - t_start}
+        history.append(row)
+        improved = row["val_loss"] < best
+        if improved:
+            best = row["val_loss"]
+            model_mod.save_model(model, run_dir / "model.npz", profile, epoch=epoch + 1,
+                                 val_loss=best, dataset=data_mod.dataset_name(root))
+        runs.write_table(pd.DataFrame(history), hist_path)
+        save_checkpoint(model, ckpt_path, epoch + 1, best)
+        log.info("epoch %d/%d loss %.4f iou %.3f val_loss %.4f val_iou %.3f %s(%.0f s)",
+                 epoch + 1, epochs, row["loss"], row["iou"], row["val_loss"], row["val_iou"],
+                 "best " if improved else "", time.time() - t0)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
+            break
+    if bar is not None:
+        bar.close()
+    done = len(history) == epochs
+    runs.update_run_json(run_dir, train_seconds=history[-1]["seconds"] if history else 0.0,
+                         best_val_loss=best, completed=done,
+                         best_epoch=int(min(history, key=lambda r: r["val_loss"])["epoch"])
+                         if history else None)
+    return pd.DataFrame(history)
+
+
+def obtain_model(profile: dict, run_dir, root, committed=None, retrain: bool = False,
+                 progress: bool = True):
+    """The model of a run: the committed one (copied into the run folder with its history) when
+    there is one and ``retrain`` is off, else a model trained now. Returns (model path,
+    history DataFrame, how it was obtained)."""
+    import shutil
+
+    import pandas as pd
+    run_dir = Path(run_dir)
+    if committed is not None and not retrain:
+        committed = Path(committed)
+        for name in ("model.npz", "history.csv"):
+            with runs.atomic_path(run_dir / name) as tmp:
+                shutil.copyfile(committed / name, tmp)
+        return (run_dir / "model.npz", pd.read_csv(run_dir / "history.csv"),
+                f"committed model {committed}")
+    hist = train(profile, run_dir, root=root, resume=True, progress=progress)
+    return run_dir / "model.npz", hist, f"trained now ({len(hist)} epochs)"

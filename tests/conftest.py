@@ -1,0 +1,138 @@
+"""Shared fixtures: the real DSB2018 data (skipped when absent) and small synthetic data."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from nucseg_utils import data  # noqa: E402
+
+SKIP_NO_DATA = "DSB2018 data not found (set NUCSEG_DATA to the folder holding the Kaggle files)"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The data root holding the real DSB2018 files; the test is skipped without them."""
+    try:
+        return data.find_data_root()
+    except data.DataError:
+        pytest.skip(SKIP_NO_DATA)
+
+
+@pytest.fixture(scope="session")
+def real_train(real_data):
+    """The real stage1_train split (labels read from stage1_train_labels.csv)."""
+    split = data.open_split("stage1_train", root=real_data)
+    if split.solution_path is None:
+        pytest.skip(f"stage1_train_labels.csv not found beside {split.source}")
+    yield split
+    split.close()
+
+
+@pytest.fixture(scope="session")
+def real_test_split():
+    """The real stage1_test split with stage1_solution.csv; skipped when either is absent."""
+    try:
+        root = data.find_data_root(split="stage1_test")
+    except data.DataError:
+        pytest.skip(SKIP_NO_DATA + " (stage1_test)")
+    split = data.open_split("stage1_test", root=root)
+    if split.solution_path is None:
+        pytest.skip(f"stage1_solution.csv not found beside {split.source}")
+    yield split
+    split.close()
+
+
+@pytest.fixture(scope="session")
+def make_labels():
+    """The random label-image maker below, as a fixture."""
+    return random_labels
+
+
+@pytest.fixture(scope="session")
+def perturb():
+    """The prediction-maker below, as a fixture."""
+    return perturb_labels
+
+
+def random_labels(rng: np.random.Generator, shape=(24, 20), n_max=8, values=None) -> np.ndarray:
+    """A label image of random overlapping rectangles (later ones paint over earlier ones, so
+    objects can be cut or even vanish). ``values`` maps object k to a label value."""
+    h, w = shape
+    out = np.zeros(shape, np.int64)
+    n = int(rng.integers(0, n_max + 1))
+    for k in range(1, n + 1):
+        y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+        dy, dx = int(rng.integers(1, max(2, h // 2))), int(rng.integers(1, max(2, w // 2)))
+        out[y:y + dy, x:x + dx] = k if values is None else values[k - 1]
+    return out
+
+
+def perturb_labels(rng: np.random.Generator, labels: np.ndarray, p_drop=0.2) -> np.ndarray:
+    """A plausible 'prediction' of ``labels``: each object shifted by up to one pixel, some
+    dropped, some grown or shrunk by one pixel row/column, plus maybe a spurious object."""
+    h, w = labels.shape
+    out = np.zeros_like(labels)
+    for k in np.unique(labels[labels > 0]):
+        if rng.random() < p_drop:
+            continue
+        ys, xs = np.nonzero(labels == k)
+        dy, dx = int(rng.integers(-1, 2)), int(rng.integers(-1, 2))
+        ys, xs = np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)
+        out[ys, xs] = k
+        if rng.random() < 0.3:  # grow by one row below the object's bounding box
+            y1, x0, x1 = ys.max() + 1, xs.min(), xs.max() + 1
+            if y1 < h:
+                out[y1, x0:x1] = k
+        elif rng.random() < 0.3:  # shrink: lose the top row
+            out[ys[ys == ys.min()], xs[ys == ys.min()]] = 0
+    if rng.random() < 0.5:
+        y, x = int(rng.integers(0, h - 2)), int(rng.integers(0, w - 2))
+        out[y:y + 2, x:x + 3] = out.max() + 7
+    return out
+
+
+# --------------------------------------------------------------------------- a smoke model
+# Training is the slow part of the reliability tests (TensorFlow on 2 cores), so one tiny run
+# is trained once per session and shared; tests that change a run work on a copy of it.
+SMOKE_OVERRIDES = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2}
+
+
+@pytest.fixture(scope="session")
+def smoke_data(tmp_path_factory) -> Path:
+    """A small synthetic set (8 train, 4 test images, one with no nuclei) of small images."""
+    from nucseg_utils import synthetic
+    return synthetic.make_dataset(tmp_path_factory.mktemp("smoke_data") / "syn", n_train=8,
+                                  n_test=4, seed=0, shapes=((96, 128), (128, 128)))
+
+
+@pytest.fixture(scope="session")
+def smoke_profile() -> dict:
+    """The smoke profile cut to 2 epochs of 2 steps of 2 patches."""
+    from nucseg_utils import profiles
+    return profiles.get_profile("smoke", **SMOKE_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, smoke_data, smoke_profile) -> Path:
+    """A run folder trained once with ``smoke_profile`` on ``smoke_data``. Do not modify it."""
+    from nucseg_utils import training
+    run = tmp_path_factory.mktemp("smoke_run") / "run"
+    training.train(smoke_profile, run, root=smoke_data, progress=False)
+    return run
+
+
+@pytest.fixture(scope="session")
+def smoke_eval(tmp_path_factory, smoke_run, smoke_data) -> Path:
+    """``smoke_run``'s model evaluated on the synthetic stage1_test (no TTA); its out folder."""
+    from nucseg_utils import evaluation
+    out = tmp_path_factory.mktemp("smoke_eval") / "eval"
+    evaluation.evaluate(smoke_run / "model.npz", "stage1_test", root=smoke_data, out_dir=out,
+                        tta=False, progress=False)
+    return out

@@ -1,0 +1,189 @@
+"""The benchmark script's functions on tiny synthetic inputs (no timing is asserted, no
+TensorFlow is loaded, no real data is needed)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from nucseg_utils import data, metrics, synthetic
+from nucseg_utils.preprocessing import touching_zone
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_benchmarks():
+    spec = importlib.util.spec_from_file_location("run_benchmarks",
+                                                  ROOT / "benchmarks" / "run_benchmarks.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("run_benchmarks", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+rb = _load_benchmarks()
+
+
+# --------------------------------------------------------------------------- reference metric
+def test_reference_agrees_with_nucseg_on_random_labels(make_labels, perturb):
+    rng = np.random.default_rng(11)
+    for i in range(150):
+        shape = (int(rng.integers(3, 30)), int(rng.integers(3, 30)))
+        values = rng.choice(np.arange(1, 5000), size=8, replace=False) if i % 3 == 0 else None
+        true = make_labels(rng, shape, values=values)
+        pred = perturb(rng, true) if i % 5 else make_labels(rng, shape)
+        ours = metrics.image_scores(true, pred)
+        ref = rb.reference_threshold_counts(true, pred)
+        assert [r[0] for r in ref] == ours["tp"].tolist()
+        assert [r[1] for r in ref] == ours["fp"].tolist()
+        assert [r[2] for r in ref] == ours["fn"].tolist()
+        assert rb.reference_image_score(true, pred) == pytest.approx(ours["dsb"], abs=1e-12)
+
+
+def test_reference_edge_cases():
+    empty = np.zeros((6, 7), np.uint16)
+    one = empty.copy()
+    one[1:4, 1:4] = 3
+    assert rb.reference_image_score(empty, empty) == 1.0
+    assert rb.reference_image_score(one, empty) == 0.0
+    assert rb.reference_image_score(empty, one) == 0.0
+    assert rb.reference_image_score(one, one) == 1.0
+    assert rb.nucseg_image_score(one, one) == 1.0
+
+
+def test_tie_counts_find_exact_threshold_ious():
+    true = np.zeros((8, 8), np.int32)
+    true[0:2, 0:5] = 1                  # 10 pixels
+    pred = np.zeros_like(true)
+    pred[0:2, 0:3] = 4                  # 6 of them: IoU = 6/10 = 0.6 exactly
+    over, ties = rb.tie_counts(true, pred)
+    th = [round(float(t), 2) for t in metrics.THRESHOLDS]
+    assert ties[th.index(0.6)] == 1 and sum(ties) == 1
+    assert over[th.index(0.5)] == 1 and over[th.index(0.55)] == 1 and over[th.index(0.6)] == 0
+    # Kaggle's rule: not a match at 0.6
+    assert metrics.image_scores(true, pred)["tp"][th.index(0.6)] == 0
+
+
+def test_perturb_labels_is_seeded_and_plausible():
+    rng = np.random.default_rng(0)
+    _, labels = synthetic.make_image(rng, (96, 120), "fluorescence")
+    labels = labels.astype(np.uint16)
+    a = rb.perturb_labels(labels, np.random.default_rng(5))
+    b = rb.perturb_labels(labels, np.random.default_rng(5))
+    assert a.shape == labels.shape and np.array_equal(a, b)
+    n_true = len(np.unique(labels)) - 1
+    kept = set(np.unique(a)) - {0}
+    assert max(kept) > labels.max()             # at least one false object was added
+    assert len(kept & set(range(1, n_true + 1))) <= n_true
+    assert 0.0 < metrics.image_scores(labels, a)["dsb"] < 1.0
+
+
+def test_time_scorer_and_time_batches():
+    pairs = [(np.ones((4, 4), int), np.ones((4, 4), int))] * 3
+    sec, scores = rb.time_scorer(rb.reference_image_score, pairs, 2)
+    assert sec > 0 and scores == [1.0, 1.0, 1.0]
+    rate, per_batch, last, per = rb.time_batches(lambda step: (np.zeros((2, 1)), step), 3)
+    assert rate > 0 and per_batch > 0 and last[1] == 2 and per == 2
+
+
+def test_evenly_and_fmt():
+    ids = [f"{i:02d}" for i in range(10)]
+    assert rb.evenly(ids, None) == ids
+    assert rb.evenly(ids, 3) == ["00", "04", "09"] or rb.evenly(ids, 3) == ["00", "05", "09"]
+    assert rb.fmt(3) == "3" and rb.fmt(1234.5) == "1,234" and rb.fmt(float("nan")) == "-"
+
+
+def test_parse_args():
+    args = rb.parse_args(["--quick", "--only", "metric,quality"])
+    assert args.quick and args.sections == ["metric", "quality"]
+    with pytest.raises(SystemExit):
+        rb.parse_args(["--only", "metric,nonsense"])
+
+
+# --------------------------------------------------------------------------- sections, faked
+class FakeContext(rb.Context):
+    """A Context with synthetic stage1_test samples and probability maps and no model."""
+
+    def __init__(self, n=3):
+        super().__init__("no-model.npz", dict(rb.QUICK, metric_train=0, predict_images=None),
+                         progress=False)
+        rng = np.random.default_rng(3)
+        self._samples = []
+        for i in range(n):
+            img, lab = synthetic.make_image(rng, (48 + 16 * i, 64), "fluorescence", channels=3)
+            self._samples.append(data.Sample(f"img{i}", data.to_rgb_float(img),
+                                             lab.astype(np.uint16), "stage1_test"))
+        self._config = {"backbone": "resnet18", "targets": ["mask", "touching"],
+                        "input_mode": "crop", "normalization": "percentile",
+                        "postprocess": "touching", "min_size": 5}
+
+    def test_samples(self, n=None):
+        return list(self._samples)
+
+    def has_model(self):
+        return True
+
+    def model(self):
+        return None, self._config
+
+    def predictions(self):
+        if self._preds is None:
+            probs = {}
+            for s in self._samples:
+                mask = ndi.gaussian_filter((s.labels > 0).astype(np.float32), 1.0)
+                probs[s.id] = np.stack([mask, touching_zone(s.labels).astype(np.float32)], -1)
+            self._preds = {"plain": probs, "tta": {k: v * 0.98 for k, v in probs.items()}}
+            ids = list(probs)
+            self.timings.update(
+                load_model=0.5, warmup=0.1, rss_after_predict=100.0,
+                **{k: {i: 0.01 for i in ids} for k in ("read_image", "read_labels",
+                                                       "normalize", "predict_plain")},
+                predict_tta={i: 0.08 for i in ids})
+        return self._preds
+
+
+def _check(result, section):
+    assert result.md and result.rows
+    for row in result.rows:
+        assert row["section"] == section and set(row) == {"section", "item", "value", "unit",
+                                                          "note"}
+
+
+def test_sections_on_synthetic_data_and_report(tmp_path):
+    ctx = FakeContext()
+    results = {}
+    for name in ("metric", "postprocess", "inference", "quality"):
+        results[name] = rb.SECTION_FUNCS[name](ctx)
+        _check(results[name], name)
+    # the metric agrees with the reference exactly
+    diffs = [r["value"] for r in results["metric"].rows if r["item"].startswith("max |nucseg - "
+                                                                                 "reference|")]
+    assert diffs == [0.0]
+    assert any("metric" in v["target"] for v in results["metric"].verdicts)
+    assert len(results["postprocess"].verdicts) == 3          # one per method
+    assert ctx.methods()[0] == "touching"                      # the model's own first
+    # quality: a near-perfect 'prediction' scores well with every method
+    dsb = {r["item"]: r["value"] for r in results["quality"].rows
+           if r["item"].startswith("DSB native: TTA")}
+    assert len(dsb) == 3 and max(dsb.values()) > 0.5
+
+    meta = {"command": "python benchmarks/run_benchmarks.py --quick", "date": "today",
+            "machine": {"cores": 2, "platform": "test", "processor": "x"}, "cpu": "cpu",
+            "nice": 0, "load_start": "0", "load_end": "0", "model": "m.npz",
+            "data": "d", "dev": "--quick", "versions": {"numpy": np.__version__},
+            "wall": 12.0, "full": False}
+    walls = {name: 1.0 for name in results}
+    report, csv = rb.write_outputs(tmp_path, meta, results, walls)
+    text = report.read_text()
+    for name in results:
+        assert rb.TITLES[name] in text
+    assert "Development run" in text and "| 2 |" in text
+    import pandas as pd
+    table = pd.read_csv(csv)
+    assert list(table.columns) == ["section", "item", "value", "unit", "note"]
+    assert {"metric", "postprocess", "inference", "quality", "run"} <= set(table["section"])
+    assert not list(tmp_path.glob(".*tmp*"))                   # written atomically

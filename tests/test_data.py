@@ -1,0 +1,352 @@
+"""The data layer: real DSB2018 files (skipped without them) and small bad inputs."""
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import imageio.v3 as iio
+import numpy as np
+import pandas as pd
+import pytest
+
+from nucseg_utils import data, rle
+from nucseg_utils.data import DataError
+
+
+def object_sets(labels: np.ndarray) -> set[frozenset]:
+    """The objects of a label image as a set of pixel sets (label values do not matter)."""
+    flat = labels.ravel()
+    return {frozenset(np.flatnonzero(flat == v).tolist()) for v in np.unique(flat[flat > 0])}
+
+
+# --------------------------------------------------------------------------- real data
+def test_stage1_test_labels_agree_with_solution_sizes_and_rows(real_test_split):
+    split = real_test_split
+    table = pd.read_csv(split.solution_path, dtype={"ImageId": str})
+    table = table[table["Usage"] != "Ignored"]
+    rows = table.groupby("ImageId").size()
+    sizes = table.groupby("ImageId")[["Height", "Width"]].first()
+    assert sorted(split.ids) == sorted(rows.index)
+    assert len(split.ids) == 65
+    total = 0
+    for sid in split.ids:
+        lab = split.labels(sid)
+        h, w = sizes.loc[sid]
+        assert lab.shape == (h, w), sid
+        n = len(np.unique(lab[lab > 0]))
+        assert n == rows[sid], f"{sid}: {n} objects decoded, {rows[sid]} rows in the CSV"
+        total += n
+    assert total == 4152
+
+
+def test_stage1_test_image_sizes_equal_solution_sizes(real_test_split):
+    rng = np.random.default_rng(0)
+    for sid in rng.choice(real_test_split.ids, size=8, replace=False):
+        _, h, w = real_test_split.solution()[sid]
+        img = real_test_split.image(sid)
+        assert img.shape == (h, w, 3), sid
+
+
+def test_stage1_train_csv_and_mask_pngs_hold_same_objects(real_train):
+    assert len(real_train.ids) == 670
+    rng = np.random.default_rng(42)
+    for sid in rng.choice(real_train.ids, size=5, replace=False):
+        from_csv = real_train.labels(sid)
+        from_masks = real_train._labels_from_masks(sid)
+        assert from_csv.shape == from_masks.shape
+        a, b = object_sets(from_csv), object_sets(from_masks)
+        assert len(a) == len(real_train.solution()[sid][0])
+        assert a == b, f"{sid}: CSV and mask PNGs differ"
+
+
+def test_split_image_is_rgb_float_in_unit_range(real_train, real_test_split):
+    for split in (real_train, real_test_split):
+        for sid in split.ids[:2]:
+            img = split.image(sid)
+            assert img.ndim == 3 and img.shape[2] == 3
+            assert img.dtype == np.float32
+            assert 0.0 <= img.min() and img.max() <= 1.0 and img.max() > 0
+
+
+def test_sample_holds_image_and_labels_of_one_size(real_train):
+    s = real_train.sample(real_train.ids[0])
+    assert s.id == real_train.ids[0] and s.split == "stage1_train"
+    assert s.labels.shape == s.image.shape[:2] and s.labels.max() > 0
+
+
+# --------------------------------------------------------------------------- tiny DSB layout
+def write_png(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, np.asarray(arr), extension=".png")
+    return path
+
+
+def add_image(split_dir, sid, image, masks=None):
+    """Write ``<sid>/images/<sid>.png`` and, if given, ``<sid>/masks/m<k>.png`` (0/255)."""
+    write_png(split_dir / sid / "images" / f"{sid}.png", image)
+    if masks is not None:
+        (split_dir / sid / "masks").mkdir(parents=True, exist_ok=True)
+        for k, m in enumerate(masks):
+            write_png(split_dir / sid / "masks" / f"m{k}.png", np.asarray(m, np.uint8) * 255)
+
+
+def zip_folder(folder, zip_path):
+    """Zip the content of ``folder`` with paths relative to it (Kaggle's layout)."""
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                z.write(p, p.relative_to(folder).as_posix())
+    return zip_path
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A data root with a two-image ``stage1_train`` folder; returns (root, split dir, truth)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "root"
+    split_dir = root / "stage1_train"
+    m1 = np.zeros((8, 10), bool)
+    m1[1:4, 1:5] = True
+    m2 = np.zeros((8, 10), bool)
+    m2[5:8, 3:9] = True
+    add_image(split_dir, "aaa", rng.integers(0, 256, (8, 10, 3), dtype=np.uint8), [m1, m2])
+    m3 = np.zeros((6, 5), bool)
+    m3[2:5, 1:3] = True
+    add_image(split_dir, "bbb", rng.integers(0, 256, (6, 5), dtype=np.uint8), [m3])
+    truth = {"aaa": m1 * 1 + m2 * 2, "bbb": m3 * 1}
+    return root, split_dir, truth
+
+
+def test_tiny_folder_split_reads_ids_and_masks(tiny):
+    root, split_dir, truth = tiny
+    split = data.open_split("stage1_train", root=root)
+    assert split.ids == ["aaa", "bbb"]
+    for sid, lab in truth.items():
+        assert object_sets(split.labels(sid)) == object_sets(lab)
+    assert split.image("bbb").shape == (6, 5, 3)
+
+
+def test_tiny_zip_split_reads_like_the_folder(tiny):
+    root, split_dir, truth = tiny
+    folder = data.Split("stage1_train", split_dir)
+    zipped = data.Split("stage1_train", zip_folder(split_dir, root / "stage1_train.zip"))
+    assert zipped.ids == folder.ids
+    for sid in folder.ids:
+        assert np.array_equal(zipped.image(sid), folder.image(sid))
+        assert object_sets(zipped.labels(sid)) == object_sets(truth[sid])
+
+
+def test_corrupt_png_names_the_file(tiny):
+    _, split_dir, _ = tiny
+    bad = split_dir / "aaa" / "images" / "aaa.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    split = data.Split("stage1_train", split_dir)
+    with pytest.raises(DataError, match="aaa.png"):
+        split.image("aaa")
+
+
+def test_corrupt_mask_png_names_the_file(tiny):
+    _, split_dir, _ = tiny
+    (split_dir / "aaa" / "masks" / "m1.png").write_bytes(b"garbage")
+    split = data.Split("stage1_train", split_dir)
+    with pytest.raises(DataError, match="m1.png"):
+        split.labels("aaa")
+
+
+def test_missing_masks_folder_is_reported(tiny):
+    _, split_dir, _ = tiny
+    shutil.rmtree(split_dir / "bbb" / "masks")
+    split = data.Split("stage1_train", split_dir)
+    with pytest.raises(DataError, match="masks"):
+        split.labels("bbb")
+
+
+def test_unknown_id_is_named(tiny):
+    _, split_dir, _ = tiny
+    split = data.Split("stage1_train", split_dir)
+    for read in (split.image, split.labels, split.sample):
+        with pytest.raises(DataError, match="no_such_id"):
+            read("no_such_id")
+
+
+def test_truncated_zip_names_the_zip(tiny):
+    root, split_dir, _ = tiny
+    path = zip_folder(split_dir, root / "stage1_train.zip")
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    shutil.rmtree(split_dir)  # so that only the broken zip is left
+    with pytest.raises(DataError) as err:
+        data.open_split("stage1_train", root=root)
+    assert str(path) in str(err.value)
+
+
+def test_damaged_member_in_zip_names_the_zip(tiny):
+    root, split_dir, _ = tiny
+    path = root / "damaged.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.write(split_dir / "aaa" / "images" / "aaa.png", "aaa/images/aaa.png")
+    blob = bytearray(path.read_bytes())
+    start = blob.find(b"IHDR")  # inside the stored PNG: break its bytes (and the CRC)
+    blob[start + 40:start + 60] = b"\x00" * 20
+    path.write_bytes(bytes(blob))
+    split = data.Split("stage1_train", path)
+    with pytest.raises(DataError) as err:
+        split.image("aaa")
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["grey", "rgba", "grey16", "one_pixel_wide_grey",
+                                  "one_pixel_wide_rgb", "one_pixel_tall_rgb"])
+def test_image_kinds_read_as_rgb_float(tmp_path, kind):
+    rng = np.random.default_rng(1)
+    raw = {
+        "grey": rng.integers(0, 256, (5, 7), dtype=np.uint8),
+        "rgba": rng.integers(0, 256, (5, 7, 4), dtype=np.uint8),
+        "grey16": rng.integers(0, 65536, (5, 7), dtype=np.uint16),
+        "one_pixel_wide_grey": rng.integers(0, 256, (6, 1), dtype=np.uint8),
+        "one_pixel_wide_rgb": rng.integers(0, 256, (3, 1, 3), dtype=np.uint8),
+        "one_pixel_tall_rgb": rng.integers(0, 256, (1, 4, 3), dtype=np.uint8),
+    }[kind]
+    split_dir = tmp_path / "stage1_test"
+    add_image(split_dir, "x", raw)
+    img = data.Split("stage1_test", split_dir).image("x")
+    h, w = raw.shape[:2]
+    assert img.shape == (h, w, 3) and img.dtype == np.float32
+    top = 65535.0 if raw.dtype == np.uint16 else 255.0
+    rgb = np.repeat(raw[..., None], 3, axis=-1) if raw.ndim == 2 else raw[..., :3]
+    np.testing.assert_allclose(img, rgb / top, rtol=0, atol=1e-6)
+    assert 0.0 <= img.min() and img.max() <= 1.0
+
+
+def test_overlapping_masks_name_a_mask_file(tiny):
+    _, split_dir, _ = tiny
+    m = np.zeros((8, 10), bool)
+    m[2:6, 2:6] = True  # overlaps m0 (rows 1-3, cols 1-4)
+    write_png(split_dir / "aaa" / "masks" / "zz_overlap.png", m.astype(np.uint8) * 255)
+    split = data.Split("stage1_train", split_dir)
+    with pytest.raises(DataError) as err:
+        split.labels("aaa")
+    assert "zz_overlap.png" in str(err.value) or "m0.png" in str(err.value)
+    assert "overlap" in str(err.value)
+
+
+def test_rgba_mask_png_is_read_by_its_colour_not_its_alpha(tiny):
+    _, split_dir, truth = tiny
+    m = truth["bbb"] > 0
+    rgba = np.zeros(m.shape + (4,), np.uint8)
+    rgba[m, :3] = 255
+    rgba[..., 3] = 255  # fully opaque, as image editors save it
+    write_png(split_dir / "bbb" / "masks" / "m0.png", rgba)
+    got = data.Split("stage1_train", split_dir).labels("bbb")
+    assert object_sets(got) == object_sets(truth["bbb"]), (
+        "data.py bug: _labels_from_masks takes the max over all channels, alpha included, so "
+        f"an opaque RGBA mask covers the whole image ({int((got > 0).sum())} of {got.size} px "
+        f"instead of {int(m.sum())})")
+
+
+def test_mask_of_wrong_size_names_the_mask(tiny):
+    _, split_dir, _ = tiny
+    write_png(split_dir / "bbb" / "masks" / "small.png", np.full((3, 3), 255, np.uint8))
+    with pytest.raises(DataError, match="small.png"):
+        data.Split("stage1_train", split_dir).labels("bbb")
+
+
+def test_folder_not_in_dsb_layout_is_refused(tmp_path):
+    junk = tmp_path / "stage1_train"
+    (junk / "some").mkdir(parents=True)
+    write_png(junk / "some" / "picture.png", np.zeros((4, 4), np.uint8))
+    (junk / "notes.txt").write_text("hello")
+    with pytest.raises(DataError):
+        data.Split("stage1_train", junk)
+    with pytest.raises(DataError):
+        data.open_split("stage1_train", root=tmp_path)
+
+
+def test_zip_not_in_dsb_layout_is_refused(tmp_path):
+    path = tmp_path / "stage1_train.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("readme.txt", "not images")
+    with pytest.raises(DataError, match="stage1_train.zip"):
+        data.Split("stage1_train", path)
+
+
+def test_find_data_root_without_data_says_how_to_get_it(tmp_path):
+    with pytest.raises(DataError) as err:
+        data.find_data_root(tmp_path)
+    assert "kaggle" in str(err.value).lower()
+
+
+def build_stage1_test(tmp_path):
+    """A two-image ``stage1_test.zip`` (images only, like Kaggle's) and the text of its
+    ``stage1_solution.csv``; returns (inner zip path, csv text, {id: labels})."""
+    rng = np.random.default_rng(3)
+    test_dir = tmp_path / "build" / "stage1_test"
+    truth, rows = {}, []
+    for sid, shape in (("t1", (9, 12)), ("t2", (7, 5))):
+        add_image(test_dir, sid, rng.integers(0, 256, shape + (3,), dtype=np.uint8))
+        lab = np.zeros(shape, np.int32)
+        lab[1:4, 1:4], lab[5:7, 2:5] = 1, 2
+        truth[sid] = lab
+        rows += [(sid, r, shape[0], shape[1], "Public")
+                 for r in rle.encode_labels(lab).values()]
+    rows.append(("t2", "1 1", 7, 5, "Ignored"))  # not part of the ground truth
+    inner = zip_folder(test_dir, tmp_path / "build" / "stage1_test.zip")
+    csv_text = "ImageId,EncodedPixels,Height,Width,Usage\n" + "".join(
+        ",".join(map(str, r)) + "\n" for r in rows)
+    return inner, csv_text, truth
+
+
+def test_outer_kaggle_zip_with_inner_zip_and_solution_csv(tmp_path):
+    inner, csv_text, truth = build_stage1_test(tmp_path)
+    root = tmp_path / "kaggle"
+    root.mkdir()
+    with zipfile.ZipFile(root / data.OUTER_ZIP, "w") as z:
+        z.write(inner, "stage1_test.zip")
+        z.writestr("stage1_solution.csv", csv_text)
+    split = data.open_split("stage1_test", root=root)
+    assert split.ids == ["t1", "t2"]
+    for sid, lab in truth.items():
+        got = split.labels(sid)
+        assert np.array_equal(got, lab), sid
+        assert split.image(sid).shape == lab.shape + (3,)
+
+
+@pytest.mark.parametrize("layout", ["outer zip", "extracted outer zip"])
+def test_kaggle_zipped_solution_csv_is_read(tmp_path, layout):
+    # Kaggle's data-science-bowl-2018.zip holds the tables zipped one by one:
+    # stage1_solution.csv.zip, stage1_train_labels.csv.zip, ... next to stage1_test.zip.
+    inner, csv_text, truth = build_stage1_test(tmp_path)
+    buf = tmp_path / "build" / "stage1_solution.csv.zip"
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("stage1_solution.csv", csv_text)
+    root = tmp_path / "kaggle"
+    root.mkdir()
+    if layout == "outer zip":
+        with zipfile.ZipFile(root / data.OUTER_ZIP, "w") as z:
+            z.write(inner, "stage1_test.zip")
+            z.write(buf, "stage1_solution.csv.zip")
+    else:
+        shutil.copy(inner, root / "stage1_test.zip")
+        shutil.copy(buf, root / "stage1_solution.csv.zip")
+    split = data.open_split("stage1_test", root=root)
+    assert split.ids == ["t1", "t2"]
+    assert split.has_labels(), (
+        "data.py bug: the ground truth in Kaggle's own packaging (stage1_solution.csv.zip, "
+        f"{layout}) is not found; only a plain stage1_solution.csv is looked for")
+    for sid, lab in truth.items():
+        assert np.array_equal(split.labels(sid), lab), sid
+
+
+def test_read_solution_skips_ignored_rows(tmp_path):
+    path = tmp_path / "sol.csv"
+    path.write_text("ImageId,EncodedPixels,Height,Width,Usage\n"
+                    "a,1 2,4,4,Public\na,9 2,4,4,Ignored\nb,3 1,4,4,Ignored\n")
+    sol = data.read_solution(path)
+    assert sol == {"a": (["1 2"], 4, 4)}
+
+
+def test_read_solution_without_columns_names_the_file(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("Id,Pixels\na,1 2\n")
+    with pytest.raises(DataError, match="bad.csv"):
+        data.read_solution(path)

@@ -1,0 +1,61 @@
+"""The networks of the profiles, saving and loading, and the ImageNet download message."""
+import numpy as np
+import pytest
+
+from nucseg_utils import model, profiles
+
+pytestmark = pytest.mark.slow
+
+
+def test_paper_profile_builds_the_resnet152_unet_and_runs_one_training_step():
+    prof = profiles.get_profile("paper", encoder_weights=None, batch_size=2)
+    net = model.compile_model(model.build_model(prof), prof)
+    assert any("stage4_unit3" in l.name for l in net.layers)  # ResNet-152: 3 units in stage 4
+    assert any("stage3_unit36" in l.name for l in net.layers)  # ... and 36 in stage 3
+    x = np.random.default_rng(0).random((2, 256, 256, 3)).astype(np.float32)
+    y = (np.random.default_rng(1).random((2, 256, 256, 1)) > 0.5).astype(np.float32)
+    logs = net.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"]) and net.output_shape == (None, None, None, 1)
+
+
+def test_imagenet_weights_that_cannot_be_downloaded_give_a_clear_message(monkeypatch):
+    import tensorflow as tf
+    from urllib.error import URLError
+
+    def no_network(*args, **kwargs):
+        raise Exception("URL fetch failure on https://example/resnet18.h5: "
+                        + str(URLError("no network")))
+
+    monkeypatch.setattr(tf.keras.utils, "get_file", no_network)
+    prof = profiles.get_profile("smoke", encoder_weights="imagenet")
+    with pytest.raises(model.ModelError, match="could not download the imagenet weights") as e:
+        model.build_model(prof)
+    assert "encoder_weights=None" in str(e.value) and "Colab" in str(e.value)
+
+
+def test_saved_model_is_float16_and_reloads_to_the_same_predictions(tmp_path):
+    prof = profiles.get_profile("smoke")
+    net = model.build_model(prof)
+    path = model.save_model(net, tmp_path / "m.npz", prof)
+    with np.load(path) as z:
+        assert z["w000"].dtype == np.float16
+    again, config = model.load_model(path)
+    assert config["targets"] == prof["targets"] and config["input_mode"] == "crop"
+    x = np.random.default_rng(0).random((1, 64, 96, 3)).astype(np.float32)
+    ref = model.predict_probabilities(again, x[0], config)
+    assert ref.shape == (64, 96, 2)
+    assert np.allclose(ref, model.predict_probabilities(net, x[0], config), atol=2e-2)
+
+
+def test_resize_mode_predicts_at_the_native_size(tmp_path):
+    prof = profiles.get_profile("smoke", input_mode="resize", input_size=64)
+    net = model.build_model(prof)
+    img = np.random.default_rng(0).random((50, 130, 3)).astype(np.float32)
+    assert model.predict_probabilities(net, img, model.model_config(prof)).shape == (50, 130, 2)
+
+
+def test_profile_overrides_apply_none_and_reject_unknown_keys():
+    assert profiles.get_profile("paper", encoder_weights=None)["encoder_weights"] is None
+    assert profiles.get_profile("cpu", epochs=3)["epochs"] == 3
+    with pytest.raises(profiles.ProfileError, match="unknown profile parameter 'epoch'"):
+        profiles.get_profile("cpu", epoch=3)

@@ -1,0 +1,98 @@
+"""Post-processing on synthetic probability maps with known nuclei."""
+import numpy as np
+import pytest
+
+from nucseg_utils import metrics
+from nucseg_utils.postprocessing import METHODS, mean_radius, paper_steps, postprocess
+from nucseg_utils.preprocessing import touching_zone
+
+
+def discs(shape, centres, radius):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    lab = np.zeros(shape, np.int32)
+    for i, (cy, cx) in enumerate(centres, 1):
+        d = (yy - cy) ** 2 + (xx - cx) ** 2
+        lab[(d <= radius ** 2) & (lab == 0)] = i
+    return lab
+
+
+def soft(mask, sigma=1.0):
+    from scipy import ndimage as ndi
+    return np.clip(ndi.gaussian_filter(mask.astype(np.float32), sigma), 0, 1)
+
+
+@pytest.fixture
+def two_touching():
+    # two discs of radius 12 whose centres are 20 px apart: they overlap in a waist
+    return discs((64, 80), [(32, 28), (32, 48)], 12)
+
+
+def test_watershed_splits_two_touching_discs(two_touching):
+    prob = soft(two_touching > 0)
+    labels = postprocess(prob, "paper", min_distance_factor=0.5)
+    assert labels.max() == 2
+    assert metrics.image_scores(two_touching, labels)["tp"][0] == 2
+
+
+def test_connected_components_merge_the_touching_pair(two_touching):
+    labels = postprocess(soft(two_touching > 0), "cc")
+    assert labels.max() == 1
+
+
+def test_touching_zone_markers_split_the_pair(two_touching):
+    prob = np.stack([soft(two_touching > 0), touching_zone(two_touching).astype(np.float32)], -1)
+    labels = postprocess(prob, "touching")
+    assert labels.max() == 2
+    assert metrics.image_scores(two_touching, labels)["dsb"] > 0.7
+
+
+def test_separate_nuclei_are_not_over_split():
+    truth = discs((100, 100), [(25, 25), (25, 75), (75, 50)], 10)
+    labels = postprocess(soft(truth > 0), "paper")
+    assert labels.max() == 3
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("value", [0.0, 0.3, 0.9])
+def test_empty_or_constant_map_gives_a_label_image_not_a_crash(method, value):
+    prob = np.full((40, 50, 2), value, np.float32)
+    labels = postprocess(prob, method)
+    assert labels.shape == (40, 50)
+    # a constant map holds no boundaries: background below 0.5, at most one object above
+    assert labels.max() == (0 if value < 0.5 else 1)
+
+
+def test_paper_steps_report_the_intermediate_images(two_touching):
+    steps = paper_steps(soft(two_touching > 0))
+    assert steps["foreground"].dtype == bool and steps["foreground"].sum() > 0
+    assert steps["distance"].max() == pytest.approx(12, abs=1.5)
+    assert (steps["markers"] > 0).sum() >= 2
+
+
+def test_holes_inside_a_nucleus_are_filled():
+    truth = discs((60, 60), [(30, 30)], 15)
+    prob = soft(truth > 0)
+    prob[28:33, 28:33] = 0.0  # a dark hole in the middle of the nucleus
+    labels = postprocess(prob, "cc")
+    assert labels.max() == 1 and labels[30, 30] == 1
+
+
+def test_small_objects_are_dropped():
+    prob = np.zeros((50, 50), np.float32)
+    prob[10:12, 10:12] = 1.0  # 4 pixels
+    prob[30:40, 30:40] = 1.0  # 100 pixels
+    assert postprocess(prob, "cc", min_size=10).max() == 1
+
+
+def test_mean_radius_of_discs():
+    assert mean_radius(discs((80, 80), [(20, 20), (60, 60)], 10) > 0) == pytest.approx(10, rel=0.05)
+
+
+def test_touching_method_needs_two_channels():
+    with pytest.raises(ValueError, match="two-channel"):
+        postprocess(np.zeros((10, 10), np.float32), "touching")
+
+
+def test_unknown_method_is_named():
+    with pytest.raises(ValueError, match="unknown post-processing 'foo'"):
+        postprocess(np.zeros((10, 10), np.float32), "foo")
