@@ -29,6 +29,7 @@ model: $(VENV)/.installed
 	$(BIN)/nucseg publish --run runs/cpu --out models/cpu
 
 benchmark: $(VENV)/.installed
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/run_benchmarks.py $(ARGS)
 
 # after editing a notebook's .py (or .ipynb), bring its pair up to date

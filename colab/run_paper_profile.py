@@ -1,16 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # The paper's full configuration on a Colab T4
 #
@@ -47,9 +34,9 @@ if IN_COLAB:
     if not os.path.isdir("/content/nucseg"):
         subprocess.run(["git", "clone", "-q", "https://github.com/nucseg/nucseg",
                         "/content/nucseg"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/nucseg",
-                    "segmentation-models==1.0.1", "jupytext", "papermill", "kaggle"], check=True)
     sys.path.insert(0, "/content/nucseg")
+    from nucseg_utils.report import colab_setup
+    colab_setup()
     run_dir = run_dir or f"/content/drive/MyDrive/nucseg/runs/{profile}"
 else:
     profile = "smoke"
@@ -58,7 +45,7 @@ else:
 # %%
 from nucseg_utils import report
 
-data_root = report.colab_data_root(drive_data) if IN_COLAB else None
+data_root = report.colab_data_root(drive_data) if IN_COLAB else None  # Drive first
 code = report.run_all(profile=profile, run_dir=run_dir, data_root=data_root,
                       synthetic=not IN_COLAB, figures_dir=os.path.join(run_dir, "published"))
 assert code == 0, "a notebook failed: see the message above and the executed notebooks"

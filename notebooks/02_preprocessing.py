@@ -17,22 +17,17 @@
 # <a href="https://colab.research.google.com/github/nucseg/nucseg/blob/main/notebooks/02_preprocessing.ipynb" target="_parent"><img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>
 
 # %%
-# On Colab only: fetch this repository, install what Colab lacks (its TensorFlow and tf-keras
-# stay as they are) and find the data (a Drive folder or the Kaggle API). Elsewhere: nothing.
+# Colab only: fetch this repository, install what Colab lacks (its TensorFlow stays) and find
+# the data (Drive folder or Kaggle API). Elsewhere this cell does nothing.
 import os
 import sys
 
 if "google.colab" in sys.modules:
-    import subprocess
-    REPO_URL = "https://github.com/nucseg/nucseg"
     if not os.path.isdir("/content/nucseg"):
-        subprocess.run(["git", "clone", "-q", REPO_URL, "/content/nucseg"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/nucseg",
-                    "segmentation-models==1.0.1", "jupytext", "papermill"], check=True)
-    os.chdir("/content/nucseg/notebooks")
+        os.system("git clone -q https://github.com/nucseg/nucseg /content/nucseg")
     sys.path.insert(0, "/content/nucseg")
-    from nucseg_utils.report import colab_data_root
-    colab_data_root()
+    from nucseg_utils.report import colab_setup
+    colab_setup()
 
 # %% tags=["parameters"]
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)

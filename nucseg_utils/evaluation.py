@@ -9,7 +9,8 @@ Out, in an output folder:
   row), column-major RLE whose decoding reproduces the labels exactly;
 - ``per_image.csv``: DSB, TP/FP/FN at IoU > 0.5, precision, recall, F1, pixel accuracy, modality;
 - ``summary.json``: the data-set numbers, at native resolution (Kaggle's way) and with both
-  label images resized to 256x256 (the paper's way), with the command that made them.
+  label images resized to 256x256 (the paper's way), with the command that made them and
+  fingerprints of the model file and of the data.
 """
 from __future__ import annotations
 
@@ -256,6 +257,42 @@ def examples_by_score(table, n: int = 3) -> list[str]:
     return [ranked[i] for i in idx]
 
 
+def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
+                          progress: bool = True):
+    """Choose the post-processing on the run's *validation* images (held-out stage1_train,
+    from ``split.csv``; never the test set) by DSB at native resolution. Returns (the chosen
+    config fields, the table of every candidate)."""
+    import pandas as pd
+    from .model import load_model
+    from .postprocessing import postprocess
+    run_dir = Path(run_dir)
+    split_table = pd.read_csv(run_dir / "split.csv", dtype={"id": str})
+    val = split_table[split_table["subset"] == "val"]
+    model, config = load_model(model_path)
+    rows = []
+    for split_name, g in val.groupby("split"):
+        source = data_mod.open_split(split_name, root)
+        probs = predict_split(model, config, source, run_dir, tta=tta, ids=g["id"].tolist(),
+                              progress=progress, keep_probs=False)
+        candidates = [("paper", f) for f in (0.5, 0.75, 1.0)] + [("cc", None)]
+        if len(config["targets"]) > 1:
+            candidates.insert(0, ("touching", None))
+        for method, factor in candidates:
+            f = factor if factor is not None else config.get("min_distance_factor", 0.5)
+            labels = {sid: postprocess(p, method, f, config.get("min_size", 10))
+                      for sid, p in probs.items()}
+            s, _ = score_labels(labels, source)
+            rows.append({"postprocess": method, "min_distance_factor": factor,
+                         "split": split_name, "images": s["images"], "dsb": s["dsb"],
+                         "precision": s["precision"], "recall": s["recall"], "f1": s["f1"]})
+    table = pd.DataFrame(rows)
+    best = table.loc[table["dsb"].idxmax()]
+    chosen = {"postprocess": best["postprocess"]}
+    if best["postprocess"] == "paper":
+        chosen["min_distance_factor"] = float(best["min_distance_factor"])
+    return chosen, table
+
+
 def publish_model(run_dir, dest, split: str = "stage1_test", root=None,
                   progress: bool = True) -> dict:
     """Copy a finished run's model, history and run.json to ``dest`` (e.g. ``models/cpu``),
@@ -271,6 +308,11 @@ def publish_model(run_dir, dest, split: str = "stage1_test", root=None,
     for name in ("model.npz", "history.csv", "run.json"):
         with runs.atomic_path(dest / name) as tmp:
             shutil.copyfile(run_dir / name, tmp)
+    from .model import update_config
+    chosen, candidates = select_postprocessing(dest / "model.npz", run_dir, root,
+                                               progress=progress)
+    runs.write_table(candidates, dest / "validation_postprocessing.csv")
+    update_config(dest / "model.npz", **chosen)
     out = {}
     for tta in (True, False):
         out["tta" if tta else "no_tta"] = evaluate(
@@ -279,6 +321,8 @@ def publish_model(run_dir, dest, split: str = "stage1_test", root=None,
             command=f"nucseg evaluate --model {dest / 'model.npz'} --split {split} "
                     f"--{'tta' if tta else 'no-tta'}")
     results = {"train_seconds": info.get("train_seconds"), "best_epoch": info.get("best_epoch"),
+               "postprocessing_choice": {"chosen": chosen,
+                                         "candidates": candidates.to_dict("records")},
                "profile": info.get("profile", {}).get("name"), "evaluations": out,
                "train_command": f"nucseg train --profile {info.get('profile', {}).get('name')} "
                                 f"--out {run_dir}"}
@@ -308,6 +352,15 @@ def results_markdown(results: dict, split: str) -> str:
         lines.append(f"| {'8-fold' if s['tta'] else 'off'} | {n['dsb']:.4f} | {r['dsb']:.4f} "
                      f"| {n['precision']:.4f} | {n['recall']:.4f} | {n['f1']:.4f} "
                      f"| {n['pixel_accuracy']:.4f} | {s['seconds_total']:.0f} |")
+    choice = results.get("postprocessing_choice")
+    if choice:
+        lines += ["", "The post-processing was chosen on the validation images (held-out "
+                  "stage1_train, TTA on), not on the test set:", "",
+                  "| post-processing | min distance (radii) | images | DSB |", "|---|---|---|---|"]
+        for c in choice["candidates"]:
+            f = c["min_distance_factor"]
+            lines.append(f"| {c['postprocess']} | {'' if f is None or f != f else f} "
+                         f"| {c['images']} | {c['dsb']:.4f} |")
     lines += ["", "DSB per modality (native resolution):", "",
               "| modality | images | " + " | ".join(
                   f"TTA {'on' if s['tta'] else 'off'}" for s in ev.values()) + " |",

@@ -131,6 +131,18 @@ def read_model_file(path) -> tuple[dict, list[np.ndarray]]:
     return config, weights
 
 
+def update_config(path, **fields) -> dict:
+    """Rewrite a saved model's config with ``fields`` (weights untouched), atomically."""
+    config, _ = read_model_file(path)
+    config.update(fields)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "config"}
+    with runs.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, config=np.array(json.dumps(config)), **arrays)
+    return config
+
+
 def read_config(path) -> dict:
     """The config saved with a model (what it predicts, how to pre- and post-process)."""
     return read_model_file(path)[0]

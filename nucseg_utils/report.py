@@ -128,7 +128,14 @@ def run_all(profile: str = "cpu", run_dir=None, data_root=None, synthetic: bool 
 
 
 def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, notebooks, runner):
-    run = Path(run_dir or REPO / "runs" / f"report-{profile}").resolve()
+    if run_dir is None:  # one run folder per profile and data set: never mix them
+        try:
+            real = not synthetic and data_mod.find_data_root(data_root, "stage1_train") and \
+                not data_mod.is_synthetic(data_mod.find_data_root(data_root, "stage1_train"))
+        except data_mod.DataError:
+            real = False
+        run_dir = REPO / "runs" / (f"report-{profile}" if real else "report-synthetic")
+    run = Path(run_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
     staging = run / "figures"
     ctx = Context(profile, data_root, str(run), str(staging), synthetic=synthetic)
@@ -184,6 +191,19 @@ def publish(staging: Path, target: Path) -> int:
 
 def in_colab() -> bool:
     return "google.colab" in sys.modules
+
+
+def colab_setup(repo: str = "/content/nucseg") -> str | None:
+    """On Colab only: install this repository's package and what Colab lacks (Colab's
+    TensorFlow and tf-keras stay as they are), work from its notebooks folder, find the data.
+    Returns the data folder (None outside Colab, where it does nothing)."""
+    if not in_colab():
+        return None
+    import subprocess
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", repo,
+                    "segmentation-models==1.0.1", "jupytext", "papermill", "kaggle"], check=True)
+    os.chdir(Path(repo) / "notebooks")
+    return colab_data_root()
 
 
 def colab_data_root(drive_folder: str = "/content/drive/MyDrive/dsb2018",

@@ -9,7 +9,8 @@ config), ``checkpoint.npz`` (last epoch, float32 weights + optimizer state, for 
 Every file is written under a temporary name and renamed, so an interrupted run leaves the last
 complete epoch behind, and ``resume=True`` continues from it with a continuous history: the
 augmentation stream is a function of (seed, step), so the resumed run sees the batches the
-uninterrupted run would have seen.
+uninterrupted run would have seen. A run is only resumed with the profile and data it was
+started with (``epochs`` may grow); anything else is refused with a ModelError.
 """
 from __future__ import annotations
 
@@ -103,22 +104,24 @@ def load_checkpoint(model, path) -> tuple[int, float]:
     return epoch, best
 
 
-def check_resume_profile(profile: dict, run_dir) -> None:
-    """Refuse to resume a run with other settings than it was started with (only ``epochs``
-    may change): the history would no longer describe one training."""
+def check_resume(profile: dict, data_fingerprint: dict, run_dir) -> None:
+    """Refuse to resume a run with other settings or other data than it was started with
+    (only ``epochs`` may change): the history would no longer describe one training."""
     import json
     from .model import ModelError
     info = Path(run_dir) / "run.json"
-    old = runs.read_json(info).get("profile") if info.exists() else None
-    if not old:
-        return
-    new = json.loads(json.dumps(profile, default=str))
-    changed = sorted(k for k in set(old) | set(new) if k != "epochs" and old.get(k) != new.get(k))
-    if changed:
-        what = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+    info = runs.read_json(info) if info.exists() else {}
+    old, new = info.get("profile"), json.loads(json.dumps(profile, default=str))
+    changed = sorted(k for k in set(old or {}) | set(new)
+                     if old and k != "epochs" and old.get(k) != new.get(k))
+    what = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
+    if info.get("data_fingerprint") not in (None, data_fingerprint):
+        what.append(f"data: {info.get('data')} (fingerprint {info['data_fingerprint']}) -> "
+                    f"fingerprint {data_fingerprint}")
+    if what:
         raise ModelError(f"{Path(run_dir) / 'checkpoint.npz'}: the run was started with other "
-                         f"settings ({what}); resume with the same ones (only epochs may "
-                         f"change) or train into a new folder")
+                         f"settings ({'; '.join(what)}); resume with the same ones (only epochs "
+                         f"may change) or train into a new folder")
 
 
 def _setup_logging(run_dir: Path):
@@ -143,14 +146,16 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
     from . import model as model_mod
     tf = model_mod.tf_setup()
     run_dir = Path(run_dir)
+    root = data_mod.find_data_root(root, profile["train_splits"][0])
+    fingerprint = {s: runs.file_fingerprint(p) for s in profile["train_splits"]
+                   for p in [Path(data_mod.open_split(s, root).source)] if p.exists()}
     if resume and (run_dir / "checkpoint.npz").exists():
-        check_resume_profile(profile, run_dir)
+        check_resume(profile, fingerprint, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(run_dir)
     seed = int(profile["seed"])
     tf.keras.utils.set_random_seed(seed)
 
-    root = data_mod.find_data_root(root, profile["train_splits"][0])
     table, samples = load_training_data(profile, root, progress=progress)
     runs.write_table(table, run_dir / "split.csv")
     norm = profile["normalization"]
@@ -182,8 +187,7 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
     runs.update_run_json(
         run_dir, profile=profile, seed=seed, data=str(Path(root).resolve()),
         dataset=data_mod.dataset_name(root),
-        data_fingerprint={s: runs.file_fingerprint(p) for s in profile["train_splits"]
-                          for p in [Path(data_mod.open_split(s, root).source)] if p.exists()},
+        data_fingerprint=fingerprint,
         n_train=int(len(tr)), n_val=int(len(va)), steps_per_epoch=steps, epochs=epochs)
     log.info("training %s on %d images (%d validation patches), %d epochs x %d steps",
              profile.get("name", "custom"), len(tr), len(x_val), epochs, steps)

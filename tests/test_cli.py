@@ -98,14 +98,14 @@ def test_keyboard_interrupt_exits_130(capsys, monkeypatch, solution):
 
 
 # --------------------------------------------------------------------------- nucseg predict
-def test_predict_on_a_folder_with_a_corrupt_png_exits_2_and_writes_nothing(capsys, tmp_path,
-                                                                           smoke_run):
+def test_predict_on_a_folder_with_a_corrupt_png_exits_2_and_writes_nothing(capsys, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     iio.imwrite(images / "good.png", np.zeros((20, 20, 3), np.uint8))
     (images / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR broken")
     out = tmp_path / "out"
-    code, _, err = nucseg(capsys, "predict", "--model", smoke_run / "model.npz",
+    # the images are checked before the model is loaded: this model file is never opened
+    code, _, err = nucseg(capsys, "predict", "--model", tmp_path / "no_model.npz",
                           "--images", images, "--out", out, "--quiet")
     assert code == 2 and str(images / "bad.png") in err and "cannot decode" in err
     assert not out.exists()
@@ -125,6 +125,7 @@ def test_predict_with_a_corrupt_model_exits_2_naming_the_model(capsys, tmp_path)
     assert code == 2 and "none: no such file or folder" in err
 
 
+@pytest.mark.slow
 def test_predict_handles_grey_rgba_16bit_one_pixel_wide_and_blank_images(capsys, tmp_path,
                                                                           smoke_run):
     rng = np.random.default_rng(0)
@@ -154,25 +155,26 @@ def test_predict_handles_grey_rgba_16bit_one_pixel_wide_and_blank_images(capsys,
 
 
 # --------------------------------------------------------------------------- nucseg evaluate
-def test_evaluate_on_a_split_without_ground_truth_exits_2(capsys, tmp_path, smoke_run,
-                                                          smoke_data):
+def test_evaluate_on_a_split_without_ground_truth_exits_2(capsys, tmp_path, smoke_data):
     root = tmp_path / "root"
     shutil.copytree(smoke_data / "stage1_test", root / "stage1_test")  # no stage1_solution.csv
-    code, _, err = nucseg(capsys, "evaluate", "--model", smoke_run / "model.npz", "--data", root,
+    # the data is checked before the model is loaded: this model file is never opened
+    code, _, err = nucseg(capsys, "evaluate", "--model", tmp_path / "no_model.npz", "--data", root,
                           "--split", "stage1_test", "--out", tmp_path / "out", "--quiet")
     assert code == 2 and "no ground truth" in err and "stage1_solution.csv" in err
     assert not (tmp_path / "out").exists()
 
 
-def test_evaluate_on_a_folder_that_is_not_dsb_exits_2(capsys, tmp_path, smoke_run):
+def test_evaluate_on_a_folder_that_is_not_dsb_exits_2(capsys, tmp_path):
     junk = tmp_path / "junk"
     (junk / "stage1_test" / "photos").mkdir(parents=True)
     iio.imwrite(junk / "stage1_test" / "photos" / "cat.png", np.zeros((8, 8), np.uint8))
-    code, _, err = nucseg(capsys, "evaluate", "--model", smoke_run / "model.npz", "--data", junk,
+    code, _, err = nucseg(capsys, "evaluate", "--model", tmp_path / "no_model.npz", "--data", junk,
                           "--out", tmp_path / "out", "--quiet")
     assert code == 2 and "not a DSB split folder" in err and str(junk / "stage1_test") in err
 
 
+@pytest.mark.slow
 def test_evaluate_matches_the_api_and_leaves_the_data_alone(capsys, tmp_path, smoke_run,
                                                             smoke_data, smoke_eval):
     before = tree_digest(smoke_data)
@@ -186,6 +188,7 @@ def test_evaluate_matches_the_api_and_leaves_the_data_alone(capsys, tmp_path, sm
     assert tree_digest(smoke_data) == before
 
 
+@pytest.mark.slow
 def test_evaluate_with_a_model_of_another_shape_exits_2(capsys, tmp_path, smoke_run, smoke_data):
     from nucseg_utils import model
     config, weights = model.read_model_file(smoke_run / "model.npz")
@@ -210,10 +213,11 @@ def test_train_on_a_folder_that_is_not_dsb_exits_2_without_switching_data(capsys
     assert "SYNTHETIC" not in out and not (tmp_path / "run").exists()
 
 
-def test_train_does_not_overwrite_a_trained_run_unless_asked(capsys, tmp_path, smoke_run,
-                                                            smoke_data):
+def test_train_does_not_overwrite_a_trained_run_unless_asked(capsys, tmp_path, smoke_data):
     run = tmp_path / "run"
-    shutil.copytree(smoke_run, run)
+    run.mkdir()
+    (run / "model.npz").write_bytes(b"a model that took an hour")
+    (run / "history.csv").write_text("epoch,loss\n1,0.5\n")
     before = tree_digest(run)
     code, _, err = nucseg(capsys, "train", "--profile", "smoke", "--data", smoke_data,
                           "--out", run, "--quiet")

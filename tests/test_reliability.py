@@ -263,6 +263,7 @@ def test_truncated_zipped_solution_csv_is_named(tmp_path):
 
 
 # ---- model files
+@pytest.mark.slow
 def test_unreadable_model_files_name_the_file(tmp_path, smoke_run):
     good = (smoke_run / "model.npz").read_bytes()
     cases = {
@@ -293,6 +294,7 @@ def _with_config(src: Path, dst: Path, **changes) -> Path:
     return dst
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, why", [
     ({"targets": ["mask"]}, "1 output(s)"),           # a file of another number of outputs
     ({"backbone": "resnet34"}, "resnet34 U-Net"),     # weights of another backbone
@@ -355,6 +357,7 @@ def test_large_image_is_predicted_in_tiles_no_larger_than_tile(shape, tile, over
     np.testing.assert_allclose(prob, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_smoke_model_predicts_a_2048_pixel_image_in_tiles_like_untiled(smoke_run, smoke_data):
     net, config = model.load_model(smoke_run / "model.npz")
     from nucseg_utils.preprocessing import normalize
@@ -430,6 +433,7 @@ def test_failed_model_save_keeps_the_previous_model(tmp_path, monkeypatch):
     assert config["backbone"] == "resnet18" and weights[0][0, 0] == 1.0
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_from_its_checkpoint_with_a_continuous_history(
         tmp_path, smoke_run, smoke_data, smoke_profile, monkeypatch):
     run = tmp_path / "run"
@@ -467,6 +471,7 @@ def test_interrupted_training_resumes_from_its_checkpoint_with_a_continuous_hist
     assert all(np.array_equal(a, b) for a, b in zip(resumed, straight))
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused_and_changes_nothing(tmp_path, smoke_run,
                                                                    smoke_data, smoke_profile):
     run = tmp_path / "run"
@@ -478,8 +483,17 @@ def test_resume_with_other_settings_is_refused_and_changes_nothing(tmp_path, smo
     assert str(run / "checkpoint.npz") in str(err.value)
     assert "seed: 42 -> 7" in str(err.value) and "batch_size: 2 -> 4" in str(err.value)
     assert snapshot(run) == before
+    # the same settings on other data (one training image fewer) are refused too
+    other_data = tmp_path / "other_data"
+    shutil.copytree(smoke_data, other_data)
+    shutil.rmtree(next((other_data / "stage1_train").iterdir()))
+    with pytest.raises(ModelError) as err:
+        training.train(smoke_profile, run, root=other_data, resume=True, progress=False)
+    assert str(run / "checkpoint.npz") in str(err.value) and "data:" in str(err.value)
+    assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_named_on_resume_and_the_model_is_kept(tmp_path, smoke_run,
                                                                      smoke_data, smoke_profile):
     run = tmp_path / "run"
@@ -492,6 +506,7 @@ def test_corrupt_checkpoint_is_named_on_resume_and_the_model_is_kept(tmp_path, s
     assert {f: (run / f).read_bytes() for f in kept} == kept
 
 
+@pytest.mark.slow
 def test_failed_evaluation_keeps_the_previous_tables(tmp_path, smoke_run, smoke_data,
                                                      smoke_eval, monkeypatch):
     out = tmp_path / "eval"
@@ -534,6 +549,7 @@ def test_augmentation_stream_depends_only_on_the_seed_and_the_step():
     assert not np.array_equal(other.batch(0)[0], full[0][0])
 
 
+@pytest.mark.slow
 def test_two_smoke_runs_with_the_same_seed_give_identical_tables(tmp_path, smoke_run,
                                                                  smoke_data, smoke_profile,
                                                                  smoke_eval):
@@ -555,6 +571,7 @@ def test_two_smoke_runs_with_the_same_seed_give_identical_tables(tmp_path, smoke
                                                                               p.name))
 
 
+@pytest.mark.slow
 def test_run_json_records_profile_seed_versions_and_data_fingerprint(smoke_run, smoke_data,
                                                                      smoke_profile):
     info = runs.read_json(smoke_run / "run.json")
@@ -568,6 +585,7 @@ def test_run_json_records_profile_seed_versions_and_data_fingerprint(smoke_run, 
     assert info["n_train"] + info["n_val"] == 8
 
 
+@pytest.mark.slow
 def test_evaluation_summary_records_model_data_and_versions(smoke_eval, smoke_run, smoke_data):
     s = runs.read_json(smoke_eval / "summary.json")
     assert s["model_fingerprint"] == runs.file_fingerprint(smoke_run / "model.npz")
