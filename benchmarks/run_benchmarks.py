@@ -468,13 +468,23 @@ def section_metric(ctx: Context) -> Result:
     for name, _, _ in impls[1:]:
         res.add(sec, f"speed-up of nucseg over {name}", overall[ours] / overall[name], "x",
                 f"all {tot_imgs} images")
+    # why a miss is a miss: the fixed cost of one call, measured on an empty image
+    empty = np.zeros((64, 64), np.uint16)
+    call_s, _ = time_scorer(nucseg_image_score, [(empty, empty)] * 200, 3)
+    call_ms = 1000 * call_s / 200
+    res.add(sec, "fixed cost of one image_scores call (empty 64x64)", call_ms, "ms", "")
+    per_image_ms = 1000 / overall[ours]
+    why = (f"the reference is itself vectorised C (one `histogram2d` per image), so there is no "
+           f"Python loop left to remove; of nucseg's {per_image_ms:.2f} ms per image, "
+           f"{call_ms:.2f} ms is the fixed cost of a call (measured on an empty image) and the "
+           f"rest is a few passes over the pixels (combining the two label images into pair "
+           f"codes, one `bincount`). Per group: " + ", ".join(
+               f"{speed[(g, ours)] / speed[(g, ref)]:.1f}x on {g}" for g, _ in groups) +
+           f"; load average at the end of the section {os.getloadavg()[0]:.2f}")
     res.verdict(f"metric >= {METRIC_SPEEDUP_TARGET:g}x faster than the histogram2d reference",
                 f"{ratio_ref:.1f}x", ratio_ref >= METRIC_SPEEDUP_TARGET,
                 f"{METRIC_SPEEDUP_TARGET / ratio_ref:.2f}x "
-                f"({ratio_ref:.1f}x instead of {METRIC_SPEEDUP_TARGET:g}x)",
-                "per group: " + ", ".join(
-                    f"{speed[(g, ours)] / speed[(g, ref)]:.1f}x on {g}" for g, _ in groups) +
-                f"; load average at the end of the section {os.getloadavg()[0]:.2f}")
+                f"({ratio_ref:.1f}x instead of {METRIC_SPEEDUP_TARGET:g}x)", why)
 
     # agreement
     agree_rows = []

@@ -3,7 +3,8 @@
 In: a saved model (or a loaded one), a split (with ground truth for scoring), TTA on/off.
 Out, in an output folder:
 
-- ``probs/<id>.npz``: the probability maps (float16), for the TTA and post-processing notebooks;
+- ``probs/<id>.npz``: the probability maps (float16, the precision every path uses), for the
+  TTA and post-processing notebooks;
 - ``labels/<id>.png``: one 16-bit label PNG per image at its native size;
 - ``submission.csv``: Kaggle's format, one row per nucleus (an image with none gets one empty
   row), column-major RLE whose decoding reproduces the labels exactly;
@@ -80,7 +81,9 @@ def predict_split(model, config: dict, source, out_dir, tta: bool = True, ids=No
     probs = {}
     for sid in it:
         img = normalize(source.image(sid), config["normalization"])
-        p = predict(model, img, config, tta=tta)
+        # kept at float16 precision, as stored: the maps post-processed now and the ones a
+        # notebook reads back from probs/ are the same numbers, so every path scores the same
+        p = predict(model, img, config, tta=tta).astype(np.float16).astype(np.float32)
         probs[sid] = p
         if keep_probs:
             save_probs(out_dir / "probs" / f"{sid}.npz", p)

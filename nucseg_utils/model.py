@@ -175,6 +175,16 @@ def _forward(model, batch: np.ndarray) -> np.ndarray:
     return model(batch, training=False).numpy()
 
 
+def predict_batch(model, images: list, config: dict, tile: int = 1024) -> list:
+    """Probabilities of several normalised images of one shape; one forward pass when they
+    fit a tile (TTA's variants), else one :func:`predict_probabilities` call each."""
+    h, w = images[0].shape[:2]
+    if config.get("input_mode") == "resize" or h > tile or w > tile or len(images) == 1:
+        return [predict_probabilities(model, im, config, tile) for im in images]
+    batch = np.stack([pad_to_multiple(im, 32)[0] for im in images])
+    return list(_forward(model, batch)[:, :h, :w])
+
+
 def predict_probabilities(model, image: np.ndarray, config: dict, tile: int = 1024,
                           overlap: int = 64) -> np.ndarray:
     """Probabilities (H, W, n_targets) for one normalised (H, W, 3) image at its own size.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import predict_probabilities
+from .model import predict_batch, predict_probabilities
 
 
 def variants():
@@ -33,10 +33,12 @@ def predict(model, image: np.ndarray, config: dict, tta: bool = True) -> np.ndar
     if not tta:
         return predict_probabilities(model, image, config)
     acc = None
-    for k, flip in variants():
-        x = np.ascontiguousarray(forward(image, k, flip))
-        p = inverse(predict_probabilities(model, x, config), k, flip)
-        acc = p.astype(np.float64) if acc is None else acc + p
+    # variants of one shape (even and odd quarter turns) go through the network together
+    for group in ([v for v in variants() if v[0] % 2 == 0], [v for v in variants() if v[0] % 2]):
+        xs = [np.ascontiguousarray(forward(image, k, flip)) for k, flip in group]
+        for (k, flip), p in zip(group, predict_batch(model, xs, config)):
+            p = inverse(p, k, flip).astype(np.float64)
+            acc = p if acc is None else acc + p
     return (acc / len(variants())).astype(np.float32)
 
 

@@ -606,3 +606,14 @@ def test_data_fingerprint_changes_with_the_data(tmp_path):
     one = runs.file_fingerprint(z)
     z.write_bytes(b"two")
     assert runs.file_fingerprint(z) != one
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+    from nucseg_utils import runs
+    old = os.umask(0o022)
+    try:
+        path = runs.write_text(tmp_path / "t.txt", "x")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644

@@ -55,3 +55,12 @@ def test_tta_averages_a_non_invariant_model_towards_the_symmetric_mean():
     assert plain.std() > 0.25
     assert np.allclose(averaged, averaged.mean(), atol=0.02)  # symmetric: every pixel 0.5
     assert averaged.mean() == pytest.approx(0.5, abs=0.01)
+
+
+def test_batched_variants_equal_one_pass_per_variant():
+    img = np.random.default_rng(2).random((40, 70, 3)).astype(np.float32)
+    cfg = {"input_mode": "crop"}
+    model = IdentityModel()
+    one_by_one = sum(tta.inverse(tta.predict_probabilities(model, np.ascontiguousarray(
+        tta.forward(img, k, f)), cfg), k, f) for k, f in tta.variants()) / 8
+    assert np.allclose(tta.predict(model, img, cfg, tta=True), one_by_one, atol=1e-6)
