@@ -35,6 +35,12 @@ PAPER_AUGMENTATION = {
     "colour": False,        # no intensity / colour augmentation in the paper
 }
 
+# ours (cpu, smoke): any rotation, shear, scale, flips, quarter turns, colour and intensity
+CROP_AUGMENTATION = {
+    "rotation": 180.0, "shift": 0.0, "shear": 8.0, "zoom": 0.35,
+    "hflip": True, "vflip": True, "dihedral": True, "colour": True,
+}
+
 PROFILES: dict[str, dict] = {
     "paper": {
         "backbone": "resnet152",
@@ -76,10 +82,7 @@ PROFILES: dict[str, dict] = {
         "train_splits": ["stage1_train"],
         "val_fraction": 0.1,
         "balance_modalities": 0.5,     # sample images with weight count(modality) ** -0.5
-        "augmentation": {
-            "rotation": 180.0, "shift": 0.0, "shear": 8.0, "zoom": 0.35,
-            "hflip": True, "vflip": True, "dihedral": True, "colour": True,
-        },
+        "augmentation": CROP_AUGMENTATION,
         "val_crops_per_image": 2,
         "tta": True,
         "postprocess": "touching",
@@ -103,10 +106,7 @@ PROFILES: dict[str, dict] = {
         "train_splits": ["stage1_train"],
         "val_fraction": 0.25,
         "balance_modalities": 0.5,
-        "augmentation": {
-            "rotation": 180.0, "shift": 0.0, "shear": 8.0, "zoom": 0.35,
-            "hflip": True, "vflip": True, "dihedral": True, "colour": True,
-        },
+        "augmentation": CROP_AUGMENTATION,
         "val_crops_per_image": 1,
         "tta": True,
         "postprocess": "touching",
