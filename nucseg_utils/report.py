@@ -8,8 +8,9 @@ stamp printed on it.
 In (``nucseg report`` / ``make report``): a profile. :func:`run_all` executes the numbered
 notebooks in order with papermill into ``runs/report-<profile>/``, keeps the executed copies
 there, stops at the first failing notebook (naming it and the failing cell's error), and only
-when every notebook succeeded copies the new figures and tables into ``figures/`` (real data)
-or ``figures/synthetic/`` (synthetic set), each file atomically.
+when every notebook succeeded copies the new figures and tables into ``figures/`` (the ``cpu``
+profile on real data), ``figures/<profile>/`` (another profile) or ``figures/synthetic/``
+(synthetic set), each file atomically.
 """
 from __future__ import annotations
 
@@ -139,8 +140,13 @@ def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, noteb
     run.mkdir(parents=True, exist_ok=True)
     staging = run / "figures"
     ctx = Context(profile, data_root, str(run), str(staging), synthetic=synthetic)
-    if figures_dir is None:
-        figures_dir = REPO / "figures" if ctx.dataset == "DSB2018" else REPO / "figures" / "synthetic"
+    if figures_dir is None:  # figures/ holds the committed cpu figures; others go beside them
+        if ctx.dataset != "DSB2018":
+            figures_dir = REPO / "figures" / "synthetic"
+        elif ctx.profile_name == "cpu":
+            figures_dir = REPO / "figures"
+        else:
+            figures_dir = REPO / "figures" / ctx.profile_name
     figures_dir = Path(figures_dir)
     print(f"nucseg report: profile {profile}, data {ctx.dataset} ({ctx.root}), run {run}")
     if ctx.dataset != "DSB2018":

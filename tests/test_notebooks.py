@@ -86,3 +86,15 @@ def test_colab_notebook_runs_its_non_colab_path_in_smoke(tmp_path):
                         cwd=str(REPO / "colab"), progress_bar=False, kernel_name="python3")
     assert (tmp_path / "run" / "model.npz").exists()
     assert (tmp_path / "run" / "published" / "table2_results.csv").exists()
+
+
+def test_only_the_cpu_profile_on_real_data_refreshes_figures(tmp_path, monkeypatch, real_data):
+    def runner(nb, out, params, cwd):
+        Path(params["figures_dir"]).mkdir(parents=True, exist_ok=True)
+        (Path(params["figures_dir"]) / "fig.png").write_bytes(b"x")
+
+    monkeypatch.setattr(report, "REPO", tmp_path)
+    assert report.run_all("smoke", run_dir=tmp_path / "run", data_root=real_data,
+                          notebooks=["01_eda.ipynb"], runner=runner) == 0
+    assert (tmp_path / "figures" / "smoke" / "fig.png").exists()
+    assert not (tmp_path / "figures" / "fig.png").exists()
