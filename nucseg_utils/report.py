@@ -131,10 +131,10 @@ def run_all(profile: str = "cpu", run_dir=None, data_root=None, synthetic: bool 
 def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, notebooks, runner):
     if run_dir is None:  # one run folder per profile and data set: never mix them
         try:
-            real = not synthetic and data_mod.find_data_root(data_root, "stage1_train") and \
-                not data_mod.is_synthetic(data_mod.find_data_root(data_root, "stage1_train"))
+            root = None if synthetic else data_mod.find_data_root(data_root, "stage1_train")
         except data_mod.DataError:
-            real = False
+            root = None
+        real = root is not None and not data_mod.is_synthetic(root)
         run_dir = REPO / "runs" / (f"report-{profile}" if real else "report-synthetic")
     run = Path(run_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
