@@ -2,6 +2,7 @@
 #   make report   regenerate every figure and table (runs the notebooks with papermill)
 #   make test     run the test suite (unit tests, notebooks under nbval, jupytext pairs)
 # Options: make report PROFILE=smoke|cpu|paper   ARGS="--synthetic --retrain ..."
+# Outside CI: make colab-check   (Colab's TensorFlow/Keras/NumPy in .venv-colab, a few minutes)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,14 @@ PROFILE ?= cpu
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: report test benchmark model sync clean-runs
+.PHONY: report test benchmark model sync clean-runs colab-check
+
+# Colab's own versions, which the set-up cell must leave alone (colab/check_colab_stack.py).
+# Python 3.13 as on Colab when the machine has it, else $(PYTHON) (the script says which).
+COLAB_VENV ?= .venv-colab
+COLAB_PYTHON ?= $(or $(shell for p in python3.13 $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13; \
+	do "$$p" -c "" 2>/dev/null && echo "$$p" && break; done),$(PYTHON))
+COLAB_STACK ?= "tensorflow==2.20.*" "tf-keras==2.20.*" "keras==3.13.*" "numpy==2.1.*"
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,3 +46,13 @@ sync: $(VENV)/.installed
 
 clean-runs:
 	rm -rf runs/notebooks runs/report-smoke
+
+# Outside CI: this repository against Colab's stack. Builds $(COLAB_VENV) with Colab's
+# versions only (no requirements.txt), then runs what a Colab session does: the set-up's install
+# (checking it changes none of them), the ImageNet download (refused cleanly offline), a paper
+# training step at 64 px and a prediction of the committed model. `rm -rf .venv-colab` for a
+# fresh install.
+colab-check:
+	@test -x $(COLAB_VENV)/bin/python || $(COLAB_PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_VENV)/bin/python -m pip install -q --disable-pip-version-check $(COLAB_STACK)
+	$(COLAB_VENV)/bin/python colab/check_colab_stack.py $(ARGS)

@@ -23,8 +23,11 @@ from scipy import ndimage as ndi
 from .preprocessing import make_targets
 
 
-def _affine(rng, aug: dict, out_size: int, src_shape, mode: str, centre=None):
-    """Return (matrix, offset) mapping output (row, col) to source coordinates."""
+def _affine(rng, aug: dict, out_size: int, src_shape, mode: str, centre=None,
+            scale: float = 1.0):
+    """Return (matrix, offset) mapping output (row, col) to source coordinates. ``scale``
+    (crop mode) magnifies the source by that factor on top of the random zoom: the image's
+    factor to the standard nucleus size (:mod:`nucseg_utils.scale`)."""
     h, w = src_shape
     theta = np.deg2rad(rng.uniform(-aug["rotation"], aug["rotation"])) if aug["rotation"] else 0.0
     shear = np.deg2rad(rng.uniform(-aug["shear"], aug["shear"])) if aug["shear"] else 0.0
@@ -45,7 +48,7 @@ def _affine(rng, aug: dict, out_size: int, src_shape, mode: str, centre=None):
                  else np.array([rng.uniform(0, h), rng.uniform(0, w)]))
     else:
         raise ValueError(f"unknown input_mode '{mode}'")
-    matrix = base @ rot @ shr @ flip / zoom
+    matrix = base @ rot @ shr @ flip / (zoom * (scale if mode == "crop" else 1.0))
     c_out = np.array([out_size / 2, out_size / 2])
     offset = c_src - matrix @ c_out
     return matrix, offset
@@ -80,14 +83,17 @@ def colour_jitter(rng, img: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def sample_patch(rng, image, labels, profile: dict, augment: bool = True, centre=None):
-    """One augmented (image, label) patch of size input_size."""
+def sample_patch(rng, image, labels, profile: dict, augment: bool = True, centre=None,
+                 scale: float = 1.0):
+    """One augmented (image, label) patch of size input_size; ``scale`` as in :func:`_affine`
+    (an image to be shrunk should be pre-filtered with :func:`nucseg_utils.scale.antialias`)."""
     aug = profile["augmentation"]
     if not augment:
         aug = {**aug, "rotation": 0.0, "shear": 0.0, "zoom": 0.0, "shift": 0.0,
                "hflip": False, "vflip": False, "dihedral": False, "colour": False}
     size = profile["input_size"]
-    matrix, offset = _affine(rng, aug, size, labels.shape, profile["input_mode"], centre)
+    matrix, offset = _affine(rng, aug, size, labels.shape, profile["input_mode"], centre,
+                             scale)
     img, lab = warp(image, labels, matrix, offset, size)
     if aug.get("dihedral"):
         k = int(rng.integers(4))
@@ -101,13 +107,18 @@ class PatchSampler:
     """Makes training batches from (normalised image, labels) pairs.
 
     ``weights`` (one per image) sets how often each image is drawn; :func:`modality_weights`
-    makes rare imaging modalities more frequent.
+    makes rare imaging modalities more frequent. With a ``target_diameter`` in the profile,
+    each image is magnified by its factor to the standard nucleus size
+    (:func:`image_scales`), and images to be shrunk are pre-filtered once here.
     """
 
     def __init__(self, images, labels, profile: dict, weights=None):
+        from .scale import antialias
         if not images:
             raise ValueError("no training images")
-        self.images, self.labels, self.profile = images, labels, profile
+        self.scales = image_scales(labels, profile)
+        self.images = [antialias(im, f) for im, f in zip(images, self.scales)]
+        self.labels, self.profile = labels, profile
         w = np.ones(len(images)) if weights is None else np.asarray(weights, float)
         self.p = w / w.sum()
 
@@ -117,7 +128,8 @@ class PatchSampler:
         xs, ys = [], []
         for _ in range(prof["batch_size"]):
             i = int(rng.choice(len(self.images), p=self.p))
-            img, lab = sample_patch(rng, self.images[i], self.labels[i], prof)
+            img, lab = sample_patch(rng, self.images[i], self.labels[i], prof,
+                                    scale=self.scales[i])
             xs.append(img)
             ys.append(make_targets(lab, prof["targets"]))
         return np.stack(xs), np.stack(ys)
@@ -129,16 +141,29 @@ class PatchSampler:
 
 def validation_set(images, labels, profile: dict):
     """A fixed set of un-augmented patches (seeded): crops for ``crop`` mode, the resized whole
-    image for ``resize`` mode."""
+    image for ``resize`` mode; at the standard nucleus size when the profile has one."""
+    from .scale import antialias
     xs, ys = [], []
-    for i, (img, lab) in enumerate(zip(images, labels)):
+    for i, (img, lab, f) in enumerate(zip(images, labels, image_scales(labels, profile))):
+        img = antialias(img, f)
         rng = np.random.default_rng([profile["seed"], 7919, i])
         n = 1 if profile["input_mode"] == "resize" else profile.get("val_crops_per_image", 1)
         for _ in range(n):
-            x, y = sample_patch(rng, img, lab, profile, augment=False)
+            x, y = sample_patch(rng, img, lab, profile, augment=False, scale=f)
             xs.append(x)
             ys.append(make_targets(y, profile["targets"]))
     return np.stack(xs), np.stack(ys)
+
+
+def image_scales(labels, profile: dict) -> list[float]:
+    """Each image's factor to the profile's ``target_diameter`` from its true nuclei (all 1
+    without a target, or in ``resize`` mode)."""
+    from .scale import DEFAULT_LIMITS, label_diameter, scale_factor
+    target = profile.get("target_diameter")
+    if not target or profile.get("input_mode") != "crop":
+        return [1.0] * len(labels)
+    limits = tuple(profile.get("scale_limits", DEFAULT_LIMITS))
+    return [scale_factor(label_diameter(lab), target, limits) for lab in labels]
 
 
 def modality_weights(modalities, power: float) -> np.ndarray:

@@ -2,14 +2,16 @@
 
     nucseg score SOLUTION.csv SUBMISSION.csv [--json] [--per-image FILE]
     nucseg train --profile cpu|paper|smoke [--out RUN_DIR] [--resume | --overwrite] [...]
-    nucseg predict [--model MODEL] --images PATH --out DIR [--tta/--no-tta]
+    nucseg predict [--model MODEL] --images PATH --out DIR [--tta/--no-tta] [--formats ...]
+                   [--pixel-size UM] [--channel N] [--overwrite]
     nucseg evaluate [--model MODEL] --split stage1_test [--tta/--no-tta] [--out DIR]
     nucseg report --profile cpu|smoke        (run every notebook, refresh figures/)
     nucseg publish --run runs/cpu            (copy a run's model to models/cpu + results)
     nucseg synthetic [--out DIR]             (write the built-in synthetic set)
 
 ``python -m nucseg_utils ...`` works too. Errors about data, models or submissions are printed
-as one line naming the file, with exit code 2.
+as one line naming the file, with exit code 2; ``predict`` reports an image it cannot use in
+one line naming the file, writes the others, and exits with 1.
 """
 from __future__ import annotations
 
@@ -30,6 +32,32 @@ def _add_tta(p):
     g.add_argument("--tta", dest="tta", action="store_true", default=None,
                    help="8-fold test-time augmentation (default: the model's setting)")
     g.add_argument("--no-tta", dest="tta", action="store_false")
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    from .predict import parse_formats
+    try:
+        return parse_formats(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _pixel_size(text: str) -> float:
+    from .export import check_pixel_size
+    try:
+        return check_pixel_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _channel(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a channel number 0, 1, 2, ..., got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "predict":
             p.add_argument("--images", required=True)
             p.add_argument("--out", required=True)
+            p.add_argument("--formats", type=_formats,
+                           help="comma-separated outputs per image, from labels-png (needed "
+                                "for submission.csv), tiff, rois, overlay, measurements "
+                                "(default: all)")
+            p.add_argument("--pixel-size", type=_pixel_size, metavar="UM",
+                           help="micrometres per pixel (default: a TIFF's own, else none)")
+            p.add_argument("--channel", type=_channel, metavar="N",
+                           help="segment channel N (0-based) of multi-channel images")
+            p.add_argument("--overwrite", action="store_true",
+                           help="redo the images already done in --out")
         else:
             p.add_argument("--split", default="stage1_test")
             p.add_argument("--data")
@@ -157,21 +195,37 @@ def cmd_train(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from . import data, evaluation
+    from . import data, predict
     from .model import load_model
+
+    def log(message):
+        from tqdm.auto import tqdm
+        tqdm.write(f"nucseg predict: {message}", file=sys.stderr)
+
     source = data.open_images(a.images)
-    for sid in source.ids:  # read every image once first: a bad file stops us at once, not
-        source.image(sid)   # after hours of prediction, and nothing is written
+    # the images are checked from their headers before the model is loaded
+    checked = predict.check_inputs(source, a.channel)
+    if not checked.ok:
+        for message in checked.failed.values():
+            log(message)
+        log(f"none of the {len(source.ids)} image(s) can be segmented; nothing written")
+        return 1
+    formats = a.formats or predict.FORMATS
     model, config = load_model(a.model)
-    tta = config.get("tta", True) if a.tta is None else a.tta
+    res = predict.predict_folder(model, config, source, a.out, formats=formats, tta=a.tta,
+                                 method=a.postprocess, channel=a.channel,
+                                 pixel_size=a.pixel_size, overwrite=a.overwrite,
+                                 progress=not a.quiet, model_path=a.model, checked=checked,
+                                 log=log)
     out = Path(a.out)
-    probs = evaluation.predict_split(model, config, source, out, tta=tta,
-                                     progress=not a.quiet, keep_probs=False)
-    labels = evaluation.postprocess_all(probs, config, a.postprocess)
-    evaluation.save_label_dir(labels, out / "labels")
-    evaluation.write_submission(labels, out / "submission.csv")
-    n = sum(int(l.max()) for l in labels.values())
-    print(f"{len(labels)} image(s), {n} nuclei -> {out / 'labels'}, {out / 'submission.csv'}")
+    ok = len(res.done) + len(res.skipped)
+    print(f"{ok} image(s), {res.nuclei} nuclei -> {out} ({len(res.done)} segmented now, "
+          f"{len(res.skipped)} done before)"
+          + (f"; {out / 'submission.csv'}" if "labels-png" in formats else ""))
+    if res.failed:
+        print(f"{len(res.failed)} image(s) could not be segmented (see above and "
+              f"{out / 'summary.csv'})")
+        return 1
     return 0
 
 

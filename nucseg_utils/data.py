@@ -269,6 +269,16 @@ class Split:
     def _where(self, member: str) -> str:
         return f"{self.source}:{member}" if self._zip is not None else str(self.source / member)
 
+    def image_name(self, sid: str) -> str:
+        """Where the image of ``sid`` is (for messages): a path, or ``zip:member``."""
+        self._check_id(sid)
+        return self._where(self._images[sid])
+
+    def image_file(self, sid: str):
+        """The undecoded image file of ``sid`` as a binary file object."""
+        self._check_id(sid)
+        return io.BytesIO(self._read(self._images[sid]))
+
     # -- reading
     def image(self, sid: str) -> np.ndarray:
         self._check_id(sid)
@@ -496,9 +506,23 @@ class FolderImages:
         return len(self._files)
 
     def image(self, sid):
+        return read_image(self._file(sid))
+
+    def _file(self, sid) -> Path:
         if sid not in self._files:
             raise DataError(f"{self.source}: no image '{sid}'")
-        return read_image(self._files[sid])
+        return self._files[sid]
+
+    def image_name(self, sid) -> str:
+        """The path of the image of ``sid`` (for messages)."""
+        return str(self._file(sid))
+
+    def image_file(self, sid):
+        """The undecoded image file of ``sid``, opened for binary reading."""
+        try:
+            return open(self._file(sid), "rb")
+        except OSError as err:
+            raise DataError(f"{self._files[sid]}: cannot read ({err.strerror})") from None
 
     def has_labels(self):
         return False

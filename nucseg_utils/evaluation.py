@@ -67,11 +67,20 @@ def write_submission(labels_by_id: dict, path) -> Path:
     return runs.write_text(path, "\n".join(lines) + "\n")
 
 
+def predict_image(model, config: dict, image: np.ndarray, tta: bool = True) -> np.ndarray:
+    """Probabilities (H, W, n_targets) at native size for one RGB image as read by
+    :mod:`nucseg_utils.data`: normalised as the model was trained, predicted (with the 8-fold
+    TTA when ``tta``), rounded to float16 precision (as stored, so every path scores the same
+    numbers). The one place every command and notebook predicts an image."""
+    from .scale import predict_scaled
+    img = normalize(image, config["normalization"])
+    return predict_scaled(model, img, config, tta=tta).astype(np.float16).astype(np.float32)
+
+
 def predict_split(model, config: dict, source, out_dir, tta: bool = True, ids=None,
                   progress: bool = True, keep_probs: bool = True) -> dict:
     """Predict every image of ``source`` (a Split or FolderImages); returns {id: prob map}
     and writes ``probs/<id>.npz`` under ``out_dir`` when ``keep_probs``."""
-    from .tta import predict
     out_dir = Path(out_dir)
     ids = source.ids if ids is None else list(ids)
     it = ids
@@ -80,20 +89,24 @@ def predict_split(model, config: dict, source, out_dir, tta: bool = True, ids=No
         it = tqdm(ids, desc=f"predict{' (TTA)' if tta else ''}", unit="img")
     probs = {}
     for sid in it:
-        img = normalize(source.image(sid), config["normalization"])
-        # kept at float16 precision, as stored: the maps post-processed now and the ones a
-        # notebook reads back from probs/ are the same numbers, so every path scores the same
-        p = predict(model, img, config, tta=tta).astype(np.float16).astype(np.float32)
+        p = predict_image(model, config, source.image(sid), tta=tta)
         probs[sid] = p
         if keep_probs:
             save_probs(out_dir / "probs" / f"{sid}.npz", p)
     return probs
 
 
-def postprocess_all(probs: dict, config: dict, method: str | None = None) -> dict:
+def postprocess_one(prob: np.ndarray, config: dict, method: str | None = None) -> np.ndarray:
+    """The label image of one probability map, post-processed as the model's config says
+    (``method`` overrides its ``postprocess``)."""
     method = method or config.get("postprocess", "paper")
-    return {sid: postprocess(p, method, config.get("min_distance_factor", 0.5),
-                             config.get("min_size", 10)) for sid, p in probs.items()}
+    return postprocess(prob, method, config.get("min_distance_factor", 0.5),
+                       config.get("min_size", 10), config.get("threshold", 0.5),
+                       config.get("dilation", 0))
+
+
+def postprocess_all(probs: dict, config: dict, method: str | None = None) -> dict:
+    return {sid: postprocess_one(p, config, method) for sid, p in probs.items()}
 
 
 def score_labels(pred: dict, source, resize_to: int | None = None, progress: bool = False):
@@ -260,42 +273,6 @@ def examples_by_score(table, n: int = 3) -> list[str]:
     return [ranked[i] for i in idx]
 
 
-def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
-                          progress: bool = True):
-    """Choose the post-processing on the run's *validation* images (held-out stage1_train,
-    from ``split.csv``; never the test set) by DSB at native resolution. Returns (the chosen
-    config fields, the table of every candidate)."""
-    import pandas as pd
-    from .model import load_model
-    from .postprocessing import postprocess
-    run_dir = Path(run_dir)
-    split_table = pd.read_csv(run_dir / "split.csv", dtype={"id": str})
-    val = split_table[split_table["subset"] == "val"]
-    model, config = load_model(model_path)
-    rows = []
-    for split_name, g in val.groupby("split"):
-        source = data_mod.open_split(split_name, root)
-        probs = predict_split(model, config, source, run_dir, tta=tta, ids=g["id"].tolist(),
-                              progress=progress, keep_probs=False)
-        candidates = [("paper", f) for f in (0.5, 0.75, 1.0)] + [("cc", None)]
-        if len(config["targets"]) > 1:
-            candidates.insert(0, ("touching", None))
-        for method, factor in candidates:
-            f = factor if factor is not None else config.get("min_distance_factor", 0.5)
-            labels = {sid: postprocess(p, method, f, config.get("min_size", 10))
-                      for sid, p in probs.items()}
-            s, _ = score_labels(labels, source)
-            rows.append({"postprocess": method, "min_distance_factor": factor,
-                         "split": split_name, "images": s["images"], "dsb": s["dsb"],
-                         "precision": s["precision"], "recall": s["recall"], "f1": s["f1"]})
-    table = pd.DataFrame(rows)
-    best = table.loc[table["dsb"].idxmax()]
-    chosen = {"postprocess": best["postprocess"]}
-    if best["postprocess"] == "paper":
-        chosen["min_distance_factor"] = float(best["min_distance_factor"])
-    return chosen, table
-
-
 def publish_model(run_dir, dest, split: str = "stage1_test", root=None,
                   progress: bool = True) -> dict:
     """Copy a finished run's model, history and run.json to ``dest`` (e.g. ``models/cpu``),
@@ -311,11 +288,14 @@ def publish_model(run_dir, dest, split: str = "stage1_test", root=None,
     for name in ("model.npz", "history.csv", "run.json"):
         with runs.atomic_path(dest / name) as tmp:
             shutil.copyfile(run_dir / name, tmp)
+    from . import calibration
     from .model import update_config
-    chosen, candidates = select_postprocessing(dest / "model.npz", run_dir, root,
-                                               progress=progress)
+    chosen, candidates, predicted = calibration.select_postprocessing(
+        dest / "model.npz", run_dir, root, progress=progress)
     runs.write_table(candidates, dest / "validation_postprocessing.csv")
     update_config(dest / "model.npz", **chosen)
+    levers = calibration.lever_rows(dest / "model.npz", run_dir, chosen, candidates, predicted,
+                                    root, progress=progress)
     out = {}
     for tta in (True, False):
         out["tta" if tta else "no_tta"] = evaluate(
@@ -323,9 +303,17 @@ def publish_model(run_dir, dest, split: str = "stage1_test", root=None,
             tta=tta, progress=progress,
             command=f"nucseg evaluate --model {dest / 'model.npz'} --split {split} "
                     f"--{'tta' if tta else 'no-tta'}")
+    for row in levers:  # the test split, once, for the recipes already chosen
+        if row.get("chosen"):
+            row["test_dsb"] = out["tta"]["native"]["dsb"]
+        elif row["lever"] == "without TTA":
+            row["test_dsb"] = out["no_tta"]["native"]["dsb"]
+    calibration.write_ablation(levers, dest, runs.file_fingerprint(dest / "model.npz"),
+                               f"nucseg publish --run {run_dir} --out {dest}")
     results = {"train_seconds": info.get("train_seconds"), "best_epoch": info.get("best_epoch"),
                "postprocessing_choice": {"chosen": chosen,
                                          "candidates": candidates.to_dict("records")},
+               "levers": levers,
                "profile": info.get("profile", {}).get("name"), "evaluations": out,
                "train_command": f"nucseg train --profile {info.get('profile', {}).get('name')} "
                                 f"--out {run_dir}"}
@@ -357,13 +345,36 @@ def results_markdown(results: dict, split: str) -> str:
                      f"| {n['pixel_accuracy']:.4f} | {s['seconds_total']:.0f} |")
     choice = results.get("postprocessing_choice")
     if choice:
-        lines += ["", "The post-processing was chosen on the validation images (held-out "
-                  "stage1_train, TTA on), not on the test set:", "",
-                  "| post-processing | min distance (radii) | images | DSB |", "|---|---|---|---|"]
+        lines += ["", f"The post-processing was chosen on the validation images (held-out "
+                  f"stage1_train, TTA on), not on the test set: `{choice['chosen']}`. Every "
+                  f"candidate:", "",
+                  "| post-processing | threshold | marker spacing (radii) | dilation (px) "
+                  "| images | DSB | F1 |", "|---|---|---|---|---|---|---|"]
+
+        def cell(v):
+            return "" if v is None or v != v else f"{v:g}"
         for c in choice["candidates"]:
-            f = c["min_distance_factor"]
-            lines.append(f"| {c['postprocess']} | {'' if f is None or f != f else f} "
-                         f"| {c['images']} | {c['dsb']:.4f} |")
+            lines.append(f"| {c['postprocess']} | {cell(c.get('threshold'))} "
+                         f"| {cell(c.get('min_distance_factor'))} | {cell(c.get('dilation'))} "
+                         f"| {c['images']} | {c['dsb']:.4f} | {c.get('f1', float('nan')):.4f} |")
+    if results.get("levers"):
+        lines += ["", "Levers, one at a time, on the validation images (`ablation.md` keeps "
+                  "the rows of earlier models):", "", "| lever | validation DSB | test DSB |",
+                  "|---|---|---|"]
+        for r in results["levers"]:
+            t = r.get("test_dsb")
+            lines.append(f"| {r['lever']} | {r['validation_dsb']:.4f} | "
+                         f"{'' if t is None else f'{t:.4f}'} |")
+    first = ev.get("tta", any_)
+    if first["native"].get("per_threshold"):
+        lines += ["", f"Over IoU thresholds (TTA {'on' if first['tta'] else 'off'}, native "
+                  f"resolution; counts summed over the images, the DSB term averaged over "
+                  f"them):", "", "| IoU > | TP | FP | FN | precision | recall | F1 | DSB term |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in first["native"]["per_threshold"]:
+            lines.append(f"| {r['threshold']:.2f} | {r['tp']} | {r['fp']} | {r['fn']} "
+                         f"| {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} "
+                         f"| {r['dsb_term']:.4f} |")
     lines += ["", "DSB per modality (native resolution):", "",
               "| modality | images | " + " | ".join(
                   f"TTA {'on' if s['tta'] else 'off'}" for s in ev.values()) + " |",
@@ -377,3 +388,215 @@ def results_markdown(results: dict, split: str) -> str:
               "<data>/stage1_test.zip --out runs/check` then `nucseg score "
               "<data>/stage1_solution.csv runs/check/submission.csv`."]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- honest protocol
+class ProtocolError(data_mod.DataError):
+    """Scoring a split as a test set that the model trained or chose its checkpoint on."""
+
+
+def training_splits(model_path, profile: dict | None = None) -> list[str]:
+    """Every split the model may have seen in training or checkpoint selection: the union
+    of its config's ``train_splits`` (when the model records them), the profile in the
+    ``run.json`` beside the model file, and ``profile`` (conservative: when in doubt, the
+    split counts as seen)."""
+    seen: list[str] = []
+
+    def add(splits):
+        seen.extend(s for s in (splits or []) if s not in seen)
+
+    path = Path(model_path)
+    if path.is_file():
+        from .model import read_config
+        add(read_config(path).get("train_splits"))
+    info = path.parent / "run.json"
+    if info.is_file():
+        add(runs.read_json(info).get("profile", {}).get("train_splits"))
+    add((profile or {}).get("train_splits"))
+    return seen
+
+
+def check_untouched(split: str, train_splits) -> None:
+    """Refuse (ProtocolError) to score ``split`` as a test set when the model trained or
+    chose its checkpoint on it."""
+    if split in set(train_splits):
+        raise ProtocolError(f"refusing to score {split} as a test set: the model trained or "
+                            f"chose its checkpoint on it (training splits: "
+                            f"{' + '.join(train_splits)})")
+
+
+def test_split_name(train_splits) -> str:
+    """The profile's test split: stage1_test, unless the profile trains on it (the paper's),
+    then stage2_test_final."""
+    return "stage2_test_final" if "stage1_test" in set(train_splits) else "stage1_test"
+
+
+def _labelled(split: str, root) -> bool:
+    try:
+        return data_mod.open_split(split, root).has_labels()
+    except data_mod.DataError:
+        return False
+
+
+def evaluation_set(model_path, root=None, profile: dict | None = None) -> dict:
+    """Which images notebooks 04-06 score, and what the tables call them.
+
+    The profile's test split (:func:`test_split_name`) when it is there with its ground truth
+    and the model never saw it (:func:`check_untouched`). Otherwise there is no untouched
+    test set: the run's validation images of a labelled split (from ``split.csv`` beside the
+    model) are scored, and every table says "validation, no untouched test set".
+
+    Returns ``split`` (name), ``ids``, ``is_test`` and ``label`` (for table captions)."""
+    import pandas as pd
+    seen = training_splits(model_path, profile)
+    name = test_split_name(seen)
+    if _labelled(name, root):
+        check_untouched(name, seen)
+        ids = scored_ids(data_mod.open_split(name, root))
+        return {"split": name, "ids": ids, "is_test": True, "train_splits": seen,
+                "label": f"{name}, test (untouched by training and checkpoint choice)"}
+    table = Path(model_path).parent / "split.csv"
+    val = pd.read_csv(table, dtype={"id": str}) if table.is_file() else pd.DataFrame()
+    val = val[val["subset"] == "val"] if len(val) else val
+    for split in ("stage1_test", "stage1_train"):
+        ids = sorted(val.loc[val["split"] == split, "id"]) if len(val) else []
+        if ids and _labelled(split, root):
+            return {"split": split, "ids": ids, "is_test": False, "train_splits": seen,
+                    "label": f"{split}: {len(ids)} validation images (used to choose the "
+                             f"checkpoint), no untouched test set ({name} not found)"}
+    raise ProtocolError(f"no untouched test split ({name} with its ground truth not found) "
+                        f"and no validation images recorded beside {model_path} (split.csv): "
+                        f"nothing can be scored honestly")
+
+
+# --------------------------------------------------------------------------- choosing images
+def touching_nuclei(labels: np.ndarray, gap: int = 1) -> int:
+    """How many nuclei of a label image touch another one (at most ``gap`` background
+    pixels between them): the criterion for a crowded image."""
+    lab = np.asarray(labels)
+    touching = set()
+    for dy in range(0, gap + 2):
+        for dx in range(-gap - 1, gap + 2):
+            if (dy, dx) <= (0, 0) or max(abs(dy), abs(dx)) > gap + 1:
+                continue
+            a = lab[dy:, max(dx, 0):lab.shape[1] + min(dx, 0)]
+            b = lab[:lab.shape[0] - dy, max(-dx, 0):lab.shape[1] + min(-dx, 0)]
+            hit = (a > 0) & (b > 0) & (a != b)
+            touching.update(np.unique(a[hit]).tolist())
+            touching.update(np.unique(b[hit]).tolist())
+    return len(touching)
+
+
+def most_crowded(source, ids) -> tuple[str, int]:
+    """(id, count) of the image whose ground truth has the most nuclei touching another."""
+    counts = {sid: touching_nuclei(source.labels(sid)) for sid in ids}
+    best = max(sorted(counts), key=lambda s: counts[s])
+    return best, counts[best]
+
+
+def crowded_window(labels: np.ndarray, size: int = 160) -> tuple[slice, slice]:
+    """A ``size`` x ``size`` window of an image around its densest cluster of touching
+    nuclei (for figures: seeds and markers stay visible)."""
+    from scipy import ndimage as ndi
+    lab = np.asarray(labels).astype(np.int64)
+    h, w = lab.shape
+    highest = ndi.grey_dilation(lab, size=3)
+    lowest = ndi.grey_erosion(np.where(lab > 0, lab, lab.max() + 1), size=3)
+    contact = (lab > 0) & (highest != lowest)  # a nucleus pixel next to another nucleus
+    density = ndi.uniform_filter(contact.astype(np.float32), size=min(size, h, w),
+                                 mode="constant")
+    y, x = np.unravel_index(int(np.argmax(density)), density.shape)
+    y0 = int(np.clip(y - size // 2, 0, max(h - size, 0)))
+    x0 = int(np.clip(x - size // 2, 0, max(w - size, 0)))
+    return slice(y0, y0 + size), slice(x0, x0 + size)
+
+
+def worst_images(table, n: int = 3) -> list[str]:
+    """Ids of the ``n`` images with the lowest DSB (ties by id)."""
+    return table.sort_values(["dsb", "id"])["id"].head(n).tolist()
+
+
+# --------------------------------------------------------------------------- TTA
+def tta_disagreement(model, config: dict, image: np.ndarray) -> dict:
+    """The 8 TTA variants of one image (as read by :mod:`nucseg_utils.data`), each
+    predicted at the model's standard nucleus scale and mapped back to native size:
+    ``variants`` [(name, nucleus probability)], their ``mean`` and ``std`` (pixel-wise),
+    ``mean_std`` (one number), and the scale ``steps`` of
+    :func:`nucseg_utils.scale.predict_scaled` (first-pass nucleus size, factor)."""
+    from .preprocessing import resize_image
+    from .scale import predict_scaled, rescale_image
+    from .tta import variant_predictions
+    img = normalize(image, config["normalization"])
+    _, steps = predict_scaled(model, img, config, tta=False, return_steps=True)
+    passes = steps.get("passes") or []
+    factor = float(passes[-1]["next"] if passes else steps["factor"])  # TTA's final factor
+    h, w = img.shape[:2]
+    out = []
+    for name, p in variant_predictions(model, rescale_image(img, factor), config):
+        if p.shape != (h, w):
+            p = resize_image(p[..., None], (h, w))[..., 0]
+        out.append((name, np.clip(p, 0, 1)))
+    stack = np.stack([p for _, p in out])
+    std = stack.std(axis=0)
+    return {"variants": out, "mean": stack.mean(axis=0), "std": std,
+            "mean_std": float(std.mean()), "factor": factor, "steps": steps}
+
+
+def tta_change(probs_tta: dict, probs_plain: dict) -> "pd.Series":
+    """Mean absolute difference of the nucleus probability with and without TTA, per image
+    (largest first): where TTA changes the prediction most."""
+    import pandas as pd
+    return pd.Series({sid: float(np.abs(probs_tta[sid][..., 0] - probs_plain[sid][..., 0])
+                                 .mean()) for sid in sorted(probs_tta) if sid in probs_plain}
+                     ).sort_values(ascending=False)
+
+
+def scale_steps_table(steps: dict):
+    """The passes of :func:`nucseg_utils.scale.predict_scaled` as a table: the factor each
+    pass predicted at, the nucleus diameter it measured (native px) and the factor it
+    proposed."""
+    import pandas as pd
+    return pd.DataFrame([{"pass": i + 1, "predicted at factor": p["factor"],
+                          "nucleus diameter measured (px)": p["diameter"],
+                          "factor proposed": p["next"]}
+                         for i, p in enumerate(steps.get("passes", []))])
+
+
+def tta_gain(probs_tta: dict, probs_plain: dict, config: dict, source):
+    """DSB, precision, recall and F1 with and without TTA (the model's post-processing, the
+    same images), and the difference."""
+    import pandas as pd
+    rows = []
+    for name, probs in (("with TTA (8 variants)", probs_tta), ("without TTA", probs_plain)):
+        s, _ = score_labels(postprocess_all(probs, config), source)
+        rows.append({"predictions": name, "images": s["images"], "dsb": s["dsb"],
+                     "precision": s["precision"], "recall": s["recall"], "f1": s["f1"]})
+    t = pd.DataFrame(rows)
+    diff = {"predictions": "gain from TTA", "images": t["images"].iloc[0]}
+    diff.update({k: float(t[k].iloc[0] - t[k].iloc[1])
+                 for k in ("dsb", "precision", "recall", "f1")})
+    return pd.concat([t, pd.DataFrame([diff])], ignore_index=True)
+
+
+def per_threshold_table(summary: dict):
+    """The data set over IoU thresholds (``summary['per_threshold']`` of
+    :func:`nucseg_utils.metrics.dataset_scores`) as a DataFrame."""
+    import pandas as pd
+    return pd.DataFrame(summary["per_threshold"])
+
+
+def method_scores(prob: np.ndarray, truth: np.ndarray, config: dict):
+    """Every post-processing method that applies to one probability map (the model's
+    settings otherwise): the nuclei it finds and its DSB against ``truth``."""
+    import pandas as pd
+    from .postprocessing import METHODS
+    rows = []
+    for m in METHODS:
+        if m == "touching" and (prob.ndim < 3 or prob.shape[-1] < 2):
+            continue
+        lab = postprocess_one(prob, config, m)
+        rows.append({"method": m, "nuclei": int(len(np.unique(lab)) - 1),
+                     "dsb": metrics.image_scores(truth, lab)["dsb"]})
+    rows.append({"method": "ground truth", "nuclei": int(len(np.unique(truth)) - 1),
+                 "dsb": 1.0})
+    return pd.DataFrame(rows)

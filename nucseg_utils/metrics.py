@@ -227,6 +227,69 @@ def threshold_table(true_labels, pred_labels, thresholds=THRESHOLDS):
                          "FN": r["fn"], "score": r["score"]})
 
 
+ERROR_CLASSES = ("matched", "missed", "false", "merged", "split")
+
+
+def object_errors(true_labels, pred_labels, iou: float = 0.5, cover: float = 0.5) -> dict:
+    """What went wrong with each object of one image, at IoU > ``iou`` (for notebook 06).
+
+    - **matched**: a true and a predicted object with IoU > ``iou`` (the DSB's TP at that
+      threshold);
+    - **merged**: an unmatched predicted object that covers two or more true objects, each by
+      at least ``cover`` of the true object's area (two nuclei given one label); those true
+      objects are *merged* too;
+    - **split**: an unmatched true object of which two or more predicted objects lie, each by
+      at least ``cover`` of its own area, inside it (one nucleus cut in pieces); those
+      predicted pieces are *split* too;
+    - **missed**: any other unmatched true object (FN); **false**: any other unmatched
+      predicted object (FP).
+
+    Returns ``{"true": {label: class}, "pred": {label: class}, "counts": {...}}``; ``counts``
+    holds ``true_<class>`` and ``pred_<class>`` for every class that applies.
+    """
+    t = np.asarray(true_labels).ravel()
+    p = np.asarray(pred_labels).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"true and predicted label images differ in shape: "
+                         f"{np.shape(true_labels)} vs {np.shape(pred_labels)}")
+    t_ids, t_area = np.unique(t[t > 0], return_counts=True)
+    p_ids, p_area = np.unique(p[p > 0], return_counts=True)
+    area_t, area_p = dict(zip(t_ids.tolist(), t_area)), dict(zip(p_ids.tolist(), p_area))
+    both = (t > 0) & (p > 0)
+    if both.any():
+        pairs, inter = np.unique(np.stack([t[both], p[both]]), axis=1, return_counts=True)
+    else:
+        pairs, inter = np.zeros((2, 0), np.int64), np.zeros(0, np.int64)
+    true_cls = {int(k): "missed" for k in t_ids}
+    pred_cls = {int(k): "false" for k in p_ids}
+    covers_true: dict[int, list[int]] = {}   # predicted label -> true labels it covers
+    pieces_of: dict[int, list[int]] = {}     # true label -> predicted pieces inside it
+    for (a, b), n in zip(pairs.T.tolist(), inter.tolist()):
+        if n / (area_t[a] + area_p[b] - n) > iou:
+            true_cls[a] = pred_cls[b] = "matched"
+        if n >= cover * area_t[a]:
+            covers_true.setdefault(b, []).append(a)
+        if n >= cover * area_p[b]:
+            pieces_of.setdefault(a, []).append(b)
+    for b, ts in covers_true.items():
+        if pred_cls[b] != "matched" and len(ts) >= 2:
+            pred_cls[b] = "merged"
+            for a in ts:
+                if true_cls[a] != "matched":
+                    true_cls[a] = "merged"
+    for a, ps in pieces_of.items():
+        if true_cls[a] == "missed" and len(ps) >= 2:
+            true_cls[a] = "split"
+            for b in ps:
+                if pred_cls[b] == "false":
+                    pred_cls[b] = "split"
+    counts = {f"true_{c}": sum(v == c for v in true_cls.values())
+              for c in ("matched", "missed", "merged", "split")}
+    counts.update({f"pred_{c}": sum(v == c for v in pred_cls.values())
+                   for c in ("matched", "false", "merged", "split")})
+    return {"true": true_cls, "pred": pred_cls, "counts": counts}
+
+
 # --------------------------------------------------------------------------- data sets
 def dataset_scores(items) -> dict:
     """Summary over images; ``items`` is a sequence of :func:`image_scores` dicts or of
@@ -238,7 +301,8 @@ def dataset_scores(items) -> dict:
     - ``tp50``, ``fp50``, ``fn50``, ``n_true``, ``n_pred``: those sums (a ratio with a zero
       denominator is 1.0 if no image holds any object, else 0.0);
     - ``pixel_accuracy``, ``pixel_iou``: means over images;
-    - ``images``: the number of images.
+    - ``images``: the number of images;
+    - ``per_threshold``: one dict per IoU threshold (see :func:`_per_threshold`).
 
     With no image at all the scores are NaN.
     """
@@ -264,7 +328,28 @@ def dataset_scores(items) -> dict:
         "n_true": sum(int(r["n_true"]) for r in results),
         "n_pred": sum(int(r["n_pred"]) for r in results),
         "images": n,
+        "per_threshold": _per_threshold(results),
     }
+
+
+def _per_threshold(results) -> list[dict]:
+    """The data set over IoU thresholds: TP, FP, FN summed over images, precision, recall,
+    F1 from those sums, and ``dsb_term``: the mean over images of TP/(TP+FP+FN) at that
+    threshold (the ten terms whose mean is the DSB score)."""
+    if not results:
+        return []
+    rows = []
+    for k, t in enumerate(results[0]["thresholds"]):
+        tp = sum(int(r["tp"][k]) for r in results)
+        fp = sum(int(r["fp"][k]) for r in results)
+        fn = sum(int(r["fn"][k]) for r in results)
+        empty = 1.0 if tp + fp + fn == 0 else 0.0
+        rows.append({"threshold": round(float(t), 4), "tp": tp, "fp": fp, "fn": fn,
+                     "precision": _ratio(tp, tp + fp, empty),
+                     "recall": _ratio(tp, tp + fn, empty),
+                     "f1": _ratio(2 * tp, 2 * tp + fp + fn, empty),
+                     "dsb_term": float(np.mean([r["score"][k] for r in results]))})
+    return rows
 
 
 def per_image_table(ids, results):

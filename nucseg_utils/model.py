@@ -21,7 +21,8 @@ from . import runs
 from .preprocessing import pad_to_multiple, resize_image
 
 MODEL_KEYS = ("backbone", "targets", "input_mode", "input_size", "normalization",
-              "postprocess", "min_distance_factor", "min_size", "tta")
+              "postprocess", "min_distance_factor", "min_size", "threshold", "dilation",
+              "target_diameter", "scale_limits", "tta")
 
 
 class ModelError(Exception):

@@ -97,16 +97,38 @@ def paper_steps(prob: np.ndarray, min_distance_factor: float = 0.5, min_size: in
 def watershed_touching(prob: np.ndarray, threshold: float = 0.5, seed_threshold: float = 0.5,
                        min_size: int = 10) -> np.ndarray:
     """Markers from the nucleus mask minus the predicted touching zone (see module docstring)."""
+    return touching_steps(prob, threshold, min_size, seed_threshold)["labels"]
+
+
+def touching_steps(prob: np.ndarray, threshold: float = 0.5, min_size: int = 10,
+                   seed_threshold: float | None = None) -> dict:
+    """The ``touching`` post-processing, keeping every intermediate step (for notebook 05).
+
+    1. ``nucleus`` and ``touching``: the two probability channels;
+    2. ``foreground``: nucleus probability > ``threshold``, holes filled;
+    3. ``seed_map``: nucleus minus touching probability > ``seed_threshold`` (default
+       ``threshold``): the nuclei with the zones where they touch cut away;
+    4. ``seeds``: its connected parts, each a label (parts smaller than ``min_size // 2``
+       dropped); a foreground component left without a seed becomes one seed of its own;
+    5. ``watershed``: the seeds grown over the inverted nucleus probability, inside the
+       foreground, so two touching nuclei meet where the probability dips between them;
+    6. ``labels``: the watershed without objects smaller than ``min_size`` pixels, numbered
+       1..N (what :func:`watershed_touching` returns).
+    """
     from skimage.segmentation import watershed
     p = np.asarray(prob, np.float32)
     if p.ndim == 2 or p.shape[-1] < 2:
         raise ValueError("the 'touching' post-processing needs a two-channel map "
                          "(nucleus, touching zone)")
+    seed_threshold = threshold if seed_threshold is None else seed_threshold
     nucleus, touch = p[..., 0], p[..., 1]
     fg = ndi.binary_fill_holes(nucleus > threshold)
+    seed_map = (nucleus - touch) > seed_threshold
+    steps = {"nucleus": nucleus, "touching": touch, "foreground": fg, "seed_map": seed_map}
     if not fg.any():
-        return np.zeros(fg.shape, np.uint16)
-    seeds, n = ndi.label((nucleus - touch) > seed_threshold)
+        empty = np.zeros(fg.shape, np.uint16)
+        return {**steps, "seeds": empty, "watershed": empty, "labels": empty}
+    seeds, n = ndi.label(seed_map)
     if n:
         seeds = remove_small(seeds, max(2, min_size // 2)).astype(np.int32)
         n = int(seeds.max())
@@ -115,8 +137,9 @@ def watershed_touching(prob: np.ndarray, threshold: float = 0.5, seed_threshold:
     if missing.size:
         extra = np.isin(comps, missing)
         seeds[extra] = comps[extra] + n
-    labels = watershed(-nucleus, seeds, mask=fg)
-    return remove_small(labels, min_size)
+    grown = watershed(-nucleus, seeds, mask=fg)
+    return {**steps, "seeds": seeds, "watershed": grown,
+            "labels": remove_small(grown, min_size)}
 
 
 def connected_components(prob: np.ndarray, threshold: float = 0.5, min_size: int = 10):
@@ -126,14 +149,28 @@ def connected_components(prob: np.ndarray, threshold: float = 0.5, min_size: int
     return remove_small(labels, min_size)
 
 
+def dilate_labels(labels: np.ndarray, pixels: int) -> np.ndarray:
+    """Grow every nucleus by ``pixels`` into the background, never into another nucleus
+    (a calibration: a network trained on crisp masks tends to predict them a little small)."""
+    if pixels <= 0 or labels.max() == 0:
+        return labels
+    from skimage.segmentation import expand_labels
+    return expand_labels(labels, distance=pixels).astype(labels.dtype)
+
+
 def postprocess(prob: np.ndarray, method: str = "paper", min_distance_factor: float = 0.5,
-                min_size: int = 10, threshold: float = 0.5) -> np.ndarray:
-    """Dispatch to one of :data:`METHODS`. ``prob`` is (H, W) or (H, W, C)."""
+                min_size: int = 10, threshold: float = 0.5, dilation: int = 0) -> np.ndarray:
+    """Dispatch to one of :data:`METHODS`, then grow each nucleus by ``dilation`` pixels.
+    ``prob`` is (H, W) or (H, W, C). ``threshold`` is the nucleus-probability threshold of
+    ``touching`` and ``cc`` (``paper`` uses Otsu's)."""
     p = np.asarray(prob, np.float32)
     if method == "paper":
-        return watershed_paper(p[..., 0] if p.ndim == 3 else p, min_distance_factor, min_size)
-    if method == "touching":
-        return watershed_touching(p, threshold, threshold, min_size)
-    if method == "cc":
-        return connected_components(p, threshold, min_size)
-    raise ValueError(f"unknown post-processing '{method}'; choose one of {', '.join(METHODS)}")
+        labels = watershed_paper(p[..., 0] if p.ndim == 3 else p, min_distance_factor, min_size)
+    elif method == "touching":
+        labels = watershed_touching(p, threshold, threshold, min_size)
+    elif method == "cc":
+        labels = connected_components(p, threshold, min_size)
+    else:
+        raise ValueError(f"unknown post-processing '{method}'; choose one of "
+                         f"{', '.join(METHODS)}")
+    return dilate_labels(labels, int(dilation))

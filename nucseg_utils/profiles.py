@@ -8,6 +8,22 @@ and the command line all read. ``describe(profile)`` gives the Table I rows.
   images resized to 256x256, Jaccard loss, Adam, batch 32, 100 epochs, stage1_train +
   stage1_test split 70:30). Meant for a Colab T4; it does not fit this 2-core machine.
   The paper names its augmentations but not their ranges; the ranges below are ours.
+  Fitting a T4 (15 GB), by an ESTIMATE, not a measurement
+  (``benchmarks/paper_profile_estimate.md``, written by ``benchmarks/paper_profile_estimate.py``):
+  the ResNet-152 U-Net has 67 M parameters and keeps about 132 M values per 256x256 image for
+  the backward pass, so a batch of 32 needs 17 GB of activations in float32 alone (35-52 GB at
+  the peak): it does not fit. The batch of 32 is therefore kept as the *effective* batch by
+  gradient accumulation over micro-batches of 8 (``micro_batch``; about 6-8 GB at the peak in
+  mixed precision, 10-14 GB in float32), in ``mixed_float16`` when a GPU is present
+  (``mixed_precision``; ignored on a CPU). Estimated time: about 10 s per epoch in mixed
+  precision, 27 s in float32 (17 steps of 32 and 220 validation images; 40.7 GFLOP per image
+  forward, at an assumed 12% and 35% of the T4's peaks), so well under an hour for 100 epochs.
+  The input pipeline may set the pace on Colab's 2 vCPUs (measured here: about 0.6 CPU s per
+  batch of 32, about the estimated GPU step). The full checkpoint (float32 weights + Adam's
+  moments, about 0.8 GB) is written every ``checkpoint_every`` = 20 epochs and after the last
+  one, so a 100-epoch run replaces it on Drive 5 times (about 4 GB in Drive's trash rather
+  than 80 GB); ``model.npz`` (the best epoch, float16) is written whenever validation
+  improves.
 - ``cpu``: sized by measurement to train in about an hour on 2 CPU cores. Measured here: a
   training step of ResNet-18 on 16 crops of 128 px takes about 2.4 s (ResNet-34: 1.2x,
   ResNet-152 at 256 px: about 20x that per image), so 12 x 100 steps fit the hour; the input
@@ -17,8 +33,17 @@ and the command line all read. ``describe(profile)`` gives the Table I rows.
   size), per-image percentile normalisation with bright backgrounds inverted, colour and
   intensity augmentation, a second output channel for the zone where nuclei touch (seeds
   for the watershed), BCE + Jaccard loss, cosine learning-rate decay, and it trains on
-  stage1_train only so that stage1_test stays an honest test set.
+  stage1_train only so that stage1_test stays an honest test set. Every image is rescaled so
+  that its nuclei are about ``target_diameter`` px across (:mod:`nucseg_utils.scale`): the
+  crops then hold whole nuclei of one size whatever the microscope's magnification. The mask
+  ``threshold`` and a final ``dilation`` are chosen on the validation images by
+  ``nucseg publish`` (:mod:`nucseg_utils.calibration`) and stored in the model's config.
 - ``smoke``: seconds; for the tests and a first read of the notebooks. Its numbers mean nothing.
+
+Three keys only the paper profile sets, neutral elsewhere: ``micro_batch`` (None: the whole
+batch in one step, with ``train_on_batch``), ``mixed_precision`` (False) and
+``checkpoint_every`` (1: a full checkpoint after every epoch). :data:`ADDED_KEYS` holds these
+neutral values, which also stand for the keys in runs recorded before they existed.
 """
 from __future__ import annotations
 
@@ -52,7 +77,10 @@ PROFILES: dict[str, dict] = {
         "loss": "jaccard",
         "learning_rate": 1e-3,         # Keras' Adam default
         "lr_schedule": "constant",
-        "batch_size": 32,
+        "batch_size": 32,              # the effective batch: gradients of 4 micro-batches
+        "micro_batch": 8,              # ... of 8 are averaged, then applied once (fits a T4)
+        "mixed_precision": True,       # mixed_float16 when a GPU is present; ignored on a CPU
+        "checkpoint_every": 20,        # full checkpoint (0.8 GB) every 20 epochs and the last
         "epochs": 100,
         "steps_per_epoch": None,       # one pass over the training images
         "train_splits": ["stage1_train", "stage1_test"],
@@ -64,6 +92,10 @@ PROFILES: dict[str, dict] = {
         "postprocess": "paper",
         "min_distance_factor": 0.5,    # watershed marker spacing, in mean nucleus radii
         "min_size": 10,
+        "threshold": 0.5,
+        "dilation": 0,
+        "target_diameter": None,       # images at native scale (resized whole, as the paper)
+        "scale_limits": [0.25, 2.0],
         "seed": 42,
     },
     "cpu": {
@@ -77,6 +109,9 @@ PROFILES: dict[str, dict] = {
         "learning_rate": 1e-3,
         "lr_schedule": "cosine",
         "batch_size": 16,
+        "micro_batch": None,           # no gradient accumulation
+        "mixed_precision": False,
+        "checkpoint_every": 1,
         "epochs": 12,
         "steps_per_epoch": 100,
         "train_splits": ["stage1_train"],
@@ -88,6 +123,10 @@ PROFILES: dict[str, dict] = {
         "postprocess": "touching",
         "min_distance_factor": 0.5,
         "min_size": 10,
+        "threshold": 0.5,              # chosen on validation by `nucseg publish`
+        "dilation": 0,                 # (px) chosen on validation by `nucseg publish`
+        "target_diameter": 20,         # every image rescaled so its nuclei are ~20 px across
+        "scale_limits": [0.25, 2.0],
         "seed": 42,
     },
     "smoke": {
@@ -101,6 +140,9 @@ PROFILES: dict[str, dict] = {
         "learning_rate": 1e-3,
         "lr_schedule": "cosine",
         "batch_size": 4,
+        "micro_batch": None,
+        "mixed_precision": False,
+        "checkpoint_every": 1,
         "epochs": 2,
         "steps_per_epoch": 3,
         "train_splits": ["stage1_train"],
@@ -112,9 +154,17 @@ PROFILES: dict[str, dict] = {
         "postprocess": "touching",
         "min_distance_factor": 0.5,
         "min_size": 10,
+        "threshold": 0.5,
+        "dilation": 0,
+        "target_diameter": 20,
+        "scale_limits": [0.25, 2.0],
         "seed": 42,
     },
 }
+
+# Keys added after the first runs, with the values that keep the behaviour of before: what
+# ``training.check_resume`` assumes for a run whose run.json does not record them.
+ADDED_KEYS = {"micro_batch": None, "mixed_precision": False, "checkpoint_every": 1}
 
 TTA_VARIANTS = 8  # rotations 0/90/180/270, each with and without a flip
 
@@ -136,6 +186,9 @@ DESCRIPTIONS = {
     "augmentation": "augmentation",
     "tta": "test-time augmentation",
     "postprocess": "post-processing",
+    "target_diameter": "nucleus size the images are rescaled to (px)",
+    "threshold": "nucleus probability threshold",
+    "dilation": "final dilation of each nucleus (px)",
     "seed": "seed",
 }
 
@@ -182,11 +235,28 @@ def describe(profile: dict):
             if a.get("colour"):
                 parts.append("colour/intensity")
             v = ", ".join(parts)
+        elif key == "batch_size" and accumulation_steps(profile) > 1:
+            v = (f"{v} (gradients of {accumulation_steps(profile)} micro-batches of "
+                 f"{profile['micro_batch']} averaged, applied once)")
         elif key == "tta":
             v = f"{TTA_VARIANTS} variants (rot90 x flip), averaged" if v else "off"
         elif isinstance(v, (list, tuple)):
             v = " + ".join(map(str, v))
         elif v is None:
-            v = "none (random)" if key == "encoder_weights" else "one pass over the data"
+            v = {"encoder_weights": "none (random)",
+                 "target_diameter": "none (native scale)"}.get(key, "one pass over the data")
         rows.append({"parameter": text, "value": str(v)})
+        if key == "batch_size" and profile.get("mixed_precision"):
+            rows.append({"parameter": "precision",
+                         "value": "mixed float16 on a GPU (float32 on a CPU)"})
     return pd.DataFrame(rows)
+
+
+def accumulation_steps(profile: dict) -> int:
+    """How many micro-batches make one batch (1: no gradient accumulation)."""
+    micro, batch = profile.get("micro_batch"), int(profile["batch_size"])
+    if not micro or int(micro) >= batch:
+        return 1
+    if int(micro) < 1:
+        raise ProfileError(f"micro_batch must be a positive number of images, not {micro!r}")
+    return -(-batch // int(micro))

@@ -10,15 +10,26 @@ notebooks in order with papermill into ``runs/report-<profile>/``, keeps the exe
 there, stops at the first failing notebook (naming it and the failing cell's error), and only
 when every notebook succeeded copies the new figures and tables into ``figures/`` (the ``cpu``
 profile on real data), ``figures/<profile>/`` (another profile) or ``figures/synthetic/``
-(synthetic set), each file atomically.
+(synthetic set), each file atomically. The ``cpu`` profile on real data also writes the
+executed notebooks back into ``notebooks/`` (:func:`clean_executed`: the committed sources
+with the run's outputs, no timings or other volatile metadata, no progress bars or warnings,
+paths made relative), so GitHub shows each notebook with its figures and tables; the jupytext
+``.py`` pairs stay output-free.
+
+The terminal shows one line per notebook (and, on a terminal, the progress bar of a long
+step in place); TensorFlow's C++ log and the kernel's "running over TCP without encryption"
+warning are silenced.
 """
 from __future__ import annotations
 
+import copy
 import os
+import re
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from . import data as data_mod
@@ -97,6 +108,17 @@ class Context:
     def split(self, name: str):
         return data_mod.open_split(name, self.root)
 
+    def model_file(self) -> Path:
+        """The run's model (notebook 3 trains or copies it). When the run folder has none, as
+        when a notebook is opened on its own, the committed cpu model, saying so."""
+        own = self.run / "model.npz"
+        fallback = COMMITTED_MODELS["cpu"] / "model.npz"
+        if own.exists() or not fallback.exists():
+            return own
+        print(f"This run folder has no model of its own ({own} is made by notebook 3): using "
+              f"the committed cpu model {fallback}.")
+        return fallback
+
     @property
     def committed_model(self) -> Path | None:
         """The committed model for this profile, if any and if the data is real."""
@@ -110,25 +132,99 @@ class NotebookFailed(RuntimeError):
     pass
 
 
-def _papermill_run(nb: Path, out: Path, params: dict, cwd: Path):
+# Kernels started by the report: quiet (no TCP warning from the kernel application), with
+# TensorFlow's C++ log off and figures rendered inline (so the executed notebooks hold them).
+KERNEL_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3",
+              "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+
+
+class _ProgressLine:
+    """Receives a kernel's stderr while its notebook runs and shows the last progress bar of
+    a long step in place on the terminal (nothing when the output is not a terminal)."""
+
+    BAR = re.compile(r"\d+%\|")
+
+    def __init__(self, name: str, out=None):
+        self.name, self.out = name, out or sys.stdout
+        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self.shown = False
+
+    def write(self, text: str):
+        if not self.tty:
+            return
+        bars = [seg.strip() for seg in re.split(r"[\r\n]", text) if self.BAR.search(seg)]
+        if bars:
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            self.out.write(f"\r  {self.name}: {bars[-1]}"[:width] + "\033[K")
+            self.out.flush()
+            self.shown = True
+
+    def flush(self):
+        pass
+
+
+def _kernel_manager(log_path: Path):
+    """A kernel manager class whose kernels write their process-level stderr (TensorFlow's
+    C++ and absl start-up messages, the kernel application's own log) to ``log_path``
+    instead of the terminal. What a notebook prints still reaches the notebook."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as log:  # the kernel process keeps its own copy
+                return await super()._async_launch_kernel(kernel_cmd,
+                                                          **{"stderr": log, **kw})
+
+    return QuietKernelManager
+
+
+def _papermill_run(nb: Path, out: Path, params: dict, cwd: Path, log_output: bool = False):
     import papermill as pm
+    extra = {"kernel_manager_class": _kernel_manager(Path(out).with_suffix(".kernel.log"))}
+    if log_output:  # papermill logs each cell's output at INFO: make that visible
+        import logging
+        log = logging.getLogger("papermill")
+        if not log.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    else:
+        extra["stderr_file"] = _ProgressLine(Path(nb).stem)
     pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(cwd),
-                        progress_bar=False, log_output=False, kernel_name="python3")
+                        progress_bar=False, log_output=log_output, kernel_name="python3",
+                        language="python", extra_arguments=list(KERNEL_ARGS), **extra)
 
 
 def run_all(profile: str = "cpu", run_dir=None, data_root=None, synthetic: bool = False,
-            retrain: bool = False, figures_dir=None, notebooks=None, runner=None) -> int:
-    """Execute the notebooks in order; refresh figures only if all succeed. Returns 0 or 1."""
+            retrain: bool = False, figures_dir=None, notebooks=None, runner=None,
+            log_output: bool = False, notebooks_out=None) -> int:
+    """Execute the notebooks in order; refresh figures only if all succeed. Returns 0 or 1.
+    ``log_output`` shows every cell's output as it runs (the Colab runner uses it).
+    ``notebooks_out``: where the executed notebooks are written back (cleaned) when all
+    succeeded; by default ``notebooks/`` for the ``cpu`` profile on real data (the same rule
+    as ``figures/``), else nowhere."""
     # Every parameter is passed explicitly: the nbval overrides must not leak into the kernels.
     saved = {k: os.environ.pop(k) for k in OVERRIDES if k in os.environ}
+    kernel_env = {k: os.environ.get(k) for k in KERNEL_ENV}
+    os.environ.update(KERNEL_ENV)  # the kernels inherit this process's environment
     try:
         return _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir,
-                        notebooks, runner or _papermill_run)
+                        notebooks, runner or partial(_papermill_run, log_output=log_output),
+                        notebooks_out)
     finally:
+        for k, v in kernel_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         os.environ.update(saved)
 
 
-def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, notebooks, runner):
+def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, notebooks, runner,
+             notebooks_out=None):
     if run_dir is None:  # one run folder per profile and data set: never mix them
         try:
             root = None if synthetic else data_mod.find_data_root(data_root, "stage1_train")
@@ -140,13 +236,16 @@ def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, noteb
     run.mkdir(parents=True, exist_ok=True)
     staging = run / "figures"
     ctx = Context(profile, data_root, str(run), str(staging), synthetic=synthetic)
+    committed = ctx.dataset == "DSB2018" and ctx.profile_name == "cpu"
     if figures_dir is None:  # figures/ holds the committed cpu figures; others go beside them
         if ctx.dataset != "DSB2018":
             figures_dir = REPO / "figures" / "synthetic"
-        elif ctx.profile_name == "cpu":
+        elif committed:
             figures_dir = REPO / "figures"
         else:
             figures_dir = REPO / "figures" / ctx.profile_name
+    if notebooks_out is None and committed:
+        notebooks_out = REPO / "notebooks"
     figures_dir = Path(figures_dir)
     print(f"nucseg report: profile {profile}, data {ctx.dataset} ({ctx.root}), run {run}")
     if ctx.dataset != "DSB2018":
@@ -158,13 +257,14 @@ def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, noteb
     todo = notebooks or NOTEBOOKS
     t_all = time.time()
     timings = {}
+    tty = sys.stdout.isatty()
     for i, name in enumerate(todo, 1):
         t0 = time.time()
         print(f"[{i}/{len(todo)}] {name} ...", end="", flush=True)
         try:
             runner(REPO / "notebooks" / name, executed / name, params, REPO / "notebooks")
         except Exception as err:  # noqa: BLE001 - report which notebook and why
-            print(" FAILED")
+            print(f"\r[{i}/{len(todo)}] {name} FAILED" + ("\033[K" if tty else ""))
             cell = getattr(err, "exec_count", None)
             ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", err)
             print(f"nucseg report: {name} failed"
@@ -173,12 +273,21 @@ def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, noteb
                   f"  {figures_dir} was left unchanged.", file=sys.stderr)
             return 1
         timings[name] = round(time.time() - t0, 1)
-        print(f" done in {timings[name]:.0f} s")
+        if tty:
+            print(f"\r[{i}/{len(todo)}] {name} done in {timings[name]:.0f} s\033[K")
+        else:
+            print(f" done in {timings[name]:.0f} s")
     n = publish(staging, figures_dir)
+    written = []
+    if notebooks_out is not None:
+        written = write_back(executed, Path(notebooks_out), todo,
+                             {str(REPO) + os.sep: "", str(ctx.root): "<data>"})
     runs.update_run_json(run, notebook_seconds=timings, report_seconds=time.time() - t_all,
                          command=" ".join(["nucseg"] + sys.argv[1:]) if sys.argv else "")
     print(f"all {len(todo)} notebooks ran in {time.time() - t_all:.0f} s; {n} figures and "
-          f"tables written to {figures_dir}")
+          f"tables written to {figures_dir}"
+          + (f"; {len(written)} executed notebooks written to {notebooks_out}" if written
+             else ""))
     return 0
 
 
@@ -195,39 +304,103 @@ def publish(staging: Path, target: Path) -> int:
     return n
 
 
-def in_colab() -> bool:
-    return "google.colab" in sys.modules
+# --------------------------------------------------------------------------- write-back
+KEEP_MIME = ("image/png", "text/html", "text/markdown", "text/plain")
+_PROGRESS = re.compile(r"^.*\r(?=[^\r\n]*$)", re.M)  # all but the last \r-segment of a line
 
 
-def colab_setup(repo: str = "/content/nucseg") -> str | None:
-    """On Colab only: install this repository's package and what Colab lacks (Colab's
-    TensorFlow and tf-keras stay as they are), work from its notebooks folder, find the data.
-    Returns the data folder (None outside Colab, where it does nothing)."""
-    if not in_colab():
-        return None
-    import subprocess
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", repo,
-                    "segmentation-models==1.0.1", "jupytext", "papermill", "kaggle"], check=True)
-    os.chdir(Path(repo) / "notebooks")
-    return colab_data_root()
+def _clean_text(text: str, replacements: dict) -> str:
+    text = _PROGRESS.sub("", text)
+    for old, new in replacements.items():
+        if old:
+            text = text.replace(old, new)
+    return text
 
 
-def colab_data_root(drive_folder: str = "/content/drive/MyDrive/dsb2018",
-                    download_to: str = "/content/dsb2018") -> str | None:
-    """On Colab only: find the DSB2018 data in a Drive folder, else download it with the Kaggle
-    API (needs the user's kaggle.json). Sets NUCSEG_DATA and returns the folder."""
-    if not in_colab():
-        return None
-    import subprocess
-    if Path(drive_folder).is_dir() and any(Path(drive_folder).glob("stage1_train*")):
-        os.environ["NUCSEG_DATA"] = drive_folder
-        return drive_folder
-    dest = Path(download_to)
-    if not any(dest.glob("stage1_train*")):
-        dest.mkdir(parents=True, exist_ok=True)
-        print("Downloading DSB2018 with the Kaggle API (upload kaggle.json first: "
-              "https://www.kaggle.com/docs/api) ...")
-        subprocess.run(["kaggle", "competitions", "download", "-c", "data-science-bowl-2018",
-                        "-p", str(dest)], check=True)
-    os.environ["NUCSEG_DATA"] = str(dest)
-    return str(dest)
+def clean_outputs(outputs, replacements: dict | None = None) -> list:
+    """A cell's outputs as a committed notebook keeps them: stdout (consecutive pieces
+    joined, carriage-return progress collapsed), results and displays reduced to PNG, HTML,
+    Markdown and plain text, without output metadata; stderr (progress bars, library
+    warnings) and widget views dropped. ``replacements`` {old: new} are applied to all text
+    (e.g. absolute paths made relative)."""
+    import nbformat
+    replacements = replacements or {}
+    out = []
+    for o in outputs:
+        kind = o.get("output_type")
+        if kind == "stream":
+            if o.get("name") != "stdout":
+                continue
+            text = o.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            if out and out[-1].get("output_type") == "stream":
+                out[-1]["text"] += text
+            else:
+                out.append(nbformat.v4.new_output("stream", name="stdout", text=text))
+        elif kind in ("execute_result", "display_data"):
+            data = {k: v for k, v in o.get("data", {}).items() if k in KEEP_MIME}
+            if not data:
+                continue
+            for k in list(data):
+                if k != "image/png":
+                    v = data[k]
+                    data[k] = _clean_text("".join(v) if isinstance(v, list) else v,
+                                          replacements)
+            new = nbformat.v4.new_output(kind, data=data)
+            if kind == "execute_result":
+                new["execution_count"] = o.get("execution_count")
+            out.append(new)
+        elif kind == "error":
+            out.append(copy.deepcopy(o))
+    for o in out:
+        if o.get("output_type") == "stream":
+            o["text"] = _clean_text(o["text"], replacements)
+    return [o for o in out if o.get("output_type") != "stream" or o["text"].strip()]
+
+
+def clean_executed(executed, source, replacements: dict | None = None):
+    """The committed form of an executed notebook: ``source`` (the notebook as committed:
+    its cells, ids, cell and notebook metadata unchanged, so the jupytext pair still agrees)
+    with the outputs of ``executed`` (papermill's copy) cleaned by :func:`clean_outputs`.
+    Papermill's injected-parameters cell, its timings and status, nbclient's execution
+    timestamps, widget state and language_info are all left behind; execution counts are
+    renumbered 1, 2, ... in order."""
+    ran = [c for c in executed.cells
+           if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    by_id = {c.get("id"): c for c in ran if c.get("id")}
+    nb = copy.deepcopy(source)
+    count = 0
+    for k, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        done = by_id.get(cell.get("id"))
+        if done is None and k < len(ran) and ran[k].cell_type == "code":
+            done = ran[k]
+        if done is None or done.get("execution_count") is None:
+            cell.outputs, cell.execution_count = [], None
+            continue
+        count += 1
+        cell.execution_count = count
+        cell.outputs = clean_outputs(done.get("outputs", []), replacements)
+        for o in cell.outputs:
+            if o.get("output_type") == "execute_result":
+                o["execution_count"] = count
+    return nb
+
+
+def write_back(executed_dir: Path, dest: Path, names, replacements: dict | None = None):
+    """Write each executed notebook, cleaned (:func:`clean_executed`), over its committed
+    source in ``dest`` (atomically). Returns the paths written."""
+    import nbformat
+    written = []
+    for name in names:
+        source_path = dest / name
+        source = nbformat.read(source_path if source_path.exists() else REPO / "notebooks" /
+                               name, as_version=4)
+        done = nbformat.read(Path(executed_dir) / name, as_version=4)
+        nb = clean_executed(done, source, replacements)
+        nbformat.validate(nb)
+        with runs.atomic_path(dest / name) as tmp:
+            nbformat.write(nb, str(tmp))
+        written.append(dest / name)
+    return written

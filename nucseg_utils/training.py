@@ -7,15 +7,38 @@ config), ``checkpoint.npz`` (last epoch, float32 weights + optimizer state, for 
 ``run.json`` (profile, seed, versions, data fingerprint, wall time).
 
 Every file is written under a temporary name and renamed, so an interrupted run leaves the last
-complete epoch behind, and ``resume=True`` continues from it with a continuous history: the
+complete checkpoint behind, and ``resume=True`` continues from it with a continuous history: the
 augmentation stream is a function of (seed, step), so the resumed run sees the batches the
 uninterrupted run would have seen. A run is only resumed with the profile and data it was
-started with (``epochs`` may grow); anything else is refused with a ModelError.
+started with (``epochs`` and ``checkpoint_every`` may change); anything else is refused with a
+ModelError.
+
+Three profile keys serve the paper profile on a Colab T4 (neutral in ``cpu`` and ``smoke``,
+whose training is what it was):
+
+- ``micro_batch``: the batch of ``batch_size`` is cut into micro-batches of that many images;
+  their gradients are averaged (weighted by size) and applied once (:class:`AccumulatingStep`),
+  so the effective batch stays ``batch_size`` while memory holds one micro-batch. None (or
+  ``batch_size``): Keras' ``train_on_batch``, as before.
+- ``mixed_precision``: build and train in ``mixed_float16`` (float32 output and loss, dynamic
+  loss scaling) when TensorFlow sees a GPU; on a CPU it is ignored, and the log says so. The
+  loss scale is not part of the checkpoint: a resumed run starts it again (at 2**15), and it
+  adapts within a few steps.
+- ``checkpoint_every``: the full checkpoint (float32 weights + optimizer state) is written
+  every that many epochs and after the last one; ``model.npz`` whenever validation improves,
+  ``history.csv`` every epoch. With ``sync_to`` (or the ``NUCSEG_SYNC_DIR`` variable, which the
+  Colab runner sets to the run's folder on Drive) the run folder's training files are copied
+  there, atomically, right after each checkpoint (:func:`nucseg_utils.colab.sync_run`).
+
+Progress: a tqdm bar when ``progress``; and one line per epoch on stdout as well as in
+``train.log`` when stdout is not a terminal (a notebook, papermill, a log file).
 """
 from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -70,6 +93,10 @@ def learning_rate(profile: dict, step: int, total: int) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
+# what may differ between a run and its resumption: neither changes what is learnt
+RESUMABLE_CHANGES = ("epochs", "checkpoint_every")
+
+
 def _optimizer_vars(model):
     return list(model.optimizer.variables)
 
@@ -109,11 +136,15 @@ def check_resume(profile: dict, data_fingerprint: dict, run_dir) -> None:
     (only ``epochs`` may change): the history would no longer describe one training."""
     import json
     from .model import ModelError
+    from .profiles import ADDED_KEYS
     info = Path(run_dir) / "run.json"
     info = runs.read_json(info) if info.exists() else {}
     old, new = info.get("profile"), json.loads(json.dumps(profile, default=str))
+    if old:  # a run recorded before a key existed trained with the key's neutral value
+        old = {**ADDED_KEYS, **old}
+        new = {**ADDED_KEYS, **new}
     changed = sorted(k for k in set(old or {}) | set(new)
-                     if old and k != "epochs" and old.get(k) != new.get(k))
+                     if old and k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
     what = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
     if info.get("data_fingerprint") not in (None, data_fingerprint):
         what.append(f"data: {info.get('data')} (fingerprint {info['data_fingerprint']}) -> "
@@ -121,10 +152,26 @@ def check_resume(profile: dict, data_fingerprint: dict, run_dir) -> None:
     if what:
         raise ModelError(f"{Path(run_dir) / 'checkpoint.npz'}: the run was started with other "
                          f"settings ({'; '.join(what)}); resume with the same ones (only epochs "
-                         f"may change) or train into a new folder")
+                         f"and checkpoint_every may change) or train into a new folder")
 
 
-def _setup_logging(run_dir: Path):
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at the time (a notebook's, pytest's capture)."""
+
+    def emit(self, record):
+        self.stream = sys.stdout
+        super().emit(record)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _setup_logging(run_dir: Path, echo: bool = False):
+    """Log to ``train.log``; with ``echo`` also to stdout (returns that handler)."""
     log.setLevel(logging.INFO)
     for h in list(log.handlers):
         if getattr(h, "_nucseg", False):
@@ -133,16 +180,124 @@ def _setup_logging(run_dir: Path):
     fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     fh._nucseg = True
     log.addHandler(fh)
+    if not echo:
+        return None
+    sh = _StdoutHandler(sys.stdout)
+    sh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    sh._nucseg = True
+    log.addHandler(sh)
+    return sh
+
+
+def checkpoint_due(epoch: int, epochs: int, every=1, stopping: bool = False) -> bool:
+    """Whether a full checkpoint follows ``epoch`` (counted from 1): every ``every`` epochs
+    (None: every epoch), after the last one, and when the run stops early."""
+    return epoch % max(1, int(every or 1)) == 0 or epoch == epochs or stopping
+
+
+# --------------------------------------------------------------------------- paper on a GPU
+class AccumulatingStep:
+    """One optimizer step over a batch, computed in micro-batches (gradient accumulation).
+
+    The gradients of each micro-batch, weighted by its share of the batch, are summed into
+    variables beside the weights, then applied once with the model's optimizer, which is then
+    the update of the whole batch for a loss that is a mean over images. Returns the logs of
+    ``train_on_batch``: the loss (the same weighted mean) and the iou and f1 of the whole
+    batch. Mixed precision: each micro-batch's loss is scaled and its gradients unscaled by the
+    model's ``LossScaleOptimizer``, which skips the step (and lowers its scale) when any is not
+    finite. Two differences from one big batch remain: batch normalisation sees micro-batches
+    (its statistics, and the updates of its moving averages, are per micro-batch), and a loss
+    computed over a whole batch, as segmentation_models' Jaccard is, is averaged over the
+    micro-batches instead.
+    """
+
+    def __init__(self, model, micro_batch: int):
+        import tensorflow as tf
+        self.tf, self.model, self.micro = tf, model, int(micro_batch)
+        self.variables = list(model.trainable_variables)
+        self.sums = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
+        opt = model.optimizer
+        self.scaled = hasattr(opt, "get_scaled_loss") and hasattr(opt, "inner_optimizer")
+        self._accumulate = tf.function(self._accumulate_fn)
+        self._apply = tf.function(self._apply_fn)
+
+    def _accumulate_fn(self, x, y, weight):
+        tf, model = self.tf, self.model
+        with tf.GradientTape() as tape:
+            pred = model(x, training=True)
+            loss = model.compiled_loss(y, pred, regularization_losses=model.losses)
+            target = model.optimizer.get_scaled_loss(loss) if self.scaled else loss
+        grads = tape.gradient(target, self.variables)
+        if self.scaled:
+            grads = model.optimizer.get_unscaled_gradients(grads)
+        for total, g in zip(self.sums, grads):
+            if g is not None:
+                total.assign_add(tf.cast(g, total.dtype) * weight)
+        return loss, pred
+
+    def _apply_fn(self):
+        grads = [total.read_value() for total in self.sums]
+        self.model.optimizer.apply_gradients(zip(grads, self.variables))
+        for total in self.sums:
+            total.assign(self.tf.zeros_like(total))
+
+    def __call__(self, x, y) -> dict:
+        from .model import _mask_f1, _mask_iou
+        tf = self.tf
+        n = len(x)
+        loss, preds = 0.0, []
+        for i in range(0, n, self.micro):
+            xb, yb = x[i:i + self.micro], y[i:i + self.micro]
+            share = tf.constant(len(xb) / n, tf.float32)
+            part, pred = self._accumulate(tf.constant(xb), tf.constant(yb), share)
+            loss += part * share
+            preds.append(pred)
+        self._apply()
+        pred = tf.concat(preds, 0)
+        y = tf.constant(y, pred.dtype)
+        return {"loss": float(loss), "iou": float(_mask_iou(y, pred)),
+                "f1": float(_mask_f1(y, pred))}
+
+
+def use_mixed_precision(profile: dict, tf=None) -> bool:
+    """Whether this run trains in mixed_float16: asked for by the profile, and a GPU present."""
+    if not profile.get("mixed_precision"):
+        return False
+    tf = tf or __import__("tensorflow")
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def build_training_model(profile: dict, mixed: bool = False):
+    """The profile's U-Net, compiled. ``mixed``: built under the ``mixed_float16`` policy (its
+    variables stay float32) with a float32 output, so the loss and the metrics are computed in
+    float32 and Keras wraps the optimizer in a LossScaleOptimizer. The global policy is
+    restored afterwards; the weights are those of the plain model, in the same order."""
+    from . import model as model_mod
+    tf = model_mod.tf_setup()
+    if not mixed:
+        return model_mod.compile_model(model_mod.build_model(profile), profile)
+    mp = tf.keras.mixed_precision
+    before = mp.global_policy()
+    mp.set_global_policy("mixed_float16")
+    try:
+        net = model_mod.build_model(profile)
+        out = tf.keras.layers.Activation("linear", dtype="float32", name="float32_output")(
+            net.output)
+        net = tf.keras.Model(net.input, out, name=net.name)
+        return model_mod.compile_model(net, profile)
+    finally:
+        mp.set_global_policy(before)
 
 
 def train(profile: dict, run_dir, root=None, resume: bool = False, progress: bool = True,
-          stop_after_epoch: int | None = None):
+          stop_after_epoch: int | None = None, sync_to=None):
     """Train the profile's model into ``run_dir``; returns the history DataFrame.
 
     ``stop_after_epoch`` ends the run early after that epoch, as an interruption would (used by
-    the tests of ``resume``).
+    the tests of ``resume``); a full checkpoint is written then. ``sync_to`` (default: the
+    ``NUCSEG_SYNC_DIR`` environment variable, if set) is a folder, on Google Drive, that gets a
+    copy of the training files after every full checkpoint.
     """
-    import pandas as pd
     from . import model as model_mod
     tf = model_mod.tf_setup()
     run_dir = Path(run_dir)
@@ -152,7 +307,19 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
     if resume and (run_dir / "checkpoint.npz").exists():
         check_resume(profile, fingerprint, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _setup_logging(run_dir)
+    echo = _setup_logging(run_dir, echo=not _isatty(sys.stdout))
+    try:
+        return _train(tf, profile, run_dir, root, fingerprint, resume, progress,
+                      stop_after_epoch, sync_to)
+    finally:
+        if echo is not None:
+            log.removeHandler(echo)
+
+
+def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after_epoch, sync_to):
+    import pandas as pd
+    from . import model as model_mod
+    from .profiles import accumulation_steps
     seed = int(profile["seed"])
     tf.keras.utils.set_random_seed(seed)
 
@@ -171,7 +338,17 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
     steps = profile["steps_per_epoch"] or max(1, math.ceil(len(tr) / profile["batch_size"]))
     epochs = int(profile["epochs"])
     total = steps * epochs
-    model = model_mod.compile_model(model_mod.build_model(profile), profile)
+    mixed = use_mixed_precision(profile, tf)
+    if profile.get("mixed_precision") and not mixed:
+        log.info("mixed_precision: no GPU here, so training in float32 (float16 is slow on a CPU)")
+    model = build_training_model(profile, mixed)
+    n_micro = accumulation_steps(profile)
+    step_fn = (AccumulatingStep(model, profile["micro_batch"]) if n_micro > 1 else
+               lambda x, y: model.train_on_batch(x, y, return_dict=True))
+    every = max(1, int(profile.get("checkpoint_every") or 1))
+    if sync_to is None:
+        from .colab import SYNC_ENV
+        sync_to = os.environ.get(SYNC_ENV) or None
 
     hist_path, ckpt_path = run_dir / "history.csv", run_dir / "checkpoint.npz"
     start_epoch, best = 0, float("inf")
@@ -188,9 +365,15 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
         run_dir, profile=profile, seed=seed, data=str(Path(root).resolve()),
         dataset=data_mod.dataset_name(root),
         data_fingerprint=fingerprint,
-        n_train=int(len(tr)), n_val=int(len(va)), steps_per_epoch=steps, epochs=epochs)
+        n_train=int(len(tr)), n_val=int(len(va)), steps_per_epoch=steps, epochs=epochs,
+        accumulation_steps=n_micro, mixed_precision_used=mixed)
     log.info("training %s on %d images (%d validation patches), %d epochs x %d steps",
              profile.get("name", "custom"), len(tr), len(x_val), epochs, steps)
+    if n_micro > 1 or mixed or every > 1 or sync_to:
+        log.info("batch %d in %d micro-batch(es) of %s, %s, full checkpoint every %d epoch(s)%s",
+                 profile["batch_size"], n_micro, profile.get("micro_batch") or
+                 profile["batch_size"], "mixed_float16" if mixed else "float32", every,
+                 f", copied to {sync_to}" if sync_to else "")
 
     bar = None
     if progress:
@@ -206,12 +389,12 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
             step = epoch * steps + k
             model.optimizer.learning_rate.assign(learning_rate(profile, step, total))
             x, y = next(batches)
-            logs.append(model.train_on_batch(x, y, return_dict=True))
+            logs.append(step_fn(x, y))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs[-1]['loss']:.3f}", iou=f"{logs[-1]['iou']:.3f}")
-        val = model.evaluate(x_val, y_val, batch_size=profile["batch_size"], verbose=0,
-                             return_dict=True)
+        val = model.evaluate(x_val, y_val, verbose=0, return_dict=True,
+                             batch_size=profile.get("micro_batch") or profile["batch_size"])
         row = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
                "loss": float(np.mean([l["loss"] for l in logs])),
                "iou": float(np.mean([l["iou"] for l in logs])),
@@ -227,11 +410,21 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
             model_mod.save_model(model, run_dir / "model.npz", profile, epoch=epoch + 1,
                                  val_loss=best, dataset=data_mod.dataset_name(root))
         runs.write_table(pd.DataFrame(history), hist_path)
-        save_checkpoint(model, ckpt_path, epoch + 1, best)
+        stopping = (stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
+                    and epoch + 1 < epochs)
+        checkpoint = checkpoint_due(epoch + 1, epochs, every, stopping)
+        if checkpoint:
+            save_checkpoint(model, ckpt_path, epoch + 1, best)
         log.info("epoch %d/%d loss %.4f iou %.3f val_loss %.4f val_iou %.3f %s(%.0f s)",
                  epoch + 1, epochs, row["loss"], row["iou"], row["val_loss"], row["val_iou"],
                  "best " if improved else "", time.time() - t0)
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < epochs:
+        if checkpoint and sync_to:
+            from .colab import TRAINING_FILES, sync_run
+            t1 = time.time()
+            copied = sync_run(run_dir, sync_to, TRAINING_FILES)
+            log.info("copied %s to %s (%.0f s)", ", ".join(copied) or "nothing new", sync_to,
+                     time.time() - t1)
+        if stopping:
             break
     if bar is not None:
         bar.close()

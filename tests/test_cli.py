@@ -98,17 +98,263 @@ def test_keyboard_interrupt_exits_130(capsys, monkeypatch, solution):
 
 
 # --------------------------------------------------------------------------- nucseg predict
-def test_predict_on_a_folder_with_a_corrupt_png_exits_2_and_writes_nothing(capsys, tmp_path):
+# A stand-in network keeps these tests to seconds: its "probability" is the image's brightness,
+# post-processed with connected components, so bright discs on a dark ground are the nuclei.
+# The real network runs in the slow test further down.
+@pytest.fixture
+def fake_model(tmp_path, monkeypatch) -> dict:
+    """A model file for ``--model`` and the calls made to the stand-in network."""
+    from nucseg_utils import evaluation, model
+    calls = {"predict": 0}
+    config = {"tta": True, "postprocess": "cc", "min_size": 10, "threshold": 0.5}
+
+    def load_model(path):
+        if not Path(path).is_file():
+            raise model.ModelError(f"{path}: no such model file")
+        return "stand-in network", dict(config)
+
+    def predict_image(net, cfg, image, tta=True):
+        calls["predict"] += 1
+        return image.mean(axis=-1, keepdims=True)
+
+    monkeypatch.setattr(model, "load_model", load_model)
+    monkeypatch.setattr(evaluation, "predict_image", predict_image)
+    path = tmp_path / "fake_model.npz"
+    path.write_bytes(b"stand-in")
+    return {"path": path, "calls": calls}
+
+
+def disc_image(shape=(48, 64), centres=((14, 14), (30, 44)), radius=7, dtype=np.uint8):
+    """Bright discs on a dark ground; returns (image, the discs' pixel counts)."""
+    from skimage.draw import disk
+    hi = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else 1.0
+    img = np.full(shape, hi * 0.1, dtype)
+    areas = []
+    for c in centres:
+        rr, cc = disk(c, radius, shape=shape)
+        img[rr, cc] = hi * 0.9
+        areas.append(len(rr))
+    return img, areas
+
+
+@pytest.fixture
+def disc_folder(tmp_path) -> Path:
     images = tmp_path / "images"
     images.mkdir()
-    iio.imwrite(images / "good.png", np.zeros((20, 20, 3), np.uint8))
+    for k in range(3):
+        img, _ = disc_image(centres=((14, 14 + 4 * k), (30, 44)))
+        iio.imwrite(images / f"cells{k}.png", img)
+    return images
+
+
+ALL_OUTPUTS = ("labels/{}.png", "labels/{}.tif", "rois/{}.zip", "overlays/{}.png",
+               "measurements/{}.csv", "done/{}.json")
+
+
+def test_predict_writes_every_format_for_every_image(capsys, tmp_path, fake_model, disc_folder):
+    import pandas as pd
+    import roifile
+    import tifffile
+    from nucseg_utils import evaluation
+    out = tmp_path / "out"
+    code, stdout, err = nucseg(capsys, "predict", "--model", fake_model["path"], "--images",
+                               disc_folder, "--out", out, "--quiet")
+    assert code == 0 and err == "" and "3 image(s), 6 nuclei" in stdout
+    _, areas = disc_image()
+    labels = {}
+    for sid in ("cells0", "cells1", "cells2"):
+        assert all((out / f.format(sid)).is_file() for f in ALL_OUTPUTS)
+        labels[sid] = evaluation.read_labels_png(out / "labels" / f"{sid}.png")
+        assert np.array_equal(tifffile.imread(out / "labels" / f"{sid}.tif"), labels[sid])
+        assert len(roifile.roiread(out / "rois" / f"{sid}.zip")) == 2
+        table = pd.read_csv(out / "measurements" / f"{sid}.csv")
+        assert table["image"].eq(sid).all() and sorted(table["area"]) == sorted(areas)
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["id"].tolist() == ["cells0", "cells1", "cells2"]
+    assert summary["nuclei"].tolist() == [2, 2, 2] and summary["error"].isna().all()
+    evaluation.write_submission(labels, tmp_path / "expected.csv")
+    assert (out / "submission.csv").read_text() == (tmp_path / "expected.csv").read_text()
+
+
+def test_predict_writes_only_the_formats_asked_for(capsys, tmp_path, fake_model, disc_folder):
+    out = tmp_path / "out"
+    code, _, err = nucseg(capsys, "predict", "--model", fake_model["path"], "--images",
+                          disc_folder, "--out", out, "--formats", "rois,measurements",
+                          "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["done", "measurements", "predict.json",
+                                                      "rois", "summary.csv", "summary.md"]
+
+
+def test_predict_on_a_folder_with_bad_files_writes_the_good_ones_and_exits_1(
+        capsys, tmp_path, fake_model):
+    import pandas as pd
+    import tifffile
+    images = tmp_path / "images"
+    images.mkdir()
+    good, _ = disc_image()
+    iio.imwrite(images / "good.png", good)
+    iio.imwrite(images / "thin.png", good[:, :1])
+    grey16, _ = disc_image(dtype=np.uint16)
+    tifffile.imwrite(images / "good16.tif", grey16)
+    (images / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR broken")
+    (images / "truncated.png").write_bytes((images / "good.png").read_bytes()[:60])
+    tifffile.imwrite(images / "zstack.tif", np.stack([good] * 6), imagej=True,
+                     metadata={"axes": "ZYX"})
+    tifffile.imwrite(images / "seven.tif", np.stack([good] * 7), imagej=True,
+                     metadata={"axes": "CYX"})
+    nan = good.astype(np.float32)
+    nan[3, 3] = np.nan
+    tifffile.imwrite(images / "nan.tif", nan)
+    out = tmp_path / "out"
+    code, stdout, err = nucseg(capsys, "predict", "--model", fake_model["path"], "--images",
+                               images, "--out", out, "--quiet")
+    assert code == 1 and "3 image(s), 4 nuclei" in stdout and "5 image(s) could not" in stdout
+    lines = err.strip().splitlines()
+    why = {"bad": "cannot read the image header", "truncated": "cannot decode",
+           "zstack": "z-stack", "seven": "7 channels", "nan": "NaN"}
+    for name, words in why.items():
+        line = [l for l in lines if f"{images / name}." in l]
+        assert len(line) == 1 and words in line[0], (name, lines)
+        assert not (out / "done" / f"{name}.json").exists()
+    assert any("thin.png" in l and "too thin" in l for l in lines)
+    assert len(lines) == 6
+    for sid in ("good", "good16", "thin"):
+        assert all((out / f.format(sid)).is_file() for f in ALL_OUTPUTS)
+    summary = pd.read_csv(out / "summary.csv").set_index("id")
+    assert summary.loc["good", "nuclei"] == 2 and summary.loc["good16", "nuclei"] == 2
+    assert "z-stack" in summary.loc["zstack", "error"]
+    ids = {line.split(",")[0] for line in (out / "submission.csv").read_text().splitlines()[1:]}
+    assert ids == {"good", "good16", "thin"}
+
+
+def test_predict_segments_the_chosen_channel_of_a_multichannel_tiff(capsys, tmp_path,
+                                                                    fake_model):
+    import tifffile
+    images = tmp_path / "images"
+    images.mkdir()
+    nuclei, _ = disc_image()
+    channels = np.zeros((6,) + nuclei.shape, np.uint8)
+    channels[2] = nuclei
+    tifffile.imwrite(images / "six.tif", channels, imagej=True, metadata={"axes": "CYX"})
+    code, stdout, err = nucseg(capsys, "predict", "--model", fake_model["path"], "--images",
+                               images, "--out", tmp_path / "out", "--channel", "2", "--quiet")
+    assert code == 0 and "1 image(s), 2 nuclei" in stdout, err
+    code, _, err = nucseg(capsys, "predict", "--model", fake_model["path"], "--images",
+                          images, "--out", tmp_path / "out6", "--channel", "6", "--quiet")
+    assert code == 1 and "six.tif: has 6 channels; --channel 6 does not exist" in err
+
+
+def test_predict_with_no_usable_image_exits_1_without_opening_the_model(capsys, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
     (images / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR broken")
     out = tmp_path / "out"
     # the images are checked before the model is loaded: this model file is never opened
     code, _, err = nucseg(capsys, "predict", "--model", tmp_path / "no_model.npz",
                           "--images", images, "--out", out, "--quiet")
-    assert code == 2 and str(images / "bad.png") in err and "cannot decode" in err
+    assert code == 1 and str(images / "bad.png") in err and "nothing written" in err
     assert not out.exists()
+
+
+def test_predict_on_a_folder_without_images_exits_2(capsys, tmp_path, fake_model):
+    (tmp_path / "empty").mkdir()
+    code, _, err = nucseg(capsys, "predict", "--model", fake_model["path"], "--images",
+                          tmp_path / "empty", "--out", tmp_path / "out", "--quiet")
+    assert code == 2 and "no PNG/TIFF/JPEG images found" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-0.3", "nan", "abc"])
+def test_predict_refuses_a_pixel_size_that_is_not_positive(capsys, tmp_path, disc_folder,
+                                                           value):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["predict", "--images", str(disc_folder), "--out", str(tmp_path / "out"),
+                  f"--pixel-size={value}"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--pixel-size" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_records_the_pixel_size_in_the_tiff_and_the_measurements(capsys, tmp_path,
+                                                                         fake_model):
+    import pandas as pd
+    import tifffile
+    from nucseg_utils import export
+    images = tmp_path / "images"
+    images.mkdir()
+    img, areas = disc_image()
+    tifffile.imwrite(images / "calibrated.tif", img, imagej=True, resolution=(4, 4),
+                     metadata={"unit": "micron"})
+    iio.imwrite(images / "plain.png", img)
+    out = tmp_path / "out"
+    code, _, err = nucseg(capsys, "predict", "--model", fake_model["path"], "--images", images,
+                          "--out", out, "--quiet")
+    assert code == 0, err
+    assert export.read_pixel_size(out / "labels" / "calibrated.tif") == pytest.approx(0.25)
+    table = pd.read_csv(out / "measurements" / "calibrated.csv")
+    assert sorted(table["area_um2"]) == pytest.approx(sorted(a / 16 for a in areas))
+    assert "area_um2" not in pd.read_csv(out / "measurements" / "plain.csv")
+    code, _, err = nucseg(capsys, "predict", "--model", fake_model["path"], "--images", images,
+                          "--out", tmp_path / "out2", "--pixel-size", "0.5", "--quiet")
+    for sid in ("calibrated", "plain"):  # --pixel-size wins over the file's
+        assert export.read_pixel_size(tmp_path / "out2" / "labels" / f"{sid}.tif") == 0.5
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def test_predict_rerun_skips_done_images_and_overwrite_redoes_them(capsys, tmp_path,
+                                                                   fake_model, disc_folder):
+    out = tmp_path / "out"
+    argv = ["predict", "--model", fake_model["path"], "--images", disc_folder, "--out", out,
+            "--quiet"]
+    assert nucseg(capsys, *argv)[0] == 0 and fake_model["calls"]["predict"] == 3
+    per_image = {k: v for k, v in mtimes(out).items() if "/" in k}
+    code, stdout, _ = nucseg(capsys, *argv)
+    assert code == 0 and "0 segmented now, 3 done before" in stdout
+    assert fake_model["calls"]["predict"] == 3
+    assert {k: v for k, v in mtimes(out).items() if "/" in k} == per_image
+    code, stdout, _ = nucseg(capsys, *argv, "--overwrite")
+    assert code == 0 and "3 segmented now" in stdout and fake_model["calls"]["predict"] == 6
+    after = mtimes(out)
+    assert all(after[k] > v for k, v in per_image.items())
+
+
+def test_predict_resumes_an_interrupted_run_to_identical_outputs(capsys, tmp_path, fake_model,
+                                                                 disc_folder):
+    out = tmp_path / "out"
+    argv = ["predict", "--model", fake_model["path"], "--images", disc_folder, "--out", out,
+            "--quiet"]
+    assert nucseg(capsys, *argv)[0] == 0
+    complete = tree_digest(out)
+    # interrupted in the middle of cells1 (some files written, no done-marker) and before
+    # cells2 was started; the folder-wide tables not yet rewritten
+    (out / "done" / "cells1.json").unlink()
+    (out / "rois" / "cells1.zip").unlink()
+    for f in ALL_OUTPUTS:
+        (out / f.format("cells2")).unlink()
+    (out / "submission.csv").unlink()
+    (out / "summary.csv").write_text("half-written table")
+    calls = fake_model["calls"]["predict"]
+    code, stdout, _ = nucseg(capsys, *argv)
+    assert code == 0 and "2 segmented now, 1 done before" in stdout
+    assert fake_model["calls"]["predict"] == calls + 2
+    assert tree_digest(out) == complete
+
+
+def test_predict_into_a_folder_made_with_other_settings_exits_2(capsys, tmp_path, fake_model,
+                                                                disc_folder):
+    out = tmp_path / "out"
+    argv = ["predict", "--model", fake_model["path"], "--images", disc_folder, "--out", out,
+            "--quiet"]
+    assert nucseg(capsys, *argv)[0] == 0
+    before = tree_digest(out)
+    code, _, err = nucseg(capsys, *argv, "--no-tta")
+    assert code == 2 and str(out) in err and "tta" in err and "--overwrite" in err
+    assert tree_digest(out) == before
+    assert nucseg(capsys, *argv, "--no-tta", "--overwrite")[0] == 0
 
 
 def test_predict_with_a_corrupt_model_exits_2_naming_the_model(capsys, tmp_path):
@@ -151,6 +397,9 @@ def test_predict_handles_grey_rgba_16bit_one_pixel_wide_and_blank_images(capsys,
         assert labels.shape == arr.shape[:2], name
     ids = {line.split(",")[0] for line in (out / "submission.csv").read_text().splitlines()[1:]}
     assert ids == set(kinds)
+    for name in kinds:
+        assert all((out / f.format(name)).is_file() for f in ALL_OUTPUTS), name
+    assert "one_pixel_wide.png: is 30x1 pixels, too thin" in err
     assert tree_digest(images) == before  # the user's images are untouched
 
 

@@ -488,3 +488,19 @@ def test_stage1_solution_scored_against_itself_is_one(real_data):
     assert summary["images"] == 65 and len(table) == 65
     assert summary["missing_images"] == 0
     assert summary["n_true"] == summary["n_pred"] == 4152
+
+
+def test_per_threshold_rows_sum_the_counts_and_average_to_the_dsb(make_labels, perturb):
+    rng = np.random.default_rng(5)
+    pairs = []
+    for _ in range(5):
+        t = make_labels(rng, (30, 30), n_max=6)
+        pairs.append((t, perturb(rng, t)))
+    s = metrics.dataset_scores(pairs)
+    rows = s["per_threshold"]
+    assert [r["threshold"] for r in rows] == pytest.approx(list(metrics.THRESHOLDS))
+    per_image = [metrics.image_scores(t, p) for t, p in pairs]
+    assert rows[0]["tp"] == s["tp50"] and rows[0]["fn"] == s["fn50"]
+    assert all(r["tp"] == sum(int(x["tp"][k]) for x in per_image) for k, r in enumerate(rows))
+    assert np.mean([r["dsb_term"] for r in rows]) == pytest.approx(s["dsb"], abs=1e-12)
+    assert all(r["tp"] >= n["tp"] for r, n in zip(rows, rows[1:]))  # stricter, fewer matches

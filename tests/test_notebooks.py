@@ -1,6 +1,8 @@
-"""The notebooks: jupytext pairs in sync, no committed outputs, the report runner, and every
-figure and table of the report produced by a real (smoke, synthetic) run of all notebooks.
-(nbval executes each notebook as well: see pyproject.toml, testpaths includes notebooks/.)"""
+"""The notebooks: jupytext pairs in sync (the .py pairs carry no outputs), committed outputs
+free of volatile metadata, the report runner and its write-back, and every figure and table of
+the report produced by a real (smoke, synthetic) run of all notebooks. (nbval executes each
+notebook as well: see pyproject.toml, testpaths includes notebooks/.)"""
+import copy
 from pathlib import Path
 
 import jupytext
@@ -31,12 +33,76 @@ def test_jupytext_pair_is_in_sync(nb_path):
 
 
 @pytest.mark.parametrize("nb_path", PAIRED, ids=lambda p: p.name)
-def test_committed_notebook_has_no_outputs_and_one_parameters_cell(nb_path):
+def test_jupytext_of_the_notebook_equals_its_script(nb_path):
+    # the .py pair is exactly what jupytext makes of the notebook: code and markdown only,
+    # whatever outputs the notebook carries
     nb = nbformat.read(nb_path, as_version=4)
+    assert jupytext.writes(nb, fmt="py:percent") == nb_path.with_suffix(".py").read_text(), \
+        f"{nb_path.name}: `jupytext --to py:percent` differs from its .py: run `make sync`"
+
+
+VOLATILE_CELL_KEYS = {"execution", "papermill", "collapsed", "scrolled", "ExecuteTime"}
+ALLOWED_MIME = {"image/png", "text/html", "text/markdown", "text/plain"}
+
+
+def check_committed_outputs(nb):
+    """The rules a committed notebook's outputs follow (see report.clean_executed)."""
+    assert not set(nb.metadata) & {"papermill", "language_info", "widgets"}, sorted(nb.metadata)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in code)
+    counts = [c.execution_count for c in code if c.execution_count is not None]
+    assert counts == list(range(1, len(counts) + 1))
+    for c in nb.cells:
+        assert not (set(c.metadata) & VOLATILE_CELL_KEYS), (c.get("id"), sorted(c.metadata))
+        for o in c.get("outputs", []):
+            assert o.output_type in ("stream", "execute_result", "display_data"), o.output_type
+            if o.output_type == "stream":
+                assert o.name == "stdout" and "\r" not in o.text
+            else:
+                assert set(o.data) <= ALLOWED_MIME and not o.get("metadata")
+            text = str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+            assert str(REPO) not in text, "absolute path in a committed output"
+
+
+@pytest.mark.parametrize("nb_path", PAIRED, ids=lambda p: p.name)
+def test_committed_outputs_carry_no_volatile_metadata(nb_path):
+    check_committed_outputs(nbformat.read(nb_path, as_version=4))
+
+
+def test_clean_executed_keeps_the_source_and_strips_what_changes_between_runs():
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    src = nbformat.v4.new_notebook(metadata={"kernelspec": kernel})
+    src.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                 nbformat.v4.new_code_cell("print(x)")]
+    ran = nbformat.from_dict(nbformat.v4.new_notebook(metadata={
+        "kernelspec": kernel, "papermill": {"duration": 3.2},
+        "language_info": {"name": "python", "version": "3.11"}, "widgets": {"state": {}}}))
+    injected = nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["injected-parameters"]})
+    body = copy.deepcopy(src.cells[1])
+    body.metadata = {"execution": {"iopub.status.busy": "2026-01-01T00:00:00Z"},
+                     "papermill": {"duration": 0.1, "start_time": "2026"}, "tags": []}
+    body.execution_count = 3
+    body.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text=f"model at {REPO}/runs/x\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="\rtrain:  50%|#####\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="step 1\rstep 2\n"),
+        nbformat.v4.new_output("display_data", data={
+            "image/png": "iVBORw0KGgo=", "text/plain": "<Figure>",
+            "application/vnd.jupyter.widget-view+json": {"model_id": "abc"}},
+            metadata={"image/png": {"width": 10}})]
+    ran.cells = [copy.deepcopy(src.cells[0]), injected, body]
+    ran.cells[0].execution_count = 1
+    for a, b in zip((src.cells[0], src.cells[1]), (ran.cells[0], ran.cells[2])):
+        b["id"] = a["id"]
+    nb = report.clean_executed(ran, src, {str(REPO) + "/": ""})
+    check_committed_outputs(nb)
+    assert [c.source for c in nb.cells] == [c.source for c in src.cells]
+    assert nb.cells[1].execution_count == 2
+    out = nb.cells[1].outputs
+    assert out[0].text == "model at runs/x\nstep 2\n"
+    assert set(out[1].data) == {"image/png", "text/plain"}
 
 
 def test_report_stops_at_the_first_failing_notebook_and_keeps_old_figures(tmp_path, capsys):
@@ -66,7 +132,12 @@ def test_report_stops_at_the_first_failing_notebook_and_keeps_old_figures(tmp_pa
 @pytest.mark.slow
 def test_report_run_produces_every_figure_and_table(tmp_path):
     figs = tmp_path / "published"
-    code = report.run_all("smoke", run_dir=tmp_path / "run", synthetic=True, figures_dir=figs)
+    back = tmp_path / "notebooks"
+    back.mkdir()
+    for name in report.NOTEBOOKS:  # the write-back starts from the committed sources
+        (back / name).write_bytes((REPO / "notebooks" / name).read_bytes())
+    code = report.run_all("smoke", run_dir=tmp_path / "run", synthetic=True, figures_dir=figs,
+                          notebooks_out=back)
     assert code == 0
     produced = {p.name for p in figs.iterdir()}
     expected = set(figures.NAMES.values()) | set(figures.TABLES.values())
@@ -75,6 +146,13 @@ def test_report_run_produces_every_figure_and_table(tmp_path):
     assert len(list((tmp_path / "run" / "notebooks").glob("*.ipynb"))) == len(report.NOTEBOOKS)
     table2 = (figs / "table2_results.md").read_text()
     assert "0.5187" in table2 and "0.6313" in table2 and "synthetic" in table2
+    for name in report.NOTEBOOKS:  # executed, cleaned, still paired with the committed .py
+        nb = nbformat.read(back / name, as_version=4)
+        check_committed_outputs(nb)
+        assert jupytext.writes(nb, fmt="py:percent") == \
+            (REPO / "notebooks" / name).with_suffix(".py").read_text()
+        assert any(o.output_type in ("execute_result", "display_data") and "image/png" in o.data
+                   for c in nb.cells for o in c.get("outputs", [])), f"{name}: no figure shown"
 
 
 @pytest.mark.slow

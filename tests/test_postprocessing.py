@@ -96,3 +96,48 @@ def test_touching_method_needs_two_channels():
 def test_unknown_method_is_named():
     with pytest.raises(ValueError, match="unknown post-processing 'foo'"):
         postprocess(np.zeros((10, 10), np.float32), "foo")
+
+
+def test_dilation_grows_each_nucleus_by_a_pixel_and_never_merges_two():
+    from skimage.draw import disk
+    from nucseg_utils.postprocessing import dilate_labels
+    lab = np.zeros((40, 60), np.uint16)
+    lab[disk((20, 15), 8)] = 1
+    lab[disk((20, 33), 8)] = 2  # 2 px apart from 1
+    grown = dilate_labels(lab, 1)
+    assert set(np.unique(grown)) == {0, 1, 2}
+    for i in (1, 2):
+        assert (grown == i).sum() > (lab == i).sum()
+        assert ((lab == i) <= (grown == i)).all()  # nothing taken away
+    # the one-pixel gap is shared, never crossed: each object stays one piece
+    from scipy import ndimage as ndi
+    assert all(ndi.label(grown == i)[1] == 1 for i in (1, 2))
+    assert np.array_equal(dilate_labels(lab, 0), lab)
+
+
+def test_postprocess_threshold_sets_the_size_of_the_nuclei():
+    from nucseg_utils.postprocessing import postprocess
+    yy, xx = np.mgrid[:50, :50]
+    prob = np.clip(1 - np.hypot(yy - 25, xx - 25) / 20, 0, 1).astype(np.float32)
+    two = np.stack([prob, np.zeros_like(prob)], axis=-1)
+    low = postprocess(two, "touching", threshold=0.3)
+    high = postprocess(two, "touching", threshold=0.6)
+    assert low.max() == high.max() == 1
+    assert (low > 0).sum() > (high > 0).sum()
+
+
+def test_touching_steps_return_every_step_and_end_in_the_watershed_labels(two_touching):
+    from nucseg_utils.postprocessing import touching_steps, watershed_touching
+    prob = np.stack([soft(two_touching > 0), soft(touching_zone(two_touching) > 0)], axis=-1)
+    steps = touching_steps(prob, 0.5, 10)
+    assert {"nucleus", "touching", "foreground", "seed_map", "seeds", "watershed",
+            "labels"} <= set(steps)
+    assert int(steps["seeds"].max()) == 2  # one seed per disc once the contact is cut away
+    assert np.array_equal(steps["labels"], watershed_touching(prob, 0.5, 0.5, 10))
+    assert steps["labels"].max() == 2
+
+
+def test_touching_steps_on_an_empty_map_give_empty_seeds_and_labels():
+    from nucseg_utils.postprocessing import touching_steps
+    steps = touching_steps(np.zeros((32, 32, 2), np.float32))
+    assert steps["seeds"].max() == 0 and steps["labels"].max() == 0

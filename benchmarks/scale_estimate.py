@@ -1,0 +1,90 @@
+"""How well is the nucleus size estimated at prediction time? (validation images only)
+
+For each validation image of a run (held-out stage1_train, from its ``split.csv``), compares
+the true median nucleus diameter with the estimates ``nucseg_utils.scale`` could use:
+
+- ``net``: what :func:`nucseg_utils.scale.predict_scaled` uses (a first pass at native scale,
+  refined by a second pass when the factor moved by more than 30 %);
+- ``probe_<s>``: one pass of the network at scale ``s`` (0.5, 1), foreground > threshold;
+- ``otsu``: no network: Otsu's threshold of the grey normalised image, holes filled.
+
+Writes ``benchmarks/scale_estimate.md`` and ``.csv``. Usage (about 4 minutes on 2 cores):
+
+    python benchmarks/scale_estimate.py [--run runs/cpu] [--model models/cpu/model.npz]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nucseg_utils import calibration, data, model as model_mod, runs, scale, tta  # noqa: E402
+from nucseg_utils.preprocessing import normalize  # noqa: E402
+
+PROBES = (0.5, 1.0)
+
+
+def estimates(net, config, image) -> dict:
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+    img = normalize(image, config["normalization"])
+    _, steps = scale.predict_scaled(net, img, config, tta=False, return_steps=True)
+    out = {"net": steps["passes"][-1]["diameter"]}
+    for s in PROBES:
+        p = tta.predict(net, scale.rescale_image(img, s), config, tta=False)
+        out[f"probe_{s:g}"] = scale.estimate_diameter(p[..., 0] > config.get("threshold", 0.5)) / s
+    grey = img.mean(axis=-1)
+    fg = ndi.binary_fill_holes(grey > threshold_otsu(grey)) if np.ptp(grey) > 0 else grey > 1
+    out["otsu"] = scale.estimate_diameter(fg)
+    return out
+
+
+def main(argv=None) -> int:
+    import pandas as pd
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", default=str(ROOT / "runs" / "cpu"))
+    ap.add_argument("--model", default=str(ROOT / "models" / "cpu" / "model.npz"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "scale_estimate"))
+    a = ap.parse_args(argv)
+    net, config = model_mod.load_model(a.model)
+    rows = []
+    for split_name, ids in calibration.validation_ids(a.run).items():
+        source = data.open_split(split_name)
+        for sid in ids:
+            sample = source.sample(sid)
+            rows.append({"id": sid, "modality": data.modality_of(sample.image),
+                         "true": scale.label_diameter(sample.labels),
+                         **estimates(net, config, sample.image)})
+    table = pd.DataFrame(rows).sort_values("true")
+    runs.write_table(table, Path(a.out).with_suffix(".csv"))
+    cols = ["net"] + [f"probe_{s:g}" for s in PROBES] + ["otsu"]
+    bins = [("all", table), ("true diameter < 20 px", table[table["true"] < 20]),
+            ("20-40 px", table[(table["true"] >= 20) & (table["true"] < 40)]),
+            (">= 40 px", table[table["true"] >= 40])]
+    lines = ["# Estimating the nucleus size at prediction time", "",
+             f"Model `{Path(a.model).name}` (fingerprint `{runs.file_fingerprint(a.model)}`), "
+             f"the {len(table)} validation images of `{a.run}` (held-out stage1_train; no test "
+             f"image). Error = estimate / true median diameter; the table gives the median "
+             f"ratio and the share of images off by more than 1.5x either way. Written by "
+             f"`python benchmarks/scale_estimate.py`.", "",
+             "| images | n | " + " | ".join(f"{c}: median ratio | {c}: >1.5x off" for c in cols)
+             + " |", "|---|---|" + "---|---|" * len(cols)]
+    for name, g in bins:
+        cells = []
+        for c in cols:
+            r = (g[c].clip(lower=1) / g["true"]).to_numpy()
+            off = float((np.abs(np.log(r)) > np.log(1.5)).mean()) if len(r) else float("nan")
+            cells.append(f"{np.median(r):.2f} | {off:.0%}" if len(r) else " | ")
+        lines.append(f"| {name} | {len(g)} | " + " | ".join(cells) + " |")
+    runs.write_text(Path(a.out).with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

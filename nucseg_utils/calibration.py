@@ -1,0 +1,189 @@
+"""Calibration: choose the post-processing on the validation images, and measure the levers.
+
+In: a saved model and the run folder it was trained in (its ``split.csv`` says which images
+were held out for validation: held-out stage1_train, never the test set).
+Out: the chosen post-processing fields (method, threshold, dilation, marker spacing), written
+into the model's config by ``nucseg publish``, the table of every candidate, and the lever
+table (``ablation.csv`` / ``ablation.md``): one row per lever with its validation DSB, the
+training time of its model and, for the chosen recipe only, its test DSB.
+
+Every choice is made on validation DSB at native resolution; the test split is scored once,
+afterwards, for what was already chosen.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import data as data_mod
+from . import runs
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+DILATIONS = (0, 1)
+MARKER_SPACINGS = (0.5, 0.75, 1.0)
+
+
+def candidates(n_targets: int) -> list[dict]:
+    """The post-processing settings tried: ``touching`` (two-channel models) and ``cc`` over
+    thresholds and a final dilation, the paper's watershed over its marker spacing."""
+    out = []
+    if n_targets > 1:
+        out += [{"postprocess": "touching", "threshold": t, "dilation": d}
+                for t in THRESHOLDS for d in DILATIONS]
+    out += [{"postprocess": "paper", "min_distance_factor": f, "dilation": d}
+            for f in MARKER_SPACINGS for d in DILATIONS]
+    out += [{"postprocess": "cc", "threshold": t, "dilation": 0} for t in THRESHOLDS]
+    return out
+
+
+def validation_ids(run_dir) -> dict[str, list[str]]:
+    """{split name: ids} of the run's validation images, from its ``split.csv``."""
+    import pandas as pd
+    path = Path(run_dir) / "split.csv"
+    if not path.is_file():
+        raise data_mod.DataError(f"{path}: no such file; the run folder must be the one the "
+                                 f"model was trained in")
+    table = pd.read_csv(path, dtype={"id": str})
+    val = table[table["subset"] == "val"]
+    return {s: g["id"].tolist() for s, g in val.groupby("split")}
+
+
+def predict_validation(model, config: dict, run_dir, root=None, tta: bool = True,
+                       progress: bool = True):
+    """[(source, {id: probabilities})] for the run's validation images."""
+    from .evaluation import predict_split
+    out = []
+    for split_name, ids in validation_ids(run_dir).items():
+        source = data_mod.open_split(split_name, root)
+        out.append((source, predict_split(model, config, source, run_dir, tta=tta, ids=ids,
+                                          progress=progress, keep_probs=False)))
+    return out
+
+
+def score_setting(predicted, config: dict, setting: dict) -> dict:
+    """Post-process every validation map with ``config`` updated by ``setting``; the scores
+    over all validation images."""
+    from . import metrics
+    from .evaluation import postprocess_all
+    cfg = {**config, **setting}
+    results = []
+    for source, probs in predicted:
+        labels = postprocess_all(probs, cfg)
+        results += [metrics.image_scores(source.sample(sid).labels, labels[sid])
+                    for sid in sorted(labels)]
+    return metrics.dataset_scores(results)
+
+
+def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
+                          progress: bool = True, predicted=None):
+    """Choose the post-processing by validation DSB. Returns (chosen fields, table of every
+    candidate, the validation predictions for reuse)."""
+    import pandas as pd
+    from .model import load_model
+    model, config = load_model(model_path)
+    if predicted is None:
+        predicted = predict_validation(model, config, run_dir, root, tta, progress)
+    rows = []
+    for setting in candidates(len(config["targets"])):
+        s = score_setting(predicted, config, setting)
+        rows.append({**{"postprocess": setting["postprocess"],
+                        "threshold": setting.get("threshold"),
+                        "min_distance_factor": setting.get("min_distance_factor"),
+                        "dilation": setting["dilation"]},
+                     "images": s["images"], "dsb": s["dsb"], "precision": s["precision"],
+                     "recall": s["recall"], "f1": s["f1"]})
+    table = pd.DataFrame(rows)
+    best = table.loc[table["dsb"].idxmax()]
+    chosen = {"postprocess": str(best["postprocess"]), "dilation": int(best["dilation"])}
+    if best["postprocess"] == "paper":
+        chosen["min_distance_factor"] = float(best["min_distance_factor"])
+    else:
+        chosen["threshold"] = float(best["threshold"])
+    return chosen, table, predicted
+
+
+def recipe_name(cfg: dict) -> str:
+    """A one-line description of a model's recipe, for the lever table."""
+    parts = []
+    if cfg.get("target_diameter"):
+        parts.append(f"nuclei rescaled to {cfg['target_diameter']:g} px (training and test)")
+    else:
+        parts.append("native scale")
+    parts.append("8-fold TTA" if cfg.get("tta", True) else "no TTA")
+    post = cfg.get("postprocess", "paper")
+    if post == "paper":
+        parts.append(f"paper's watershed (marker spacing {cfg.get('min_distance_factor', 0.5):g})")
+    else:
+        parts.append(f"{post} at threshold {cfg.get('threshold', 0.5):g}")
+    parts.append(f"dilation {cfg.get('dilation', 0)} px")
+    return "chosen recipe: " + ", ".join(parts)
+
+
+def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, root=None,
+               progress: bool = True) -> list[dict]:
+    """Validation DSB of the chosen recipe with one lever at a time switched back: no
+    test-time scaling, no TTA, the default threshold and no dilation, the paper's
+    post-processing. Each row names what differs from the chosen recipe."""
+    from .model import load_model
+    model, config = load_model(model_path)
+    cfg = {**config, **chosen}
+    info = runs.read_json(Path(run_dir) / "run.json")
+    train_s = info.get("train_seconds")
+    rows = [{"lever": recipe_name(cfg), "validation_dsb": score_setting(predicted, cfg, {})["dsb"],
+             "train_seconds": train_s, "chosen": True}]
+    t = candidates_table
+    if cfg.get("postprocess") != "paper":
+        base = t[(t["postprocess"] == cfg["postprocess"]) & (t["threshold"] == 0.5)
+                 & (t["dilation"] == 0)]
+        if len(base):
+            same = cfg.get("threshold", 0.5) == 0.5 and not cfg.get("dilation")
+            rows.append({"lever": "without calibration (threshold 0.5, no dilation)"
+                                  + (": what the calibration chose" if same else ""),
+                         "validation_dsb": float(base["dsb"].iloc[0]), "train_seconds": train_s})
+    paper = t[t["postprocess"] == "paper"]
+    if len(paper):
+        best = paper.loc[paper["dsb"].idxmax()]
+        rows.append({"lever": f"the paper's watershed instead (its best: marker spacing "
+                              f"{best['min_distance_factor']:g}, dilation {best['dilation']})",
+                     "validation_dsb": float(best["dsb"]), "train_seconds": train_s})
+    variants = [("without TTA", {}, False)]
+    if cfg.get("target_diameter"):
+        variants.insert(0, ("without test-time scaling (predicted at native scale)",
+                            {"target_diameter": None}, True))
+    for name, change, tta in variants:
+        c = {**cfg, **change}
+        pred = predict_validation(model, c, run_dir, root, tta, progress)
+        rows.append({"lever": name, "validation_dsb": score_setting(pred, c, {})["dsb"],
+                     "train_seconds": train_s})
+    return rows
+
+
+def write_ablation(rows: list[dict], dest, model_fingerprint: str, command: str):
+    """Merge this model's lever rows into ``dest/ablation.csv`` (rows of earlier models are
+    kept, with their fingerprint and command) and write ``ablation.md``."""
+    import pandas as pd
+    dest = Path(dest)
+    path = dest / "ablation.csv"
+    old = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    if len(old):
+        old = old[old["model"] != model_fingerprint]
+    new = pd.DataFrame([{**r, "model": model_fingerprint, "command": command} for r in rows])
+    table = pd.concat([new, old], ignore_index=True)
+    runs.write_table(table, path)
+    lines = ["# Levers of the `cpu` recipe, measured on this machine", "",
+             "Validation DSB: the 67 held-out stage1_train images, native resolution, chosen "
+             "post-processing unless the row says otherwise. Test DSB (stage1_test) only for "
+             "recipes already chosen. Rows of earlier models stay, with their numbers. "
+             "Regenerated by `nucseg publish` (see `command`).", "",
+             "| model | lever | validation DSB | test DSB | training (min) | command |",
+             "|---|---|---|---|---|---|"]
+    for r in table.to_dict("records"):
+        test = r.get("test_dsb")
+        test = "" if test is None or test != test else f"{test:.4f}"
+        tr = r.get("train_seconds")
+        tr = "" if tr is None or tr != tr else f"{tr / 60:.0f}"
+        lines.append(f"| `{r['model']}` | {r['lever']} | {r['validation_dsb']:.4f} | {test} "
+                     f"| {tr} | `{r['command']}` |")
+    runs.write_text(dest / "ablation.md", "\n".join(lines) + "\n")
+    return table

@@ -1,0 +1,373 @@
+"""Prediction, one image at a time, end to end: read, predict, post-process, write, forget.
+
+In: a loaded model and its config; the images (:func:`nucseg_utils.data.open_images`: a folder
+or file of PNG/TIFF/JPEG images, a DSB split folder or zip); an output folder; the formats to
+write (:data:`FORMATS`).
+Out, for every image ``<id>``, each file written atomically (a file that exists is complete):
+
+- ``labels/<id>.png``: 16-bit label PNG (``labels-png``; ``submission.csv`` is built from them)
+- ``labels/<id>.tif``: ImageJ label TIFF carrying the pixel size (``tiff``)
+- ``rois/<id>.zip``: ImageJ ROI set, one polygon per nucleus (``rois``)
+- ``overlays/<id>.png``: the image with the nuclei outlined (``overlay``)
+- ``measurements/<id>.csv``: one row per nucleus (``measurements``, :func:`export.measure`)
+- ``done/<id>.json``: written last, once the others are: the image is complete (with its
+  summary row);
+
+and for the whole folder ``summary.csv`` (one row per image; a failed one with its reason),
+``submission.csv`` (Kaggle's format, from the label PNGs) and ``predict.json`` (the model and
+settings: a rerun with other ones is refused unless ``overwrite``).
+
+Memory holds one image at a time. A rerun skips the images that are done. The inputs are
+checked first from their headers (without decoding the pixels); an image that cannot be used
+(unreadable, a z-stack or time series, too many channels, NaN values) is reported in one line
+naming its file and left out, and the others are still written.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import evaluation, export, runs
+from .data import DataError, to_rgb_float
+
+FORMATS = ("labels-png", "tiff", "rois", "overlay", "measurements")
+_PLACES = {"labels-png": ("labels", ".png"), "tiff": ("labels", ".tif"),
+           "rois": ("rois", ".zip"), "overlay": ("overlays", ".png"),
+           "measurements": ("measurements", ".csv")}
+# tifffile's axis letters: channels; letters that may be channels or planes (unknown, pages);
+# the rest (Z depth, T time, ...) are planes of a stack
+_CHANNEL_AXES, _AMBIGUOUS_AXES = "CS", "QI"
+_STACK_NAMES = {"Z": "z-stack", "T": "time series"}
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``"tiff,rois"`` -> ("tiff", "rois") in :data:`FORMATS` order; ValueError for others."""
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise ValueError(f"unknown format(s) {', '.join(unknown) or repr(text)}; choose from "
+                         f"{', '.join(FORMATS)}")
+    return tuple(f for f in FORMATS if f in names)
+
+
+def output_paths(out, sid: str, formats=FORMATS) -> dict[str, Path]:
+    """{format: path} of the files written for image ``sid``."""
+    return {f: Path(out) / _PLACES[f][0] / f"{sid}{_PLACES[f][1]}" for f in formats}
+
+
+def done_marker(out, sid: str) -> Path:
+    return Path(out) / "done" / f"{sid}.json"
+
+
+def is_done(out, sid: str, formats) -> bool:
+    """True when image ``sid`` was completed with (at least) ``formats`` and its files exist."""
+    marker = done_marker(out, sid)
+    if not marker.exists():
+        return False
+    made = set(runs.read_json(marker).get("formats", []))
+    return set(formats) <= made and all(p.exists() for p in output_paths(out, sid,
+                                                                         formats).values())
+
+
+# --------------------------------------------------------------------------- reading an image
+def _layout(axes: str, shape, name: str, channel: int | None):
+    """How to get one 2-D plane out of an image of ``axes``/``shape``: returns (the channel
+    axis letter or None, the channel to keep or None, whether its last channel is alpha).
+    DataError naming the file for a stack or a channel choice that cannot be made."""
+    dims = {a: int(n) for a, n in zip(axes, shape) if int(n) > 1 or a in "YX"}
+    if "Y" not in dims or "X" not in dims:
+        raise DataError(f"{name}: not a 2-D image (axes {axes}, shape {tuple(shape)})")
+    h, w = dims["Y"], dims["X"]
+    planes = {a: n for a, n in dims.items() if a not in "YX" + _CHANNEL_AXES + _AMBIGUOUS_AXES}
+    if planes:
+        kind = next((_STACK_NAMES[a] for a in planes if a in _STACK_NAMES), "stack")
+        raise DataError(f"{name}: is a {kind} ({' x '.join(f'{n} {a}' for a, n in planes.items())}"
+                        f" planes of {h}x{w}); nucseg segments one 2-D image per file: save "
+                        f"one plane per file")
+    chans = [a for a in dims if a in _CHANNEL_AXES + _AMBIGUOUS_AXES]
+    if len(chans) > 1:
+        raise DataError(f"{name}: has more than one channel axis (axes {axes}, shape "
+                        f"{tuple(shape)}); save one 2-D image (grey, RGB or channels) per file")
+    axis = chans[0] if chans else None
+    n = dims[axis] if axis else 1
+    if channel is not None:
+        if not 0 <= channel < n:
+            raise DataError(f"{name}: has {n} channel{'s' if n > 1 else ''}; --channel "
+                            f"{channel} does not exist (0 to {n - 1})")
+        return axis, channel, False
+    if n > 4:
+        if axis in _AMBIGUOUS_AXES:
+            raise DataError(f"{name}: holds {n} planes of {h}x{w} (a z-stack, a time series "
+                            f"or channels); choose the nuclear channel with --channel N "
+                            f"(0 to {n - 1}) or save one plane per file")
+        raise DataError(f"{name}: has {n} channels; choose the nuclear channel with "
+                        f"--channel N (0 to {n - 1})")
+    return axis, None, axis == "S" and n in (2, 4)  # grey + alpha, RGBA
+
+
+def _header(f, name: str):
+    """(axes, shape) of an image file from its header, without decoding the pixels."""
+    try:
+        if name.lower().endswith((".tif", ".tiff")):
+            import tifffile
+            with tifffile.TiffFile(f) as tif:
+                series = tif.series[0]
+                return series.axes, series.shape
+        import imageio.v3 as iio
+        props = iio.improps(f, extension=Path(name).suffix.lower())
+        return ("YX" if len(props.shape) == 2 else "YXS"), props.shape
+    except Exception as err:  # noqa: BLE001 - any reader failure is a bad file
+        raise DataError(f"{name}: cannot read the image header ({type(err).__name__}: "
+                        f"{err})") from None
+
+
+def check_image(f, name: str, channel: int | None = None) -> tuple[int, int]:
+    """(height, width) of an image file from its header; DataError naming the file if it
+    cannot be segmented as one 2-D image (see :func:`read_plane`)."""
+    axes, shape = _header(f, name)
+    _layout(axes, shape, name, channel)
+    return shape[axes.index("Y")], shape[axes.index("X")]
+
+
+def read_plane(f, name: str, channel: int | None = None) -> tuple[np.ndarray, float | None]:
+    """Decode an image file into the 2-D plane to segment and the pixel size its file records.
+
+    The plane is (H, W) or channels last (H, W, C <= 4, alpha dropped), in the file's own
+    values. A TIFF's axes are read from its metadata: a z-stack or time series is refused,
+    channels are kept up to 4 (RGB, RGBA, 2-4 channels); with more, or with ``channel``, the
+    chosen channel alone is kept. DataError naming the file for anything else."""
+    size = None
+    try:
+        if name.lower().endswith((".tif", ".tiff")):
+            import tifffile
+            with tifffile.TiffFile(f) as tif:
+                series = tif.series[0]
+                axes, shape = series.axes, series.shape
+                layout = _layout(axes, shape, name, channel)
+                arr = series.asarray()
+                size = export.tiff_pixel_size(tif)
+        else:
+            import imageio.v3 as iio
+            arr = np.asarray(iio.imread(f, extension=Path(name).suffix.lower()))
+            axes, shape = ("YX" if arr.ndim == 2 else "YXS"), arr.shape
+            layout = _layout(axes, shape, name, channel)
+    except DataError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any decoder failure is a bad file
+        raise DataError(f"{name}: cannot decode image ({type(err).__name__}: {err})") from None
+    if arr.size == 0 or arr.shape != tuple(shape):
+        raise DataError(f"{name}: cannot decode image (no pixel data; the file is corrupt or "
+                        f"truncated)")
+    axis, keep, alpha = layout
+    kept = [i for i, (a, n) in enumerate(zip(axes, shape)) if n > 1 or a in "YX"]
+    arr = arr.reshape([shape[i] for i in kept])
+    axes = "".join(axes[i] for i in kept)
+    arr = np.transpose(arr, [axes.index(a) for a in "YX" + (axis or "")])
+    if keep is not None and axis:
+        arr = arr[..., keep]
+    elif alpha:
+        arr = arr[..., :-1]
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return np.ascontiguousarray(arr), size
+
+
+@dataclass
+class Checked:
+    """The result of :func:`check_inputs`: usable ids, {id: why not}, {id: a warning}."""
+    ok: list = field(default_factory=list)
+    failed: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
+
+
+def check_inputs(source, channel: int | None = None, ids=None) -> Checked:
+    """Check every image of ``source`` (or its ``ids``) cheaply, from its name and header,
+    before any is decoded: a bad one is listed with the reason (naming its file) instead of
+    stopping all."""
+    res = Checked()
+    for sid in source.ids if ids is None else ids:
+        try:
+            name = source.image_name(sid)
+            if any(c in sid for c in ',"\n\r'):
+                raise DataError(f"{name}: the image name holds a comma, quote or line break, "
+                                f"which submission.csv cannot hold; rename the file")
+            with source.image_file(sid) as f:
+                h, w = check_image(f, name, channel)
+        except DataError as err:
+            res.failed[sid] = _one_line(err)
+            continue
+        res.ok.append(sid)
+        if min(h, w) < 2:
+            res.notes[sid] = (f"{name}: is {h}x{w} pixels, too thin to hold a nucleus; "
+                              f"segmented anyway (expect none)")
+    return res
+
+
+def _one_line(err) -> str:
+    return " ".join(str(err).split())
+
+
+# --------------------------------------------------------------------------- one image
+def segment_image(model, config: dict, image: np.ndarray, tta: bool = True,
+                  method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, labels) of one RGB float image (as :func:`data.to_rgb_float` gives):
+    predicted at its native size (:func:`evaluation.predict_image`) and post-processed as the
+    model's config says (``method`` overrides it)."""
+    prob = evaluation.predict_image(model, config, image, tta)
+    return prob, evaluation.postprocess_one(prob, config, method)
+
+
+def process_image(model, config: dict, source, sid: str, out, formats=FORMATS,
+                  tta: bool = True, method: str | None = None, channel: int | None = None,
+                  pixel_size: float | None = None) -> dict:
+    """Read, segment and write one image (every format, then its done-marker); returns its
+    summary row. ``pixel_size`` (micrometres) overrides the one its file records."""
+    name = source.image_name(sid)
+    with source.image_file(sid) as f:
+        plane, recorded = read_plane(f, name, channel)
+    px = pixel_size or recorded
+    _, labels = segment_image(model, config, to_rgb_float(plane, name), tta, method)
+    paths = output_paths(out, sid, formats)
+    table = export.measure(labels, plane, px)
+    if "labels-png" in paths:
+        evaluation.save_labels_png(paths["labels-png"], labels)
+    if "tiff" in paths:
+        export.write_label_tiff(paths["tiff"], labels, px)
+    if "rois" in paths:
+        export.write_roi_zip(paths["rois"], labels)
+    if "overlay" in paths:
+        export.write_overlay_png(paths["overlay"], plane, labels)
+    if "measurements" in paths:
+        table.insert(0, "image", sid)
+        export.write_measurements(paths["measurements"], table)
+    row = {**export.summary_row(sid, table, labels, plane), "pixel_size_um": px, "file": name}
+    runs.write_json(done_marker(out, sid), {"formats": list(formats), "summary": row})
+    return row
+
+
+# --------------------------------------------------------------------------- a folder
+@dataclass
+class PredictResult:
+    out: Path
+    done: list        # segmented by this call
+    skipped: list     # complete from an earlier run
+    failed: dict      # {id: one-line reason naming the file}
+    summary: object   # the summary table (pandas), one row per image
+
+    @property
+    def nuclei(self) -> int:
+        return int(self.summary["nuclei"].fillna(0).sum()) if len(self.summary) else 0
+
+
+def _log_stderr(message: str):
+    from tqdm.auto import tqdm
+    tqdm.write(message, file=sys.stderr)
+
+
+def predict_folder(model, config: dict, source, out, formats=FORMATS, tta: bool | None = None,
+                   method: str | None = None, channel: int | None = None,
+                   pixel_size: float | None = None, overwrite: bool = False,
+                   progress: bool = True, model_path=None, ids=None,
+                   checked: Checked | None = None, log=_log_stderr) -> PredictResult:
+    """Segment every image of ``source`` (or its ``ids``) into ``out``, one at a time (see
+    the module docstring).
+
+    ``tta`` and ``method`` default to the model's config; ``pixel_size`` (micrometres)
+    overrides the pixel size a TIFF records; ``checked`` is :func:`check_inputs`' result if the
+    caller has it already. Images that are done are skipped unless ``overwrite``. Problems
+    with single images go to ``log`` (one line each) and into the result's ``failed``."""
+    import pandas as pd
+    out = Path(out)
+    formats = tuple(formats)
+    tta = config.get("tta", True) if tta is None else bool(tta)
+    method = method or config.get("postprocess", "paper")
+    pixel_size = export.check_pixel_size(pixel_size)
+    _record_settings(out, {"model_fingerprint": (runs.file_fingerprint(model_path)
+                                                 if model_path else None),
+                           "tta": tta, "postprocess": method, "channel": channel,
+                           "pixel_size_um": pixel_size},
+                     {"model": str(model_path) if model_path else None,
+                      "images": str(source.source), "formats": list(formats)}, overwrite)
+    ids = list(source.ids if ids is None else ids)
+    checked = checked or check_inputs(source, channel, ids)
+    failed = dict(checked.failed)
+    for message in list(failed.values()) + list(checked.notes.values()):
+        log(message)
+    done, skipped = [], []
+    it = checked.ok
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc=f"predict{' (TTA)' if tta else ''}", unit="img")
+    for sid in it:
+        if not overwrite and is_done(out, sid, formats):
+            skipped.append(sid)
+            continue
+        try:
+            process_image(model, config, source, sid, out, formats, tta, method, channel,
+                          pixel_size)
+        except DataError as err:
+            failed[sid] = _one_line(err)
+            log(failed[sid])
+            continue
+        done.append(sid)
+    rows = []
+    for sid in ids:
+        if sid in failed:
+            rows.append({"id": sid, "file": _name(source, sid), "error": failed[sid]})
+        else:
+            rows.append({**runs.read_json(done_marker(out, sid))["summary"], "error": ""})
+    summary = pd.DataFrame(rows)
+    first = ["id", "file", "height", "width", "nuclei", "mean_area", "median_area",
+             "area_fraction", "mean_intensity", "pixel_size_um"]
+    summary = summary[[c for c in first if c in summary] +
+                      [c for c in summary if c not in first]]
+    runs.write_table(summary, out / "summary.csv")
+    if "labels-png" in formats:
+        write_submission(out / "labels", [s for s in ids if s not in failed],
+                         out / "submission.csv")
+    return PredictResult(out, done, skipped, failed, summary)
+
+
+def _name(source, sid) -> str:
+    try:
+        return source.image_name(sid)
+    except DataError:
+        return sid
+
+
+def _record_settings(out: Path, settings: dict, info: dict, overwrite: bool):
+    """Write ``predict.json``; refuse (FileExistsError) an output folder whose predictions
+    were made with other settings, unless ``overwrite``."""
+    path = out / "predict.json"
+    if path.exists() and not overwrite:
+        before = runs.read_json(path).get("settings", {})
+        changed = [k for k in settings if before.get(k) != settings[k]]
+        if changed:
+            raise FileExistsError(f"{out}: holds predictions made with other settings "
+                                  f"({', '.join(changed)}); use --overwrite to redo them, or "
+                                  f"another --out")
+    runs.write_json(path, {"settings": settings, **info, "versions": runs.library_versions()})
+
+
+def read_measurements(out, ids=None):
+    """The per-nucleus tables written to ``out`` (for ``ids``, or all) as one table."""
+    import pandas as pd
+    folder = Path(out) / "measurements"
+    files = (sorted(folder.glob("*.csv")) if ids is None
+             else [folder / f"{sid}.csv" for sid in ids])
+    tables = [pd.read_csv(f, dtype={"image": str}) for f in files if f.exists()]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def write_submission(label_dir, ids, path) -> Path:
+    """Kaggle's submission CSV from the label PNGs of ``ids`` in ``label_dir``, read one at a
+    time (the same file as :func:`evaluation.write_submission` of them all), atomically."""
+    with runs.atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write("ImageId,EncodedPixels\n")
+        for sid in sorted(ids):
+            labels = evaluation.read_labels_png(Path(label_dir) / f"{sid}.png")
+            f.writelines(f"{a},{b}\n" for a, b in evaluation.submission_rows(sid, labels))
+    return Path(path)

@@ -1,0 +1,122 @@
+"""Scale: show the network every image at one nucleus size.
+
+In stage1_train the median nucleus diameter of an image ranges from about 6 to 94 px (5th-95th
+percentile 10-49 px, median 18 px). A network trained on 128-px crops at native scale sees a
+50-px nucleus as a large part of its input and splits it; a 6-px one is a few pixels at its
+deepest level. So the ``cpu`` profile rescales every image so that its nuclei have a standard
+diameter (``target_diameter``) before the network sees it:
+
+- training: the factor of each image comes from its true labels (:func:`label_diameter`);
+- prediction: the size is not known, so it is estimated from a first prediction
+  (:func:`estimate_diameter`), the image is rescaled, predicted (with TTA), and the
+  probabilities are resized back to the native size before any threshold, so labels are made
+  and scored at native resolution.
+
+In: an image (H, W, C) and either its labels or a model.
+Out: diameters (px), the rescaling factor, rescaled images, and native-size probabilities.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+# Median over the 670 stage1_train images of (median equivalent diameter of the nuclei) /
+# (mean Euclidean distance transform over the foreground): 5.04, interquartile range 4.66-5.49
+# (a disc gives 6: its mean distance to the edge is a third of its radius; real nuclei touch
+# and are not round). Measured with the true masks; see tests/test_scale.py.
+EDT_TO_DIAMETER = 5.0
+DEFAULT_LIMITS = (0.25, 2.0)
+
+
+def label_diameter(labels: np.ndarray) -> float:
+    """Median equivalent diameter (px) of the objects of a label image; 0 when it has none."""
+    areas = np.bincount(np.asarray(labels).ravel())[1:]
+    areas = areas[areas > 0]
+    if areas.size == 0:
+        return 0.0
+    return float(np.median(2.0 * np.sqrt(areas / np.pi)))
+
+
+def estimate_diameter(mask: np.ndarray) -> float:
+    """Typical nucleus diameter (px) from a binary foreground mask alone (touching nuclei
+    merged, splits unknown): ``EDT_TO_DIAMETER`` x the mean distance to the background. 0 when
+    the mask is empty."""
+    fg = np.asarray(mask, bool)
+    if not fg.any():
+        return 0.0
+    return float(EDT_TO_DIAMETER * ndi.distance_transform_edt(fg)[fg].mean())
+
+
+def scale_factor(diameter: float, target: float | None, limits=DEFAULT_LIMITS) -> float:
+    """The factor that brings nuclei of ``diameter`` px to ``target`` px, clipped to
+    ``limits``; 1 when there is no target or no nuclei."""
+    if not target or diameter <= 0:
+        return 1.0
+    lo, hi = limits
+    return float(np.clip(target / diameter, lo, hi))
+
+
+def antialias(image: np.ndarray, factor: float) -> np.ndarray:
+    """Gaussian pre-filter for shrinking by ``factor`` < 1 (none otherwise), so that a
+    shrunken image does not alias."""
+    if factor >= 1:
+        return image
+    sigma = max(0.0, (1.0 / factor - 1.0) / 2.0)
+    sig = (sigma, sigma) + (0,) * (image.ndim - 2)
+    return ndi.gaussian_filter(np.asarray(image, np.float32), sig)
+
+
+def rescale_image(image: np.ndarray, factor: float) -> np.ndarray:
+    """The image resized by ``factor`` (anti-aliased when shrinking), at least 1 px a side."""
+    from .preprocessing import resize_image
+    if abs(factor - 1.0) < 1e-6:
+        return np.asarray(image, np.float32)
+    h, w = image.shape[:2]
+    shape = (max(1, int(round(h * factor))), max(1, int(round(w * factor))))
+    return resize_image(antialias(image, factor), shape)
+
+
+def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
+                   return_steps: bool = False):
+    """Native-size probabilities for one normalised image, predicted at the model's standard
+    nucleus size.
+
+    Without a ``target_diameter`` in ``config`` this is :func:`nucseg_utils.tta.predict`. With
+    one: a first pass without TTA at native scale gives a foreground whose size sets a factor;
+    when that factor is far from 1 a second pass at the new scale refines the estimate (a
+    network sees nuclei far from its standard size badly, so the first estimate is rough);
+    then the final prediction (with TTA when ``tta``) at that scale, resized back.
+
+    ``return_steps`` also returns a dict of the passes (diameters, factors, first-pass map).
+    """
+    from .preprocessing import resize_image
+    from .tta import predict
+    target = config.get("target_diameter")
+    if not target:
+        prob = predict(model, image, config, tta=tta)
+        return (prob, {"factor": 1.0, "passes": []}) if return_steps else prob
+    limits = tuple(config.get("scale_limits", DEFAULT_LIMITS))
+    threshold = config.get("threshold", 0.5)
+    h, w = image.shape[:2]
+    passes, factor, first, p = [], 1.0, None, None
+    for _ in range(2):
+        p = predict(model, rescale_image(image, factor), config, tta=False)
+        first = p if first is None else first
+        d = estimate_diameter(p[..., 0] > threshold) / factor  # in native pixels
+        new = scale_factor(d, target, limits) if d > 0 else factor
+        passes.append({"factor": factor, "diameter": d, "next": new})
+        if abs(np.log(new / factor)) < np.log(1.3):  # close enough: this pass stands
+            break
+        factor, p = new, None
+    if tta:  # the final pass at the last estimate's factor
+        factor = passes[-1]["next"]
+        prob = predict(model, rescale_image(image, factor), config, tta=True)
+    else:
+        prob = p if p is not None else predict(model, rescale_image(image, factor), config,
+                                               tta=False)
+    if prob.shape[:2] != (h, w):
+        prob = resize_image(prob, (h, w))
+    prob = np.clip(prob, 0.0, 1.0)
+    if return_steps:
+        return prob, {"factor": factor, "passes": passes, "first_pass": first}
+    return prob

@@ -1,0 +1,104 @@
+"""The evaluation protocol (which images are scored and what the tables call them), the
+object-level error classes and the criteria that choose example images. Smoke: the built-in
+synthetic set, no model needed (the protocol reads a model's provenance, not its weights)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from nucseg_utils import evaluation, metrics, profiles, runs, synthetic
+
+
+@pytest.fixture(scope="module")
+def syn_root():
+    return synthetic.ensure_synthetic()
+
+
+def _run_folder(tmp_path, root, train_splits):
+    """A run folder as training leaves it (run.json with the profile, split.csv), without
+    weights: the protocol reads only what the model was trained and selected on."""
+    from nucseg_utils import data
+    prof = profiles.get_profile("smoke", train_splits=train_splits)
+    runs.update_run_json(tmp_path, profile=prof)
+    rows = []
+    for s in train_splits:
+        ids = data.open_split(s, root).ids
+        rows += [{"id": i, "split": s, "subset": "val" if k % 3 == 0 else "train"}
+                 for k, i in enumerate(ids)]
+    runs.write_table(pd.DataFrame(rows), tmp_path / "split.csv")
+    return tmp_path / "model.npz", prof
+
+
+def test_a_split_the_model_trained_on_is_refused_as_a_test_set():
+    with pytest.raises(evaluation.ProtocolError, match="refusing to score stage1_test"):
+        evaluation.check_untouched("stage1_test", ["stage1_train", "stage1_test"])
+    evaluation.check_untouched("stage1_test", ["stage1_train"])  # no error
+
+
+def test_stage1_test_is_the_test_set_of_a_model_trained_on_stage1_train(tmp_path, syn_root):
+    model, prof = _run_folder(tmp_path, syn_root, ["stage1_train"])
+    ev = evaluation.evaluation_set(model, syn_root, prof)
+    assert ev["split"] == "stage1_test" and ev["is_test"]
+    assert "test (untouched" in ev["label"]
+
+
+def test_training_on_stage1_test_without_stage2_scores_validation_labelled_as_such(
+        tmp_path, syn_root):
+    # the paper's protocol (stage1_train + stage1_test) in smoke, on data without stage 2
+    model, prof = _run_folder(tmp_path, syn_root, ["stage1_train", "stage1_test"])
+    ev = evaluation.evaluation_set(model, syn_root, prof)
+    assert not ev["is_test"] and ev["split"] == "stage1_test"
+    val = pd.read_csv(tmp_path / "split.csv")
+    assert ev["ids"] == sorted(val[(val["split"] == "stage1_test") &
+                                   (val["subset"] == "val")]["id"])
+    assert "validation" in ev["label"] and "no untouched test set" in ev["label"]
+    summary = {"tta": True, "postprocess": "touching", "images": len(ev["ids"]),
+               **{k: {"dsb": 0.1, "precision": 0.1, "recall": 0.1, "f1": 0.1,
+                      "pixel_accuracy": 0.9} for k in ("native", "resized_256")}}
+    table = evaluation.results_table(summary, ev["label"], "synthetic", "smoke")
+    ours = table[table["method"].str.startswith("nucseg")]
+    assert ours["data"].str.contains("no untouched test set").all()
+    assert not ours["data"].str.contains("test \\(untouched").any()
+
+
+def test_the_training_splits_of_the_run_json_beside_the_model_count_too(tmp_path, syn_root):
+    model, _ = _run_folder(tmp_path, syn_root, ["stage1_train", "stage1_test"])
+    seen = evaluation.training_splits(model, profiles.get_profile("smoke"))
+    assert set(seen) == {"stage1_train", "stage1_test"}
+
+
+def test_object_errors_classify_matched_missed_false_merged_and_split():
+    t = np.zeros((30, 60), np.int32)
+    t[2:8, 2:8], t[2:8, 8:14] = 1, 2            # two touching nuclei ...
+    t[12:20, 20:36] = 3                          # ... one long nucleus ...
+    t[22:28, 2:8], t[22:28, 40:46] = 4, 5        # ... one found, one missed
+    p = np.zeros_like(t)
+    p[2:8, 2:14] = 10                            # merged: one label over 1 and 2
+    p[12:20, 20:28], p[12:20, 28:36] = 11, 12    # split: 3 in two pieces
+    p[22:28, 2:8] = 13                           # matched
+    p[0:2, 50:54] = 14                           # false
+    e = metrics.object_errors(t, p)
+    assert e["true"] == {1: "merged", 2: "merged", 3: "split", 4: "matched", 5: "missed"}
+    assert e["pred"] == {10: "merged", 11: "split", 12: "split", 13: "matched", 14: "false"}
+    assert e["counts"]["true_matched"] == metrics.image_scores(t, p)["tp50"] == 1
+
+
+def test_touching_nuclei_counts_nuclei_next_to_another():
+    t = np.zeros((20, 40), np.int32)
+    t[2:8, 2:8], t[2:8, 8:14] = 1, 2             # touching
+    t[12:16, 2:6], t[12:16, 7:9] = 3, 4          # one pixel apart
+    t[12:16, 30:34] = 5                          # alone
+    assert evaluation.touching_nuclei(t, gap=0) == 2
+    assert evaluation.touching_nuclei(t, gap=1) == 4
+
+
+def test_crowded_window_centres_on_the_touching_cluster():
+    t = np.zeros((200, 400), np.int32)
+    t[100:118, 200:236], t[100:118, 236:250] = 1, 2
+    rows, cols = evaluation.crowded_window(t, 64)
+    assert rows.start <= 105 < rows.stop and cols.start <= 236 < cols.stop
+    assert rows.stop - rows.start == 64
+
+
+def test_worst_images_are_the_lowest_scores():
+    table = pd.DataFrame({"id": list("abcd"), "dsb": [0.5, 0.1, 0.9, 0.1]})
+    assert evaluation.worst_images(table, 2) == ["b", "d"]

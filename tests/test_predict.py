@@ -1,0 +1,110 @@
+"""Prediction one image at a time: reading one 2-D plane out of what users save (grey, RGB,
+TIFF channels, stacks), the cheap check of a folder, and the streamed submission."""
+from __future__ import annotations
+
+import io
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from nucseg_utils import data, evaluation, predict
+
+
+def tiff_bytes(arr, **kwargs) -> io.BytesIO:
+    f = io.BytesIO()
+    tifffile.imwrite(f, arr, **kwargs)
+    f.seek(0)
+    return f
+
+
+def png_bytes(arr) -> io.BytesIO:
+    return io.BytesIO(iio.imwrite("<bytes>", arr, extension=".png"))
+
+
+@pytest.mark.parametrize("arr, kwargs, shape", [
+    (np.zeros((20, 30), np.uint16), {}, (20, 30)),
+    (np.zeros((20, 30, 3), np.uint8), {}, (20, 30, 3)),
+    (np.zeros((3, 20, 30), np.uint8), {}, (20, 30, 3)),                     # planar RGB
+    (np.zeros((2, 20, 30), np.uint16), {"imagej": True, "metadata": {"axes": "CYX"}},
+     (20, 30, 2)),
+    (np.zeros((1, 1, 20, 30), np.uint16), {"imagej": True}, (20, 30)),     # singleton axes
+])
+def test_read_plane_gives_one_channels_last_plane(arr, kwargs, shape):
+    plane, size = predict.read_plane(tiff_bytes(arr, **kwargs), "x.tif")
+    assert plane.shape == shape and plane.dtype == arr.dtype and size is None
+
+
+def test_read_plane_drops_alpha_and_keeps_a_chosen_channel():
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba[..., 1] = 9
+    assert predict.read_plane(png_bytes(rgba), "x.png")[0].shape == (10, 12, 3)
+    plane, _ = predict.read_plane(png_bytes(rgba), "x.png", channel=1)
+    assert plane.shape == (10, 12) and (plane == 9).all()
+
+
+def test_read_plane_takes_the_chosen_channel_of_a_seven_channel_tiff():
+    arr = np.zeros((7, 20, 30), np.uint16)
+    arr[4] = 5
+    f = tiff_bytes(arr, imagej=True, metadata={"axes": "CYX"}, resolution=(2, 2))
+    plane, size = predict.read_plane(f, "x.tif", channel=4)
+    assert plane.shape == (20, 30) and (plane == 5).all() and size is None
+    f = tiff_bytes(arr, imagej=True, metadata={"axes": "CYX", "unit": "um"}, resolution=(2, 2))
+    assert predict.read_plane(f, "x.tif", channel=4)[1] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("arr, kwargs, channel, words", [
+    (np.zeros((6, 20, 30), np.uint8), {"imagej": True, "metadata": {"axes": "ZYX"}}, None,
+     ["x.tif", "z-stack", "6 Z", "one plane per file"]),
+    (np.zeros((5, 20, 30), np.uint8), {"imagej": True, "metadata": {"axes": "TYX"}}, 0,
+     ["time series"]),
+    (np.zeros((7, 20, 30), np.uint8), {"imagej": True, "metadata": {"axes": "CYX"}}, None,
+     ["7 channels", "--channel"]),
+    (np.zeros((9, 20, 30), np.uint8), {}, None, ["9 planes", "--channel"]),
+    (np.zeros((2, 20, 30), np.uint8), {"imagej": True, "metadata": {"axes": "CYX"}}, 2,
+     ["has 2 channels", "--channel 2 does not exist"]),
+    (np.zeros((20, 30), np.uint8), {}, 1, ["has 1 channel;"]),
+])
+def test_a_stack_or_an_impossible_channel_is_refused_naming_the_file(arr, kwargs, channel,
+                                                                     words):
+    for check in (predict.check_image, predict.read_plane):
+        with pytest.raises(data.DataError) as err:
+            check(tiff_bytes(arr, **kwargs), "x.tif", channel)
+        assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_check_inputs_reads_headers_and_lists_every_bad_file(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    iio.imwrite(folder / "good.png", np.zeros((20, 20), np.uint8))
+    iio.imwrite(folder / "thin.png", np.zeros((20, 1), np.uint8))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00 broken")
+    tifffile.imwrite(folder / "stack.tif", np.zeros((6, 8, 8), np.uint8), imagej=True)
+    iio.imwrite(folder / "a,b.png", np.zeros((8, 8), np.uint8))
+    res = predict.check_inputs(data.open_images(folder))
+    assert res.ok == ["good", "thin"] and set(res.failed) == {"broken", "stack", "a,b"}
+    assert res.failed["broken"].startswith(str(folder / "broken.png"))
+    assert "comma" in res.failed["a,b"] and "too thin" in res.notes["thin"]
+
+
+def test_check_inputs_of_a_dsb_split_folder(smoke_data):
+    split = data.open_images(smoke_data / "stage1_test")
+    res = predict.check_inputs(split)
+    assert res.ok == split.ids and not res.failed
+
+
+def test_streamed_submission_equals_the_one_written_at_once(tmp_path, make_labels):
+    rng = np.random.default_rng(0)
+    labels = {f"img{i}": make_labels(rng, (24, 20)).astype(np.uint16) for i in range(5)}
+    labels["empty"] = np.zeros((5, 5), np.uint16)
+    evaluation.save_label_dir(labels, tmp_path / "labels")
+    evaluation.write_submission(labels, tmp_path / "at_once.csv")
+    predict.write_submission(tmp_path / "labels", list(labels), tmp_path / "streamed.csv")
+    assert (tmp_path / "streamed.csv").read_text() == (tmp_path / "at_once.csv").read_text()
+
+
+def test_parse_formats_keeps_a_fixed_order_and_refuses_unknown_names():
+    assert predict.parse_formats("rois, tiff") == ("tiff", "rois")
+    with pytest.raises(ValueError, match="unknown format.*jpeg"):
+        predict.parse_formats("tiff,jpeg")

@@ -1,0 +1,216 @@
+"""The paper profile's training on a T4: gradient accumulation (the effective batch of 32 in
+micro-batches), mixed precision, the full checkpoint every N epochs, and the copy of the run
+folder to Drive that a new session restores before it resumes. ``cpu`` and ``smoke`` keep
+their training as it was."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nucseg_utils import colab, model, profiles, runs, training
+from nucseg_utils.model import ModelError
+
+
+# --------------------------------------------------------------------------- the profiles
+def test_the_paper_profile_keeps_its_effective_batch_of_32_in_micro_batches_of_8():
+    paper = profiles.get_profile("paper")
+    assert paper["batch_size"] == 32 and paper["micro_batch"] == 8
+    assert profiles.accumulation_steps(paper) == 4
+    assert paper["micro_batch"] * profiles.accumulation_steps(paper) == paper["batch_size"]
+    assert paper["mixed_precision"] is True and paper["checkpoint_every"] > 1
+    rows = dict(profiles.describe(paper).values.tolist())
+    assert rows["batch size"].startswith("32 (gradients of 4 micro-batches of 8")
+    assert rows["precision"].startswith("mixed float16")
+    # a last micro-batch may be smaller
+    assert profiles.accumulation_steps(profiles.get_profile("paper", micro_batch=10)) == 4
+
+
+@pytest.mark.parametrize("name", ["cpu", "smoke"])
+def test_cpu_and_smoke_keep_their_training_the_new_keys_are_neutral(name):
+    prof = profiles.get_profile(name)
+    assert {k: prof[k] for k in profiles.ADDED_KEYS} == profiles.ADDED_KEYS
+    assert profiles.accumulation_steps(prof) == 1
+    rows = profiles.describe(prof)
+    assert "precision" not in rows["parameter"].tolist()
+    assert rows.set_index("parameter").loc["batch size", "value"] == str(prof["batch_size"])
+    # micro_batch equal to the batch is no accumulation either
+    assert profiles.accumulation_steps(profiles.get_profile(name, micro_batch=prof["batch_size"])) == 1
+
+
+def test_a_run_recorded_before_the_new_keys_still_resumes(tmp_path):
+    smoke = profiles.get_profile("smoke")
+    old = {k: v for k, v in smoke.items() if k not in profiles.ADDED_KEYS}
+    runs.update_run_json(tmp_path, profile=old, data_fingerprint={"x": 1})
+    training.check_resume(smoke, {"x": 1}, tmp_path)  # no error
+    training.check_resume(profiles.get_profile("smoke", checkpoint_every=5), {"x": 1}, tmp_path)
+    with pytest.raises(ModelError, match="micro_batch: None -> 2"):
+        training.check_resume(profiles.get_profile("smoke", micro_batch=2), {"x": 1}, tmp_path)
+    with pytest.raises(ModelError, match="mixed_precision: False -> True"):
+        training.check_resume(profiles.get_profile("smoke", mixed_precision=True), {"x": 1},
+                              tmp_path)
+
+
+# --------------------------------------------------------------------------- accumulation
+def _tiny(optimizer: str):
+    import tensorflow as tf
+    tf.keras.utils.set_random_seed(3)
+    net = tf.keras.Sequential([
+        tf.keras.layers.Input((8, 8, 3)),
+        tf.keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+        tf.keras.layers.Conv2D(1, 1, activation="sigmoid")])
+    opt = (tf.keras.optimizers.SGD(learning_rate=0.5) if optimizer == "sgd"
+           else tf.keras.optimizers.Adam(learning_rate=0.05))
+    net.compile(optimizer=opt, loss="mse", metrics=[model._mask_iou, model._mask_f1])
+    return net
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("micro", [2, 3])
+def test_accumulated_micro_batches_update_the_weights_as_the_whole_batch_does(optimizer, micro):
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 8, 8, 3)).astype(np.float32)
+    y = (rng.random((4, 8, 8, 1)) > 0.5).astype(np.float32)
+    whole, parts = _tiny(optimizer), _tiny(optimizer)
+    parts.set_weights(whole.get_weights())
+    start = [w.copy() for w in whole.get_weights()]
+    step = training.AccumulatingStep(parts, micro)  # 2 + 2, or 3 + 1 images
+    for _ in range(3):
+        ref = whole.train_on_batch(x, y, return_dict=True)
+        got = step(x, y)
+        assert set(got) == {"loss", "iou", "f1"}
+        for key in got:  # the logs of the whole batch
+            assert got[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6)
+    for a, b, s in zip(whole.get_weights(), parts.get_weights(), start):
+        assert not np.allclose(a, s)  # the weights did move
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+    # the sums are emptied after each step
+    assert all(not np.any(t.numpy()) for t in step.sums)
+
+
+def test_mixed_precision_is_used_only_with_a_gpu():
+    class NoGPU:
+        class config:
+            @staticmethod
+            def list_physical_devices(kind):
+                return []
+
+    class OneGPU(NoGPU):
+        class config:
+            @staticmethod
+            def list_physical_devices(kind):
+                return ["GPU:0"] if kind == "GPU" else []
+
+    paper = profiles.get_profile("paper")
+    assert training.use_mixed_precision(paper, NoGPU) is False
+    assert training.use_mixed_precision(paper, OneGPU) is True
+    assert training.use_mixed_precision(profiles.get_profile("cpu"), OneGPU) is False
+
+
+@pytest.mark.slow
+def test_a_mixed_precision_model_trains_checkpoints_and_saves_a_plain_model(tmp_path):
+    """Forced on the CPU here (slow there, so training never chooses it without a GPU)."""
+    prof = profiles.get_profile("smoke", input_size=32, batch_size=4, micro_batch=2,
+                                mixed_precision=True)
+    net = training.build_training_model(prof, mixed=True)
+    assert type(net.optimizer).__name__.startswith("LossScaleOptimizer")
+    assert net.output.dtype == "float32"
+    import tensorflow as tf
+    assert tf.keras.mixed_precision.global_policy().name == "float32"  # restored
+    rng = np.random.default_rng(2)
+    x = rng.random((4, 64, 64, 3)).astype(np.float32)
+    y = (rng.random((4, 64, 64, 2)) > 0.5).astype(np.float32)
+    step = training.AccumulatingStep(net, 2)
+    assert np.isfinite(step(x, y)["loss"])
+    training.save_checkpoint(net, tmp_path / "checkpoint.npz", 1, 0.5)
+    again = training.build_training_model(prof, mixed=True)
+    assert training.load_checkpoint(again, tmp_path / "checkpoint.npz") == (1, 0.5)
+    assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), again.get_weights()))
+    model.save_model(net, tmp_path / "model.npz", prof)
+    plain, config = model.load_model(tmp_path / "model.npz")  # a float32 model, same weights
+    p_mixed = net(x[:1], training=False).numpy()
+    p_plain = plain(x[:1], training=False).numpy()
+    assert np.abs(p_mixed - p_plain).max() < 0.05
+
+
+# --------------------------------------------------------------------------- cadence + Drive
+@pytest.fixture
+def spies(monkeypatch):
+    """Record the epochs of the full checkpoints and the files each sync copied."""
+    seen = {"checkpoints": [], "syncs": []}
+    save, sync = training.save_checkpoint, colab.sync_run
+
+    def save_spy(net, path, epoch, best):
+        seen["checkpoints"].append(epoch)
+        return save(net, path, epoch, best)
+
+    def sync_spy(local, drive, names=None):
+        copied = sync(local, drive, names)
+        seen["syncs"].append(copied)
+        return copied
+
+    monkeypatch.setattr(training, "save_checkpoint", save_spy)
+    monkeypatch.setattr(colab, "sync_run", sync_spy)
+    return seen
+
+
+@pytest.mark.slow
+def test_micro_batches_checkpoint_every_n_epochs_copy_to_drive_and_resume_from_it(
+        tmp_path, smoke_data, smoke_profile, spies, monkeypatch, capsys):
+    prof = profiles.get_profile(smoke_profile, epochs=3, checkpoint_every=2, micro_batch=1)
+    local, drive = tmp_path / "content" / "run", tmp_path / "drive" / "run"
+    # session 1: dropped after epoch 1 (a checkpoint is written when the run stops)
+    training.train(prof, local, root=smoke_data, progress=False, stop_after_epoch=1,
+                   sync_to=drive)
+    assert spies["checkpoints"] == [1]
+    assert spies["syncs"] == [list(colab.TRAINING_FILES)]
+    assert sorted(p.name for p in drive.iterdir()) == sorted(colab.TRAINING_FILES)
+    assert runs.read_json(local / "run.json")["accumulation_steps"] == 2
+    out = capsys.readouterr().out  # stdout is not a terminal here: one line per epoch
+    assert "epoch 1/3" in out and "2 micro-batch(es) of 1" in out
+
+    # session 2: a new runtime, its disk empty; the variable the runner sets names Drive
+    shutil.rmtree(local.parent)
+    restored = colab.restore_run(drive, local)
+    assert sorted(restored) == sorted(colab.TRAINING_FILES)
+    monkeypatch.setenv(colab.SYNC_ENV, str(drive))
+    hist = training.train(prof, local, root=smoke_data, resume=True, progress=False)
+    assert "resumed from epoch 1" in (local / "train.log").read_text()
+    assert hist["epoch"].tolist() == [1, 2, 3]
+    assert spies["checkpoints"] == [1, 2, 3]  # every 2 epochs, and the last one
+    assert len(spies["syncs"]) == 3 and "checkpoint.npz" in spies["syncs"][-1]
+    with np.load(drive / "checkpoint.npz") as z:
+        assert int(z["epoch"]) == 3
+    assert pd.read_csv(drive / "history.csv")["epoch"].tolist() == [1, 2, 3]
+    assert model.read_model_file(drive / "model.npz")[0]["backbone"] == prof["backbone"]
+    assert not [p for p in drive.rglob("*") if ".tmp" in p.name]
+    out = capsys.readouterr().out
+    assert "epoch 3/3" in out and "copied" in out
+
+
+@pytest.mark.slow
+def test_the_smoke_run_trained_as_before(smoke_run):
+    """The shared smoke run (no micro_batch) used train_on_batch, in float32, and wrote a full
+    checkpoint after each epoch."""
+    info = runs.read_json(smoke_run / "run.json")
+    assert info["accumulation_steps"] == 1 and info["mixed_precision_used"] is False
+    with np.load(smoke_run / "checkpoint.npz") as z:
+        assert int(z["epoch"]) == info["epochs"]
+
+
+def test_a_full_checkpoint_every_n_epochs_after_the_last_and_when_stopped():
+    def due(every, epochs, stop=None):
+        out = []
+        for e in range(1, epochs + 1):
+            stopping = stop is not None and e >= stop and e < epochs
+            if training.checkpoint_due(e, epochs, every, stopping):
+                out.append(e)
+            if stopping:
+                break
+        return out
+    assert due(1, 4) == due(None, 4) == [1, 2, 3, 4]  # cpu and smoke: as before
+    assert due(20, 100) == [20, 40, 60, 80, 100]  # paper: 5 copies of 0.8 GB on Drive
+    assert due(20, 50) == [20, 40, 50]
+    assert due(20, 50, stop=7) == [7]
