@@ -47,13 +47,14 @@ def estimates(net, config, image) -> dict:
 def main(argv=None) -> int:
     import pandas as pd
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", default=str(ROOT / "runs" / "cpu"))
+    ap.add_argument("--run", default="runs/cpu", help="run folder (relative to the repository)")
     ap.add_argument("--model", default=str(ROOT / "models" / "cpu" / "model.npz"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "scale_estimate"))
     a = ap.parse_args(argv)
+    run = Path(a.run) if Path(a.run).is_absolute() else ROOT / a.run
     net, config = model_mod.load_model(a.model)
     rows = []
-    for split_name, ids in calibration.validation_ids(a.run).items():
+    for split_name, ids in calibration.validation_ids(run).items():
         source = data.open_split(split_name)
         for sid in ids:
             sample = source.sample(sid)

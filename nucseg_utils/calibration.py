@@ -108,6 +108,8 @@ def recipe_name(cfg: dict) -> str:
     parts = []
     if cfg.get("target_diameter"):
         parts.append(f"nuclei rescaled to {cfg['target_diameter']:g} px (training and test)")
+        if cfg.get("size_probe"):
+            parts.append(f"size probed at {cfg['size_probe']:g}x first")
     else:
         parts.append("native scale")
     parts.append("8-fold TTA" if cfg.get("tta", True) else "no TTA")

@@ -22,7 +22,7 @@ from .preprocessing import pad_to_multiple, resize_image
 
 MODEL_KEYS = ("backbone", "targets", "input_mode", "input_size", "normalization",
               "postprocess", "min_distance_factor", "min_size", "threshold", "dilation",
-              "target_diameter", "scale_limits", "tta")
+              "target_diameter", "scale_limits", "size_probe", "tta")
 
 
 class ModelError(Exception):

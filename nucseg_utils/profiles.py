@@ -96,6 +96,7 @@ PROFILES: dict[str, dict] = {
         "dilation": 0,
         "target_diameter": None,       # images at native scale (resized whole, as the paper)
         "scale_limits": [0.25, 2.0],
+        "size_probe": None,
         "seed": 42,
     },
     "cpu": {
@@ -126,6 +127,7 @@ PROFILES: dict[str, dict] = {
         "threshold": 0.5,              # chosen on validation by `nucseg publish`
         "dilation": 0,                 # (px) chosen on validation by `nucseg publish`
         "target_diameter": 20,         # every image rescaled so its nuclei are ~20 px across
+        "size_probe": 0.5,             # first size estimate at half scale (large nuclei)
         "scale_limits": [0.25, 2.0],
         "seed": 42,
     },
@@ -158,6 +160,7 @@ PROFILES: dict[str, dict] = {
         "dilation": 0,
         "target_diameter": 20,
         "scale_limits": [0.25, 2.0],
+        "size_probe": None,
         "seed": 42,
     },
 }
@@ -187,6 +190,7 @@ DESCRIPTIONS = {
     "tta": "test-time augmentation",
     "postprocess": "post-processing",
     "target_diameter": "nucleus size the images are rescaled to (px)",
+    "size_probe": "scale of the first look at an image's nucleus size",
     "threshold": "nucleus probability threshold",
     "dilation": "final dilation of each nucleus (px)",
     "seed": "seed",

@@ -8,9 +8,10 @@ diameter (``target_diameter``) before the network sees it:
 
 - training: the factor of each image comes from its true labels (:func:`label_diameter`);
 - prediction: the size is not known, so it is estimated from a first prediction
-  (:func:`estimate_diameter`), the image is rescaled, predicted (with TTA), and the
-  probabilities are resized back to the native size before any threshold, so labels are made
-  and scored at native resolution.
+  (:func:`estimate_diameter`; with ``size_probe``, first from a look at reduced scale, which
+  large nuclei need: :func:`probe_diameter`), the image is rescaled, predicted (with TTA), and
+  the probabilities are resized back to the native size before any threshold, so labels are
+  made and scored at native resolution.
 
 In: an image (H, W, C) and either its labels or a model.
 Out: diameters (px), the rescaling factor, rescaled images, and native-size probabilities.
@@ -76,6 +77,19 @@ def rescale_image(image: np.ndarray, factor: float) -> np.ndarray:
     return resize_image(antialias(image, factor), shape)
 
 
+def probe_diameter(model, image: np.ndarray, config: dict, probe: float) -> float:
+    """Nucleus diameter (native px) estimated from one pass without TTA at scale ``probe``.
+
+    At native scale the network imposes the size it was trained on: nuclei of 40-60 px come
+    out fragmented and are estimated at about 25 px (``benchmarks/scale_estimate.md``, on
+    validation images). Seen at half scale they are estimated well, while small nuclei are
+    then overestimated. So with ``size_probe`` in the config, :func:`predict_scaled` trusts
+    the probe only when the nuclei it sees are at least the standard size at that scale."""
+    from .tta import predict
+    q = predict(model, rescale_image(image, probe), config, tta=False)
+    return estimate_diameter(q[..., 0] > config.get("threshold", 0.5)) / probe
+
+
 def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
                    return_steps: bool = False):
     """Native-size probabilities for one normalised image, predicted at the model's standard
@@ -99,7 +113,13 @@ def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
     threshold = config.get("threshold", 0.5)
     h, w = image.shape[:2]
     passes, factor, first, p = [], 1.0, None, None
-    for _ in range(2):
+    probe = config.get("size_probe")
+    if probe:  # large nuclei: a coarse look first (see :func:`probe_diameter`)
+        d = probe_diameter(model, image, config, probe)
+        if d * probe >= target:
+            factor = scale_factor(d, target, limits)
+            passes.append({"factor": probe, "diameter": d, "next": factor})
+    for _ in range(0 if passes else 2):
         p = predict(model, rescale_image(image, factor), config, tta=False)
         first = p if first is None else first
         d = estimate_diameter(p[..., 0] > threshold) / factor  # in native pixels

@@ -94,7 +94,7 @@ def learning_rate(profile: dict, step: int, total: int) -> float:
 
 
 # what may differ between a run and its resumption: neither changes what is learnt
-RESUMABLE_CHANGES = ("epochs", "checkpoint_every")
+RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "size_probe")  # size_probe: prediction only
 
 
 def _optimizer_vars(model):

@@ -135,3 +135,16 @@ def test_training_patches_show_nuclei_at_the_target_size():
 def test_a_profile_without_target_keeps_native_scale():
     prof = profiles.get_profile("paper")
     assert augmentation.image_scales([grid_discs((100, 100), 20)], prof) == [1.0]
+
+
+@pytest.mark.parametrize("radius,trusted", [(30, True), (6, False)])
+def test_size_probe_is_trusted_only_for_nuclei_that_look_standard_at_its_scale(radius, trusted):
+    lab = grid_discs((300, 320), radius)
+    img = np.repeat((lab > 0).astype(np.float32)[..., None], 3, axis=-1)
+    config = {"input_mode": "crop", "target_diameter": 20, "size_probe": 0.5}
+    prob, steps = scale.predict_scaled(ThresholdModel(), img, config, tta=False,
+                                       return_steps=True)
+    assert prob.shape == (300, 320, 2)
+    assert (steps["passes"][0]["factor"] == 0.5) == trusted
+    expected = scale.scale_factor(scale.estimate_diameter(lab > 0), 20)
+    assert steps["factor"] == pytest.approx(expected, rel=0.3)
