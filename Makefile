@@ -45,7 +45,7 @@ sync: $(VENV)/.installed
 	$(BIN)/jupytext --sync notebooks/*.ipynb colab/*.ipynb
 
 clean-runs:
-	rm -rf runs/notebooks runs/report-smoke
+	rm -rf runs/notebooks runs/notebooks-* runs/report-smoke runs/report-synthetic
 
 # Outside CI: this repository against Colab's stack. Builds $(COLAB_VENV) with Colab's
 # versions only (no requirements.txt), then runs what a Colab session does: the set-up's install

@@ -1,8 +1,8 @@
 """Benchmarks of the nucseg pipeline: how fast and how good, side by side, in one report.
 
     python benchmarks/run_benchmarks.py [--model models/cpu/model.npz] [--quick]
-                                        [--only metric,postprocess,inference,training,quality]
-                                        [--out DIR] [--data ROOT]
+        [--only metric,postprocess,inference,training,quality,streaming] [--out DIR]
+        [--data ROOT]
 
 A full run (no ``--quick``, no ``--only``) rewrites ``benchmarks/REPORT.md`` and
 ``benchmarks/results.csv``; a ``--quick`` or ``--only`` run writes to ``runs/benchmarks_dev/``
@@ -18,13 +18,17 @@ results.csv, Markdown for the report and one verdict per target):
    scores, and where StarDist's ``IoU >= t`` rule differs from Kaggle's ``IoU > t``.
 2. ``postprocess``: ms per image at native resolution on the model's stage1_test probability
    maps, median and worst, per method; total time for the split.
-3. ``inference``: images/s with and without TTA, the end-to-end time to evaluate stage1_test,
-   peak resident memory.
+3. ``inference``: the same 8-fold TTA with TensorFlow and with nucseg's default engine
+   (OpenVINO on a CPU) side by side: time, probability differences, identical label images;
+   images/s with and without TTA as ``nucseg evaluate`` predicts; the end-to-end time to
+   evaluate stage1_test; peak resident memory.
 4. ``training``: images/s of the input pipeline (``PatchSampler.batch``) vs Keras'
    ``ImageDataGenerator`` with the paper's arguments, and of a training step of the cpu
    profile's model.
 5. ``quality``: DSB on stage1_test with no TTA vs TTA, per post-processing method, scored at
    native resolution and at 256x256 (the paper's way), and per modality.
+6. ``streaming``: ``nucseg predict``'s peak memory on 200 images of 1024x1024 against one
+   image's, and an interrupted run resumed to the same per-image files.
 
 The stage1_test probability maps (with and without TTA) are computed once and shared by
 sections 2, 3 and 5; the inference timings are measured while computing them.
@@ -52,13 +56,14 @@ from nucseg_utils import data as data_mod  # noqa: E402
 from nucseg_utils import metrics, runs  # noqa: E402
 from nucseg_utils.postprocessing import METHODS, postprocess  # noqa: E402
 
-SECTIONS = ("metric", "postprocess", "inference", "training", "quality")
+SECTIONS = ("metric", "postprocess", "inference", "training", "quality", "streaming")
 TITLES = {
     "metric": "1. Metric speed",
     "postprocess": "2. Post-processing",
     "inference": "3. Inference",
     "training": "4. Training throughput",
     "quality": "5. Quality ablations",
+    "streaming": "6. Streaming prediction: memory and resuming",
 }
 DEFAULT_MODEL = REPO / "models" / "cpu" / "model.npz"
 DEFAULT_OUT = REPO / "benchmarks"
@@ -69,13 +74,18 @@ METRIC_SPEEDUP_TARGET = 20.0        # x faster than the histogram2d reference
 POSTPROCESS_TOTAL_TARGET = 10.0     # s for all of stage1_test
 PIPELINE_RATIO_TARGET = 10.0        # pipeline images/s >= 10 x training-step images/s
 RUN_MINUTES_TARGET = 15.0           # the whole benchmark, one command
+# Targets of issue #13.
+TTA_SPEEDUP_TARGET = 2.0            # 8-fold TTA x faster than TensorFlow's eager call
+MEMORY_FACTOR_TARGET = 2.0          # peak memory of 200 images <= this x that of one image
 STAGE1_TEST_IMAGES = 65
 
 # Sizes of a full and a quick run.
 FULL = dict(metric_test=None, metric_train=10, repeats_fast=3, repeats_slow=2,
-            predict_images=None, train_images=48, pipeline_batches=10, train_steps=6)
+            predict_images=None, train_images=48, pipeline_batches=10, train_steps=6,
+            stream_images=200, stream_size=1024, resume_images=6)
 QUICK = dict(metric_test=6, metric_train=2, repeats_fast=2, repeats_slow=1,
-             predict_images=4, train_images=16, pipeline_batches=2, train_steps=2)
+             predict_images=4, train_images=16, pipeline_batches=2, train_steps=2,
+             stream_images=3, stream_size=256, resume_images=3)
 
 
 # --------------------------------------------------------------------------- results
@@ -299,7 +309,7 @@ class Context:
         self.seed = seed
         self.progress = progress
         self._test = None
-        self._model = None
+        self._models: dict = {}
         self._preds = None
         self._labels: dict = {}
         self.timings: dict = {}
@@ -338,43 +348,61 @@ class Context:
     def has_model(self) -> bool:
         return self.model_path.is_file()
 
-    def model(self):
-        if self._model is None:
-            from nucseg_utils.model import load_model, predict_probabilities
+    def model(self, engine: str | None = None):
+        """(model, config) predicting with ``engine`` (None: nucseg's default, as the
+        commands use it); each engine's model is loaded once."""
+        from nucseg_utils.model import load_model, predict_probabilities, resolve_engine
+        engine = resolve_engine(engine)
+        if engine not in self._models:
             t0 = time.perf_counter()
-            self._model = load_model(self.model_path)
-            self.timings["load_model"] = time.perf_counter() - t0
-            # the first call builds TensorFlow's kernels; timed apart from the images
+            self._models[engine] = load_model(self.model_path, engine=engine)
+            self.timings.setdefault("load_model", {})[engine] = time.perf_counter() - t0
+            # the first call builds the kernels; timed apart from the images
             t0 = time.perf_counter()
-            predict_probabilities(self._model[0], np.zeros((64, 64, 3), np.float32),
-                                  self._model[1])
-            self.timings["warmup"] = time.perf_counter() - t0
-        return self._model
+            predict_probabilities(*self._models[engine][:1], np.zeros((64, 64, 3), np.float32),
+                                  self._models[engine][1])
+            self.timings.setdefault("warmup", {})[engine] = time.perf_counter() - t0
+        return self._models[engine]
+
+    @property
+    def engine(self) -> str:
+        from nucseg_utils.model import engine_of
+        return engine_of(self.model()[0])
 
     def predictions(self):
-        """{'plain': {id: prob}, 'tta': {id: prob}} on the evaluated stage1_test images, with
-        per-image times of normalisation and prediction."""
+        """{'plain': {id: prob}, 'tta': {id: prob}} on the evaluated stage1_test images as
+        ``nucseg evaluate`` makes them (:func:`evaluation.predict_image`: normalised, rescaled
+        to the model's nucleus size, predicted with nucseg's default engine), with per-image
+        times; and side by side, the 8-fold TTA of the normalised image at native size
+        (:func:`tta.predict`) with TensorFlow and with the default engine."""
         if self._preds is None:
+            from nucseg_utils.evaluation import predict_image
             from nucseg_utils.preprocessing import normalize
             from nucseg_utils.tta import predict
             samples = self.test_samples(self.sizes["predict_images"])
             model, config = self.model()
-            t_norm, t_plain, t_tta = {}, {}, {}
-            plain, tta = {}, {}
+            engines = sorted({"tensorflow", self.engine})
+            t = {k: {} for k in ("normalize", "predict_plain", "predict_tta",
+                                 *(f"native_tta_{e}" for e in engines))}
+            plain, tta, native = {}, {}, {e: {} for e in engines}
             for i, s in enumerate(samples):
                 t0 = time.perf_counter()
-                img = normalize(s.image, config["normalization"])
+                plain[s.id] = predict_image(model, config, s.image, tta=False)
                 t1 = time.perf_counter()
-                plain[s.id] = predict(model, img, config, tta=False)
+                tta[s.id] = predict_image(model, config, s.image, tta=True)
                 t2 = time.perf_counter()
-                tta[s.id] = predict(model, img, config, tta=True)
-                t3 = time.perf_counter()
-                t_norm[s.id], t_plain[s.id], t_tta[s.id] = t1 - t0, t2 - t1, t3 - t2
+                img = normalize(s.image, config["normalization"])
+                t["normalize"][s.id] = time.perf_counter() - t2
+                t["predict_plain"][s.id], t["predict_tta"][s.id] = t1 - t0, t2 - t1
+                for e in engines:
+                    t3 = time.perf_counter()
+                    native[e][s.id] = predict(self.model(e)[0], img, config, tta=True)
+                    t[f"native_tta_{e}"][s.id] = time.perf_counter() - t3
                 self.log(f"predicted {i + 1}/{len(samples)} {s.image.shape[:2]}: "
-                         f"{t2 - t1:.2f} s, TTA {t3 - t2:.2f} s")
-            self._preds = {"plain": plain, "tta": tta}
-            self.timings.update(normalize=t_norm, predict_plain=t_plain, predict_tta=t_tta,
-                                rss_after_predict=peak_rss_mib())
+                         f"{t1 - t0:.2f} s, TTA {t2 - t1:.2f} s; native TTA " +
+                         ", ".join(f"{e} {t[f'native_tta_{e}'][s.id]:.2f} s" for e in engines))
+            self._preds = {"plain": plain, "tta": tta, "native": native}
+            self.timings.update(t, rss_after_predict=peak_rss_mib())
         return self._preds
 
     def methods(self):
@@ -386,16 +414,20 @@ class Context:
         ms = [m for m in METHODS if m != "touching" or two]
         return sorted(ms, key=lambda m: (m != own, METHODS.index(m)))
 
-    def labels(self, which: str, method: str):
-        """Post-processed label images of the 'plain' or 'tta' maps, with per-image times."""
-        key = (which, method)
+    def labels(self, which: str, method: str, engine: str | None = None):
+        """Post-processed label images of the 'plain' or 'tta' maps (or, with ``engine``, of
+        that engine's native-size TTA maps), with the model's threshold, marker spacing,
+        minimum size and dilation; with per-image times."""
+        from nucseg_utils.evaluation import postprocess_one
+        key = (which, method, engine)
         if key not in self._labels:
             _, config = self.model()
             out, times = {}, {}
-            for sid, p in self.predictions()[which].items():
+            maps = self.predictions()[which] if engine is None else \
+                self.predictions()["native"][engine]
+            for sid, p in maps.items():
                 t0 = time.perf_counter()
-                out[sid] = postprocess(p, method, config.get("min_distance_factor", 0.5),
-                                       config.get("min_size", 10))
+                out[sid] = postprocess_one(p, config, method)
                 times[sid] = time.perf_counter() - t0
             self._labels[key] = (out, times)
         return self._labels[key]
@@ -633,9 +665,11 @@ def section_postprocess(ctx: Context) -> Result:
 
 # --------------------------------------------------------------------------- 3. inference
 def section_inference(ctx: Context) -> Result:
+    from nucseg_utils.evaluation import score_labels
     res = Result()
     sec = "inference"
     model, config = ctx.model()
+    engine = ctx.engine
     preds = ctx.predictions()
     tm = ctx.timings
     ids = sorted(preds["tta"])
@@ -644,26 +678,52 @@ def section_inference(ctx: Context) -> Result:
     mpix = sum(h * w for h, w in shapes.values()) / 1e6
     plain = sum(tm["predict_plain"][s] for s in ids)
     tta = sum(tm["predict_tta"][s] for s in ids)
-    res.add(sec, "model load", tm["load_model"], "s", shown(ctx.model_path))
-    res.add(sec, "first call (warm-up, 64x64)", tm["warmup"], "s")
+    res.add(sec, f"model load ({engine})", tm["load_model"][engine], "s", shown(ctx.model_path))
+    res.add(sec, f"first call (warm-up, 64x64, {engine})", tm["warmup"][engine], "s")
     res.add(sec, "predict without TTA", n / plain, "images/s",
-            f"{n} images, {mpix / plain:.2f} Mpx/s")
+            f"{n} images, {mpix / plain:.2f} Mpx/s, {engine}, as `nucseg evaluate`")
     res.add(sec, "predict with 8-fold TTA", n / tta, "images/s",
-            f"{n} images, {mpix / tta:.3f} Mpx/s")
+            f"{n} images, {mpix / tta:.3f} Mpx/s, {engine}, as `nucseg evaluate`")
     res.add(sec, "TTA cost", tta / plain, "x", "time with TTA / time without")
-    # end to end: the steps of `nucseg evaluate`, each measured in this run
-    own = config.get("postprocess", "paper")
-    labels, pp_times = ctx.labels("tta", own)
+
+    # side by side: the 8-fold TTA at native size, TensorFlow vs the default engine
     src = CachedSource("stage1_test", ctx.test_samples(ctx.sizes["predict_images"]))
-    from nucseg_utils.evaluation import score_labels
+    own = config.get("postprocess", "paper")
+    engines = sorted(preds["native"])
+    base = "tensorflow"
+    engines = [base] + [e for e in engines if e != base]
+    secs = {e: sum(tm[f"native_tta_{e}"][s] for s in ids) for e in engines}
+    side = []
+    for e in engines:
+        labels, _ = ctx.labels("native", own, engine=e)
+        summary, _ = score_labels(labels, src)
+        diff = max(float(np.abs(preds["native"][e][s] - preds["native"][base][s]).max())
+                   for s in ids)
+        ref_labels, _ = ctx.labels("native", own, engine=base)
+        same = sum(np.array_equal(labels[s], ref_labels[s]) for s in ids)
+        res.add(sec, f"native 8-fold TTA: {e}", secs[e], "s", f"{n} images")
+        res.add(sec, f"native 8-fold TTA: {e}, max abs difference from tensorflow", diff, "")
+        res.add(sec, f"native 8-fold TTA: {e}, label images identical to tensorflow's", same,
+                "images", f"of {n}")
+        res.add(sec, f"native 8-fold TTA: {e}, DSB", summary["dsb"], "", f"{n} images")
+        side.append([e, fmt(secs[e]), fmt(1000 * secs[e] / n), fmt(secs[base] / secs[e]),
+                     f"{diff:.2g}", f"{same} / {n}", f"{summary['dsb']:.4f}"])
+    speedup = secs[base] / secs[engine] if engine != base else 1.0
+    res.verdict("8-fold TTA >= 2x faster than TensorFlow with the same outputs",
+                f"{speedup:.2f}x ({engine})", speedup >= TTA_SPEEDUP_TARGET,
+                f"{TTA_SPEEDUP_TARGET / speedup:.2f}x" if speedup else "",
+                f"load average at the end of the predictions {os.getloadavg()[0]:.2f}")
+
+    # end to end: the steps of `nucseg evaluate`, each measured in this run
+    labels, pp_times = ctx.labels("tta", own)
     t0 = time.perf_counter()
     score_labels(labels, src)
     t_score = time.perf_counter() - t0
     parts = [
-        ("load model (+ warm-up call)", tm["load_model"] + tm["warmup"]),
+        (f"load model (+ warm-up call), {engine}", tm["load_model"][engine] +
+         tm["warmup"][engine]),
         ("read images", sum(tm["read_image"][s] for s in ids)),
-        ("normalise", sum(tm["normalize"][s] for s in ids)),
-        ("predict with TTA", tta),
+        ("normalise, rescale, predict with TTA, resize back", tta),
         (f"post-process ({own})", sum(pp_times.values())),
         ("read ground truth", sum(tm["read_labels"][s] for s in ids)),
         ("score (native)", t_score),
@@ -687,18 +747,33 @@ def section_inference(ctx: Context) -> Result:
     for (h, w), ss in sorted(buckets.items(), key=lambda kv: kv[0][0] * kv[0][1]):
         size_rows.append([f"{h}x{w}", len(ss),
                           fmt(1000 * np.mean([tm["predict_plain"][s] for s in ss])),
-                          fmt(1000 * np.mean([tm["predict_tta"][s] for s in ss]))])
-    tf = sys.modules.get("tensorflow")  # loaded with the model; never imported here
-    threads = ((tf.config.threading.get_intra_op_parallelism_threads(),
-                tf.config.threading.get_inter_op_parallelism_threads()) if tf else (0, 0))
+                          fmt(1000 * np.mean([tm["predict_tta"][s] for s in ss]))] +
+                         [fmt(1000 * np.mean([tm[f"native_tta_{e}"][s] for s in ss]))
+                          for e in engines])
     res.md += [
         f"The model `{shown(ctx.model_path)}` ({config.get('backbone')} U-Net, "
         f"{len(config.get('targets', []))} output channel(s), input mode "
-        f"`{config.get('input_mode')}`) predicts {n} stage1_test images at native size "
-        f"(`tta.predict`, as `nucseg evaluate` does), one image at a time, on "
-        f"{os.cpu_count()} cores (TensorFlow intra/inter-op threads: "
-        f"{threads[0] or 'default'}/{threads[1] or 'default'}). The first call, which builds "
-        f"TensorFlow's kernels ({tm['warmup']:.1f} s), is timed apart.",
+        f"`{config.get('input_mode')}`) predicts {n} stage1_test images one at a time on "
+        f"{os.cpu_count()} cores. The first call of each engine ({', '.join(f'{e} {fmt(v)} s' for e, v in tm['warmup'].items())}) "
+        f"is timed apart.",
+        "",
+        f"**Side by side, the same 8-fold TTA** (`tta.predict` on the normalised image at its "
+        f"native size, the code path `nucseg evaluate` used before images were rescaled to "
+        f"a nucleus size), image after image in one process, once with TensorFlow (Keras' "
+        f"eager call, the engine before this change) and once with the engine nucseg now "
+        f"uses by default. Label images: post-processed as the model's config says "
+        f"({own}, threshold {config.get('threshold', 0.5)}); DSB at native size. OpenVINO "
+        f"converts the Keras graph once at load ({fmt(tm['load_model'].get('openvino', 0))} s "
+        f"with the model's build) and computes in float32 like TensorFlow; only the order of "
+        f"floating-point sums differs.",
+        "",
+        *md_table(["engine", "s for these images", "ms/image", "x faster than tensorflow",
+                   "max abs probability difference", "label images identical",
+                   "DSB native"], side),
+        "",
+        f"As `nucseg evaluate` predicts ({engine}; with the model's rescaling to a nucleus "
+        f"diameter of {config.get('target_diameter')} px, a size probe at "
+        f"{config.get('size_probe')}x and the probabilities resized back):",
         "",
         *md_table(["", "images/s", "Mpx/s", "s for these images"],
                   [["no TTA", fmt(n / plain), fmt(mpix / plain), fmt(plain)],
@@ -706,7 +781,9 @@ def section_inference(ctx: Context) -> Result:
         "",
         "By image size (ms per image):",
         "",
-        *md_table(["size", "images", "no TTA", "TTA"], size_rows),
+        *md_table(["size", "images", f"evaluate, no TTA ({engine})",
+                   f"evaluate, TTA ({engine})"] +
+                  [f"native TTA, {e}" for e in engines], size_rows),
         "",
         f"End to end, the steps of `nucseg evaluate --split stage1_test` (without writing its "
         f"output files), each timed in this run:",
@@ -717,8 +794,9 @@ def section_inference(ctx: Context) -> Result:
         "",
         f"Peak resident memory (`resource.getrusage(...).ru_maxrss`) after the predictions: "
         f"{tm['rss_after_predict']:.0f} MiB; now {rss:.0f} MiB. It is the benchmark "
-        f"process's peak, so it includes TensorFlow, the model and all stage1_test images and "
-        f"maps held in memory.",
+        f"process's peak, so it includes TensorFlow, OpenVINO, two copies of the model and "
+        f"all stage1_test images and maps held in memory; `nucseg predict`'s own memory, "
+        f"which streams, is measured in section 6.",
     ]
     return res
 
@@ -912,6 +990,156 @@ def section_quality(ctx: Context) -> Result:
     return res
 
 
+# --------------------------------------------------------------------------- 6. streaming
+# `nucseg predict` in a child process that reports its own peak resident memory on exit:
+# VmHWM (ru_maxrss would include the parent's peak, inherited through fork and exec)
+PREDICT_CHILD = (
+    "import resource, signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job ignores it\n"
+    "from nucseg_utils.cli import main\n"
+    "try:\n"
+    "    code = main(sys.argv[1:])\n"
+    "finally:\n"
+    "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+    "    print('MAXRSS_KIB', hwm[0].split()[1] if hwm else\n"
+    "          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(code)\n")
+
+
+def run_predict(model_path, images, out, *extra, stop_after: int | None = None):
+    """Run `nucseg predict --no-tta` on ``images`` in a child process; returns (exit code,
+    wall s, peak RSS MiB). ``stop_after``: interrupt it (SIGINT, as Ctrl-C) once that many
+    images are done."""
+    import re
+    import signal
+    import subprocess
+    argv = [sys.executable, "-c", PREDICT_CHILD, "predict", "--model", str(model_path),
+            "--images", str(images), "--out", str(out), "--no-tta", *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    if stop_after is not None:
+        done = Path(out) / "done"
+        while proc.poll() is None:
+            if done.is_dir() and len(list(done.glob("*.json"))) >= stop_after:
+                proc.send_signal(signal.SIGINT)
+                break
+            time.sleep(0.2)
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    found = re.findall(r"MAXRSS_KIB (\d+)", stderr)
+    if not found:
+        raise RuntimeError(f"nucseg predict failed (exit {proc.returncode}):\n{stderr[-2000:]}")
+    return proc.returncode, wall, int(found[-1]) / 1024
+
+
+def image_files_digest(out) -> dict:
+    """{relative path: sha256} of every per-image output: not the folder-wide tables, nor
+    the done-markers (they record the input file's path, which differs between folders)."""
+    import hashlib
+    out = Path(out)
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*"))
+            if p.is_file() and p.parent != out and p.parent.name != "done"}
+
+
+def section_streaming(ctx: Context) -> Result:
+    import shutil
+    import tempfile
+
+    import imageio.v3 as iio
+
+    from nucseg_utils.synthetic import make_image
+    res = Result()
+    sec = "streaming"
+    n, size, k = (ctx.sizes[x] for x in ("stream_images", "stream_size", "resume_images"))
+    work = Path(tempfile.mkdtemp(prefix="nucseg-bench-stream-"))
+    try:
+        # 10 distinct seeded synthetic images repeated under n file names; of the drawn
+        # images (a mean nucleus radius of 5-20 px each) those whose nuclei are near the
+        # model's size, as after rescaling (so the network sees each image once at ~1x)
+        from nucseg_utils.scale import label_diameter
+        _, config = ctx.model()
+        target = config.get("target_diameter") or 20
+        rng = np.random.default_rng(ctx.seed)
+        distinct, drawn = [], 0
+        while len(distinct) < min(10, n):
+            img, lab = make_image(rng, (size, size), "fluorescence", channels=3)
+            drawn += 1
+            if 0.8 * target <= label_diameter(lab) <= 1.25 * target or drawn > 200:
+                distinct.append(img)
+        folder = work / "images"
+        folder.mkdir()
+        for i in range(n):
+            iio.imwrite(folder / f"img{i:03d}.png", distinct[i % len(distinct)])
+        one = work / "one"
+        one.mkdir()
+        shutil.copy(folder / "img000.png", one / "img000.png")
+        ctx.log(f"streaming: 1 image of {size}x{size}")
+        _, wall_one, rss_one = run_predict(ctx.model_path, one, work / "out-one")
+        ctx.log(f"streaming: {n} images of {size}x{size}")
+        code, wall_all, rss_all = run_predict(ctx.model_path, folder, work / "out-all")
+        factor = rss_all / rss_one
+        res.add(sec, f"peak RSS, 1 image of {size}x{size}", rss_one, "MiB",
+                "`nucseg predict --no-tta`, whole process")
+        res.add(sec, f"peak RSS, {n} images of {size}x{size}", rss_all, "MiB",
+                f"exit code {code}")
+        res.add(sec, f"wall time, {n} images of {size}x{size}", wall_all, "s",
+                f"{n / wall_all:.2f} images/s including start-up")
+        res.verdict(f"peak memory of {n} images <= {MEMORY_FACTOR_TARGET:g}x one image's",
+                    f"{factor:.2f}x ({rss_all:.0f} vs {rss_one:.0f} MiB)",
+                    factor <= MEMORY_FACTOR_TARGET, f"{factor / MEMORY_FACTOR_TARGET:.2f}x")
+        # interrupted after half of k images (Ctrl-C), then run again
+        part = work / "part"
+        part.mkdir()
+        for i in range(k):
+            shutil.copy(folder / f"img{i:03d}.png", part / f"img{i:03d}.png")
+        ctx.log(f"streaming: {k} images, interrupted, then resumed")
+        code_int, _, _ = run_predict(ctx.model_path, part, work / "out-part",
+                                     stop_after=max(1, k // 2))
+        done_before = len(list((work / "out-part" / "done").glob("*.json")))
+        code_res, _, _ = run_predict(ctx.model_path, part, work / "out-part")
+        ref = {p: d for p, d in image_files_digest(work / "out-all").items()
+               if any(f"img{i:03d}." in p for i in range(k))}
+        got = image_files_digest(work / "out-part")
+        same = got == ref
+        leftovers = [p for p in got if ".tmp" in p]
+        res.add(sec, "interrupted run: exit code", code_int, "", "SIGINT after "
+                f"{max(1, k // 2)} of {k} images were done")
+        res.add(sec, "interrupted run: images done before the interrupt", done_before, "")
+        res.add(sec, "resumed run: per-image outputs identical to the uninterrupted run's",
+                int(same), "", f"{len(got)} files, {len(leftovers)} temporary files left")
+        interrupted = code_int != 0 and done_before < k
+        res.verdict("an interrupted run resumes and finishes with the same outputs",
+                    f"{'identical' if same else 'different'} ({len(got)} files)" +
+                    ("" if interrupted else "; the first run was not interrupted"),
+                    same and code_res == 0 and interrupted,
+                    "outputs differ" if interrupted else "no interruption happened")
+        res.md += [
+            f"`nucseg predict --no-tta` (the default engine, every output format) in a child "
+            f"process, on {n} seeded synthetic fluorescence images of {size}x{size} (10 "
+            f"distinct images with nuclei of 0.8-1.25x the model's {target} px, {drawn} drawn, "
+            f"repeated under {n} names), then on one of them alone; the peak "
+            f"resident memory is the child's own high-water mark (`VmHWM`) (TensorFlow, the model and the "
+            f"images included). The command streams: it holds the image being predicted and "
+            f"the one being written, whatever the number of images.",
+            "",
+            *md_table(["images", "peak RSS MiB", "wall s", "images/s (with start-up)"],
+                      [[1, fmt(rss_one), fmt(wall_one), fmt(1 / wall_one)],
+                       [n, fmt(rss_all), fmt(wall_all), fmt(n / wall_all)]]),
+            "",
+            f"{n} images take **{factor:.2f}x** the memory of one. Interrupted with SIGINT "
+            f"(Ctrl-C) after {done_before} of {k} images were done (exit code {code_int}), "
+            f"the same command run again finished (exit code {code_res}) and its per-image "
+            f"files ({len(got)}: label PNG and TIFF, ROI zip, overlay, measurements) are "
+            f"byte-identical to those of the uninterrupted run: "
+            f"**{'yes' if same else 'no'}**; temporary files left: {len(leftovers)}.",
+        ]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return res
+
+
 # --------------------------------------------------------------------------- report
 def cpu_name() -> str:
     try:
@@ -1022,8 +1250,8 @@ def write_outputs(out_dir, meta, results, walls):
 # --------------------------------------------------------------------------- main
 SECTION_FUNCS = {"metric": section_metric, "postprocess": section_postprocess,
                  "inference": section_inference, "training": section_training,
-                 "quality": section_quality}
-NEEDS_MODEL = ("postprocess", "inference", "quality")
+                 "quality": section_quality, "streaming": section_streaming}
+NEEDS_MODEL = ("postprocess", "inference", "quality", "streaming")
 
 
 def parse_args(argv=None):

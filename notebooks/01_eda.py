@@ -45,7 +45,7 @@ if "google.colab" in sys.modules:
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
 data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
-run_dir = "../runs/notebooks"  # the run folder: every notebook reads and writes here
+run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
 seed = 42
 retrain = False           # True: train even where a committed model exists
@@ -64,7 +64,7 @@ train, test
 # pixels alone (`data.modality_of`): colour means stained, a bright background brightfield.
 
 # %%
-index = pd.concat([data.index_split(s, cache_dir=ctx.run / "cache") for s in (train, test)],
+index = pd.concat([data.index_split(s, cache_dir=ctx.layout.cache) for s in (train, test)],
                   ignore_index=True)
 summary = data.summarize_index(index)
 runs.write_table(summary, ctx.table("eda"))

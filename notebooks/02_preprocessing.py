@@ -45,7 +45,7 @@ if "google.colab" in sys.modules:
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
 data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
-run_dir = "../runs/notebooks"  # the run folder: every notebook reads and writes here
+run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
 seed = 42
 retrain = False           # True: train even where a committed model exists
@@ -60,10 +60,71 @@ train = ctx.split("stage1_train")
 prof = ctx.profile
 # 12 training images spread over the modalities (data.pick_examples, seeded), from the index
 # notebook 1 cached in the run folder
-index = data.index_split(train, cache_dir=ctx.run / "cache")
+index = data.index_split(train, cache_dir=ctx.layout.cache)
 samples = [train.sample(i) for i in data.pick_examples(index, n=12, seed=seed)]
 
 # %% [markdown]
+# ## Normalisation, modality by modality
+#
+# One image per modality, chosen by a stated criterion (`data.examples_by_modality`): the
+# image whose number of nuclei is closest to the median of its modality (ties: mean nucleus
+# area closest to the modality's median). The table says which image that is and the median
+# it was matched to.
+
+# %%
+examples = data.examples_by_modality(index)
+examples
+
+# %% [markdown]
+# Each row: the raw image and the normalised one, both shown as they are (clipped to [0, 1],
+# no display stretch), then the histograms of the pixel values (all channels, log scale)
+# before and after. Look at where the dashed 1st and 99.8th percentiles sit in the raw
+# histogram, and at which backgrounds were inverted.
+
+# %%
+raw = {row.modality: (row.id, train.image(row.id)) for row in examples.itertuples()}
+figures.normalisation([(m, sid, img) for m, (sid, img) in raw.items()],
+                      ctx.figure("normalisation"), ctx.stamp, prof["normalization"])
+
+# %% [markdown]
+# ## Colour and intensity augmentation
+#
+# The most colourful of the examples above (`data.most_colourful`: the stained one when the
+# data has stained images), normalised, then four seeded jitters of its central 160 px
+# (`augmentation.colour_jitter`: channel shuffle, grey, per-channel gain, gamma, contrast,
+# brightness, sometimes blur and noise). This is what the network sees before the geometric
+# transform, in profiles with `colour` augmentation (not the paper's).
+
+# %%
+colour_id = raw[data.most_colourful({m: img for m, (_, img) in raw.items()})][0]
+print(f"colour augmentation of {colour_id[:8]}, colour augmentation in this profile: "
+      f"{prof['augmentation'].get('colour', False)}")
+figures.colour_augmentation(train.image(colour_id), ctx.figure("colour"), ctx.stamp, seed,
+                            n=4, mode=prof["normalization"])
+
+# %% [markdown]
+# ## Rescaling to the standard nucleus size
+#
+# The images whose mean nucleus area is closest to the 5th, 50th and 95th percentile of the
+# training set (`data.examples_by_size`), each rescaled by the factor training uses
+# (`augmentation.image_scales`: target diameter / median nucleus diameter of its labels,
+# clipped to the profile's `scale_limits`). Both rows show 160-px windows at one pixel scale:
+# above, the nuclei at native size differ several-fold; below, they should all be about as
+# long as the white bar.
+
+# %%
+by_size = [train.sample(i) for i in data.examples_by_size(index, (0.05, 0.5, 0.95))]
+factors = augmentation.image_scales([s.labels for s in by_size], prof)
+if not prof.get("target_diameter") or prof["input_mode"] != "crop":
+    print(f"The {ctx.profile_name} profile keeps every image at its native scale: "
+          f"the factors below are all 1.")
+figures.rescaling([(s.id, preprocessing.normalize(s.image, prof["normalization"]), s.labels)
+                   for s in by_size], factors, ctx.figure("rescaling"), ctx.stamp,
+                  prof.get("target_diameter"))
+
+# %% [markdown]
+# ## The paper's mask resizing
+#
 # How much the paper's mask resizing dilates the nuclei: the nucleus area after resizing the
 # binary mask to 256x256 with interpolation and keeping every pixel > 0, against a
 # nearest-neighbour resize of the labels (what this repository does).
@@ -93,8 +154,23 @@ patches = augmentation.example_patches(images, labels, prof, n=8, seed=seed)
 figures.augmentation(patches, ctx.figure("augmentation"), ctx.stamp, prof["targets"])
 
 # %% [markdown]
-# **What to notice.** The dilation table shows why the paper's masks were too large: on small
-# nuclei a soft resize plus `> 0` adds a ring of pixels to every object, which costs IoU at
-# the high thresholds of the DSB score. The patches keep their masks crisp after rotation and
-# shear, and the colour jitter makes fluorescence, brightfield and tissue look alike to the
-# network.
+# **What to notice.**
+#
+# - *Normalisation.* The fluorescence image uses only the lower part of the intensity range
+#   and is stretched to fill [0, 1]; the brightfield and stained images have bright
+#   backgrounds, which are inverted, so in all three the nuclei come out bright on a dark
+#   background. Inverted, the purple nuclei of stained tissue turn green, a colour no
+#   fluorescence image has, and the brightfield cytoplasm becomes mid-grey around white
+#   nuclei.
+# - *Colour augmentation.* Channel shuffles, grey copies, gamma and contrast make the same
+#   tissue green, blue, yellow or grey, brighter or darker; the nuclei stay brighter than the
+#   background in every jitter (the jitter never inverts), so the network has to find them by
+#   brightness and shape rather than by one colour.
+# - *Rescaling.* At native scale the median nucleus diameters of the three images differ
+#   about five-fold; after rescaling they all measure about the target (bottom titles): small
+#   nuclei come out magnified and softer, large ones shrunk (anti-aliased).
+# - *The paper's masks.* The dilation table shows why they were too large: resizing a soft
+#   mask and keeping every pixel > 0 adds a ring of pixels to every nucleus, most on the
+#   large images that are shrunk most (nothing on an image already 256x256), which costs IoU
+#   at the high thresholds of the DSB score.
+# - *Patches.* The masks stay crisp after rotation and shear.

@@ -50,7 +50,7 @@ if "google.colab" in sys.modules:
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
 data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
-run_dir = "../runs/notebooks"  # the run folder: every notebook reads and writes here
+run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
 seed = 42
 retrain = False           # True: train even where a committed model exists
@@ -82,7 +82,7 @@ table1
 # (`sigmoid`). The last column is what each block hands on for one input patch.
 
 # %%
-net = model.compile_model(model.build_model({**ctx.profile, "encoder_weights": None}),
+net = model.compile_model(model.build_model({**ctx.profile, "encoder_weights": None}, seed=seed),
                           ctx.profile)
 training_steps.network_summary(net, ctx.profile["input_size"])
 
@@ -99,7 +99,7 @@ training_steps.network_summary(net, ctx.profile["input_size"])
 # notebook 1.
 
 # %%
-index = data.index_split(train, cache_dir=ctx.run / "cache")
+index = data.index_split(train, cache_dir=ctx.layout.cache)
 batch = training_steps.example_batch(train, ctx.profile, data.pick_examples(index, 6, seed),
                                      seed=seed)
 figures.training_batch(batch["x"], batch["y"], ctx.figure("batch"), ctx.stamp,

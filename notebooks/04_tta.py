@@ -49,7 +49,7 @@ if "google.colab" in sys.modules:
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
 data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
-run_dir = "../runs/notebooks"  # the run folder: every notebook reads and writes here
+run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
 seed = 42
 retrain = False           # True: train even where a committed model exists
@@ -70,9 +70,9 @@ config
 # Predict every scored image both ways; notebooks 5 and 6 read the maps from the run folder.
 
 # %%
-probs_tta = evaluation.predict_split(net, config, test, ctx.run / "predictions" / "tta",
+probs_tta = evaluation.predict_split(net, config, test, ctx.predictions(tta=True),
                                      tta=True, ids=scored["ids"])
-probs_plain = evaluation.predict_split(net, config, test, ctx.run / "predictions" / "no_tta",
+probs_plain = evaluation.predict_split(net, config, test, ctx.predictions(tta=False),
                                        tta=False, ids=scored["ids"])
 len(probs_tta), len(probs_plain)
 
@@ -111,7 +111,7 @@ figures.tta_disagreement(test.image(sid), spread[sid]["mean"], spread[sid]["std"
 
 # %%
 gain = evaluation.tta_gain(probs_tta, probs_plain, config, test)
-runs.write_table(gain, ctx.run / "tta_gain.csv")
+runs.write_table(gain, ctx.layout.tta_gain)
 gain
 
 # %%

@@ -44,7 +44,7 @@ if "google.colab" in sys.modules:
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
 data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
-run_dir = "../runs/notebooks"  # the run folder: every notebook reads and writes here
+run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
 seed = 42
 retrain = False           # True: train even where a committed model exists
@@ -59,7 +59,7 @@ ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
 config = model.read_config(ctx.model_file())
 scored = evaluation.evaluation_set(ctx.model_file(), ctx.root, ctx.profile)
 test = ctx.split(scored["split"])
-probs = evaluation.load_prob_dir(ctx.run / "predictions" / "tta" / "probs")
+probs = evaluation.load_prob_dir(ctx.probs(tta=True), ids=scored["ids"])
 {k: config.get(k) for k in ("postprocess", "threshold", "dilation", "min_size",
                             "min_distance_factor")}
 
@@ -119,14 +119,15 @@ figures.postprocessing_steps(test.image(sid), probs[sid][..., 0],
                              paper["labels"], ctx.figure("watershed"), ctx.stamp)
 
 # %% [markdown]
-# Every method on every scored image; the labels go to the run folder. An empty and a
-# constant map give no nuclei rather than an error:
+# Every method on every scored image; the labels go to the run folder. No map makes a method
+# fail: an empty map gives no nucleus, and a constant map of 0.7 one nucleus covering the
+# whole image (it holds no boundary), for each method (the largest label of each):
 
 # %%
 methods = [m for m in postprocessing.METHODS if m != "touching" or len(config["targets"]) > 1]
 for name in methods:
     evaluation.save_label_dir(evaluation.postprocess_all(probs, config, name),
-                              ctx.run / "labels" / name)
+                              ctx.labels(name))
 [int(postprocessing.postprocess(np.full((64, 64, 2), v, np.float32), m).max())
  for v in (0.0, 0.7) for m in methods]
 
@@ -136,7 +137,7 @@ for name in methods:
 # **blue = extra** (predicted, not true), **red = missing** (true, not predicted).
 
 # %%
-chosen = evaluation.load_label_dir(ctx.run / "labels" / config["postprocess"])
+chosen = evaluation.load_label_dir(ctx.labels(config["postprocess"]), ids=scored["ids"])
 _, table = evaluation.score_labels(chosen, test)
 items = [(i, test.image(i), test.labels(i), chosen[i],
           float(table.loc[table["id"] == i, "dsb"].iloc[0]))

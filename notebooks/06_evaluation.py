@@ -45,7 +45,7 @@ if "google.colab" in sys.modules:
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
 data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
-run_dir = "../runs/notebooks"  # the run folder: every notebook reads and writes here
+run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
 seed = 42
 retrain = False           # True: train even where a committed model exists
@@ -59,19 +59,19 @@ ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
 config = model.read_config(ctx.model_file())
 scored = evaluation.evaluation_set(ctx.model_file(), ctx.root, ctx.profile)
 test = ctx.split(scored["split"])
-labels_dir = ctx.run / "labels"
+labels_dir = ctx.labels()
 print(f"scored images: {scored['label']}")
 
 # %% [markdown]
 # The ablation: TTA on or off, each post-processing method, native resolution or 256x256.
 
 # %%
-sets = {f"TTA, {m}": evaluation.load_label_dir(labels_dir / m) for m in sorted(
-    p.name for p in labels_dir.iterdir())}
-probs_plain = evaluation.load_prob_dir(ctx.run / "predictions" / "no_tta" / "probs")
+sets = {f"TTA, {m}": evaluation.load_label_dir(labels_dir / m, ids=scored["ids"])
+        for m in sorted(p.name for p in labels_dir.iterdir())}
+probs_plain = evaluation.load_prob_dir(ctx.probs(tta=False), ids=scored["ids"])
 sets[f"no TTA, {config['postprocess']}"] = evaluation.postprocess_all(probs_plain, config)
 ablation = evaluation.ablation(sets, test)
-runs.write_table(ablation, ctx.run / "ablation.csv")
+runs.write_table(ablation, ctx.layout.ablation)
 ablation
 
 # %% [markdown]
@@ -85,10 +85,11 @@ summary = evaluation.summarize(main, test, True, config["postprocess"], scored["
 per_image = summary.pop("per_image")
 table2 = evaluation.results_table(summary, scored["label"], ctx.dataset, ctx.profile_name)
 runs.write_table(table2, ctx.table("results"))
-runs.write_table(per_image, ctx.run / "per_image.csv")
-evaluation.write_submission(main, ctx.run / "submission.csv")
-runs.write_json(ctx.run / "summary.json", {**summary, "label": scored["label"],
-                                           "is_test": scored["is_test"]})
+runs.write_table(per_image, ctx.layout.per_image)
+evaluation.write_submission(main, ctx.layout.submission)
+runs.write_json(ctx.layout.summary, {**summary, "label": scored["label"],
+                                     "is_test": scored["is_test"],
+                                     "model_fingerprint": ctx.model_fingerprint})
 table2
 
 # %% [markdown]

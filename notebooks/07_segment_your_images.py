@@ -41,7 +41,7 @@ if "google.colab" in sys.modules:
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
 data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
-run_dir = "../runs/notebooks"  # the run folder: every notebook reads and writes here
+run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
 seed = 42
 retrain = False           # True: train even where a committed model exists
@@ -57,10 +57,9 @@ from pathlib import Path
 from nucseg_utils import data, evaluation, figures, model, predict, report
 
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
-model_file = model_file or (ctx.run / "model.npz" if (ctx.run / "model.npz").exists()
-                            else report.COMMITTED_MODELS["cpu"] / "model.npz")
+model_file = model_file or ctx.model_file()
 source = data.open_images(images) if images else ctx.split("stage1_test")
-out = Path(out or ctx.run / "segmented")
+out = Path(out or ctx.layout.segmented)
 net, config = model.load_model(model_file)
 ids = source.ids[:max_images]
 
@@ -90,7 +89,28 @@ labels = evaluation.read_labels_png(out / "labels" / f"{ids[0]}.png")
 figures.overlay(source.image(ids[0]), labels, ctx.figure("overlay"), ctx.stamp, ids[0][:8])
 
 # %% [markdown]
+# Where each exported file is, for the first image (every path is under `out`):
+
+# %%
+{fmt: str(path.relative_to(out)) for fmt, path in predict.output_paths(out, ids[0]).items()}
+
+# %% [markdown]
+# **Open them in napari** (not a dependency of nucseg; `pip install "napari[all]"`), the image
+# with its nuclei as a labels layer:
+#
+# ```python
+# import napari, tifffile
+# viewer = napari.Viewer()
+# viewer.add_image(source.image(ids[0]), name=ids[0][:8])
+# viewer.add_labels(tifffile.imread(out / "labels" / f"{ids[0]}.tif"), name="nuclei")
+# napari.run()
+# ```
+#
+# **or in Fiji**: File > Open `labels/<id>.tif` (the labels, with their pixel size), open the
+# image, then Analyze > Tools > ROI Manager > More > Open `rois/<id>.zip` and Show All; Measure
+# in the ROI Manager measures every nucleus on the image. `measurements/<id>.csv` and
+# `summary.csv` open in any spreadsheet.
+#
 # **What to notice.** The model was trained on DSB2018 images; on very different images
 # (another magnification, another stain) check a few overlays (`overlays/`) before trusting
-# counts and areas. To look closer, open `labels/<id>.tif` in napari or Fiji and
-# `rois/<id>.zip` in Fiji's ROI Manager (README, "The command line").
+# counts and areas.

@@ -83,6 +83,13 @@ def colour_jitter(rng, img: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
+def colour_examples(image: np.ndarray, n: int = 6, seed: int = 0) -> list[np.ndarray]:
+    """``n`` colour/intensity jitters (:func:`colour_jitter`) of one normalised image, the
+    k-th drawn with the generator seeded by ``(seed, k)``: the same call gives the same
+    images (for the figure of notebook 02)."""
+    return [colour_jitter(np.random.default_rng([seed, k]), image) for k in range(n)]
+
+
 def sample_patch(rng, image, labels, profile: dict, augment: bool = True, centre=None,
                  scale: float = 1.0):
     """One augmented (image, label) patch of size input_size; ``scale`` as in :func:`_affine`

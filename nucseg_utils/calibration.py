@@ -40,7 +40,7 @@ def candidates(n_targets: int) -> list[dict]:
 def validation_ids(run_dir) -> dict[str, list[str]]:
     """{split name: ids} of the run's validation images, from its ``split.csv``."""
     import pandas as pd
-    path = Path(run_dir) / "split.csv"
+    path = runs.RunLayout(run_dir).split
     if not path.is_file():
         raise data_mod.DataError(f"{path}: no such file; the run folder must be the one the "
                                  f"model was trained in")
@@ -130,7 +130,7 @@ def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, r
     from .model import load_model
     model, config = load_model(model_path)
     cfg = {**config, **chosen}
-    info = runs.read_json(Path(run_dir) / "run.json")
+    info = runs.read_json(runs.RunLayout(run_dir).run_json)
     train_s = info.get("train_seconds")
     rows = [{"lever": recipe_name(cfg), "validation_dsb": score_setting(predicted, cfg, {})["dsb"],
              "train_seconds": train_s, "chosen": True}]

@@ -3,11 +3,13 @@
     nucseg score SOLUTION.csv SUBMISSION.csv [--json] [--per-image FILE]
     nucseg train --profile cpu|paper|smoke [--out RUN_DIR] [--resume | --overwrite] [...]
     nucseg predict [--model MODEL] --images PATH --out DIR [--tta/--no-tta] [--formats ...]
-                   [--pixel-size UM] [--channel N] [--overwrite]
-    nucseg evaluate [--model MODEL] --split stage1_test [--tta/--no-tta] [--out DIR]
+                   [--pixel-size UM] [--channel N] [--overwrite] [--engine E]
+    nucseg evaluate [--model MODEL] [--split SPLIT] [--tta/--no-tta] [--out DIR] [--engine E]
     nucseg report --profile cpu|smoke        (run every notebook, refresh figures/)
     nucseg publish --run runs/cpu            (copy a run's model to models/cpu + results)
     nucseg synthetic [--out DIR]             (write the built-in synthetic set)
+    nucseg export [--model MODEL] [--out FILE.zip] [--weights both|keras_hdf5|...] [--overwrite]
+                                             (the model as a BioImage Model Zoo package)
 
 ``python -m nucseg_utils ...`` works too. Errors about data, models or submissions are printed
 as one line naming the file, with exit code 2; ``predict`` reports an image it cannot use in
@@ -73,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model with a profile")
     p.add_argument("--profile", default="cpu", choices=["cpu", "paper", "smoke"])
-    p.add_argument("--out", help="run folder (default runs/<profile>)")
+    p.add_argument("--out", help="run folder (default runs/<profile>; layout in "
+                   "nucseg_utils/runs.py)")
     p.add_argument("--data", help="data root (default: NUCSEG_DATA, ./data, ../shared/...)")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     p.add_argument("--overwrite", action="store_true",
@@ -104,11 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--overwrite", action="store_true",
                            help="redo the images already done in --out")
         else:
-            p.add_argument("--split", default="stage1_test")
+            p.add_argument("--split", help="the split to score (default: the model's test "
+                           "split, stage2_test_final for a model trained on stage1_test, else "
+                           "stage1_test); a split the model trained on is refused")
             p.add_argument("--data")
             p.add_argument("--out")
             p.add_argument("--json", action="store_true")
         _add_tta(p)
+        p.add_argument("--engine", choices=["auto", "openvino", "tensorflow"],
+                       help="what runs the network (default: $NUCSEG_ENGINE, else auto: "
+                            "OpenVINO on a CPU when installed, about 1.8x faster, else "
+                            "TensorFlow)")
         p.add_argument("--postprocess", choices=["paper", "touching", "cc"],
                        help="post-processing (default: the model's)")
         p.add_argument("--quiet", action="store_true")
@@ -124,10 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", help="where to write figures (default figures/ for real data)")
 
     p = sub.add_parser("publish", help="copy a finished run's model to models/ and write its "
-                       "results (stage1_test, TTA on and off)")
+                       "results (its test split, TTA on and off)")
     p.add_argument("--run", default="runs/cpu")
     p.add_argument("--out", default=str(REPO / "models" / "cpu"))
-    p.add_argument("--split", default="stage1_test")
+    p.add_argument("--split", help="the test split (default: the model's, as for evaluate)")
     p.add_argument("--data")
 
     p = sub.add_parser("synthetic", help="write the built-in synthetic nuclei set")
@@ -135,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", type=int, default=24)
     p.add_argument("--test", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("export", help="write a model as a BioImage Model Zoo package (.zip for "
+                       "bioimage.io, deepImageJ, bioimageio.core), validated")
+    p.add_argument("--model", default=str(DEFAULT_MODEL),
+                   help="model file (default: the committed cpu model)")
+    p.add_argument("--out", help="the .zip to write (default "
+                   "runs/bioimageio/nucseg-<model folder>.bioimageio.zip)")
+    p.add_argument("--weights", default="both",
+                   choices=["both", "keras_hdf5", "tensorflow_saved_model_bundle"],
+                   help="weight formats in the package (default both: Keras HDF5 and the "
+                        "TensorFlow SavedModel that deepImageJ runs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--quiet", action="store_true")
     return ap
 
 
@@ -160,7 +182,7 @@ def cmd_score(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from . import data, profiles, synthetic, training
+    from . import data, profiles, runs, synthetic, training
     overrides = {k: getattr(a, k) for k in ("epochs", "steps_per_epoch", "batch_size",
                                             "input_size", "learning_rate", "seed", "backbone")
                  if getattr(a, k) is not None}  # options not given keep the profile's value
@@ -181,14 +203,15 @@ def cmd_train(a) -> int:
             root = synthetic.ensure_synthetic()
             print(f"No DSB2018 data found: training on the built-in SYNTHETIC set at {root}")
     out = Path(a.out or Path("runs") / a.profile)
-    if not (a.resume or a.overwrite) and any((out / f).exists()
-                                             for f in ("model.npz", "checkpoint.npz")):
+    layout = runs.RunLayout(out)
+    if not (a.resume or a.overwrite) and any(f.exists()
+                                             for f in (layout.model, layout.checkpoint)):
         raise FileExistsError(f"{out}: holds a trained model already; use --resume to continue "
                               f"it, --overwrite to train it again from scratch, or another --out")
     t0 = time.time()
     hist = training.train(prof, out, root=root, resume=a.resume, progress=not a.quiet)
     best = hist.loc[hist["val_loss"].idxmin()] if len(hist) else None
-    print(f"trained {len(hist)} epochs in {time.time() - t0:.0f} s -> {out / 'model.npz'}"
+    print(f"trained {len(hist)} epochs in {time.time() - t0:.0f} s -> {layout.model}"
           + (f" (best epoch {int(best['epoch'])}, val_loss {best['val_loss']:.4f}, "
              f"val_iou {best['val_iou']:.3f})" if best is not None else ""))
     return 0
@@ -211,7 +234,7 @@ def cmd_predict(a) -> int:
         log(f"none of the {len(source.ids)} image(s) can be segmented; nothing written")
         return 1
     formats = a.formats or predict.FORMATS
-    model, config = load_model(a.model)
+    model, config = load_model(a.model, engine=a.engine)
     res = predict.predict_folder(model, config, source, a.out, formats=formats, tta=a.tta,
                                  method=a.postprocess, channel=a.channel,
                                  pixel_size=a.pixel_size, overwrite=a.overwrite,
@@ -232,7 +255,7 @@ def cmd_predict(a) -> int:
 def cmd_evaluate(a) -> int:
     from . import evaluation
     s = evaluation.evaluate(a.model, a.split, a.data, a.out, tta=a.tta, method=a.postprocess,
-                            progress=not a.quiet,
+                            progress=not a.quiet, engine=a.engine,
                             command=" ".join(["nucseg"] + sys.argv[1:]))
     if a.json:
         print(json.dumps(s, indent=2, default=float))
@@ -270,15 +293,35 @@ def cmd_synthetic(a) -> int:
     return 0
 
 
+def cmd_export(a) -> int:
+    from . import modelzoo
+    model = Path(a.model)
+    out = Path(a.out) if a.out else (Path("runs") / "bioimageio" /
+                                     f"nucseg-{model.resolve().parent.name}.bioimageio.zip")
+    weights = modelzoo.WEIGHT_FORMATS if a.weights == "both" else (a.weights,)
+
+    def log(message):
+        if not a.quiet:
+            print(f"nucseg export: {message}", file=sys.stderr)
+
+    res = modelzoo.export_package(model, out, weights=weights, overwrite=a.overwrite, log=log)
+    print(f"{model} -> {res.path} ({res.size / 1e6:.1f} MB; weights: {', '.join(res.weights)}); "
+          f"bioimageio.spec: {res.status}"
+          + (f", {len(res.warnings)} warning(s):" if res.warnings else ""))
+    for w in res.warnings:
+        print(f"  {w}")
+    return 0
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
-    from . import data, metrics, model, rle
+    from . import data, metrics, model, modelzoo, rle
     known = (data.DataError, metrics.ScoreError, model.ModelError, rle.RLEError,
-             FileNotFoundError, FileExistsError)
+             modelzoo.ExportError, FileNotFoundError, FileExistsError)
     try:
         return {"score": cmd_score, "train": cmd_train, "predict": cmd_predict,
                 "evaluate": cmd_evaluate, "report": cmd_report, "publish": cmd_publish,
-                "synthetic": cmd_synthetic}[a.command](a)
+                "synthetic": cmd_synthetic, "export": cmd_export}[a.command](a)
     except known as err:
         print(f"nucseg {a.command}: error: {err}", file=sys.stderr)
         return 2

@@ -34,6 +34,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from . import data as data_mod
+from .runs import RunLayout
 
 REPO_URL = "https://github.com/nucseg/nucseg"
 BRANCH = "main"
@@ -346,8 +347,7 @@ SYNC_ENV = "NUCSEG_SYNC_DIR"
 SYNC_MANIFEST = ".synced.json"  # in the local folder: (size, mtime) of each file when copied
 # written by training, in this order: the checkpoint last, so that a copy cut short leaves
 # Drive with the previous checkpoint and (at worst) newer history, which resume truncates
-TRAINING_FILES = ("split.csv", "history.csv", "train.log", "run.json", "model.npz",
-                  "checkpoint.npz")
+TRAINING_FILES = RunLayout.TRAINING_FILES
 
 
 def _run_files(folder: Path) -> list[str]:

@@ -542,11 +542,26 @@ def modality_of(image: np.ndarray) -> str:
     background, dark nuclei) or ``fluorescence`` (grey, dark background, bright nuclei).
     """
     img = np.asarray(image, np.float32)
-    colour = float(np.abs(img[..., 0] - img[..., 1]).mean() + np.abs(img[..., 1] - img[..., 2]).mean())
-    if colour > 0.04:
+    if colourfulness(img) > 0.04:
         return "stained"
     grey = img.mean(axis=-1)
     return "brightfield" if float(np.median(grey)) > 0.5 else "fluorescence"
+
+
+def colourfulness(image: np.ndarray) -> float:
+    """How far an RGB image is from grey: mean |R - G| + mean |G - B| (0 for a grey image;
+    above 0.04 :func:`modality_of` calls it ``stained``)."""
+    img = np.asarray(image, np.float32)
+    return float(np.abs(img[..., 0] - img[..., 1]).mean() +
+                 np.abs(img[..., 1] - img[..., 2]).mean())
+
+
+def most_colourful(images: dict) -> str:
+    """The key of the most colourful image of ``{key: image}`` (:func:`colourfulness`; ties:
+    the smaller key): the stained one when there is one."""
+    if not images:
+        raise ValueError("no images to choose from")
+    return min(images, key=lambda k: (-colourfulness(images[k]), str(k)))
 
 
 def describe(sample: Sample) -> dict:
@@ -615,4 +630,62 @@ def pick_examples(index, n: int = 6, seed: int = 0) -> list[str]:
         for m in sorted(groups):
             if groups[m] and len(out) < n:
                 out.append(groups[m].pop())
+    return out
+
+
+MODALITY_ORDER = ("fluorescence", "brightfield", "stained")
+
+
+def _closest(values, target) -> np.ndarray:
+    return np.abs(np.asarray(values, float) - float(target))
+
+
+def examples_by_modality(index, by: str = "nuclei"):
+    """One example image per modality, by a stated criterion: the image whose ``by`` (number
+    of nuclei) is closest to the median of its modality; ties go to the image whose mean
+    nucleus area is closest to its modality's median, then to the smaller id. Without ``by``
+    in the index (no ground truth) the image size (pixels) stands in for it.
+
+    Returns a DataFrame, one row per modality (``fluorescence``, ``brightfield``,
+    ``stained`` first, any other modality after them, alphabetically): ``modality``, ``id``,
+    ``images`` (of that modality), the criterion's column ``by``, its ``median`` over the
+    modality, ``height`` and ``width``."""
+    import pandas as pd
+    df = index.copy()
+    if by not in df or df[by].isna().all():
+        by = "pixels"
+        df[by] = df["height"] * df["width"]
+    rows = []
+    mods = [m for m in MODALITY_ORDER if m in set(df["modality"])]
+    mods += sorted(set(df["modality"]) - set(mods))
+    for m in mods:
+        g = df[(df["modality"] == m) & df[by].notna()]
+        if g.empty:
+            continue
+        med = float(g[by].median())
+        tie = (_closest(g["mean_area"], g["mean_area"].median()) if "mean_area" in g
+               and g["mean_area"].notna().all() else np.zeros(len(g)))
+        order = np.lexsort((g["id"].astype(str).to_numpy(), tie, _closest(g[by], med)))
+        best = g.iloc[int(order[0])]
+        rows.append({"modality": m, "id": best["id"], "images": int(len(g)), by: best[by],
+                     "median": med, "height": int(best["height"]),
+                     "width": int(best["width"])})
+    return pd.DataFrame(rows)
+
+
+def examples_by_size(index, quantiles=(0.05, 0.5, 0.95), by: str = "mean_area") -> list[str]:
+    """Images of very different nucleus sizes, by a stated criterion: for each quantile of
+    ``by`` (mean nucleus area per image, over the images that have nuclei) the image whose
+    value is closest to it (ties: the smaller id); each image at most once, smallest nuclei
+    first."""
+    g = index[index[by].notna() & (index[by] > 0)]
+    values = g[by].to_numpy(float)
+    ids = g["id"].astype(str).to_numpy()
+    out: list[str] = []
+    for q in quantiles:
+        target = float(np.quantile(values, q))
+        for k in np.lexsort((ids, _closest(values, target))):
+            if ids[k] not in out:
+                out.append(str(ids[k]))
+                break
     return out

@@ -1,7 +1,10 @@
 """Evaluation: predict a split, post-process, score at native resolution, write the tables.
 
 In: a saved model (or a loaded one), a split (with ground truth for scoring), TTA on/off.
-Out, in an output folder:
+:func:`evaluate` scores a split only when the model never trained or chose its checkpoint on
+it (:func:`check_untouched`; by default the model's test split, :func:`test_split_name`).
+Out, in an output folder (a folder that holds the outputs of another model, split, data set or
+setting is cleared of them first, so they never mix):
 
 - ``probs/<id>.npz``: the probability maps (float16, the precision every path uses), for the
   TTA and post-processing notebooks;
@@ -92,7 +95,7 @@ def predict_split(model, config: dict, source, out_dir, tta: bool = True, ids=No
         p = predict_image(model, config, source.image(sid), tta=tta)
         probs[sid] = p
         if keep_probs:
-            save_probs(out_dir / "probs" / f"{sid}.npz", p)
+            save_probs(out_dir / runs.PROBS / f"{sid}.npz", p)
     return probs
 
 
@@ -151,36 +154,46 @@ def scored_ids(source) -> list[str]:
     return [i for i in source.ids if i in solution]
 
 
-def evaluate(model_path, split: str = "stage1_test", root=None, out_dir=None,
+def evaluate(model_path, split: str | None = None, root=None, out_dir=None,
              tta: bool | None = None, method: str | None = None, progress: bool = True,
-             command: str | None = None) -> dict:
+             command: str | None = None, engine: str | None = None) -> dict:
     """Predict and score a split with ground truth; write everything listed in the module
-    docstring to ``out_dir``. Returns the summary."""
-    from .model import load_model
+    docstring to ``out_dir``. Returns the summary.
+
+    ``split``: None is the model's test split (:func:`test_split_name` of the splits it was
+    trained on). A split the model trained or chose its checkpoint on is refused
+    (ProtocolError, before anything is predicted or written)."""
+    from .model import engine_of, load_model
     t0 = time.time()
+    seen = training_splits(model_path)
+    split = split or test_split_name(seen)
+    check_untouched(split, seen)
     # the data is checked before the model is built, so a data error comes at once
     source = data_mod.open_split(split, root)
     if not source.has_labels():
         raise data_mod.DataError(f"{split}: no ground truth found (needs "
                                  f"{data_mod.SOLUTIONS.get(split)}) - use `nucseg predict`")
     ids = scored_ids(source)
-    model, config = load_model(model_path)
+    model, config = load_model(model_path, engine=engine)
     tta = config.get("tta", True) if tta is None else tta
     method = method or config.get("postprocess", "paper")
     out_dir = Path(out_dir or Path("runs") / "evaluate" / f"{split}{'_tta' if tta else ''}")
+    made_by = {"model_fingerprint": runs.file_fingerprint(model_path), "split": split,
+               "data_fingerprint": (runs.file_fingerprint(source.source)
+                                    if Path(source.source).exists() else None),
+               "tta": bool(tta), "postprocess": method}
+    clear_other_outputs(out_dir, made_by)
     probs = predict_split(model, config, source, out_dir, tta=tta, ids=ids, progress=progress)
     t_pred = time.time() - t0
     labels = postprocess_all(probs, config, method)
-    save_label_dir(labels, out_dir / "labels")
+    save_label_dir(labels, out_dir / runs.LABELS)
     write_submission(labels, out_dir / "submission.csv")
     dataset = data_mod.dataset_name(data_mod.find_data_root(root, split))
     summary = summarize(labels, source, tta, method, split, dataset)
     runs.write_table(summary.pop("per_image"), out_dir / "per_image.csv")
     summary.update({
-        "model": str(model_path), "model_fingerprint": runs.file_fingerprint(model_path),
-        "data_fingerprint": (runs.file_fingerprint(source.source)
-                             if Path(source.source).exists() else None),
-        "unscored_images": len(source.ids) - len(ids),
+        "model": str(model_path), **made_by,
+        "unscored_images": len(source.ids) - len(ids), "engine": engine_of(model),
         "seconds_predict": t_pred, "seconds_total": time.time() - t0,
         "command": command or " ".join(["nucseg"] + sys.argv[1:]),
         "versions": runs.library_versions(), "machine": runs.machine(),
@@ -189,13 +202,56 @@ def evaluate(model_path, split: str = "stage1_test", root=None, out_dir=None,
     return summary
 
 
-def load_prob_dir(folder) -> dict:
-    """{id: probability map} from a ``probs/`` folder written by :func:`predict_split`."""
+def clear_other_outputs(out_dir, made_by: dict) -> list[str]:
+    """Before :func:`evaluate` writes into ``out_dir``: when the folder holds the outputs of
+    another model, split, data set or setting (its ``summary.json`` records them; maps or
+    labels without one are of unknown origin), remove them (probability maps, label images,
+    result tables), so that nothing of theirs mixes with the new ones. Returns the names
+    removed (and says so on stderr)."""
+    out_dir = Path(out_dir)
+    summary = out_dir / "summary.json"
+    if summary.is_file():
+        before = runs.read_json(summary)
+        if all(before.get(k) == v for k, v in made_by.items()):
+            return []
+    removed = []
+    for sub, pattern in ((runs.PROBS, "*.npz"), (runs.LABELS, "*.png")):
+        for f in sorted((out_dir / sub).glob(pattern)):
+            f.unlink()
+            removed.append(f"{sub}/{f.name}")
+        if (out_dir / sub).is_dir() and not any((out_dir / sub).iterdir()):
+            (out_dir / sub).rmdir()
+    for name in runs.RESULT_FILES:
+        if (out_dir / name).is_file():
+            (out_dir / name).unlink()
+            removed.append(name)
+    if removed:
+        print(f"{out_dir}: held the outputs of another model, split or setting; removed "
+              f"{len(removed)} file(s) before writing the new ones", file=sys.stderr)
+    return removed
+
+
+def _select(found: dict, ids, folder, what: str) -> dict:
+    """``found`` restricted to ``ids`` (when given); FileNotFoundError naming the first
+    missing one."""
+    if ids is None:
+        return found
+    missing = [i for i in ids if i not in found]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"{folder}: no {what} for '{missing[0]}'{more} (run the "
+                                f"notebook that writes them again)")
+    return {i: found[i] for i in ids}
+
+
+def load_prob_dir(folder, ids=None) -> dict:
+    """{id: probability map} from a ``probs/`` folder written by :func:`predict_split`: every
+    map, or those of ``ids`` (all of which must be there; others are not read)."""
     folder = Path(folder)
-    files = sorted(folder.glob("*.npz"))
+    files = {f.stem: f for f in sorted(folder.glob("*.npz"))}
     if not files:
         raise FileNotFoundError(f"{folder}: no probability maps (run the TTA notebook first)")
-    return {f.stem: load_probs(f) for f in files}
+    return {i: load_probs(f) for i, f in _select(files, ids, folder, "probability map").items()}
 
 
 def save_label_dir(labels: dict, folder):
@@ -203,12 +259,13 @@ def save_label_dir(labels: dict, folder):
         save_labels_png(Path(folder) / f"{sid}.png", lab)
 
 
-def load_label_dir(folder) -> dict:
+def load_label_dir(folder, ids=None) -> dict:
+    """{id: label image} from a folder of label PNGs: every one, or those of ``ids``."""
     folder = Path(folder)
-    files = sorted(folder.glob("*.png"))
+    files = {f.stem: f for f in sorted(folder.glob("*.png"))}
     if not files:
         raise FileNotFoundError(f"{folder}: no label images (run the post-processing notebook)")
-    return {f.stem: read_labels_png(f) for f in files}
+    return {i: read_labels_png(f) for i, f in _select(files, ids, folder, "label image").items()}
 
 
 def ablation(pred_sets: dict, source) -> "pd.DataFrame":
@@ -273,19 +330,24 @@ def examples_by_score(table, n: int = 3) -> list[str]:
     return [ranked[i] for i in idx]
 
 
-def publish_model(run_dir, dest, split: str = "stage1_test", root=None,
+def publish_model(run_dir, dest, split: str | None = None, root=None,
                   progress: bool = True) -> dict:
     """Copy a finished run's model, history and run.json to ``dest`` (e.g. ``models/cpu``),
-    evaluate the copied model on ``split`` with and without TTA, and write ``results.md`` and
-    ``results.json`` beside it: every number from this one model file, with the commands."""
+    evaluate the copied model on ``split`` (None: its test split; never one it trained on)
+    with and without TTA, and write ``results.md`` and ``results.json`` beside it: every number
+    from this one model file, with the commands."""
     import shutil
-    run_dir, dest = Path(run_dir), Path(dest)
-    info = runs.read_json(run_dir / "run.json")
+    run, dest = runs.RunLayout(run_dir), Path(dest)
+    run_dir = run.root
+    info = runs.read_json(run.run_json)
     if not info.get("completed"):
         raise data_mod.DataError(f"{run_dir}: the training run is not complete "
                                  f"(resume it with `nucseg train --resume --out {run_dir}`)")
+    seen = training_splits(run.model)
+    split = split or test_split_name(seen)
+    check_untouched(split, seen)  # before anything is copied
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("model.npz", "history.csv", "run.json"):
+    for name in (run.MODEL, run.HISTORY, run.RUN_JSON):
         with runs.atomic_path(dest / name) as tmp:
             shutil.copyfile(run_dir / name, tmp)
     from . import calibration
@@ -409,7 +471,7 @@ def training_splits(model_path, profile: dict | None = None) -> list[str]:
     if path.is_file():
         from .model import read_config
         add(read_config(path).get("train_splits"))
-    info = path.parent / "run.json"
+    info = runs.RunLayout(path.parent).run_json
     if info.is_file():
         add(runs.read_json(info).get("profile", {}).get("train_splits"))
     add((profile or {}).get("train_splits"))
@@ -422,7 +484,8 @@ def check_untouched(split: str, train_splits) -> None:
     if split in set(train_splits):
         raise ProtocolError(f"refusing to score {split} as a test set: the model trained or "
                             f"chose its checkpoint on it (training splits: "
-                            f"{' + '.join(train_splits)})")
+                            f"{' + '.join(train_splits)}); its test split is "
+                            f"{test_split_name(train_splits)}")
 
 
 def test_split_name(train_splits) -> str:
@@ -455,7 +518,7 @@ def evaluation_set(model_path, root=None, profile: dict | None = None) -> dict:
         ids = scored_ids(data_mod.open_split(name, root))
         return {"split": name, "ids": ids, "is_test": True, "train_splits": seen,
                 "label": f"{name}, test (untouched by training and checkpoint choice)"}
-    table = Path(model_path).parent / "split.csv"
+    table = runs.RunLayout(Path(model_path).parent).split
     val = pd.read_csv(table, dtype={"id": str}) if table.is_file() else pd.DataFrame()
     val = val[val["subset"] == "val"] if len(val) else val
     for split in ("stage1_test", "stage1_train"):

@@ -29,6 +29,9 @@ NAMES = {
     "eda": "eda_dataset.png",                        # image sizes, modalities, nuclei, sizes
     "samples": "fig3_train_samples.png",             # Fig. 3
     "augmentation": "augmentation_examples.png",
+    "normalisation": "preprocessing_normalisation.png",  # notebook 2: each modality, before/after
+    "colour": "augmentation_colour.png",             # notebook 2: colour jitters of one image
+    "rescaling": "preprocessing_rescaling.png",      # notebook 2: to the standard nucleus size
     "predictions": "fig4_test_predictions.png",      # Fig. 4
     "curves": "fig5_6_training_curves.png",          # Fig. 5-6
     "metrics": "fig7_8_training_metrics.png",        # Fig. 7-8
@@ -190,6 +193,158 @@ def augmentation(patches, path, stamp="", targets=("mask",)):
             axes[1 + t, j].set_title(name if j == 0 else "", fontsize=8)
             axes[1 + t, j].axis("off")
     fig.suptitle("Augmented training patches and their targets", fontsize=10)
+    fig.tight_layout()
+    return save(fig, path, stamp)
+
+
+# --------------------------------------------------------------------------- notebook 02
+def _show_as_is(ax, image, title=""):
+    """An image as the network gets it, clipped to [0, 1] but not stretched (unlike
+    :func:`show_image`), so that changes of brightness and contrast stay visible."""
+    ax.imshow(np.clip(np.asarray(image, np.float32), 0, 1), interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def _histogram(ax, values, edges, lines, title):
+    """The share of values per bin (log scale), with dashed lines at ``lines``."""
+    counts, _ = np.histogram(np.asarray(values, np.float32).ravel(), bins=edges)
+    share = np.maximum(counts / max(counts.sum(), 1), 1e-6)
+    ax.stairs(share, edges, fill=True, color="0.45")
+    ax.set_yscale("log")
+    ax.set_ylim(1e-5, 1.5)
+    ax.set_yticks([1e-4, 1e-2, 1], ["0.01%", "1%", "100%"])  # fixed ticks: log tick finding
+    ax.yaxis.set_minor_locator(_plt().NullLocator())         # is slow and adds nothing here
+    ax.set_xticks(np.linspace(edges[0], edges[-1], 5))
+    for x in lines:
+        ax.axvline(x, color="C3", ls="--", lw=0.9)
+    ax.set_title(title, fontsize=8)
+    ax.tick_params(labelsize=6)
+
+
+def normalisation(examples, path, stamp="", mode="percentile"):
+    """Intensity normalisation (:func:`nucseg_utils.preprocessing.normalize`), one row per
+    example ``(modality, id, raw image)``: the raw image and the normalised one (both shown
+    as they are, clipped to [0, 1]), and the histograms of their values (all channels) before
+    (dashed: the 1st and 99.8th percentiles, mapped to 0 and 1) and after (dashed: 0 and 1)."""
+    from .preprocessing import background_is_bright, normalize
+    n = len(examples)
+    fig, axes = _subplots(n, 4, figsize=(10, 2.5 * n), squeeze=False,
+                          gridspec_kw={"width_ratios": [1, 1, 0.8, 0.8]})
+    for r, (modality, sid, raw) in enumerate(examples):
+        raw = np.asarray(raw, np.float32)
+        out = normalize(raw, mode)
+        inverted = mode == "percentile" and background_is_bright(raw)
+        h, w = raw.shape[:2]
+        _show_as_is(axes[r, 0], raw, f"{modality}: {_short(sid)}, {h}x{w}, raw")
+        _show_as_is(axes[r, 1], out, f"normalised ({mode}), background "
+                                     f"{'inverted' if inverted else 'not inverted'}")
+        lines = np.percentile(raw, [1.0, 99.8]) if mode == "percentile" else ()
+        _histogram(axes[r, 2], raw, np.linspace(0, 1, 65), lines, "values before")
+        _histogram(axes[r, 3], out, np.linspace(-0.5, 1.5, 81), (0.0, 1.0), "values after")
+    fig.suptitle("Intensity normalisation per modality: raw, normalised, histograms",
+                 fontsize=10)
+    fig.tight_layout()
+    return save(fig, path, stamp)
+
+
+def colour_augmentation(image, path, stamp="", seed=0, n=4, mode="percentile", title="",
+                        window=160):
+    """Colour and intensity augmentation of one raw image: the image, its normalised version
+    (what the jitter acts on) and ``n`` seeded jitters of it
+    (:func:`nucseg_utils.augmentation.colour_examples`), all shown as they are, clipped to
+    [0, 1]: what the network sees, before the geometric transform. Only the central
+    ``window`` px are shown (the jitters' noise makes large PNGs)."""
+    from .augmentation import colour_examples
+    from .preprocessing import normalize
+    raw = np.asarray(image, np.float32)
+    h, w = raw.shape[:2]
+    ys, xs = _window(raw.shape, (h / 2, w / 2), window)
+    norm = normalize(raw, mode)[ys, xs]  # normalised as a whole, then cropped
+    raw = raw[ys, xs]
+    jitters = colour_examples(norm, n, seed)
+    cols = int(np.ceil((n + 2) / 2))
+    fig, axes = _subplots(2, cols, figsize=(1.9 * cols, 4.0), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    flat = axes.ravel()
+    _show_as_is(flat[0], raw, title or f"raw ({h}x{w}, centre)")
+    _show_as_is(flat[1], norm, f"normalised ({mode})")
+    for k, x in enumerate(jitters):
+        _show_as_is(flat[2 + k], x, f"jitter {k + 1}: mean {float(np.mean(x)):.2f}")
+    fig.suptitle(f"Colour and intensity augmentation: {n} seeded jitters", fontsize=10)
+    fig.tight_layout()
+    return save(fig, path, stamp)
+
+
+def _window(shape, centre, size):
+    """Row and column slices of a ``size`` window around ``centre``, inside ``shape``."""
+    out = []
+    for c, n in zip(centre, shape[:2]):
+        start = int(np.clip(round(c - size / 2), 0, max(n - size, 0)))
+        out.append(slice(start, start + size))
+    return tuple(out)
+
+
+def _busiest_centre(mask, size):
+    """The centre (row, col) of the ``size`` px window that holds the most foreground
+    (the first such window in raster order; the image's centre when it has none)."""
+    from scipy import ndimage as ndi
+    m = np.asarray(mask, np.float32)
+    if not m.any():
+        return m.shape[0] / 2, m.shape[1] / 2
+    box = ndi.uniform_filter(m, size=size, mode="constant")
+    half = size // 2
+    inner = box[min(half, m.shape[0] // 2):max(m.shape[0] - half, m.shape[0] // 2 + 1),
+                min(half, m.shape[1] // 2):max(m.shape[1] - half, m.shape[1] // 2 + 1)]
+    r, c = np.unravel_index(int(np.argmax(inner)), inner.shape)
+    return r + min(half, m.shape[0] // 2), c + min(half, m.shape[1] // 2)
+
+
+def _scale_bar(ax, length, size):
+    """A white bar ``length`` px long near the lower left of a ``size`` px window, outlined
+    in black so that it shows on bright nuclei too."""
+    from matplotlib import patheffects
+    outline = [patheffects.withStroke(linewidth=3.5, foreground="black")]
+    y = size - 0.08 * size
+    ax.plot([0.06 * size, 0.06 * size + length], [y, y], color="white", lw=2.5,
+            solid_capstyle="butt", path_effects=outline)
+    ax.text(0.06 * size, y - 0.04 * size, f"{length:g} px", color="white", fontsize=7,
+            va="bottom", path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
+
+
+def rescaling(items, factors, path, stamp="", target=None, window=160):
+    """Rescaling to the standard nucleus size (:mod:`nucseg_utils.scale`): for each
+    ``(id, normalised image, labels)`` with its ``factor``, the ``window`` px crop that holds
+    the most nucleus pixels at native scale (top) and a crop of the rescaled image around the
+    same place (bottom), at one pixel scale, so that nucleus sizes can be compared across
+    images. Titles give the median nucleus diameter measured on the labels before and after;
+    the white bar is ``target`` px long."""
+    from .preprocessing import resize_labels
+    from .scale import label_diameter, rescale_image
+    n = len(items)
+    fig, axes = _subplots(2, n, figsize=(3.1 * n, 6.2), squeeze=False)
+    for j, ((sid, img, lab), f) in enumerate(zip(items, factors)):
+        lab = np.asarray(lab)
+        out = rescale_image(img, f)
+        d0 = label_diameter(lab)
+        d1 = label_diameter(resize_labels(lab, out.shape[:2]))
+        centre = _busiest_centre(lab > 0, window)
+        for r, (im, c, title) in enumerate((
+                (img, centre, f"{_short(sid)}: {lab.shape[0]}x{lab.shape[1]}, "
+                              f"d = {d0:.1f} px"),
+                (out, np.multiply(centre, f),
+                 f"x {f:.2f}: {out.shape[0]}x{out.shape[1]}, d = {d1:.1f} px"))):
+            ax = axes[r, j]
+            show_image(ax, np.clip(np.asarray(im)[_window(im.shape, c, window)], 0, 1), title)
+            ax.set_xlim(-0.5, window - 0.5)
+            ax.set_ylim(window - 0.5, -0.5)
+            if target:
+                _scale_bar(ax, target, window)
+    where = (f"~{target:g} px, the white bar" if target else
+             "none in this profile: factors 1")
+    fig.suptitle(f"Rescaling to the standard nucleus size ({where})\n{window}-px windows "
+                 f"at one pixel scale: native (top), rescaled (bottom)", fontsize=10)
     fig.tight_layout()
     return save(fig, path, stamp)
 

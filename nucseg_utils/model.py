@@ -5,6 +5,13 @@ Out: a compiled Keras model; ``predict_probabilities`` turns one normalised imag
 into per-pixel probabilities at that size (padding to a multiple of 32, tiling for large
 images, or the paper's resize to the input size and back).
 
+A loaded model predicts with an *engine* (:func:`attach_engine`): ``openvino`` (Intel's
+OpenVINO runtime, about 1.8x as fast as TensorFlow on this 2-core CPU for the same
+probabilities within 1e-5, measured side by side in ``benchmarks/REPORT.md``) when it is
+installed and TensorFlow sees no GPU, else ``tensorflow``. ``NUCSEG_ENGINE`` or the commands'
+``--engine`` choose one. Training never goes through an engine: it only speeds up prediction
+with fixed weights.
+
 Saved models are one ``.npz`` file: the weights (float16 by default, half the size, with no
 measurable effect on the score) and the JSON config needed to rebuild the network. Training
 checkpoints (:mod:`nucseg_utils.training`) also keep the optimizer state; the model file does
@@ -25,6 +32,9 @@ MODEL_KEYS = ("backbone", "targets", "input_mode", "input_size", "normalization"
               "target_diameter", "scale_limits", "size_probe", "tta")
 
 
+ENGINES = ("auto", "openvino", "tensorflow")
+
+
 class ModelError(Exception):
     """A model file that cannot be used; the message names the file."""
 
@@ -42,9 +52,11 @@ def tf_setup(threads: int | None = None):
     return tf
 
 
-def build_model(profile: dict):
-    """Build the U-Net of a profile (uncompiled)."""
-    tf_setup()
+def build_model(profile: dict, seed: int | None = None):
+    """Build the U-Net of a profile (uncompiled); ``seed`` fixes its random initial weights."""
+    tf = tf_setup()
+    if seed is not None:
+        tf.keras.utils.set_random_seed(int(seed))
     import segmentation_models as sm
     weights = profile.get("encoder_weights")
     try:
@@ -149,8 +161,11 @@ def read_config(path) -> dict:
     return read_model_file(path)[0]
 
 
-def load_model(path):
-    """Rebuild a saved model; returns (model, config). ModelError names the file on failure."""
+def load_model(path, engine: str | None = None):
+    """Rebuild a saved model; returns (model, config). ModelError names the file on failure.
+
+    ``engine`` (default: ``$NUCSEG_ENGINE``, else ``auto``): what runs the forward passes of
+    prediction (:func:`attach_engine`); the Keras model is returned either way."""
     config, weights = read_model_file(path)
     try:
         model = build_model({**config, "encoder_weights": None})
@@ -169,10 +184,71 @@ def load_model(path):
                          f"expected {len(expected)}{'; ' + where if where else ''}); the file "
                          f"is corrupt or of another model")
     model.set_weights(weights)
+    attach_engine(model, engine)
     return model, config
 
 
+def resolve_engine(engine: str | None = None) -> str:
+    """``openvino`` or ``tensorflow`` for ``engine`` (None: ``$NUCSEG_ENGINE`` or ``auto``).
+
+    ``auto`` is OpenVINO when it is installed and TensorFlow sees no GPU (OpenVINO runs on the
+    CPU); ModelError when ``openvino`` is asked for and cannot be imported."""
+    import os
+    engine = (engine or os.environ.get("NUCSEG_ENGINE") or "auto").lower()
+    if engine not in ENGINES:
+        raise ModelError(f"unknown engine '{engine}'; choose from {', '.join(ENGINES)}")
+    if engine == "tensorflow":
+        return engine
+    try:
+        import openvino  # noqa: F401
+    except ImportError as err:
+        if engine == "openvino":
+            raise ModelError(f"the openvino engine was asked for but OpenVINO cannot be "
+                             f"imported ({err}); `pip install openvino` or use "
+                             f"--engine tensorflow") from None
+        return "tensorflow"
+    if engine == "auto" and tf_setup().config.list_physical_devices("GPU"):
+        return "tensorflow"
+    return "openvino"
+
+
+def attach_engine(model, engine: str | None = None) -> str:
+    """Make ``model``'s prediction calls (:func:`predict_probabilities`, :func:`predict_batch`)
+    run on ``engine``; returns the engine used.
+
+    ``openvino`` converts the Keras graph with its current weights once (about 3 s for the
+    ResNet-18 U-Net), for any input size; set the weights before, and attach again after
+    changing them. ``tensorflow`` calls the Keras model eagerly, as training does."""
+    name = resolve_engine(engine)
+    forward = None
+    if name == "openvino":
+        import threading
+
+        import openvino as ov
+        compiled = ov.Core().compile_model(
+            ov.convert_model(model, input=[(-1, -1, -1, model.input_shape[-1])]), "CPU",
+            {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+        request, lock = compiled.create_infer_request(), threading.Lock()
+
+        def forward(batch):
+            with lock:
+                out = request.infer({0: np.ascontiguousarray(batch, np.float32)})
+                return np.array(out[0], np.float32)  # a copy: the request reuses its buffer
+    # bypass Keras' attribute tracking: this is not part of the model's state
+    object.__setattr__(model, "_nucseg_forward", forward)
+    object.__setattr__(model, "_nucseg_engine", name)
+    return name
+
+
+def engine_of(model) -> str:
+    """The engine a model predicts with (``tensorflow`` unless :func:`attach_engine` said)."""
+    return getattr(model, "_nucseg_engine", "tensorflow")
+
+
 def _forward(model, batch: np.ndarray) -> np.ndarray:
+    forward = getattr(model, "_nucseg_forward", None)
+    if forward is not None:
+        return forward(batch)
     return model(batch, training=False).numpy()
 
 

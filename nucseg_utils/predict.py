@@ -17,7 +17,8 @@ and for the whole folder ``summary.csv`` (one row per image; a failed one with i
 ``submission.csv`` (Kaggle's format, from the label PNGs) and ``predict.json`` (the model and
 settings: a rerun with other ones is refused unless ``overwrite``).
 
-Memory holds one image at a time. A rerun skips the images that are done. The inputs are
+Memory holds two images at a time: the network predicts one while a second thread
+post-processes and writes the one before. A rerun skips the images that are done. The inputs are
 checked first from their headers (without decoding the pixels); an image that cannot be used
 (unreadable, a z-stack or time series, too many channels, NaN values) is reported in one line
 naming its file and left out, and the others are still written.
@@ -25,6 +26,8 @@ naming its file and left out, and the others are still written.
 from __future__ import annotations
 
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,25 +214,39 @@ def _one_line(err) -> str:
 
 
 # --------------------------------------------------------------------------- one image
-def segment_image(model, config: dict, image: np.ndarray, tta: bool = True,
-                  method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, labels) of one RGB float image (as :func:`data.to_rgb_float` gives):
-    predicted at its native size (:func:`evaluation.predict_image`) and post-processed as the
-    model's config says (``method`` overrides it)."""
-    prob = evaluation.predict_image(model, config, image, tta)
-    return prob, evaluation.postprocess_one(prob, config, method)
-
-
 def process_image(model, config: dict, source, sid: str, out, formats=FORMATS,
                   tta: bool = True, method: str | None = None, channel: int | None = None,
                   pixel_size: float | None = None) -> dict:
     """Read, segment and write one image (every format, then its done-marker); returns its
     summary row. ``pixel_size`` (micrometres) overrides the one its file records."""
+    job = predict_one(model, config, source, sid, tta, channel, pixel_size)
+    return write_one(job, config, out, formats, method)
+
+
+@dataclass
+class _Job:
+    """One image between the network and the writer: its plane, pixel size and probabilities."""
+    sid: str
+    name: str
+    plane: np.ndarray
+    pixel_size: float | None
+    prob: np.ndarray
+
+
+def predict_one(model, config: dict, source, sid: str, tta: bool = True,
+                channel: int | None = None, pixel_size: float | None = None) -> _Job:
+    """The network's half of :func:`process_image`: read the image and predict it."""
     name = source.image_name(sid)
     with source.image_file(sid) as f:
         plane, recorded = read_plane(f, name, channel)
-    px = pixel_size or recorded
-    _, labels = segment_image(model, config, to_rgb_float(plane, name), tta, method)
+    prob = evaluation.predict_image(model, config, to_rgb_float(plane, name), tta)
+    return _Job(sid, name, plane, pixel_size or recorded, prob)
+
+
+def write_one(job: _Job, config: dict, out, formats=FORMATS, method: str | None = None) -> dict:
+    """The other half: post-process, measure and write every format, then the done-marker."""
+    sid, plane, px = job.sid, job.plane, job.pixel_size
+    labels = evaluation.postprocess_one(job.prob, config, method)
     paths = output_paths(out, sid, formats)
     table = export.measure(labels, plane, px)
     if "labels-png" in paths:
@@ -243,7 +260,8 @@ def process_image(model, config: dict, source, sid: str, out, formats=FORMATS,
     if "measurements" in paths:
         table.insert(0, "image", sid)
         export.write_measurements(paths["measurements"], table)
-    row = {**export.summary_row(sid, table, labels, plane), "pixel_size_um": px, "file": name}
+    row = {**export.summary_row(sid, table, labels, plane), "pixel_size_um": px,
+           "file": job.name}
     runs.write_json(done_marker(out, sid), {"formats": list(formats), "summary": row})
     return row
 
@@ -301,18 +319,43 @@ def predict_folder(model, config: dict, source, out, formats=FORMATS, tta: bool 
     if progress:
         from tqdm.auto import tqdm
         it = tqdm(it, desc=f"predict{' (TTA)' if tta else ''}", unit="img")
-    for sid in it:
-        if not overwrite and is_done(out, sid, formats):
-            skipped.append(sid)
-            continue
+    # the network works on image i+1 while a second thread post-processes and writes image i
+    # (both release the GIL in their heavy parts); at most two images are held at a time
+    writing: deque = deque()
+
+    def finish_oldest():
+        sid, future = writing.popleft()
         try:
-            process_image(model, config, source, sid, out, formats, tta, method, channel,
-                          pixel_size)
+            future.result()
         except DataError as err:
             failed[sid] = _one_line(err)
             log(failed[sid])
-            continue
-        done.append(sid)
+        else:
+            done.append(sid)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nucseg-write") as writer:
+        try:
+            for sid in it:
+                if not overwrite and is_done(out, sid, formats):
+                    skipped.append(sid)
+                    continue
+                try:
+                    job = predict_one(model, config, source, sid, tta, channel, pixel_size)
+                except DataError as err:
+                    failed[sid] = _one_line(err)
+                    log(failed[sid])
+                    continue
+                while writing:  # the previous image's files, before this one's are queued
+                    finish_oldest()
+                writing.append((sid, writer.submit(write_one, job, config, out, formats,
+                                                   method)))
+                del job
+            while writing:
+                finish_oldest()
+        except BaseException:
+            for _, future in writing:  # an interrupt: let the image being written finish
+                future.cancel()
+            raise
     rows = []
     for sid in ids:
         if sid in failed:

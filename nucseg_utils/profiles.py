@@ -248,7 +248,9 @@ def describe(profile: dict):
             v = " + ".join(map(str, v))
         elif v is None:
             v = {"encoder_weights": "none (random)",
-                 "target_diameter": "none (native scale)"}.get(key, "one pass over the data")
+                 "target_diameter": "none (native scale)",
+                 "size_probe": "none (first look at native scale)",
+                 "steps_per_epoch": "one pass over the data"}.get(key, "none")
         rows.append({"parameter": text, "value": str(v)})
         if key == "batch_size" and profile.get("mixed_precision"):
             rows.append({"parameter": "precision",

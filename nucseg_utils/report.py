@@ -2,8 +2,13 @@
 
 In (notebooks): the parameters cell's values (profile, data root, run folder, figures folder,
 seed). :class:`Context` resolves them once: where the data is (falling back to the built-in
-synthetic set, and saying so), the profile, the run folder, where each figure goes and the
-stamp printed on it.
+synthetic set, and saying so), the profile, the run folder (by default one per profile and
+data set, :func:`nucseg_utils.runs.default_run_dir`) and its layout
+(:class:`nucseg_utils.runs.RunLayout`), the model and where its predictions go (under the model
+file's fingerprint), where each figure goes and the stamp printed on it. It records what it
+resolved in the run's ``context.json``; ``run.json`` belongs to training. Under the test suite
+the environment variables of :data:`OVERRIDES` replace parameters (nbval cannot pass any); when
+one changes a value, the notebook prints one line saying so.
 
 In (``nucseg report`` / ``make report``): a profile. :func:`run_all` executes the numbered
 notebooks in order with papermill into ``runs/report-<profile>/``, keeps the executed copies
@@ -55,20 +60,19 @@ class Context:
     """What every notebook needs to know, resolved from its parameters cell."""
     profile_name: str = "smoke"
     data_root: str | None = None
-    run_dir: str = "runs/notebooks"
+    run_dir: str | None = None  # None: runs/notebooks-<profile> (runs.default_run_dir)
     figures_dir: str | None = None
     seed: int = 42
     synthetic: bool = False
     root: Path = field(init=False)
     dataset: str = field(init=False)
     profile: dict = field(init=False)
+    overrides: dict = field(init=False)
+    _said: set = field(init=False, default_factory=set, repr=False)
+    _fingerprint: tuple = field(init=False, default=(), repr=False)
 
     def __post_init__(self):
-        # The test suite runs the notebooks with nbval, which cannot pass parameters: these
-        # variables, when set, override the parameters cell (documented in the README).
-        self.profile_name = os.environ.get("NUCSEG_PROFILE", self.profile_name)
-        self.synthetic = self.synthetic or os.environ.get("NUCSEG_SYNTHETIC") == "1"
-        self.run_dir = os.environ.get("NUCSEG_RUN_DIR", self.run_dir)
+        self.overrides = self._apply_overrides()
         self.profile = profiles.get_profile(self.profile_name, seed=self.seed)
         root = None
         if not self.synthetic:
@@ -88,12 +92,45 @@ class Context:
                   f"the smoke profile runs instead.")
             self.profile_name = "smoke"
             self.profile = profiles.get_profile("smoke", seed=self.seed)
+        if self.run_dir is None:  # one run folder per profile and data set
+            self.run_dir = str(runs.default_run_dir("notebooks", self.profile_name,
+                                                    self.dataset))
         self.run = Path(self.run_dir)
+        self.layout = runs.RunLayout(self.run)
         self.run.mkdir(parents=True, exist_ok=True)
-        self.figures = Path(self.figures_dir) if self.figures_dir else self.run / "figures"
+        self.figures = Path(self.figures_dir) if self.figures_dir else self.layout.figures
         self.figures.mkdir(parents=True, exist_ok=True)
-        runs.update_run_json(self.run, profile=self.profile, seed=self.seed,
-                             dataset=self.dataset, data=str(self.root.resolve()))
+        # what the notebooks resolved; training's provenance (run.json) is training's alone
+        runs.update_record(self.layout.context_json, profile=self.profile, seed=self.seed,
+                           dataset=self.dataset, data=str(self.root.resolve()),
+                           overrides=self.overrides)
+
+    def _apply_overrides(self) -> dict:
+        """The test suite runs the notebooks with nbval, which cannot pass parameters: the
+        variables of :data:`OVERRIDES`, when set, replace the parameters cell's values
+        (conftest.py sets them). Returns {parameter: [cell's value, value used]} for those
+        that change something, and prints one line naming them."""
+        env = os.environ
+        changed = {}
+        if env.get("NUCSEG_PROFILE") and env["NUCSEG_PROFILE"] != self.profile_name:
+            changed["profile"] = [self.profile_name, env["NUCSEG_PROFILE"], "NUCSEG_PROFILE"]
+            self.profile_name = env["NUCSEG_PROFILE"]
+        if env.get("NUCSEG_SYNTHETIC") == "1" and not self.synthetic:
+            changed["synthetic"] = [False, True, "NUCSEG_SYNTHETIC"]
+            self.synthetic = True
+        if env.get("NUCSEG_RUN_DIR") and env["NUCSEG_RUN_DIR"] != self.run_dir:
+            changed["run_dir"] = [self.run_dir, env["NUCSEG_RUN_DIR"], "NUCSEG_RUN_DIR"]
+            self.run_dir = env["NUCSEG_RUN_DIR"]
+        if changed:
+            print("Parameters overridden by the environment (as the test suite does): " +
+                  ", ".join(f"{k} = {a!r} -> {b!r} ({var})" for k, (a, b, var)
+                            in changed.items()))
+        return {k: v[:2] for k, v in changed.items()}
+
+    def _say_once(self, text: str):
+        if text not in self._said:
+            self._said.add(text)
+            print(text)
 
     @property
     def stamp(self) -> str:
@@ -110,14 +147,43 @@ class Context:
 
     def model_file(self) -> Path:
         """The run's model (notebook 3 trains or copies it). When the run folder has none, as
-        when a notebook is opened on its own, the committed cpu model, saying so."""
-        own = self.run / "model.npz"
+        when a notebook is opened on its own, the committed cpu model, saying so (never for
+        the ``paper`` profile: its tables would describe the cpu model)."""
+        own = self.layout.model
         fallback = COMMITTED_MODELS["cpu"] / "model.npz"
         if own.exists() or not fallback.exists():
             return own
-        print(f"This run folder has no model of its own ({own} is made by notebook 3): using "
-              f"the committed cpu model {fallback}.")
+        if self.profile_name == "paper":
+            self._say_once(f"This run folder has no model of its own ({own} is made by "
+                           f"notebook 3 or colab/run_paper_profile.ipynb); the paper profile "
+                           f"does not borrow the committed cpu model.")
+            return own
+        self._say_once(f"This run folder has no model of its own ({own} is made by notebook "
+                       f"3): using the committed cpu model {fallback}.")
         return fallback
+
+    @property
+    def model_fingerprint(self) -> str:
+        """The fingerprint of :meth:`model_file`: the run's predictions and labels are kept
+        under it, so those of another model are never read."""
+        path = self.model_file()
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if not self._fingerprint or self._fingerprint[0] != key:
+            self._fingerprint = (key, runs.file_fingerprint(path))
+        return self._fingerprint[1]
+
+    def predictions(self, tta: bool) -> Path:
+        """Where this model's probability maps go (``predict_split``'s ``out_dir``)."""
+        return self.layout.predictions(self.model_fingerprint, tta)
+
+    def probs(self, tta: bool) -> Path:
+        """This model's probability maps (written by notebook 4)."""
+        return self.layout.probs(self.model_fingerprint, tta)
+
+    def labels(self, method: str | None = None) -> Path:
+        """This model's label images, one folder per post-processing method (notebook 5)."""
+        return self.layout.labels(self.model_fingerprint, method)
 
     @property
     def committed_model(self) -> Path | None:
@@ -137,6 +203,12 @@ class NotebookFailed(RuntimeError):
 KERNEL_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3",
               "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+# The engine that computed the committed cpu model's results (models/cpu/results.md, written by
+# `nucseg publish` with TensorFlow). The real-data cpu report predicts with it, so its tables
+# match results.md to the last digit: OpenVINO's probabilities differ by < 4e-6, which on
+# stage1_test moves 1 of about 4,000 objects (F1 0.7062 instead of 0.7063). Change it when the
+# results are published with another engine; NUCSEG_ENGINE, when set, wins.
+RESULTS_ENGINE = "tensorflow"
 
 
 class _ProgressLine:
@@ -208,7 +280,7 @@ def run_all(profile: str = "cpu", run_dir=None, data_root=None, synthetic: bool 
     as ``figures/``), else nowhere."""
     # Every parameter is passed explicitly: the nbval overrides must not leak into the kernels.
     saved = {k: os.environ.pop(k) for k in OVERRIDES if k in os.environ}
-    kernel_env = {k: os.environ.get(k) for k in KERNEL_ENV}
+    kernel_env = {k: os.environ.get(k) for k in (*KERNEL_ENV, "NUCSEG_ENGINE")}
     os.environ.update(KERNEL_ENV)  # the kernels inherit this process's environment
     try:
         return _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir,
@@ -231,10 +303,11 @@ def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, noteb
         except data_mod.DataError:
             root = None
         real = root is not None and not data_mod.is_synthetic(root)
-        run_dir = REPO / "runs" / (f"report-{profile}" if real else "report-synthetic")
+        run_dir = runs.default_run_dir("report", profile, "DSB2018" if real else "synthetic",
+                                       REPO / "runs")
     run = Path(run_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
-    staging = run / "figures"
+    staging = runs.RunLayout(run).figures
     ctx = Context(profile, data_root, str(run), str(staging), synthetic=synthetic)
     committed = ctx.dataset == "DSB2018" and ctx.profile_name == "cpu"
     if figures_dir is None:  # figures/ holds the committed cpu figures; others go beside them
@@ -250,9 +323,13 @@ def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, noteb
     print(f"nucseg report: profile {profile}, data {ctx.dataset} ({ctx.root}), run {run}")
     if ctx.dataset != "DSB2018":
         print("  SYNTHETIC DATA: every figure says so; figures go to", figures_dir)
+    if committed and not retrain and not os.environ.get("NUCSEG_ENGINE"):
+        os.environ["NUCSEG_ENGINE"] = RESULTS_ENGINE  # the kernels inherit it
+        print(f"  the committed model's results were computed with {RESULTS_ENGINE}: the "
+              f"notebooks predict with it too (NUCSEG_ENGINE overrides)")
     params = {"profile": profile, "data_root": str(ctx.root), "run_dir": str(run),
               "figures_dir": str(staging), "retrain": bool(retrain)}
-    executed = run / "notebooks"
+    executed = ctx.layout.executed
     executed.mkdir(exist_ok=True)
     todo = notebooks or NOTEBOOKS
     t_all = time.time()
@@ -282,8 +359,9 @@ def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, noteb
     if notebooks_out is not None:
         written = write_back(executed, Path(notebooks_out), todo,
                              {str(REPO) + os.sep: "", str(ctx.root): "<data>"})
-    runs.update_run_json(run, notebook_seconds=timings, report_seconds=time.time() - t_all,
-                         command=" ".join(["nucseg"] + sys.argv[1:]) if sys.argv else "")
+    runs.update_record(ctx.layout.context_json, notebook_seconds=timings,
+                       report_seconds=time.time() - t_all,
+                       command=" ".join(["nucseg"] + sys.argv[1:]) if sys.argv else "")
     print(f"all {len(todo)} notebooks ran in {time.time() - t_all:.0f} s; {n} figures and "
           f"tables written to {figures_dir}"
           + (f"; {len(written)} executed notebooks written to {notebooks_out}" if written

@@ -1,17 +1,21 @@
 """Training: data split, the training loop, checkpoints, history, resume.
 
 In: a profile, a data root and a run folder.
-Out, in the run folder: ``model.npz`` (the best epoch by validation loss, float16 weights +
-config), ``checkpoint.npz`` (last epoch, float32 weights + optimizer state, for ``--resume``),
-``history.csv`` (one row per epoch), ``split.csv`` (which image went where), ``train.log`` and
-``run.json`` (profile, seed, versions, data fingerprint, wall time).
+Out, in the run folder (:class:`nucseg_utils.runs.RunLayout`): ``model.npz`` (the best epoch by
+validation loss, float16 weights + config, with the training splits), ``checkpoint.npz`` (last
+epoch, float32 weights + optimizer state, for ``--resume``), ``history.csv`` (one row per
+epoch), ``split.csv`` (which image went where), ``train.log`` and ``run.json`` (profile, seed,
+versions, data fingerprint, wall time). Training is the only writer of ``run.json``.
 
 Every file is written under a temporary name and renamed, so an interrupted run leaves the last
 complete checkpoint behind, and ``resume=True`` continues from it with a continuous history: the
 augmentation stream is a function of (seed, step), so the resumed run sees the batches the
-uninterrupted run would have seen. A run is only resumed with the profile and data it was
-started with (``epochs`` and ``checkpoint_every`` may change); anything else is refused with a
-ModelError.
+uninterrupted run would have seen. A run is only resumed with the profile, seed and data it was
+started with (``epochs`` and ``checkpoint_every`` may change); anything else, or a checkpoint
+whose ``run.json`` does not say what it was trained with, is refused with a ModelError naming
+what differs: it never silently continues. A training that does not resume (no checkpoint, or
+``resume=False``) starts afresh: the previous model, checkpoint and history are removed and
+``run.json`` is written anew, so nothing of an earlier training survives into its record.
 
 Three profile keys serve the paper profile on a Colab T4 (neutral in ``cpu`` and ``smoke``,
 whose training is what it was):
@@ -132,27 +136,49 @@ def load_checkpoint(model, path) -> tuple[int, float]:
 
 
 def check_resume(profile: dict, data_fingerprint: dict, run_dir) -> None:
-    """Refuse to resume a run with other settings or other data than it was started with
-    (only ``epochs`` may change): the history would no longer describe one training."""
+    """Refuse to resume a run with another profile, seed, setting or other data than it was
+    started with (only ``epochs`` and ``checkpoint_every`` may change), or when its
+    ``run.json`` does not record them: the history would no longer describe one training."""
     import json
     from .model import ModelError
     from .profiles import ADDED_KEYS
-    info = Path(run_dir) / "run.json"
-    info = runs.read_json(info) if info.exists() else {}
-    old, new = info.get("profile"), json.loads(json.dumps(profile, default=str))
-    if old:  # a run recorded before a key existed trained with the key's neutral value
-        old = {**ADDED_KEYS, **old}
-        new = {**ADDED_KEYS, **new}
-    changed = sorted(k for k in set(old or {}) | set(new)
-                     if old and k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
-    what = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
-    if info.get("data_fingerprint") not in (None, data_fingerprint):
+    layout = runs.RunLayout(run_dir)
+    info = runs.read_json(layout.run_json) if layout.run_json.exists() else {}
+    if not info.get("profile") or info.get("data_fingerprint") is None:
+        raise ModelError(f"{layout.checkpoint}: {layout.run_json} does not record the profile "
+                         f"and the data this checkpoint was trained with, so resuming it cannot "
+                         f"be checked; train into a new folder (or delete the checkpoint to "
+                         f"train this one from scratch)")
+    # a run recorded before a key existed trained with the key's neutral value
+    old = {**ADDED_KEYS, **info["profile"]}
+    new = {**ADDED_KEYS, **json.loads(json.dumps(profile, default=str))}
+    what = []
+    if old.get("name") != new.get("name"):
+        what.append(f"profile: {old.get('name')!r} -> {new.get('name')!r}")
+    what += [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+             for k in sorted(set(old) | set(new))
+             if k not in RESUMABLE_CHANGES + ("name",) and old.get(k) != new.get(k)]
+    if info["data_fingerprint"] != data_fingerprint:
         what.append(f"data: {info.get('data')} (fingerprint {info['data_fingerprint']}) -> "
                     f"fingerprint {data_fingerprint}")
     if what:
-        raise ModelError(f"{Path(run_dir) / 'checkpoint.npz'}: the run was started with other "
+        raise ModelError(f"{layout.checkpoint}: the run was started with other "
                          f"settings ({'; '.join(what)}); resume with the same ones (only epochs "
                          f"and checkpoint_every may change) or train into a new folder")
+
+
+def start_afresh(run_dir) -> list[str]:
+    """Remove what an earlier training left in ``run_dir`` that a new one would not replace at
+    once (model, checkpoint, history); returns the names removed. ``run.json`` is rewritten by
+    the new training."""
+    layout = runs.RunLayout(run_dir)
+    removed = []
+    for path in (layout.checkpoint, layout.model, layout.history,
+                 layout.history.with_suffix(".md")):
+        if path.exists():
+            path.unlink()
+            removed.append(path.name)
+    return removed
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -176,7 +202,7 @@ def _setup_logging(run_dir: Path, echo: bool = False):
     for h in list(log.handlers):
         if getattr(h, "_nucseg", False):
             log.removeHandler(h)
-    fh = logging.FileHandler(run_dir / "train.log")
+    fh = logging.FileHandler(runs.RunLayout(run_dir).train_log)
     fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     fh._nucseg = True
     log.addHandler(fh)
@@ -304,10 +330,16 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
     root = data_mod.find_data_root(root, profile["train_splits"][0])
     fingerprint = {s: runs.file_fingerprint(p) for s in profile["train_splits"]
                    for p in [Path(data_mod.open_split(s, root).source)] if p.exists()}
-    if resume and (run_dir / "checkpoint.npz").exists():
+    layout = runs.RunLayout(run_dir)
+    resume = resume and layout.checkpoint.exists()
+    if resume:
         check_resume(profile, fingerprint, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     echo = _setup_logging(run_dir, echo=not _isatty(sys.stdout))
+    if not resume:
+        removed = start_afresh(run_dir)
+        log.info("training from scratch%s", f" (removed the previous training's "
+                 f"{', '.join(removed)})" if removed else "")
     try:
         return _train(tf, profile, run_dir, root, fingerprint, resume, progress,
                       stop_after_epoch, sync_to)
@@ -323,8 +355,9 @@ def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after
     seed = int(profile["seed"])
     tf.keras.utils.set_random_seed(seed)
 
+    layout = runs.RunLayout(run_dir)
     table, samples = load_training_data(profile, root, progress=progress)
-    runs.write_table(table, run_dir / "split.csv")
+    runs.write_table(table, layout.split)
     norm = profile["normalization"]
     images = [normalize(s.image, norm) for s in samples]
     labels = [s.labels.astype(np.int32) for s in samples]
@@ -350,19 +383,17 @@ def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after
         from .colab import SYNC_ENV
         sync_to = os.environ.get(SYNC_ENV) or None
 
-    hist_path, ckpt_path = run_dir / "history.csv", run_dir / "checkpoint.npz"
+    hist_path, ckpt_path = layout.history, layout.checkpoint
     start_epoch, best = 0, float("inf")
     history: list[dict] = []
-    if resume and ckpt_path.exists():
+    if resume:  # train() has checked that the checkpoint exists and fits
         start_epoch, best = load_checkpoint(model, ckpt_path)
         if hist_path.exists():
             history = pd.read_csv(hist_path).query("epoch <= @start_epoch").to_dict("records")
         log.info("resumed from epoch %d (best val_loss %.4f)", start_epoch, best)
-    elif resume:
-        log.info("no checkpoint in %s: starting from scratch", run_dir)
 
-    runs.update_run_json(
-        run_dir, profile=profile, seed=seed, data=str(Path(root).resolve()),
+    runs.update_run_json(  # a training that does not resume starts a new record
+        run_dir, fresh=not resume, profile=profile, seed=seed, data=str(Path(root).resolve()),
         dataset=data_mod.dataset_name(root),
         data_fingerprint=fingerprint,
         n_train=int(len(tr)), n_val=int(len(va)), steps_per_epoch=steps, epochs=epochs,
@@ -407,8 +438,10 @@ def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after
         improved = row["val_loss"] < best
         if improved:
             best = row["val_loss"]
-            model_mod.save_model(model, run_dir / "model.npz", profile, epoch=epoch + 1,
-                                 val_loss=best, dataset=data_mod.dataset_name(root))
+            model_mod.save_model(model, layout.model, profile, epoch=epoch + 1,
+                                 val_loss=best, dataset=data_mod.dataset_name(root),
+                                 profile=profile.get("name"),
+                                 train_splits=list(profile["train_splits"]))
         runs.write_table(pd.DataFrame(history), hist_path)
         stopping = (stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
                     and epoch + 1 < epochs)
@@ -438,19 +471,30 @@ def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after
 
 def obtain_model(profile: dict, run_dir, root, committed=None, retrain: bool = False,
                  progress: bool = True):
-    """The model of a run: the committed one (copied into the run folder with its history) when
-    there is one and ``retrain`` is off, else a model trained now. Returns (model path,
-    history DataFrame, how it was obtained)."""
+    """The model of a run: the committed one (copied into the run folder with its history and
+    its training's ``run.json``) when there is one and ``retrain`` is off, else a model trained
+    now (resuming the folder's checkpoint, if any, after :func:`check_resume`). Returns (model
+    path, history DataFrame, how it was obtained). A folder holding a training of its own
+    (``checkpoint.npz``) is not overwritten with the committed model: ModelError."""
     import shutil
 
     import pandas as pd
-    run_dir = Path(run_dir)
+
+    from .model import ModelError
+    layout = runs.RunLayout(run_dir)
     if committed is not None and not retrain:
-        committed = Path(committed)
-        for name in ("model.npz", "history.csv"):
-            with runs.atomic_path(run_dir / name) as tmp:
-                shutil.copyfile(committed / name, tmp)
-        return (run_dir / "model.npz", pd.read_csv(run_dir / "history.csv"),
-                f"committed model {committed}")
+        committed = runs.RunLayout(committed)
+        if layout.checkpoint.exists():
+            raise ModelError(f"{layout.checkpoint}: this run folder holds a training of its own; "
+                             f"retrain = True (`--retrain`) continues it, another run folder "
+                             f"takes the committed model {committed.model}")
+        for name in (layout.MODEL, layout.HISTORY, layout.RUN_JSON, layout.SPLIT):
+            if (committed / name).exists():  # the committed model's own files, or none
+                with runs.atomic_path(layout / name) as tmp:
+                    shutil.copyfile(committed / name, tmp)
+            elif (layout / name).exists():
+                (layout / name).unlink()
+        return (layout.model, pd.read_csv(layout.history),
+                f"committed model {committed.root}")
     hist = train(profile, run_dir, root=root, resume=True, progress=progress)
-    return run_dir / "model.npz", hist, f"trained now ({len(hist)} epochs)"
+    return layout.model, hist, f"trained now ({len(hist)} epochs)"

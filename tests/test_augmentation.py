@@ -83,3 +83,12 @@ def test_prefetch_yields_everything_in_order_and_reraises_errors():
 
     with pytest.raises(ValueError, match="bad batch"):
         list(aug.prefetch(broken()))
+
+
+def test_colour_examples_are_seeded_jitters_of_the_image():
+    img = np.random.default_rng(0).random((16, 20, 3)).astype(np.float32)
+    a, b = aug.colour_examples(img, 4, seed=5), aug.colour_examples(img, 4, seed=5)
+    assert len(a) == 4 and all(x.shape == img.shape for x in a)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], a[1])
+    assert not np.array_equal(a[0], aug.colour_examples(img, 1, seed=6)[0])

@@ -127,8 +127,12 @@ class FakeContext(rb.Context):
     def has_model(self):
         return True
 
-    def model(self):
+    def model(self, engine=None):
         return None, self._config
+
+    @property
+    def engine(self):
+        return "openvino"
 
     def predictions(self):
         if self._preds is None:
@@ -136,13 +140,18 @@ class FakeContext(rb.Context):
             for s in self._samples:
                 mask = ndi.gaussian_filter((s.labels > 0).astype(np.float32), 1.0)
                 probs[s.id] = np.stack([mask, touching_zone(s.labels).astype(np.float32)], -1)
-            self._preds = {"plain": probs, "tta": {k: v * 0.98 for k, v in probs.items()}}
+            tta = {k: v * 0.98 for k, v in probs.items()}
+            # the second engine: the same maps but for float rounding, and twice as fast
+            self._preds = {"plain": probs, "tta": tta,
+                           "native": {"tensorflow": tta,
+                                      "openvino": {k: v + 1e-7 for k, v in tta.items()}}}
             ids = list(probs)
             self.timings.update(
-                load_model=0.5, warmup=0.1, rss_after_predict=100.0,
+                load_model={"openvino": 0.5}, warmup={"openvino": 0.1}, rss_after_predict=100.0,
                 **{k: {i: 0.01 for i in ids} for k in ("read_image", "read_labels",
                                                        "normalize", "predict_plain")},
-                predict_tta={i: 0.08 for i in ids})
+                predict_tta={i: 0.08 for i in ids}, native_tta_tensorflow={i: 0.2 for i in ids},
+                native_tta_openvino={i: 0.1 for i in ids})
         return self._preds
 
 
@@ -170,6 +179,12 @@ def test_sections_on_synthetic_data_and_report(tmp_path):
     dsb = {r["item"]: r["value"] for r in results["quality"].rows
            if r["item"].startswith("DSB native: TTA")}
     assert len(dsb) == 3 and max(dsb.values()) > 0.5
+    # inference: the two engines side by side, the speed-up judged against the target
+    rows = {r["item"]: r["value"] for r in results["inference"].rows}
+    assert rows["native 8-fold TTA: openvino, label images identical to tensorflow's"] == 3
+    assert 0 < rows["native 8-fold TTA: openvino, max abs difference from tensorflow"] < 1e-6
+    (speed,) = [v for v in results["inference"].verdicts if "2x faster" in v["target"]]
+    assert speed["measured"].startswith("2.00x") and speed["verdict"] == "met"
 
     meta = {"command": "python benchmarks/run_benchmarks.py --quick", "date": "today",
             "machine": {"cores": 2, "platform": "test", "processor": "x"}, "cpu": "cpu",

@@ -108,7 +108,7 @@ def fake_model(tmp_path, monkeypatch) -> dict:
     calls = {"predict": 0}
     config = {"tta": True, "postprocess": "cc", "min_size": 10, "threshold": 0.5}
 
-    def load_model(path):
+    def load_model(path, engine=None):
         if not Path(path).is_file():
             raise model.ModelError(f"{path}: no such model file")
         return "stand-in network", dict(config)
@@ -421,6 +421,21 @@ def test_evaluate_on_a_folder_that_is_not_dsb_exits_2(capsys, tmp_path):
     code, _, err = nucseg(capsys, "evaluate", "--model", tmp_path / "no_model.npz", "--data", junk,
                           "--out", tmp_path / "out", "--quiet")
     assert code == 2 and "not a DSB split folder" in err and str(junk / "stage1_test") in err
+
+
+def test_evaluate_refuses_a_split_the_model_trained_on_exits_2(capsys, tmp_path, smoke_data):
+    from nucseg_utils import profiles, runs
+    run = tmp_path / "run"  # a run that trained (and chose its checkpoint) on stage1_test
+    runs.update_run_json(run, profile=profiles.get_profile(
+        "smoke", train_splits=["stage1_train", "stage1_test"]))
+    code, _, err = nucseg(capsys, "evaluate", "--model", run / "model.npz", "--data", smoke_data,
+                          "--split", "stage1_test", "--out", tmp_path / "out", "--quiet")
+    assert code == 2 and "refusing to score stage1_test as a test set" in err
+    assert "stage2_test_final" in err and not (tmp_path / "out").exists()
+    # without --split: the model's test split, which the synthetic set does not have
+    code, _, err = nucseg(capsys, "evaluate", "--model", run / "model.npz", "--data", smoke_data,
+                          "--out", tmp_path / "out", "--quiet")
+    assert code == 2 and "stage2_test_final" in err and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

@@ -350,3 +350,61 @@ def test_read_solution_without_columns_names_the_file(tmp_path):
     path.write_text("Id,Pixels\na,1 2\n")
     with pytest.raises(DataError, match="bad.csv"):
         data.read_solution(path)
+
+
+# --------------------------------------------------------------------------- examples
+def _index():
+    """A small index with known answers: the median of ``nuclei`` per modality and the
+    images closest to it are fixed by hand."""
+    rows = [  # id, modality, nuclei, mean_area, height, width
+        ("f1", "fluorescence", 5, 100.0, 256, 256),
+        ("f2", "fluorescence", 20, 400.0, 256, 256),
+        ("f3", "fluorescence", 21, 150.0, 256, 256),   # 21: the median of 5, 20, 21, 90, 300
+        ("f4", "fluorescence", 90, 50.0, 256, 256),
+        ("f5", "fluorescence", 300, 30.0, 256, 256),
+        ("b1", "brightfield", 10, 250.0, 1024, 1024),  # median count 25: b2 and b3 tie at 5
+        ("b2", "brightfield", 20, 100.0, 1024, 1024),  # away; b3's mean area is closer to
+        ("b3", "brightfield", 30, 300.0, 1024, 1024),  # the median area (275)
+        ("b4", "brightfield", 100, 600.0, 1024, 1024),
+        ("s2", "stained", 40, 500.0, 256, 320),        # median 40; s1 and s2 tie exactly,
+        ("s1", "stained", 40, 500.0, 256, 320),        # the smaller id wins
+        ("s3", "stained", 40, 500.0, 256, 320),
+        ("x1", "phase", 7, 80.0, 100, 100),            # a modality named otherwise
+    ]
+    return pd.DataFrame(rows, columns=["id", "modality", "nuclei", "mean_area", "height",
+                                       "width"])
+
+
+def test_examples_by_modality_picks_the_image_nearest_the_median_count():
+    ex = data.examples_by_modality(_index())
+    assert ex["modality"].tolist() == ["fluorescence", "brightfield", "stained", "phase"]
+    assert ex["id"].tolist() == ["f3", "b3", "s1", "x1"]
+    assert ex["median"].tolist() == [21.0, 25.0, 40.0, 7.0]
+    assert ex["images"].tolist() == [5, 4, 3, 1]
+
+
+def test_examples_by_modality_handles_whatever_modalities_exist_and_no_labels():
+    idx = _index()
+    only = data.examples_by_modality(idx[idx["modality"] == "stained"])
+    assert only["modality"].tolist() == ["stained"] and only["id"].tolist() == ["s1"]
+    no_truth = idx.drop(columns=["nuclei", "mean_area"])  # a test split: image size instead
+    ex = data.examples_by_modality(no_truth)
+    assert "pixels" in ex and ex.set_index("modality").loc["brightfield", "id"] == "b1"
+
+
+def test_examples_by_size_picks_the_images_nearest_the_area_quantiles():
+    idx = _index()
+    assert data.examples_by_size(idx, (0.0, 1.0)) == ["f5", "b4"]   # smallest, largest area
+    assert data.examples_by_size(idx, (0.5,)) == ["b1"]             # the median area, 250
+    assert data.examples_by_size(idx, (0.45,)) == ["f3"]            # 190: 150 (f3) is closest
+    # an image is used once: the next closest stands in for it
+    assert data.examples_by_size(idx, (0.0, 0.0)) == ["f5", "f4"]
+
+
+def test_most_colourful_picks_the_stained_image():
+    grey = np.full((8, 8, 3), 0.5, np.float32)
+    purple = np.tile(np.array([0.5, 0.2, 0.6], np.float32), (8, 8, 1))
+    assert data.colourfulness(grey) == 0.0
+    assert data.modality_of(purple) == "stained" and data.colourfulness(purple) > 0.04
+    assert data.most_colourful({"a": grey, "b": purple, "c": grey}) == "b"
+    assert data.most_colourful({"b": grey, "a": grey}) == "a"

@@ -66,6 +66,55 @@ def test_the_training_splits_of_the_run_json_beside_the_model_count_too(tmp_path
     assert set(seen) == {"stage1_train", "stage1_test"}
 
 
+def _model_file(path, **config):
+    """A model file as far as the protocol reads it: its config (no weights)."""
+    import json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, config=np.array(json.dumps({"backbone": "resnet18", "targets": ["mask"],
+                                               **config})))
+    return path
+
+
+def test_evaluate_refuses_a_split_the_run_trained_on_before_writing_anything(tmp_path,
+                                                                             syn_root):
+    # the paper's protocol in smoke: the run trained (and chose its checkpoint) on stage1_test
+    model, _ = _run_folder(tmp_path / "run", syn_root, ["stage1_train", "stage1_test"])
+    with pytest.raises(evaluation.ProtocolError) as err:
+        evaluation.evaluate(model, "stage1_test", root=syn_root, out_dir=tmp_path / "out",
+                            progress=False)
+    assert "refusing to score stage1_test" in str(err.value)
+    assert "its test split is stage2_test_final" in str(err.value)
+    assert not (tmp_path / "out").exists()
+    # by default the model's own test split, which this data set does not have
+    with pytest.raises(evaluation.data_mod.DataError, match="stage2_test_final"):
+        evaluation.evaluate(model, root=syn_root, out_dir=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_training_splits_recorded_in_the_model_file_are_enough(tmp_path, syn_root):
+    # a model copied without its run folder still carries what it trained on
+    model = _model_file(tmp_path / "alone" / "model.npz",
+                        train_splits=["stage1_train", "stage1_test"])
+    assert evaluation.training_splits(model) == ["stage1_train", "stage1_test"]
+    with pytest.raises(evaluation.ProtocolError, match="refusing to score stage1_test"):
+        evaluation.evaluate(model, "stage1_test", root=syn_root, out_dir=tmp_path / "out",
+                            progress=False)
+    seen = evaluation.training_splits(_model_file(tmp_path / "cpu" / "model.npz",
+                                                  train_splits=["stage1_train"]))
+    assert evaluation.test_split_name(seen) == "stage1_test"
+
+
+def test_publish_refuses_a_split_the_run_trained_on_before_copying(tmp_path, syn_root):
+    run = tmp_path / "run"
+    _run_folder(run, syn_root, ["stage1_train", "stage1_test"])
+    runs.update_run_json(run, completed=True)
+    _model_file(run / "model.npz")
+    with pytest.raises(evaluation.ProtocolError, match="refusing to score stage1_test"):
+        evaluation.publish_model(run, tmp_path / "published", "stage1_test", syn_root,
+                                 progress=False)
+    assert not (tmp_path / "published").exists()
+
+
 def test_object_errors_classify_matched_missed_false_merged_and_split():
     t = np.zeros((30, 60), np.int32)
     t[2:8, 2:8], t[2:8, 8:14] = 1, 2            # two touching nuclei ...

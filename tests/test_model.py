@@ -59,3 +59,34 @@ def test_profile_overrides_apply_none_and_reject_unknown_keys():
     assert profiles.get_profile("cpu", epochs=3)["epochs"] == 3
     with pytest.raises(profiles.ProfileError, match="unknown profile parameter 'epoch'"):
         profiles.get_profile("cpu", epoch=3)
+
+
+def test_the_openvino_engine_gives_tensorflows_probabilities_with_tta(tmp_path):
+    from nucseg_utils import tta
+    prof = profiles.get_profile("smoke")
+    path = model.save_model(model.build_model(prof), tmp_path / "m.npz", prof)
+    tf_net, config = model.load_model(path, engine="tensorflow")
+    ov_net, _ = model.load_model(path, engine="openvino")
+    assert (model.engine_of(tf_net), model.engine_of(ov_net)) == ("tensorflow", "openvino")
+    rng = np.random.default_rng(0)
+    for shape in [(64, 96, 3), (70, 45, 3)]:  # any size: padded to a multiple of 32
+        img = rng.random(shape).astype(np.float32)
+        ref = tta.predict(tf_net, img, config)
+        got = tta.predict(ov_net, img, config)
+        assert got.shape == ref.shape == shape[:2] + (2,)
+        assert np.abs(got - ref).max() < 1e-5 and ref.std() > 0
+
+
+def test_engine_choice_env_variable_unknown_names_and_a_missing_openvino(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setenv("NUCSEG_ENGINE", "tensorflow")
+    assert model.resolve_engine() == "tensorflow"
+    assert model.resolve_engine("openvino") == "openvino"  # the argument wins
+    monkeypatch.delenv("NUCSEG_ENGINE")
+    assert model.resolve_engine() == "openvino"  # auto on a CPU with OpenVINO installed
+    with pytest.raises(model.ModelError, match="unknown engine 'onnx'"):
+        model.resolve_engine("onnx")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    assert model.resolve_engine("auto") == "tensorflow"
+    with pytest.raises(model.ModelError, match="cannot be imported.*--engine tensorflow"):
+        model.resolve_engine("openvino")

@@ -176,3 +176,26 @@ def test_only_the_cpu_profile_on_real_data_refreshes_figures(tmp_path, monkeypat
                           notebooks=["01_eda.ipynb"], runner=runner) == 0
     assert (tmp_path / "figures" / "smoke" / "fig.png").exists()
     assert not (tmp_path / "figures" / "fig.png").exists()
+
+
+def test_the_committed_report_predicts_with_the_engine_of_the_committed_results(
+        tmp_path, monkeypatch, real_data):
+    import os
+    import shutil
+    seen = {}
+
+    def runner(nb, out, params, cwd):
+        seen[params["profile"]] = os.environ.get("NUCSEG_ENGINE")
+        shutil.copy(nb, out)  # "executed" as it is
+
+    monkeypatch.setattr(report, "REPO", tmp_path)
+    monkeypatch.delenv("NUCSEG_ENGINE", raising=False)
+    for profile in ("cpu", "smoke"):
+        report.run_all(profile, run_dir=tmp_path / profile, data_root=real_data,
+                       notebooks=["01_eda.ipynb"], runner=runner)
+    assert seen == {"cpu": report.RESULTS_ENGINE, "smoke": None}
+    assert "NUCSEG_ENGINE" not in os.environ  # restored after the run
+    monkeypatch.setenv("NUCSEG_ENGINE", "openvino")  # the user's choice wins
+    report.run_all("cpu", run_dir=tmp_path / "cpu", data_root=real_data,
+                   notebooks=["01_eda.ipynb"], runner=runner)
+    assert seen["cpu"] == "openvino"

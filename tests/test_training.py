@@ -53,6 +53,65 @@ def test_a_run_recorded_before_the_new_keys_still_resumes(tmp_path):
                               tmp_path)
 
 
+# --------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("what, change, message", [
+    ("seed", dict(seed=7), "seed: 42 -> 7"),
+    ("profile", dict(profile="cpu"), "profile: 'smoke' -> 'cpu'"),
+    ("data", dict(fingerprint={"stage1_train": "other"}), "data: "),
+])
+def test_resuming_with_another_seed_profile_or_data_is_refused(tmp_path, what, change,
+                                                              message):
+    started = profiles.get_profile("smoke")
+    runs.update_run_json(tmp_path, profile=started, seed=42, data="/data",
+                         data_fingerprint={"stage1_train": "abc"})
+    before = (tmp_path / "run.json").read_bytes()
+    prof = profiles.get_profile(change.get("profile", "smoke"), seed=change.get("seed", 42))
+    with pytest.raises(ModelError) as err:
+        training.check_resume(prof, change.get("fingerprint", {"stage1_train": "abc"}),
+                              tmp_path)
+    assert message in str(err.value) and str(tmp_path / "checkpoint.npz") in str(err.value)
+    assert "train into a new folder" in str(err.value)
+    assert (tmp_path / "run.json").read_bytes() == before
+    training.check_resume(started, {"stage1_train": "abc"}, tmp_path)  # the same: resumes
+
+
+def test_a_checkpoint_without_a_training_record_is_not_resumed(tmp_path):
+    prof = profiles.get_profile("smoke")
+    with pytest.raises(ModelError, match="cannot be checked"):
+        training.check_resume(prof, {"x": 1}, tmp_path)  # no run.json at all
+    runs.update_record(tmp_path / "run.json", seed=42)  # e.g. written by something else
+    with pytest.raises(ModelError, match="does not record the profile"):
+        training.check_resume(prof, {"x": 1}, tmp_path)
+
+
+def test_a_training_that_does_not_resume_starts_a_new_record(tmp_path):
+    runs.update_run_json(tmp_path, profile={"name": "cpu"}, completed=True, best_epoch=9)
+    for name in ("model.npz", "checkpoint.npz", "history.csv", "history.md", "train.log"):
+        (tmp_path / name).write_bytes(b"an earlier training")
+    assert sorted(training.start_afresh(tmp_path)) == ["checkpoint.npz", "history.csv",
+                                                       "history.md", "model.npz"]
+    assert (tmp_path / "train.log").exists()  # the log goes on
+    info = runs.update_run_json(tmp_path, fresh=True, profile={"name": "smoke"})
+    assert "completed" not in info and "best_epoch" not in info
+    assert runs.read_json(tmp_path / "run.json") == info
+
+
+@pytest.mark.slow
+def test_training_from_scratch_over_an_old_run_keeps_nothing_of_it(tmp_path, smoke_run,
+                                                                   smoke_data, smoke_profile):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    runs.update_run_json(run, stale="from the earlier training")
+    training.train(smoke_profile, run, root=smoke_data, progress=False, stop_after_epoch=1)
+    info = runs.read_json(run / "run.json")
+    assert "stale" not in info and info.get("completed") is False
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [1]
+    config = model.read_config(run / "model.npz")
+    assert config["train_splits"] == ["stage1_train"] and config["profile"] == "smoke"
+    with np.load(run / "checkpoint.npz") as z:
+        assert int(z["epoch"]) == 1
+
+
 # --------------------------------------------------------------------------- accumulation
 def _tiny(optimizer: str):
     import tensorflow as tf
