@@ -214,15 +214,6 @@ def _one_line(err) -> str:
 
 
 # --------------------------------------------------------------------------- one image
-def process_image(model, config: dict, source, sid: str, out, formats=FORMATS,
-                  tta: bool = True, method: str | None = None, channel: int | None = None,
-                  pixel_size: float | None = None) -> dict:
-    """Read, segment and write one image (every format, then its done-marker); returns its
-    summary row. ``pixel_size`` (micrometres) overrides the one its file records."""
-    job = predict_one(model, config, source, sid, tta, channel, pixel_size)
-    return write_one(job, config, out, formats, method)
-
-
 @dataclass
 class _Job:
     """One image between the network and the writer: its plane, pixel size and probabilities."""
@@ -235,7 +226,8 @@ class _Job:
 
 def predict_one(model, config: dict, source, sid: str, tta: bool = True,
                 channel: int | None = None, pixel_size: float | None = None) -> _Job:
-    """The network's half of :func:`process_image`: read the image and predict it."""
+    """The network's half of segmenting one image: read it and predict it (the other half,
+    :func:`write_one`, runs in the writer thread of :func:`predict_folder`)."""
     name = source.image_name(sid)
     with source.image_file(sid) as f:
         plane, recorded = read_plane(f, name, channel)
@@ -244,7 +236,8 @@ def predict_one(model, config: dict, source, sid: str, tta: bool = True,
 
 
 def write_one(job: _Job, config: dict, out, formats=FORMATS, method: str | None = None) -> dict:
-    """The other half: post-process, measure and write every format, then the done-marker."""
+    """The other half: post-process, measure and write every format, then the done-marker;
+    returns the image's summary row."""
     sid, plane, px = job.sid, job.plane, job.pixel_size
     labels = evaluation.postprocess_one(job.prob, config, method)
     paths = output_paths(out, sid, formats)
