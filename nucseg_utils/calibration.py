@@ -103,9 +103,17 @@ def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
     return chosen, table, predicted
 
 
-def recipe_name(cfg: dict) -> str:
-    """A one-line description of a model's recipe, for the lever table."""
+def recipe_name(cfg: dict, training: dict | None = None) -> str:
+    """A one-line description of a model's recipe, for the lever table; ``training`` (the
+    profile in the run's run.json) adds the network and the length of its training."""
     parts = []
+    if training and training.get("epochs"):
+        from .model import DECODER_FILTERS
+        decoder = training.get("decoder_filters") or DECODER_FILTERS
+        steps = training.get("steps_per_epoch")
+        parts.append(f"{training.get('backbone', cfg.get('backbone'))} U-Net, decoder "
+                     f"{'-'.join(map(str, decoder))}, {training['epochs']} epochs"
+                     + (f" x {steps} steps" if steps else ""))
     if cfg.get("target_diameter"):
         parts.append(f"nuclei rescaled to {cfg['target_diameter']:g} px (training and test)")
         if cfg.get("size_probe"):
@@ -132,7 +140,8 @@ def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, r
     cfg = {**config, **chosen}
     info = runs.read_json(runs.RunLayout(run_dir).run_json)
     train_s = info.get("train_seconds")
-    rows = [{"lever": recipe_name(cfg), "validation_dsb": score_setting(predicted, cfg, {})["dsb"],
+    rows = [{"lever": recipe_name(cfg, info.get("profile")),
+             "validation_dsb": score_setting(predicted, cfg, {})["dsb"],
              "train_seconds": train_s, "chosen": True}]
     t = candidates_table
     if cfg.get("postprocess") != "paper":

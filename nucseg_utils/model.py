@@ -27,12 +27,16 @@ import numpy as np
 from . import runs
 from .preprocessing import pad_to_multiple, resize_image
 
-MODEL_KEYS = ("backbone", "targets", "input_mode", "input_size", "normalization",
-              "postprocess", "min_distance_factor", "min_size", "threshold", "dilation",
-              "target_diameter", "scale_limits", "size_probe", "tta")
+MODEL_KEYS = ("backbone", "decoder_filters", "targets", "input_mode", "input_size",
+              "normalization", "postprocess", "min_distance_factor", "min_size", "threshold",
+              "dilation", "target_diameter", "scale_limits", "size_probe", "tta")
 
 
 ENGINES = ("auto", "openvino", "tensorflow")
+
+# segmentation_models' U-Net decoder: filters of its 5 blocks, deepest first. A model file
+# without ``decoder_filters`` in its config (all before it was a key) has this decoder.
+DECODER_FILTERS = (256, 128, 64, 32, 16)
 
 
 class ModelError(Exception):
@@ -62,7 +66,8 @@ def build_model(profile: dict, seed: int | None = None):
     try:
         return sm.Unet(profile["backbone"], encoder_weights=weights,
                        classes=len(profile["targets"]), activation="sigmoid",
-                       input_shape=(None, None, 3))
+                       input_shape=(None, None, 3),
+                       decoder_filters=tuple(profile.get("decoder_filters") or DECODER_FILTERS))
     except Exception as err:  # noqa: BLE001
         if weights and ("URL" in str(err) or "fetch" in str(err).lower() or
                         "connect" in str(err).lower() or isinstance(err, OSError)):

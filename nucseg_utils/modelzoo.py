@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, runs
+from .model import DECODER_FILTERS
 from .colab import REPO_URL as GIT_REPO  # the one place the repository's address is written
 
 WEIGHT_FORMATS = ("keras_hdf5", "tensorflow_saved_model_bundle")
@@ -491,7 +492,9 @@ def export_package(model_path, out, weights=WEIGHT_FORMATS, overwrite: bool = Fa
                     architecture_type="U-Net",
                     architecture_description=(
                         f"segmentation_models 1.0.1 Unet('{backbone}', classes={len(names)}, "
-                        f"activation='sigmoid'), tf.keras"),
+                        f"activation='sigmoid', decoder_filters="
+                        f"{tuple(config.get('decoder_filters') or DECODER_FILTERS)}), "
+                        f"tf.keras"),
                     modality="light microscopy (fluorescence, brightfield, H&E)",
                     target_structure=["cell nucleus"],
                     task="segmentation (per-pixel probabilities)",

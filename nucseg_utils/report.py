@@ -28,6 +28,7 @@ warning are silenced.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -203,12 +204,26 @@ class NotebookFailed(RuntimeError):
 KERNEL_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3",
               "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
-# The engine that computed the committed cpu model's results (models/cpu/results.md, written by
-# `nucseg publish` with TensorFlow). The real-data cpu report predicts with it, so its tables
-# match results.md to the last digit: OpenVINO's probabilities differ by < 4e-6, which on
-# stage1_test moves 1 of about 4,000 objects (F1 0.7062 instead of 0.7063). Change it when the
-# results are published with another engine; NUCSEG_ENGINE, when set, wins.
-RESULTS_ENGINE = "tensorflow"
+# The engine of results published before `nucseg evaluate` recorded its engine (TensorFlow).
+DEFAULT_RESULTS_ENGINE = "tensorflow"
+
+
+def results_engine(model_dir=None) -> str:
+    """The engine that computed the committed cpu model's results: the ``engine`` that
+    ``nucseg publish`` recorded in ``models/cpu/results.json`` (its TTA evaluation), else
+    :data:`DEFAULT_RESULTS_ENGINE`. The real-data cpu report predicts with it, so its tables
+    match results.md to the last digit: TensorFlow and OpenVINO differ by < 4e-6 in
+    probability, which on stage1_test can move one of about 4,000 objects."""
+    path = Path(model_dir or REPO / "models" / "cpu") / "results.json"
+    try:
+        evaluations = json.loads(path.read_text()).get("evaluations", {})
+    except (OSError, ValueError):
+        return DEFAULT_RESULTS_ENGINE
+    for key in ("tta", "no_tta"):
+        engine = (evaluations.get(key) or {}).get("engine")
+        if engine:
+            return str(engine)
+    return DEFAULT_RESULTS_ENGINE
 
 
 class _ProgressLine:
@@ -324,8 +339,9 @@ def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, noteb
     if ctx.dataset != "DSB2018":
         print("  SYNTHETIC DATA: every figure says so; figures go to", figures_dir)
     if committed and not retrain and not os.environ.get("NUCSEG_ENGINE"):
-        os.environ["NUCSEG_ENGINE"] = RESULTS_ENGINE  # the kernels inherit it
-        print(f"  the committed model's results were computed with {RESULTS_ENGINE}: the "
+        engine = results_engine()
+        os.environ["NUCSEG_ENGINE"] = engine  # the kernels inherit it
+        print(f"  the committed model's results were computed with {engine}: the "
               f"notebooks predict with it too (NUCSEG_ENGINE overrides)")
     params = {"profile": profile, "data_root": str(ctx.root), "run_dir": str(run),
               "figures_dir": str(staging), "retrain": bool(retrain)}

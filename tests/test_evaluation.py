@@ -151,3 +151,37 @@ def test_crowded_window_centres_on_the_touching_cluster():
 def test_worst_images_are_the_lowest_scores():
     table = pd.DataFrame({"id": list("abcd"), "dsb": [0.5, 0.1, 0.9, 0.1]})
     assert evaluation.worst_images(table, 2) == ["b", "d"]
+
+
+def test_publish_writes_every_number_from_the_one_model_it_copies(tmp_path, monkeypatch,
+                                                                  smoke_run, smoke_data):
+    """``nucseg publish`` end to end on the session's smoke run: the calibrated choice goes
+    into the copied model, results.json records the engine the report will predict with, and
+    the lever table's chosen row names the network and the length of its training."""
+    import json
+    import shutil
+
+    from nucseg_utils import model as model_mod
+    from nucseg_utils import report
+    monkeypatch.chdir(tmp_path)  # publish keeps its evaluation outputs under runs/publish
+    run, dest = tmp_path / "run", tmp_path / "models" / "cpu"
+    shutil.copytree(smoke_run, run)
+    res = evaluation.publish_model(run, dest, None, smoke_data, progress=False)
+    assert {p.name for p in dest.iterdir()} >= {"model.npz", "results.json", "results.md",
+                                                "ablation.md", "ablation.csv", "history.csv",
+                                                "run.json"}
+    config, _ = model_mod.read_model_file(dest / "model.npz")
+    chosen = res["postprocessing_choice"]["chosen"]
+    assert {k: config[k] for k in chosen} == chosen
+    fingerprint = runs.file_fingerprint(dest / "model.npz")
+    engines = {e["engine"] for e in res["evaluations"].values()}
+    assert len(engines) == 1 and engines <= set(model_mod.ENGINES) - {"auto"}
+    assert report.results_engine(dest) == engines.pop()
+    saved = json.loads((dest / "results.json").read_text())
+    assert saved["evaluations"]["tta"]["model_fingerprint"] == fingerprint
+    md = (dest / "results.md").read_text()
+    assert f"{res['evaluations']['tta']['native']['dsb']:.4f}" in md
+    first = (dest / "ablation.md").read_text().splitlines()[6]
+    decoder = "-".join(map(str, profiles.get_profile("smoke")["decoder_filters"]))
+    assert first.startswith(f"| `{fingerprint}` | chosen recipe: resnet18 U-Net, decoder "
+                            f"{decoder}, 2 epochs x 2 steps, nuclei rescaled to 20 px")

@@ -178,6 +178,19 @@ def test_only_the_cpu_profile_on_real_data_refreshes_figures(tmp_path, monkeypat
     assert not (tmp_path / "figures" / "fig.png").exists()
 
 
+def test_the_results_engine_is_the_one_publish_recorded(tmp_path):
+    import json
+    assert report.results_engine(tmp_path) == report.DEFAULT_RESULTS_ENGINE  # no results.json
+    (tmp_path / "results.json").write_text("{not json")
+    assert report.results_engine(tmp_path) == report.DEFAULT_RESULTS_ENGINE
+    evaluations = {"tta": {"dsb": 0.3}, "no_tta": {"dsb": 0.2}}  # published before it was kept
+    (tmp_path / "results.json").write_text(json.dumps({"evaluations": evaluations}))
+    assert report.results_engine(tmp_path) == "tensorflow"
+    evaluations["tta"]["engine"] = "openvino"
+    (tmp_path / "results.json").write_text(json.dumps({"evaluations": evaluations}))
+    assert report.results_engine(tmp_path) == "openvino"
+
+
 def test_the_committed_report_predicts_with_the_engine_of_the_committed_results(
         tmp_path, monkeypatch, real_data):
     import os
@@ -193,7 +206,7 @@ def test_the_committed_report_predicts_with_the_engine_of_the_committed_results(
     for profile in ("cpu", "smoke"):
         report.run_all(profile, run_dir=tmp_path / profile, data_root=real_data,
                        notebooks=["01_eda.ipynb"], runner=runner)
-    assert seen == {"cpu": report.RESULTS_ENGINE, "smoke": None}
+    assert seen == {"cpu": report.results_engine(), "smoke": None}
     assert "NUCSEG_ENGINE" not in os.environ  # restored after the run
     monkeypatch.setenv("NUCSEG_ENGINE", "openvino")  # the user's choice wins
     report.run_all("cpu", run_dir=tmp_path / "cpu", data_root=real_data,
