@@ -47,6 +47,27 @@ def test_saved_model_is_float16_and_reloads_to_the_same_predictions(tmp_path):
     assert np.allclose(ref, model.predict_probabilities(net, x[0], config), atol=2e-2)
 
 
+def test_the_decoder_width_is_kept_in_the_model_file_and_old_files_get_the_default(tmp_path):
+    narrow_prof = profiles.get_profile("smoke", decoder_filters=[64, 32, 16, 16, 16])
+    narrow = model.build_model(narrow_prof, seed=0)
+    wide = model.build_model(profiles.get_profile("smoke"), seed=0)
+    assert narrow.count_params() < wide.count_params()
+    path = model.save_model(narrow, tmp_path / "narrow.npz", narrow_prof)
+    loaded, config = model.load_model(path, engine="tensorflow")
+    assert config["decoder_filters"] == [64, 32, 16, 16, 16]
+    assert loaded.count_params() == narrow.count_params()
+    # a file written before the key existed has segmentation_models' default decoder
+    before = {k: v for k, v in model.model_config(profiles.get_profile("smoke")).items()
+              if k != "decoder_filters"}
+    old = model.save_model(wide, tmp_path / "old.npz", before)
+    assert "decoder_filters" not in model.read_model_file(old)[0]
+    assert model.load_model(old, engine="tensorflow")[0].count_params() == wide.count_params()
+    # narrow weights under such a config do not fit, and the message says so
+    with pytest.raises(model.ModelError, match="do not fit"):
+        model.load_model(model.save_model(narrow, tmp_path / "bad.npz", before),
+                         engine="tensorflow")
+
+
 def test_resize_mode_predicts_at_the_native_size(tmp_path):
     prof = profiles.get_profile("smoke", input_mode="resize", input_size=64)
     net = model.build_model(prof)
