@@ -227,7 +227,7 @@ def normalisation(examples, path, stamp="", mode="percentile"):
     example ``(modality, id, raw image)``: the raw image and the normalised one (both shown
     as they are, clipped to [0, 1]), and the histograms of their values (all channels) before
     (dashed: the 1st and 99.8th percentiles, mapped to 0 and 1) and after (dashed: 0 and 1)."""
-    from .preprocessing import background_is_bright, normalize
+    from .preprocessing import CLIP, PERCENTILES, background_is_bright, normalize
     n = len(examples)
     fig, axes = _subplots(n, 4, figsize=(10, 2.5 * n), squeeze=False,
                           gridspec_kw={"width_ratios": [1, 1, 0.8, 0.8]})
@@ -239,9 +239,9 @@ def normalisation(examples, path, stamp="", mode="percentile"):
         _show_as_is(axes[r, 0], raw, f"{modality}: {_short(sid)}, {h}x{w}, raw")
         _show_as_is(axes[r, 1], out, f"normalised ({mode}), background "
                                      f"{'inverted' if inverted else 'not inverted'}")
-        lines = np.percentile(raw, [1.0, 99.8]) if mode == "percentile" else ()
+        lines = np.percentile(raw, PERCENTILES) if mode == "percentile" else ()
         _histogram(axes[r, 2], raw, np.linspace(0, 1, 65), lines, "values before")
-        _histogram(axes[r, 3], out, np.linspace(-0.5, 1.5, 81), (0.0, 1.0), "values after")
+        _histogram(axes[r, 3], out, np.linspace(*CLIP, 81), (0.0, 1.0), "values after")
     fig.suptitle("Intensity normalisation per modality: raw, normalised, histograms",
                  fontsize=10)
     fig.tight_layout()

@@ -45,12 +45,11 @@ import numpy as np
 
 from . import __version__, runs
 from .model import DECODER_FILTERS
+from .preprocessing import CLIP, PERCENTILES  # what normalize does, described in rdf.yaml
 from .colab import REPO_URL as GIT_REPO  # the one place the repository's address is written
 
 WEIGHT_FORMATS = ("keras_hdf5", "tensorflow_saved_model_bundle")
 INPUT_ID, OUTPUT_ID = "raw", "probabilities"
-PERCENTILES = (1.0, 99.8)   # nucseg_utils.preprocessing.normalize's defaults (1st, 99.8th)
-CLIP = (-0.5, 1.5)          # ... and its clip
 MIN_SIZE, STEP, HALO = 96, 32, 32  # input sizes 96 + 32 n; 32 px each side to drop when tiling
 TEST_SIZE = 256
 CHANNEL_NAMES = {"mask": "nucleus", "touching": "touching_zone"}

@@ -12,8 +12,14 @@ import numpy as np
 from scipy import ndimage as ndi
 
 
-def normalize(image: np.ndarray, mode: str = "percentile", low: float = 1.0,
-              high: float = 99.8) -> np.ndarray:
+# percentile normalisation: the percentiles mapped to 0 and 1, and the range kept after it
+# (the model-zoo export and the figures of notebook 2 describe these same values)
+PERCENTILES = (1.0, 99.8)
+CLIP = (-0.5, 1.5)
+
+
+def normalize(image: np.ndarray, mode: str = "percentile", low: float = PERCENTILES[0],
+              high: float = PERCENTILES[1]) -> np.ndarray:
     """Normalise one image.
 
     ``unit``: the paper's: values as read, in [0, 1] (8-bit / 255).
@@ -33,7 +39,7 @@ def normalize(image: np.ndarray, mode: str = "percentile", low: float = 1.0,
         out = (img - lo) / (hi - lo)
     if background_is_bright(img):
         out = 1.0 - out
-    return np.clip(out, -0.5, 1.5).astype(np.float32)
+    return np.clip(out, *CLIP).astype(np.float32)
 
 
 def background_is_bright(image: np.ndarray) -> bool:
