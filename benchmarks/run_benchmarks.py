@@ -54,7 +54,7 @@ if str(REPO) not in sys.path:
 
 from nucseg_utils import data as data_mod  # noqa: E402
 from nucseg_utils import metrics, runs  # noqa: E402
-from nucseg_utils.postprocessing import METHODS, postprocess  # noqa: E402
+from nucseg_utils.postprocessing import METHODS  # noqa: E402
 
 SECTIONS = ("metric", "postprocess", "inference", "training", "quality", "streaming")
 TITLES = {
@@ -359,8 +359,8 @@ class Context:
             self.timings.setdefault("load_model", {})[engine] = time.perf_counter() - t0
             # the first call builds the kernels; timed apart from the images
             t0 = time.perf_counter()
-            predict_probabilities(*self._models[engine][:1], np.zeros((64, 64, 3), np.float32),
-                                  self._models[engine][1])
+            model, config = self._models[engine]
+            predict_probabilities(model, np.zeros((64, 64, 3), np.float32), config)
             self.timings.setdefault("warmup", {})[engine] = time.perf_counter() - t0
         return self._models[engine]
 
@@ -382,7 +382,7 @@ class Context:
             samples = self.test_samples(self.sizes["predict_images"])
             model, config = self.model()
             engines = sorted({"tensorflow", self.engine})
-            t = {k: {} for k in ("normalize", "predict_plain", "predict_tta",
+            t = {k: {} for k in ("predict_plain", "predict_tta",
                                  *(f"native_tta_{e}" for e in engines))}
             plain, tta, native = {}, {}, {e: {} for e in engines}
             for i, s in enumerate(samples):
@@ -392,7 +392,6 @@ class Context:
                 tta[s.id] = predict_image(model, config, s.image, tta=True)
                 t2 = time.perf_counter()
                 img = normalize(s.image, config["normalization"])
-                t["normalize"][s.id] = time.perf_counter() - t2
                 t["predict_plain"][s.id], t["predict_tta"][s.id] = t1 - t0, t2 - t1
                 for e in engines:
                     t3 = time.perf_counter()
@@ -694,12 +693,12 @@ def section_inference(ctx: Context) -> Result:
     engines = [base] + [e for e in engines if e != base]
     secs = {e: sum(tm[f"native_tta_{e}"][s] for s in ids) for e in engines}
     side = []
+    ref_labels, _ = ctx.labels("native", own, engine=base)
     for e in engines:
         labels, _ = ctx.labels("native", own, engine=e)
         summary, _ = score_labels(labels, src)
-        diff = max(float(np.abs(preds["native"][e][s] - preds["native"][base][s]).max())
-                   for s in ids)
-        ref_labels, _ = ctx.labels("native", own, engine=base)
+        diff = 0.0 if e == base else max(
+            float(np.abs(preds["native"][e][s] - preds["native"][base][s]).max()) for s in ids)
         same = sum(np.array_equal(labels[s], ref_labels[s]) for s in ids)
         res.add(sec, f"native 8-fold TTA: {e}", secs[e], "s", f"{n} images")
         res.add(sec, f"native 8-fold TTA: {e}, max abs difference from tensorflow", diff, "")

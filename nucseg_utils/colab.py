@@ -402,7 +402,7 @@ def sync_run(local, drive, names=None) -> list[str]:
     if local.resolve() == drive.resolve():
         return []
     if names is None:  # the checkpoint last, as in TRAINING_FILES
-        names = sorted(_run_files(local), key=lambda n: (n == "checkpoint.npz", n))
+        names = sorted(_run_files(local), key=lambda n: (n == RunLayout.CHECKPOINT, n))
     names = [n for n in names if (local / n).is_file()]
     manifest = _read_manifest(local)
     copied = []
@@ -431,7 +431,8 @@ def restore_run(drive, local) -> list[str]:
     local, drive = Path(local), Path(drive)
     if not drive.is_dir() or local.resolve() == drive.resolve():
         return []
-    take_all = (drive / "checkpoint.npz").is_file() and not (local / "checkpoint.npz").is_file()
+    take_all = ((drive / RunLayout.CHECKPOINT).is_file()
+                and not (local / RunLayout.CHECKPOINT).is_file())
     manifest = _read_manifest(local) if not take_all else {}
     restored = []
     for name in _run_files(drive):

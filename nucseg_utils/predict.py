@@ -26,7 +26,6 @@ naming its file and left out, and the others are still written.
 from __future__ import annotations
 
 import sys
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,18 +313,20 @@ def predict_folder(model, config: dict, source, out, formats=FORMATS, tta: bool 
         it = tqdm(it, desc=f"predict{' (TTA)' if tta else ''}", unit="img")
     # the network works on image i+1 while a second thread post-processes and writes image i
     # (both release the GIL in their heavy parts); at most two images are held at a time
-    writing: deque = deque()
+    def fail(sid, err):
+        failed[sid] = _one_line(err)
+        log(failed[sid])
 
-    def finish_oldest():
-        sid, future = writing.popleft()
+    def finish(writing):
+        sid, future = writing
         try:
             future.result()
         except DataError as err:
-            failed[sid] = _one_line(err)
-            log(failed[sid])
+            fail(sid, err)
         else:
             done.append(sid)
 
+    writing = None  # (id, future) of the image in the writer thread
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nucseg-write") as writer:
         try:
             for sid in it:
@@ -335,19 +336,17 @@ def predict_folder(model, config: dict, source, out, formats=FORMATS, tta: bool 
                 try:
                     job = predict_one(model, config, source, sid, tta, channel, pixel_size)
                 except DataError as err:
-                    failed[sid] = _one_line(err)
-                    log(failed[sid])
+                    fail(sid, err)
                     continue
-                while writing:  # the previous image's files, before this one's are queued
-                    finish_oldest()
-                writing.append((sid, writer.submit(write_one, job, config, out, formats,
-                                                   method)))
+                if writing:  # the previous image's files, before this one's are queued
+                    finish(writing)
+                writing = (sid, writer.submit(write_one, job, config, out, formats, method))
                 del job
-            while writing:
-                finish_oldest()
+            if writing:
+                finish(writing)
         except BaseException:
-            for _, future in writing:  # an interrupt: let the image being written finish
-                future.cancel()
+            if writing:  # an interrupt: let the image being written finish
+                writing[1].cancel()
             raise
     rows = []
     for sid in ids:

@@ -28,7 +28,6 @@ warning are silenced.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 import shutil
@@ -216,7 +215,7 @@ def results_engine(model_dir=None) -> str:
     probability, which on stage1_test can move one of about 4,000 objects."""
     path = Path(model_dir or REPO / "models" / "cpu") / "results.json"
     try:
-        evaluations = json.loads(path.read_text()).get("evaluations", {})
+        evaluations = runs.read_json(path).get("evaluations", {})
     except (OSError, ValueError):
         return DEFAULT_RESULTS_ENGINE
     for key in ("tta", "no_tta"):

@@ -149,7 +149,7 @@ class FakeContext(rb.Context):
             self.timings.update(
                 load_model={"openvino": 0.5}, warmup={"openvino": 0.1}, rss_after_predict=100.0,
                 **{k: {i: 0.01 for i in ids} for k in ("read_image", "read_labels",
-                                                       "normalize", "predict_plain")},
+                                                       "predict_plain")},
                 predict_tta={i: 0.08 for i in ids}, native_tta_tensorflow={i: 0.2 for i in ids},
                 native_tta_openvino={i: 0.1 for i in ids})
         return self._preds
