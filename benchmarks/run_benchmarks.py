@@ -1032,14 +1032,18 @@ def run_predict(model_path, images, out, *extra, stop_after: int | None = None):
     return proc.returncode, wall, int(found[-1]) / 1024
 
 
-def image_files_digest(out) -> dict:
-    """{relative path: sha256} of every per-image output: not the folder-wide tables, nor
-    the done-markers (they record the input file's path, which differs between folders)."""
-    import hashlib
+def image_files_digest(out, ids=None) -> dict:
+    """{relative path: sha256} of the per-image outputs of images ``ids`` (None: of every
+    image, and any temporary file left beside them): not the folder-wide tables, nor the
+    done-markers (they record the input file's path, which differs between folders)."""
+    from nucseg_utils.predict import output_paths
     out = Path(out)
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*"))
-            if p.is_file() and p.parent != out and p.parent.name != "done"}
+    if ids is None:
+        files = [p for p in sorted(out.rglob("*"))
+                 if p.is_file() and p.parent != out and p.parent.name != "done"]
+    else:
+        files = [p for sid in ids for p in output_paths(out, sid).values() if p.exists()]
+    return {str(p.relative_to(out)): runs.file_fingerprint(p) for p in files}
 
 
 def section_streaming(ctx: Context) -> Result:
@@ -1098,8 +1102,7 @@ def section_streaming(ctx: Context) -> Result:
                                      stop_after=max(1, k // 2))
         done_before = len(list((work / "out-part" / "done").glob("*.json")))
         code_res, _, _ = run_predict(ctx.model_path, part, work / "out-part")
-        ref = {p: d for p, d in image_files_digest(work / "out-all").items()
-               if any(f"img{i:03d}." in p for i in range(k))}
+        ref = image_files_digest(work / "out-all", [f"img{i:03d}" for i in range(k)])
         got = image_files_digest(work / "out-part")
         same = got == ref
         leftovers = [p for p in got if ".tmp" in p]

@@ -37,7 +37,7 @@ def estimates(net, config, image) -> dict:
     out = {"net": steps["passes"][-1]["diameter"]}
     for s in PROBES:
         p = tta.predict(net, scale.rescale_image(img, s), config, tta=False)
-        out[f"probe_{s:g}"] = scale.estimate_diameter(p[..., 0] > config.get("threshold", 0.5)) / s
+        out[f"probe_{s:g}"] = scale.estimate_diameter(p[..., 0] > scale.SIZE_THRESHOLD) / s
     grey = img.mean(axis=-1)
     fg = ndi.binary_fill_holes(grey > threshold_otsu(grey)) if np.ptp(grey) > 0 else grey > 1
     out["otsu"] = scale.estimate_diameter(fg)

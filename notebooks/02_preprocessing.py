@@ -49,6 +49,7 @@ run_dir = None            # None: runs/notebooks-<profile>, one per profile and 
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
 seed = 42
 retrain = False           # True: train even where a committed model exists
+stain_example = 0.3       # stain jitters shown at this strength when the profile has none
 
 # %%
 import numpy as np
@@ -94,13 +95,22 @@ figures.normalisation([(m, sid, img) for m, (sid, img) in raw.items()],
 # (`augmentation.colour_jitter`: channel shuffle, grey, per-channel gain, gamma, contrast,
 # brightness, sometimes blur and noise). This is what the network sees before the geometric
 # transform, in profiles with `colour` augmentation (not the paper's).
+#
+# The last row shows an option that was tried and measured, not the `cpu` profile's: stain
+# augmentation of the stained-tissue images, before the colour jitter (`nucseg train --stain
+# 0.3`, `augmentation.stain_jitter`; shown un-inverted): colour deconvolution into
+# haematoxylin, eosin and DAB, each stain's amount scaled and shifted, mixed back. Training
+# has one kind of stained tissue; this stands in for slides stained more or less strongly,
+# or pinker, elsewhere. Its validation score is in `models/cpu/ablation.md`.
 
 # %%
 colour_id = raw[data.most_colourful({m: img for m, (_, img) in raw.items()})][0]
+stain = prof["augmentation"].get("stain", 0.0)
 print(f"colour augmentation of {colour_id[:8]}, colour augmentation in this profile: "
-      f"{prof['augmentation'].get('colour', False)}")
+      f"{prof['augmentation'].get('colour', False)}, stain augmentation: {stain or 'none'} "
+      f"(shown at {stain or stain_example:g})")
 figures.colour_augmentation(train.image(colour_id), ctx.figure("colour"), ctx.stamp, seed,
-                            n=4, mode=prof["normalization"])
+                            n=4, mode=prof["normalization"], stain=stain or stain_example)
 
 # %% [markdown]
 # ## Rescaling to the standard nucleus size

@@ -83,6 +83,26 @@ def colour_jitter(rng, img: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
+def stain_jitter(rng, img: np.ndarray, strength: float) -> np.ndarray:
+    """Stain augmentation of a normalised stained-tissue patch (:func:`normalize` inverted it,
+    so its nuclei are bright): the patch is turned back into absorbances (optical density,
+    ``-log`` of the un-inverted intensities) and unmixed into haematoxylin, eosin and DAB with
+    scikit-image's colour-deconvolution matrices (Ruifrok and Johnston); each stain's amount is
+    scaled by a factor in [1 - s, 1 + s] and shifted by up to s (in optical density: after
+    normalisation the background holds about 0 and the nuclei' haematoxylin about 1), then
+    mixed back; values that normalisation left beyond [0, 1] keep their excess. Tissue
+    stained more or less strongly, or with more eosin, than the training images (after
+    Tellez et al. 2019's HED augmentation). Linear both ways, so ``strength`` 0 returns the
+    patch."""
+    from skimage.color import hed_from_rgb, rgb_from_hed
+    inside = np.clip(img, 0.0, 0.999)  # normalised values beyond [0, 1] are kept as offsets
+    stains = -np.log(1.0 - inside) @ hed_from_rgb
+    stains = stains * rng.uniform(1 - strength, 1 + strength, 3) + \
+        rng.uniform(-strength, strength, 3)
+    rgb = np.exp(-np.clip(stains @ rgb_from_hed, 0, None))
+    return (1.0 - rgb + (img - inside)).astype(np.float32)
+
+
 def colour_examples(image: np.ndarray, n: int = 6, seed: int = 0) -> list[np.ndarray]:
     """``n`` colour/intensity jitters (:func:`colour_jitter`) of one normalised image, the
     k-th drawn with the generator seeded by ``(seed, k)``: the same call gives the same
@@ -90,14 +110,23 @@ def colour_examples(image: np.ndarray, n: int = 6, seed: int = 0) -> list[np.nda
     return [colour_jitter(np.random.default_rng([seed, k]), image) for k in range(n)]
 
 
+def stain_examples(image: np.ndarray, strength: float, n: int = 4,
+                   seed: int = 0) -> list[np.ndarray]:
+    """``n`` stain jitters (:func:`stain_jitter`) of one normalised stained-tissue image,
+    seeded as :func:`colour_examples` (for the figure of notebook 02)."""
+    return [stain_jitter(np.random.default_rng([seed, k]), image, strength) for k in range(n)]
+
+
 def sample_patch(rng, image, labels, profile: dict, augment: bool = True, centre=None,
-                 scale: float = 1.0):
+                 scale: float = 1.0, stained: bool = False):
     """One augmented (image, label) patch of size input_size; ``scale`` as in :func:`_affine`
-    (an image to be shrunk should be pre-filtered with :func:`nucseg_utils.scale.antialias`)."""
+    (an image to be shrunk should be pre-filtered with :func:`nucseg_utils.scale.antialias`);
+    a ``stained`` image also gets the profile's ``stain`` augmentation (:func:`stain_jitter`)."""
     aug = profile["augmentation"]
     if not augment:
         aug = {**aug, "rotation": 0.0, "shear": 0.0, "zoom": 0.0, "shift": 0.0,
-               "hflip": False, "vflip": False, "dihedral": False, "colour": False}
+               "hflip": False, "vflip": False, "dihedral": False, "colour": False,
+               "stain": 0.0}
     size = profile["input_size"]
     matrix, offset = _affine(rng, aug, size, labels.shape, profile["input_mode"], centre,
                              scale)
@@ -105,6 +134,8 @@ def sample_patch(rng, image, labels, profile: dict, augment: bool = True, centre
     if aug.get("dihedral"):
         k = int(rng.integers(4))
         img, lab = np.rot90(img, k), np.rot90(lab, k)
+    if stained and aug.get("stain"):
+        img = stain_jitter(rng, img, aug["stain"])
     if aug.get("colour"):
         img = colour_jitter(rng, img)
     return np.ascontiguousarray(img), np.ascontiguousarray(lab)
@@ -116,10 +147,11 @@ class PatchSampler:
     ``weights`` (one per image) sets how often each image is drawn; :func:`modality_weights`
     makes rare imaging modalities more frequent. With a ``target_diameter`` in the profile,
     each image is magnified by its factor to the standard nucleus size
-    (:func:`image_scales`), and images to be shrunk are pre-filtered once here.
+    (:func:`image_scales`), and images to be shrunk are pre-filtered once here. ``stained``
+    (one bool per image) says which images get the stain augmentation.
     """
 
-    def __init__(self, images, labels, profile: dict, weights=None):
+    def __init__(self, images, labels, profile: dict, weights=None, stained=None):
         from .scale import antialias
         if not images:
             raise ValueError("no training images")
@@ -128,6 +160,7 @@ class PatchSampler:
         self.labels, self.profile = labels, profile
         w = np.ones(len(images)) if weights is None else np.asarray(weights, float)
         self.p = w / w.sum()
+        self.stained = [False] * len(images) if stained is None else [bool(v) for v in stained]
 
     def batch(self, step: int, seed: int | None = None):
         prof = self.profile
@@ -136,7 +169,7 @@ class PatchSampler:
         for _ in range(prof["batch_size"]):
             i = int(rng.choice(len(self.images), p=self.p))
             img, lab = sample_patch(rng, self.images[i], self.labels[i], prof,
-                                    scale=self.scales[i])
+                                    scale=self.scales[i], stained=self.stained[i])
             xs.append(img)
             ys.append(make_targets(lab, prof["targets"]))
         return np.stack(xs), np.stack(ys)

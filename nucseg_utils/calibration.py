@@ -19,7 +19,7 @@ import numpy as np
 from . import data as data_mod
 from . import runs
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)  # 0.7 since both models of 0.3-0.6 chose 0.6, its edge
 DILATIONS = (0, 1)
 MARKER_SPACINGS = (0.5, 0.75, 1.0)
 
@@ -114,6 +114,8 @@ def recipe_name(cfg: dict, training: dict | None = None) -> str:
         parts.append(f"{training.get('backbone', cfg.get('backbone'))} U-Net, decoder "
                      f"{'-'.join(map(str, decoder))}, {training['epochs']} epochs"
                      + (f" x {steps} steps" if steps else ""))
+        if (training.get("augmentation") or {}).get("stain"):
+            parts.append(f"stain augmentation {training['augmentation']['stain']:g}")
     if cfg.get("target_diameter"):
         parts.append(f"nuclei rescaled to {cfg['target_diameter']:g} px (training and test)")
         if cfg.get("size_probe"):

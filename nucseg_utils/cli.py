@@ -7,6 +7,7 @@
     nucseg evaluate [--model MODEL] [--split SPLIT] [--tta/--no-tta] [--out DIR] [--engine E]
     nucseg report --profile cpu|smoke        (run every notebook, refresh figures/)
     nucseg publish --run runs/cpu            (copy a run's model to models/cpu + results)
+                   [--validation-only]       (or only add its validation rows to the levers)
     nucseg synthetic [--out DIR]             (write the built-in synthetic set)
     nucseg export [--model MODEL] [--out FILE.zip] [--weights both|keras_hdf5|...] [--overwrite]
                                              (the model as a BioImage Model Zoo package)
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .profiles import TRAIN_OPTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "models" / "cpu" / "model.npz"
@@ -82,10 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="train from scratch into a run folder that holds a model already")
     p.add_argument("--synthetic", action="store_true", help="train on the built-in synthetic set")
-    for name, typ in (("epochs", int), ("steps-per-epoch", int), ("batch-size", int),
-                      ("input-size", int), ("learning-rate", float), ("seed", int),
-                      ("backbone", str), ("encoder-weights", str)):
-        p.add_argument(f"--{name}", type=typ, help="override the profile's value")
+    for name, typ in TRAIN_OPTIONS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=typ,
+                       help="override the profile's value")
+    p.add_argument("--stain", type=float, help="stain augmentation of the stained-tissue "
+                   "images, its strength (0.3: each stain's amount scaled by up to +-30%%)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     for name, helptext in (("predict", "segment images (a folder, a DSB split folder or zip)"),
@@ -116,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_tta(p)
         p.add_argument("--engine", choices=["auto", "openvino", "tensorflow"],
                        help="what runs the network (default: $NUCSEG_ENGINE, else auto: "
-                            "OpenVINO on a CPU when installed, about 1.8x faster, else "
+                            "OpenVINO on a CPU when installed, 1.4-2x faster, else "
                             "TensorFlow)")
         p.add_argument("--postprocess", choices=["paper", "touching", "cc"],
                        help="post-processing (default: the model's)")
@@ -138,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(REPO / "models" / "cpu"))
     p.add_argument("--split", help="the test split (default: the model's, as for evaluate)")
     p.add_argument("--data")
+    p.add_argument("--validation-only", action="store_true",
+                   help="judge a candidate on the validation images only: add its rows to "
+                        "OUT's lever table, leave OUT's model alone, never touch the test split")
 
     p = sub.add_parser("synthetic", help="write the built-in synthetic nuclei set")
     p.add_argument("--out", help="folder (default: the cache)")
@@ -183,9 +189,11 @@ def cmd_score(a) -> int:
 
 def cmd_train(a) -> int:
     from . import data, profiles, runs, synthetic, training
-    overrides = {k: getattr(a, k) for k in ("epochs", "steps_per_epoch", "batch_size",
-                                            "input_size", "learning_rate", "seed", "backbone")
-                 if getattr(a, k) is not None}  # options not given keep the profile's value
+    overrides = {k: getattr(a, k) for k in profiles.TRAIN_OPTIONS
+                 if k != "encoder_weights" and getattr(a, k) is not None}  # (set below)
+    # options not given keep the profile's value
+    if a.stain is not None:
+        overrides["augmentation"] = {"stain": a.stain}  # merged into the profile's
     prof = profiles.get_profile(a.profile, **overrides)
     if a.encoder_weights is not None:
         prof["encoder_weights"] = None if a.encoder_weights.lower() == "none" \
@@ -280,8 +288,12 @@ def cmd_report(a) -> int:
 
 def cmd_publish(a) -> int:
     from . import evaluation
-    res = evaluation.publish_model(a.run, a.out, a.split, a.data)
-    print((Path(a.out) / "results.md").read_text())
+    res = evaluation.publish_model(a.run, a.out, a.split, a.data,
+                                   validation_only=a.validation_only)
+    if a.validation_only:
+        print((Path(a.out) / "ablation.md").read_text())
+    else:
+        print((Path(a.out) / "results.md").read_text())
     return 0 if res else 1
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_mod
-from . import metrics, runs
+from . import metrics, postprocessing, runs
 from .postprocessing import postprocess
 from .preprocessing import normalize, resize_labels
 
@@ -102,10 +102,9 @@ def predict_split(model, config: dict, source, out_dir, tta: bool = True, ids=No
 def postprocess_one(prob: np.ndarray, config: dict, method: str | None = None) -> np.ndarray:
     """The label image of one probability map, post-processed as the model's config says
     (``method`` overrides its ``postprocess``)."""
-    method = method or config.get("postprocess", "paper")
-    return postprocess(prob, method, config.get("min_distance_factor", 0.5),
-                       config.get("min_size", 10), config.get("threshold", 0.5),
-                       config.get("dilation", 0))
+    pp = postprocessing.settings(config)
+    return postprocess(prob, method or pp["postprocess"], pp["min_distance_factor"],
+                       pp["min_size"], pp["threshold"], pp["dilation"])
 
 
 def postprocess_all(probs: dict, config: dict, method: str | None = None) -> dict:
@@ -330,12 +329,21 @@ def examples_by_score(table, n: int = 3) -> list[str]:
     return [ranked[i] for i in idx]
 
 
+CANDIDATE = "candidate, not published: "  # how a --validation-only row starts
+
+
 def publish_model(run_dir, dest, split: str | None = None, root=None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, validation_only: bool = False) -> dict:
     """Copy a finished run's model, history and run.json to ``dest`` (e.g. ``models/cpu``),
     evaluate the copied model on ``split`` (None: its test split; never one it trained on)
     with and without TTA, and write ``results.md`` and ``results.json`` beside it: every number
-    from this one model file, with the commands."""
+    from this one model file, with the commands.
+
+    ``validation_only``: judge a candidate without touching the test split or ``dest``'s
+    model: its post-processing is chosen and its levers measured on the validation images
+    (a calibrated copy of the model under ``runs/publish/candidate``), and only its rows are
+    added to ``dest``'s lever table, marked as a candidate. Publish it for real once it is
+    chosen (the same model, calibrated the same way, replaces those rows)."""
     import shutil
     run, dest = runs.RunLayout(run_dir), Path(dest)
     run_dir = run.root
@@ -346,18 +354,31 @@ def publish_model(run_dir, dest, split: str | None = None, root=None,
     seen = training_splits(run.model)
     split = split or test_split_name(seen)
     check_untouched(split, seen)  # before anything is copied
-    dest.mkdir(parents=True, exist_ok=True)
+    where = Path("runs") / "publish" / "candidate" if validation_only else dest
+    where.mkdir(parents=True, exist_ok=True)
     for name in (run.MODEL, run.HISTORY, run.RUN_JSON):
-        with runs.atomic_path(dest / name) as tmp:
+        with runs.atomic_path(where / name) as tmp:
             shutil.copyfile(run_dir / name, tmp)
     from . import calibration
     from .model import update_config
     chosen, candidates, predicted = calibration.select_postprocessing(
-        dest / "model.npz", run_dir, root, progress=progress)
-    runs.write_table(candidates, dest / "validation_postprocessing.csv")
-    update_config(dest / "model.npz", **chosen)
-    levers = calibration.lever_rows(dest / "model.npz", run_dir, chosen, candidates, predicted,
+        where / "model.npz", run_dir, root, progress=progress)
+    runs.write_table(candidates, where / "validation_postprocessing.csv")
+    update_config(where / "model.npz", **chosen)
+    levers = calibration.lever_rows(where / "model.npz", run_dir, chosen, candidates, predicted,
                                     root, progress=progress)
+    from .profiles import train_command
+    train_cmd = train_command(info["profile"], run_dir)
+    if validation_only:
+        for row in levers:
+            row.update(lever=CANDIDATE + row["lever"], chosen=False, test_dsb=None)
+        dest.mkdir(parents=True, exist_ok=True)
+        calibration.write_ablation(levers, dest, runs.file_fingerprint(where / "model.npz"),
+                                   f"{train_cmd} && nucseg publish --run {run_dir} --out "
+                                   f"{dest} --validation-only")
+        return {"postprocessing_choice": {"chosen": chosen,
+                                          "candidates": candidates.to_dict("records")},
+                "levers": levers, "train_seconds": info.get("train_seconds")}
     out = {}
     for tta in (True, False):
         out["tta" if tta else "no_tta"] = evaluate(
@@ -371,14 +392,13 @@ def publish_model(run_dir, dest, split: str | None = None, root=None,
         elif row["lever"] == "without TTA":
             row["test_dsb"] = out["no_tta"]["native"]["dsb"]
     calibration.write_ablation(levers, dest, runs.file_fingerprint(dest / "model.npz"),
-                               f"nucseg publish --run {run_dir} --out {dest}")
+                               f"{train_cmd} && nucseg publish --run {run_dir} --out {dest}")
     results = {"train_seconds": info.get("train_seconds"), "best_epoch": info.get("best_epoch"),
                "postprocessing_choice": {"chosen": chosen,
                                          "candidates": candidates.to_dict("records")},
                "levers": levers,
                "profile": info.get("profile", {}).get("name"), "evaluations": out,
-               "train_command": f"nucseg train --profile {info.get('profile', {}).get('name')} "
-                                f"--out {run_dir}"}
+               "train_command": train_cmd}
     runs.write_json(dest / "results.json", results)
     runs.write_text(dest / "results.md", results_markdown(results, split))
     return results
@@ -557,21 +577,38 @@ def most_crowded(source, ids) -> tuple[str, int]:
     return best, counts[best]
 
 
+def densest_centre(mask: np.ndarray, size: int) -> tuple[int, int]:
+    """The centre (row, col) of the ``size`` px window inside the image that holds the most
+    of ``mask`` (the first such window in raster order; the image's centre when the mask is
+    empty). For figures: where to look."""
+    from scipy import ndimage as ndi
+    m = np.asarray(mask, np.float32)
+    if not m.any():
+        return m.shape[0] // 2, m.shape[1] // 2
+    box = ndi.uniform_filter(m, size=size, mode="constant")
+    lo = [min(size // 2, n // 2) for n in m.shape]  # window centres that keep it inside
+    hi = [max(n - size // 2, n // 2 + 1) for n in m.shape]
+    r, c = np.unravel_index(int(np.argmax(box[lo[0]:hi[0], lo[1]:hi[1]])),
+                            (hi[0] - lo[0], hi[1] - lo[1]))
+    return int(r + lo[0]), int(c + lo[1])
+
+
+def window_around(shape, centre, size: int) -> tuple[slice, slice]:
+    """Row and column slices of a ``size`` px window around ``centre``, inside ``shape``."""
+    return tuple(slice(start, start + size) for start in (
+        int(np.clip(round(c - size / 2), 0, max(n - size, 0)))
+        for c, n in zip(centre, shape[:2])))
+
+
 def crowded_window(labels: np.ndarray, size: int = 160) -> tuple[slice, slice]:
     """A ``size`` x ``size`` window of an image around its densest cluster of touching
     nuclei (for figures: seeds and markers stay visible)."""
     from scipy import ndimage as ndi
     lab = np.asarray(labels).astype(np.int64)
-    h, w = lab.shape
     highest = ndi.grey_dilation(lab, size=3)
     lowest = ndi.grey_erosion(np.where(lab > 0, lab, lab.max() + 1), size=3)
     contact = (lab > 0) & (highest != lowest)  # a nucleus pixel next to another nucleus
-    density = ndi.uniform_filter(contact.astype(np.float32), size=min(size, h, w),
-                                 mode="constant")
-    y, x = np.unravel_index(int(np.argmax(density)), density.shape)
-    y0 = int(np.clip(y - size // 2, 0, max(h - size, 0)))
-    x0 = int(np.clip(x - size // 2, 0, max(w - size, 0)))
-    return slice(y0, y0 + size), slice(x0, x0 + size)
+    return window_around(lab.shape, densest_centre(contact, size), size)
 
 
 def worst_images(table, n: int = 3) -> list[str]:

@@ -249,21 +249,27 @@ def normalisation(examples, path, stamp="", mode="percentile"):
 
 
 def colour_augmentation(image, path, stamp="", seed=0, n=4, mode="percentile", title="",
-                        window=160):
+                        window=160, stain=0.0):
     """Colour and intensity augmentation of one raw image: the image, its normalised version
     (what the jitter acts on) and ``n`` seeded jitters of it
     (:func:`nucseg_utils.augmentation.colour_examples`), all shown as they are, clipped to
-    [0, 1]: what the network sees, before the geometric transform. Only the central
-    ``window`` px are shown (the jitters' noise makes large PNGs)."""
-    from .augmentation import colour_examples
+    [0, 1]: what the network sees, before the geometric transform. With a ``stain``
+    strength, a second row of ``n`` seeded stain jitters of the normalised image
+    (:func:`nucseg_utils.augmentation.stain_examples`), shown un-inverted (1 - value) so the
+    stains look as on the slide. Only the central ``window`` px are shown (the jitters' noise
+    makes large PNGs)."""
+    from .augmentation import colour_examples, stain_examples
+    from .evaluation import window_around
     from .preprocessing import normalize
     raw = np.asarray(image, np.float32)
     h, w = raw.shape[:2]
-    ys, xs = _window(raw.shape, (h / 2, w / 2), window)
+    ys, xs = window_around(raw.shape, (h / 2, w / 2), window)
     norm = normalize(raw, mode)[ys, xs]  # normalised as a whole, then cropped
     raw = raw[ys, xs]
     jitters = colour_examples(norm, n, seed)
-    cols = int(np.ceil((n + 2) / 2))
+    # two rows: the image, its normalised version and the jitters (under the first two, the
+    # stain jitters when there are any, else the jitters wrap)
+    cols = n + 2 if stain else int(np.ceil((n + 2) / 2))
     fig, axes = _subplots(2, cols, figsize=(1.9 * cols, 4.0), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -272,33 +278,14 @@ def colour_augmentation(image, path, stamp="", seed=0, n=4, mode="percentile", t
     _show_as_is(flat[1], norm, f"normalised ({mode})")
     for k, x in enumerate(jitters):
         _show_as_is(flat[2 + k], x, f"jitter {k + 1}: mean {float(np.mean(x)):.2f}")
-    fig.suptitle(f"Colour and intensity augmentation: {n} seeded jitters", fontsize=10)
+    what = f"{n} seeded jitters"
+    if stain:
+        for k, x in enumerate(stain_examples(norm, stain, n, seed)):
+            _show_as_is(flat[cols + 2 + k], 1.0 - x, f"stain {k + 1} (1 - value)")
+        what += f"; below, {n} stain jitters (strength {stain:g})"
+    fig.suptitle(f"Colour and intensity augmentation: {what}", fontsize=10)
     fig.tight_layout()
     return save(fig, path, stamp)
-
-
-def _window(shape, centre, size):
-    """Row and column slices of a ``size`` window around ``centre``, inside ``shape``."""
-    out = []
-    for c, n in zip(centre, shape[:2]):
-        start = int(np.clip(round(c - size / 2), 0, max(n - size, 0)))
-        out.append(slice(start, start + size))
-    return tuple(out)
-
-
-def _busiest_centre(mask, size):
-    """The centre (row, col) of the ``size`` px window that holds the most foreground
-    (the first such window in raster order; the image's centre when it has none)."""
-    from scipy import ndimage as ndi
-    m = np.asarray(mask, np.float32)
-    if not m.any():
-        return m.shape[0] / 2, m.shape[1] / 2
-    box = ndi.uniform_filter(m, size=size, mode="constant")
-    half = size // 2
-    inner = box[min(half, m.shape[0] // 2):max(m.shape[0] - half, m.shape[0] // 2 + 1),
-                min(half, m.shape[1] // 2):max(m.shape[1] - half, m.shape[1] // 2 + 1)]
-    r, c = np.unravel_index(int(np.argmax(inner)), inner.shape)
-    return r + min(half, m.shape[0] // 2), c + min(half, m.shape[1] // 2)
 
 
 def _scale_bar(ax, length, size):
@@ -320,6 +307,7 @@ def rescaling(items, factors, path, stamp="", target=None, window=160):
     same place (bottom), at one pixel scale, so that nucleus sizes can be compared across
     images. Titles give the median nucleus diameter measured on the labels before and after;
     the white bar is ``target`` px long."""
+    from .evaluation import densest_centre, window_around
     from .preprocessing import resize_labels
     from .scale import label_diameter, rescale_image
     n = len(items)
@@ -329,14 +317,15 @@ def rescaling(items, factors, path, stamp="", target=None, window=160):
         out = rescale_image(img, f)
         d0 = label_diameter(lab)
         d1 = label_diameter(resize_labels(lab, out.shape[:2]))
-        centre = _busiest_centre(lab > 0, window)
+        centre = densest_centre(lab > 0, window)
         for r, (im, c, title) in enumerate((
                 (img, centre, f"{_short(sid)}: {lab.shape[0]}x{lab.shape[1]}, "
                               f"d = {d0:.1f} px"),
                 (out, np.multiply(centre, f),
                  f"x {f:.2f}: {out.shape[0]}x{out.shape[1]}, d = {d1:.1f} px"))):
             ax = axes[r, j]
-            show_image(ax, np.clip(np.asarray(im)[_window(im.shape, c, window)], 0, 1), title)
+            show_image(ax, np.clip(np.asarray(im)[window_around(im.shape, c, window)], 0, 1),
+                       title)
             ax.set_xlim(-0.5, window - 0.5)
             ax.set_ylim(window - 0.5, -0.5)
             if target:

@@ -6,11 +6,11 @@ into per-pixel probabilities at that size (padding to a multiple of 32, tiling f
 images, or the paper's resize to the input size and back).
 
 A loaded model predicts with an *engine* (:func:`attach_engine`): ``openvino`` (Intel's
-OpenVINO runtime, about 1.8x as fast as TensorFlow on this 2-core CPU for the same
-probabilities within 1e-5, measured side by side in ``benchmarks/REPORT.md``) when it is
-installed and TensorFlow sees no GPU, else ``tensorflow``. ``NUCSEG_ENGINE`` or the commands'
-``--engine`` choose one. Training never goes through an engine: it only speeds up prediction
-with fixed weights.
+OpenVINO runtime, 1.4-2x as fast as TensorFlow on 2-core CPUs of this kind, by machine,
+for the same probabilities within 1e-5, measured side by side in ``benchmarks/REPORT.md``)
+when it is installed and TensorFlow sees no GPU, else ``tensorflow``. ``NUCSEG_ENGINE`` or
+the commands' ``--engine`` choose one. Training never goes through an engine: it only
+speeds up prediction with fixed weights.
 
 Saved models are one ``.npz`` file: the weights (float16 by default, half the size, with no
 measurable effect on the score) and the JSON config needed to rebuild the network. Training

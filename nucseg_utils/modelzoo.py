@@ -45,6 +45,7 @@ import numpy as np
 
 from . import __version__, runs
 from .model import DECODER_FILTERS
+from .postprocessing import seed_min_size, settings as postprocess_settings
 from .preprocessing import CLIP, PERCENTILES  # what normalize does, described in rdf.yaml
 from .colab import REPO_URL as GIT_REPO  # the one place the repository's address is written
 
@@ -256,23 +257,23 @@ def _documentation(config: dict, info: dict) -> str:
         steps.append("**Test-time augmentation.** nucseg averages the probabilities of the 8 "
                      "rotations and flips of the image (each mapped back). The package makes "
                      "one prediction.")
-    pp = config.get("postprocess", "paper")
-    if pp == "touching":
+    pp = postprocess_settings(config)
+    if pp["postprocess"] == "touching":
         steps.append(f"**Touching-zone watershed (labels).** nucseg turns the two channels "
                      f"into one label per nucleus: foreground = nucleus probability > "
-                     f"{config.get('threshold', 0.5):g} (holes filled); seeds = connected "
-                     f"parts of (nucleus - touching zone) > {config.get('threshold', 0.5):g} "
-                     f"(parts under {max(2, config.get('min_size', 10) // 2)} px dropped; a "
+                     f"{pp['threshold']:g} (holes filled); seeds = connected "
+                     f"parts of (nucleus - touching zone) > {pp['threshold']:g} "
+                     f"(parts under {seed_min_size(pp['min_size'])} px dropped; a "
                      f"foreground part without a seed becomes its own seed); watershed of the "
                      f"inverted nucleus probability from the seeds inside the foreground; "
-                     f"objects under {config.get('min_size', 10)} px dropped"
-                     + (f"; every nucleus grown by {config['dilation']} px"
-                        if config.get("dilation") else "")
+                     f"objects under {pp['min_size']} px dropped"
+                     + (f"; every nucleus grown by {pp['dilation']} px"
+                        if pp["dilation"] else "")
                      + ". The bioimage.io format has no seeded-watershed step, so the package "
                        "ends at the probabilities.")
     else:
         steps.append(f"**Labels.** nucseg turns the probabilities into one label per nucleus "
-                     f"with its `{pp}` post-processing (see nucseg's "
+                     f"with its `{pp['postprocess']}` post-processing (see nucseg's "
                      f"`nucseg_utils/postprocessing.py`); the package ends at the "
                      f"probabilities.")
     lines += [f"{i}. {s}" for i, s in enumerate(steps, 1)]

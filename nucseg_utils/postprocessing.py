@@ -130,7 +130,7 @@ def touching_steps(prob: np.ndarray, threshold: float = 0.5, min_size: int = 10,
         return {**steps, "seeds": empty, "watershed": empty, "labels": empty}
     seeds, n = ndi.label(seed_map)
     if n:
-        seeds = remove_small(seeds, max(2, min_size // 2)).astype(np.int32)
+        seeds = remove_small(seeds, seed_min_size(min_size)).astype(np.int32)
         n = int(seeds.max())
     comps, nc = ndi.label(fg)
     missing = np.setdiff1d(np.arange(1, nc + 1), np.unique(comps[seeds > 0]))
@@ -156,6 +156,22 @@ def dilate_labels(labels: np.ndarray, pixels: int) -> np.ndarray:
         return labels
     from skimage.segmentation import expand_labels
     return expand_labels(labels, distance=pixels).astype(labels.dtype)
+
+
+DEFAULTS = {"postprocess": "paper", "min_distance_factor": 0.5, "min_size": 10,
+            "threshold": 0.5, "dilation": 0}
+
+
+def settings(config: dict) -> dict:
+    """The post-processing settings of a model's config, with :data:`DEFAULTS` for the keys
+    it does not hold: what :func:`postprocess` is called with, and what the model-zoo
+    package's documentation describes."""
+    return {k: config.get(k, v) for k, v in DEFAULTS.items()}
+
+
+def seed_min_size(min_size: int) -> int:
+    """Seeds of the ``touching`` watershed smaller than this are dropped: half an object."""
+    return max(2, min_size // 2)
 
 
 def postprocess(prob: np.ndarray, method: str = "paper", min_distance_factor: float = 0.5,

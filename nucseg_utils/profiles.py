@@ -29,8 +29,11 @@ and the command line all read. ``describe(profile)`` gives the Table I rows.
   decoder (256, 128, 64, 32, 16 filters) and about 2.0 s with a narrow one (64, 32, 16, 16,
   16), which also predicts about 1.6x as fast (ResNet-152 at 256 px: about 20x per image); the
   model before (12 epochs, wide decoder, 66 min) was still learning at its last epoch, so
-  the profile spends the time saved on more steps: 15 x 100 steps took 46 min (about 18
-  epochs would fit the hour; not measured yet); the input pipeline costs under a tenth of a
+  the profile spends the time saved on more steps: 15 x 100 steps took 46 min. Longer did
+  not help on the validation images: 40 epochs (43 min on a later, 2.4x faster machine of
+  this kind, 0.6 s a step) reached a lower validation loss but a validation DSB of 0.5620
+  against 0.5655, and 18 epochs with stain augmentation (``--stain 0.3``) 0.5539
+  (``models/cpu/ablation.md``, candidate rows). The input pipeline costs under a tenth of a
   step (``benchmarks/REPORT.md``), and the model's results are in ``models/cpu/results.md``.
   Departures from the paper, each for a reason: a ResNet-18 encoder without pretrained
   weights (none can be downloaded here), a narrow decoder (more steps in the hour), random
@@ -181,6 +184,11 @@ ADDED_KEYS = {"micro_batch": None, "mixed_precision": False, "checkpoint_every":
 
 TTA_VARIANTS = 8  # rotations 0/90/180/270, each with and without a flip
 
+# the profile values `nucseg train` can override (--epochs, --steps-per-epoch, ...), and their
+# types; `--stain S` sets augmentation["stain"]
+TRAIN_OPTIONS = {"epochs": int, "steps_per_epoch": int, "batch_size": int, "input_size": int,
+                 "learning_rate": float, "seed": int, "backbone": str, "encoder_weights": str}
+
 DESCRIPTIONS = {
     "backbone": "encoder of the U-Net",
     "decoder_filters": "decoder filters per block (deepest first)",
@@ -231,6 +239,32 @@ def get_profile(name: str | dict = "cpu", **overrides) -> dict:
     return prof
 
 
+def train_command(profile: dict, out) -> str:
+    """The `nucseg train` command that trains ``profile`` (a run's recorded profile) from
+    today's profile of the same name: the options for the values that differ. A value no
+    option sets, which differs, is named after the command (the run then needs that
+    profile's code of the time)."""
+    if profile.get("name") not in PROFILES:
+        return f"nucseg train --out {out} (a profile of its own: see its run.json)"
+    base = {**ADDED_KEYS, **get_profile(profile["name"])}
+    prof = {**ADDED_KEYS, **profile}
+    words = ["nucseg", "train", "--profile", profile["name"], "--out", str(out)]
+    for key in TRAIN_OPTIONS:
+        if prof.get(key) != base.get(key):
+            value = "none" if prof.get(key) is None else prof.get(key)
+            words += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float)
+                      else str(value)]
+    aug, base_aug = prof.get("augmentation") or {}, base.get("augmentation") or {}
+    if aug.get("stain", 0) != base_aug.get("stain", 0):
+        words += ["--stain", f"{aug.get('stain', 0):g}"]
+    other = sorted(k for k in set(prof) | set(base) if k not in TRAIN_OPTIONS
+                   and k not in ("name", "augmentation") and prof.get(k) != base.get(k))
+    other += sorted(f"augmentation.{k}" for k in set(aug) | set(base_aug)
+                    if k != "stain" and aug.get(k) != base_aug.get(k))
+    return " ".join(words) + (f" (with the profile's {', '.join(other)} of its time)"
+                              if other else "")
+
+
 def describe(profile: dict):
     """Table I: the hyper-parameters of a profile as a two-column DataFrame."""
     import pandas as pd
@@ -249,6 +283,8 @@ def describe(profile: dict):
                 parts.append("rot90")
             if a.get("colour"):
                 parts.append("colour/intensity")
+            if a.get("stain"):
+                parts.append(f"stain ±{a['stain']:g} (stained tissue)")
             v = ", ".join(parts)
         elif key == "batch_size" and accumulation_steps(profile) > 1:
             v = (f"{v} (gradients of {accumulation_steps(profile)} micro-batches of "

@@ -27,6 +27,12 @@ from scipy import ndimage as ndi
 # and are not round). Measured with the true masks; see tests/test_scale.py.
 EDT_TO_DIAMETER = 5.0
 DEFAULT_LIMITS = (0.25, 2.0)
+# The nucleus probability above which a first pass counts as foreground for the size estimate.
+# Fixed, not the model's calibrated mask ``threshold``: the calibration chooses that threshold
+# on probabilities that must not depend on it (they did until this constant: a model
+# calibrated at 0.6 then rescaled images by a 0.6 foreground, and scored 0.5600 instead of the
+# 0.5655 its calibration measured on the validation images).
+SIZE_THRESHOLD = 0.5
 
 
 def label_diameter(labels: np.ndarray) -> float:
@@ -87,7 +93,7 @@ def probe_diameter(model, image: np.ndarray, config: dict, probe: float) -> floa
     the probe only when the nuclei it sees are at least the standard size at that scale."""
     from .tta import predict
     q = predict(model, rescale_image(image, probe), config, tta=False)
-    return estimate_diameter(q[..., 0] > config.get("threshold", 0.5)) / probe
+    return estimate_diameter(q[..., 0] > SIZE_THRESHOLD) / probe
 
 
 def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
@@ -99,7 +105,10 @@ def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
     one: a first pass without TTA at native scale gives a foreground whose size sets a factor;
     when that factor is far from 1 a second pass at the new scale refines the estimate (a
     network sees nuclei far from its standard size badly, so the first estimate is rough);
-    then the final prediction (with TTA when ``tta``) at that scale, resized back.
+    then the final prediction (with TTA when ``tta``) at that scale, resized back. A
+    ``tta_scales`` list in ``config`` (none by default) makes that final TTA prediction at the
+    factor times each of its scales, averaged at native size (test-time scaling; measured in
+    ``benchmarks/tta_scales.md``: it did not pay for the committed model).
 
     ``return_steps`` also returns a dict of the passes (diameters, factors, first-pass map).
     """
@@ -110,7 +119,6 @@ def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
         prob = predict(model, image, config, tta=tta)
         return (prob, {"factor": 1.0, "passes": []}) if return_steps else prob
     limits = tuple(config.get("scale_limits", DEFAULT_LIMITS))
-    threshold = config.get("threshold", 0.5)
     h, w = image.shape[:2]
     passes, factor, first, p = [], 1.0, None, None
     probe = config.get("size_probe")
@@ -122,15 +130,20 @@ def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
     for _ in range(0 if passes else 2):
         p = predict(model, rescale_image(image, factor), config, tta=False)
         first = p if first is None else first
-        d = estimate_diameter(p[..., 0] > threshold) / factor  # in native pixels
+        d = estimate_diameter(p[..., 0] > SIZE_THRESHOLD) / factor  # in native pixels
         new = scale_factor(d, target, limits) if d > 0 else factor
         passes.append({"factor": factor, "diameter": d, "next": new})
         if abs(np.log(new / factor)) < np.log(1.3):  # close enough: this pass stands
             break
         factor, p = new, None
-    if tta:  # the final pass at the last estimate's factor
+    if tta:  # the final pass at the last estimate's factor (and around it: tta_scales)
         factor = passes[-1]["next"]
-        prob = predict(model, rescale_image(image, factor), config, tta=True)
+        prob = None
+        scales = config.get("tta_scales") or [1.0]
+        for s in scales:
+            q = predict(model, rescale_image(image, factor * s), config, tta=True)
+            q = resize_image(q, (h, w)) if q.shape[:2] != (h, w) else q
+            prob = q / len(scales) if prob is None else prob + q / len(scales)
     else:
         prob = p if p is not None else predict(model, rescale_image(image, factor), config,
                                                tta=False)

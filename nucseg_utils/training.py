@@ -365,7 +365,9 @@ def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after
     tr = np.flatnonzero(~is_val)
     va = np.flatnonzero(is_val)
     weights = modality_weights(table["modality"].to_numpy()[tr], profile["balance_modalities"])
-    sampler = PatchSampler([images[i] for i in tr], [labels[i] for i in tr], profile, weights)
+    stained = (table["modality"] == "stained").to_numpy()[tr]
+    sampler = PatchSampler([images[i] for i in tr], [labels[i] for i in tr], profile, weights,
+                           stained)
     x_val, y_val = validation_set([images[i] for i in va], [labels[i] for i in va], profile)
 
     steps = profile["steps_per_epoch"] or max(1, math.ceil(len(tr) / profile["batch_size"]))

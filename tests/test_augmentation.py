@@ -92,3 +92,50 @@ def test_colour_examples_are_seeded_jitters_of_the_image():
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a[0], a[1])
     assert not np.array_equal(a[0], aug.colour_examples(img, 1, seed=6)[0])
+
+
+def _tissue(seed=0, shape=(40, 48)):
+    """A normalised stained-tissue-like patch: dark purple nuclei on a near-white background,
+    inverted as normalize() inverts bright backgrounds (nuclei bright)."""
+    rng = np.random.default_rng(seed)
+    rgb = np.full(shape + (3,), 0.92, np.float32)
+    rgb[10:20, 12:26] = (0.35, 0.15, 0.55)
+    rgb += rng.normal(0, 0.02, rgb.shape).astype(np.float32)
+    return 1.0 - rgb
+
+
+def test_stain_jitter_of_strength_zero_returns_the_patch_even_beyond_the_unit_range():
+    img = _tissue()
+    img[0, 0] = (1.3, -0.2, 0.5)  # normalize() clips to CLIP = (-0.5, 1.5), not to [0, 1]
+    out = aug.stain_jitter(np.random.default_rng(1), img, 0.0)
+    assert out.dtype == np.float32 and np.allclose(out, img, atol=1e-5)
+
+
+def test_stain_jitter_changes_the_stains_not_where_the_nuclei_are():
+    img = _tissue()
+    outs = [aug.stain_jitter(np.random.default_rng(k), img, 0.3) for k in range(6)]
+    assert all(not np.allclose(o, img, atol=0.01) for o in outs)
+    # the nucleus stays the brightest part of every jittered patch (nuclei bright)
+    nucleus = np.zeros(img.shape[:2], bool)
+    nucleus[10:20, 12:26] = True
+    for o in outs:
+        grey = o.mean(-1)
+        assert grey[nucleus].mean() > grey[~nucleus].mean() + 0.2
+    # jitters differ from each other in colour, i.e. not only in brightness
+    ratios = [o[nucleus].mean(0) / o[nucleus].mean() for o in outs]
+    assert np.ptp([r[0] for r in ratios]) > 0.02
+
+
+def test_only_images_marked_stained_get_the_stain_augmentation(data):
+    prof = profiles.get_profile("cpu", batch_size=4, input_size=64,
+                                augmentation={"stain": 0.3})  # `nucseg train --stain 0.3`
+    plain = aug.PatchSampler(*data, prof).batch(3)[0]
+    unmarked = aug.PatchSampler(*data, prof, stained=[False] * 3).batch(3)[0]
+    marked = aug.PatchSampler(*data, prof, stained=[True] * 3).batch(3)[0]
+    assert np.array_equal(plain, unmarked)
+    assert not np.allclose(plain, marked, atol=1e-3)
+    # a profile without stain augmentation ignores the marks
+    smoke = profiles.get_profile("smoke", batch_size=4, input_size=64)
+    assert not smoke["augmentation"].get("stain")
+    assert np.array_equal(aug.PatchSampler(*data, smoke).batch(3)[0],
+                          aug.PatchSampler(*data, smoke, stained=[True] * 3).batch(3)[0])

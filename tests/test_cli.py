@@ -489,6 +489,17 @@ def test_train_does_not_overwrite_a_trained_run_unless_asked(capsys, tmp_path, s
     assert tree_digest(run) == before
 
 
+def test_train_with_stain_augmentation_records_it_in_the_run(capsys, tmp_path, smoke_data):
+    import json
+    run = tmp_path / "run"
+    code, _, err = nucseg(capsys, "train", "--profile", "smoke", "--data", smoke_data,
+                          "--out", run, "--epochs", "1", "--steps-per-epoch", "1",
+                          "--stain", "0.3", "--quiet")
+    assert code == 0, err
+    aug = json.loads((run / "run.json").read_text())["profile"]["augmentation"]
+    assert aug["stain"] == 0.3 and aug["colour"] is True  # merged into the profile's
+
+
 # --------------------------------------------------------------------------- nucseg synthetic
 def test_synthetic_refuses_to_write_over_a_users_folder(capsys, tmp_path):
     folder = tmp_path / "my_data"

@@ -185,3 +185,60 @@ def test_publish_writes_every_number_from_the_one_model_it_copies(tmp_path, monk
     decoder = "-".join(map(str, profiles.get_profile("smoke")["decoder_filters"]))
     assert first.startswith(f"| `{fingerprint}` | chosen recipe: resnet18 U-Net, decoder "
                             f"{decoder}, 2 epochs x 2 steps, nuclei rescaled to 20 px")
+
+
+def test_a_candidate_is_judged_on_validation_without_the_test_split_or_the_model(
+        tmp_path, monkeypatch, smoke_run, smoke_data):
+    """``nucseg publish --validation-only``: the candidate's rows join the lever table, the
+    published model and results stay as they were, the test split is not predicted; publishing
+    the same run for real replaces the candidate's rows."""
+    import shutil
+    monkeypatch.chdir(tmp_path)
+    run, dest = tmp_path / "run", tmp_path / "models" / "cpu"
+    shutil.copytree(smoke_run, run)
+    dest.mkdir(parents=True)
+    (dest / "results.md").write_text("the published model's results\n")
+    res = evaluation.publish_model(run, dest, None, smoke_data, progress=False,
+                                   validation_only=True)
+    assert sorted(p.name for p in dest.iterdir()) == ["ablation.csv", "ablation.md",
+                                                      "results.md"]
+    assert (dest / "results.md").read_text() == "the published model's results\n"
+    assert not list((tmp_path / "runs" / "publish").glob("stage1_test*"))
+    table = pd.read_csv(dest / "ablation.csv")
+    assert len(table) == len(res["levers"]) and table["test_dsb"].isna().all()
+    assert table["lever"].str.startswith(evaluation.CANDIDATE).all()
+    assert table["command"].str.endswith("--validation-only").all()
+    chosen_row = table["lever"].str.startswith(evaluation.CANDIDATE + "chosen recipe")
+    assert table.loc[chosen_row, "validation_dsb"].item() == pytest.approx(
+        max(c["dsb"] for c in res["postprocessing_choice"]["candidates"]), abs=1e-9)
+    evaluation.publish_model(run, dest, None, smoke_data, progress=False)
+    table = pd.read_csv(dest / "ablation.csv")
+    assert not table["lever"].str.startswith(evaluation.CANDIDATE).any()
+    assert len(table) == len(res["levers"]) and table["test_dsb"].notna().any()
+
+
+def test_the_densest_window_stays_inside_the_image_and_holds_the_most_mask():
+    mask = np.zeros((100, 120), bool)
+    mask[5:25, 90:118] = True          # a dense block near the top-right corner
+    mask[60:64, 10:14] = True
+    r, c = evaluation.densest_centre(mask, 40)
+    rows, cols = evaluation.window_around(mask.shape, (r, c), 40)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (40, 40)
+    assert 0 <= rows.start and rows.stop <= 100 and 0 <= cols.start and cols.stop <= 120
+    assert mask[rows, cols].sum() == mask[5:25, 90:118].sum()
+    # an empty mask: the image's centre; a window larger than the image: the whole image
+    assert evaluation.densest_centre(np.zeros((30, 50), bool), 16) == (15, 25)
+    assert evaluation.window_around((30, 50), (15, 25), 64) == (slice(0, 64), slice(0, 64))
+
+
+def test_the_recipe_name_says_what_the_training_did():
+    from nucseg_utils.calibration import recipe_name
+    cfg = {"target_diameter": 20, "tta": True, "postprocess": "touching", "threshold": 0.6}
+    cpu = profiles.get_profile("cpu", epochs=18, augmentation={"stain": 0.3})
+    name = recipe_name(cfg, cpu)
+    assert name.startswith("chosen recipe: resnet18 U-Net, decoder 64-32-16-16-16, "
+                           "18 epochs x 100 steps, stain augmentation 0.3, "
+                           "nuclei rescaled to 20 px")
+    assert "stain" not in recipe_name(cfg, profiles.get_profile("cpu"))
+    assert recipe_name(cfg) == ("chosen recipe: nuclei rescaled to 20 px (training and test), "
+                                "8-fold TTA, touching at threshold 0.6, dilation 0 px")

@@ -50,6 +50,8 @@ DRAW = {
          ("stained", "s" * 10, _stained(_labels()))], path, "profile: smoke"),
     "colour": lambda path: figures.colour_augmentation(_stained(_labels()), path, "stamp",
                                                        seed=3, n=5),
+    "colour_stain": lambda path: figures.colour_augmentation(_stained(_labels()), path,
+                                                             "stamp", seed=3, n=4, stain=0.3),
     "rescaling": lambda path: figures.rescaling(
         [(f"{d:02d}" * 5, _image(_sized(d)), _sized(d)) for d in (4, 10, 24)],
         [2.0, 1.0, 0.5], path, "stamp", target=10, window=48),

@@ -100,6 +100,34 @@ def test_predict_scaled_finds_the_factor_and_returns_native_size(radius, tta):
     assert ((prob[..., 0] > 0.5) == (lab > 0)).mean() > 0.97
 
 
+@pytest.mark.parametrize("probe", [None, 0.5])
+def test_the_probabilities_do_not_depend_on_the_calibrated_mask_threshold(probe):
+    """publish chooses the mask threshold on validation probabilities; the size estimate
+    that rescales the image must not move with it, or the chosen number is not what the
+    published model does."""
+    lab = grid_discs((150, 170), 20)
+    img = np.repeat(0.7 * (lab > 0).astype(np.float32)[..., None], 3, axis=-1)  # p = 0.7
+    config = {"input_mode": "crop", "target_diameter": 20, "scale_limits": [0.25, 2.0],
+              "size_probe": probe}
+    runs = [scale.predict_scaled(ThresholdModel(), img, {**config, "threshold": t},
+                                 tta=True, return_steps=True) for t in (0.5, 0.8)]
+    assert np.array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1]["factor"] == runs[1][1]["factor"] != 1.0  # nuclei of 40 px were seen
+
+
+def test_test_time_scaling_averages_passes_around_the_factor():
+    lab = grid_discs((150, 170), 20)
+    img = np.repeat((lab > 0).astype(np.float32)[..., None], 3, axis=-1)
+    config = {"input_mode": "crop", "target_diameter": 20, "scale_limits": [0.25, 2.0]}
+    plain = scale.predict_scaled(ThresholdModel(), img, config, tta=True)
+    one = scale.predict_scaled(ThresholdModel(), img, {**config, "tta_scales": [1.0]}, tta=True)
+    assert np.array_equal(plain, one)
+    three = scale.predict_scaled(ThresholdModel(), img, {**config, "tta_scales": [0.8, 1, 1.25]},
+                                 tta=True)
+    assert three.shape == plain.shape and not np.array_equal(three, plain)
+    assert ((three[..., 0] > 0.5) == (lab > 0)).mean() > 0.97
+
+
 def test_predict_scaled_without_a_target_is_the_plain_prediction():
     img = np.random.default_rng(0).random((40, 50, 3)).astype(np.float32)
     from nucseg_utils import tta

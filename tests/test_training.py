@@ -274,3 +274,25 @@ def test_a_full_checkpoint_every_n_epochs_after_the_last_and_when_stopped():
     assert due(20, 100) == [20, 40, 60, 80, 100]  # paper: 5 copies of 0.8 GB on Drive
     assert due(20, 50) == [20, 40, 50]
     assert due(20, 50, stop=7) == [7]
+
+
+def test_the_train_command_of_a_run_gives_the_options_that_made_its_profile():
+    cpu = profiles.get_profile("cpu")
+    assert profiles.train_command(cpu, "runs/cpu") == "nucseg train --profile cpu --out runs/cpu"
+    tried = profiles.get_profile("cpu", epochs=18, learning_rate=5e-4,
+                                 augmentation={"stain": 0.3})
+    assert profiles.train_command(tried, "runs/x") == (
+        "nucseg train --profile cpu --out runs/x --epochs 18 --learning-rate 0.0005 "
+        "--stain 0.3")
+    # what no option sets is named; so is a profile that is not one of ours
+    other = profiles.get_profile("cpu", loss="jaccard", encoder_weights=None,
+                                 augmentation={"zoom": 0.1})
+    assert profiles.train_command(other, "r") == (
+        "nucseg train --profile cpu --out r (with the profile's loss, augmentation.zoom of "
+        "its time)")
+    assert "see its run.json" in profiles.train_command({"epochs": 1}, "r")
+    # the options are the command line's
+    from nucseg_utils import cli
+    args = cli.build_parser().parse_args(["train", "--epochs", "18", "--learning-rate",
+                                          "0.0005", "--stain", "0.3"])
+    assert (args.epochs, args.learning_rate, args.stain) == (18, 5e-4, 0.3)

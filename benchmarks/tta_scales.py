@@ -1,0 +1,64 @@
+"""Does test-time scaling pay? (lever 7 of issue 12; validation images only)
+
+The 8-fold TTA averages rotations and flips at one scale: the factor that brings the image's
+nuclei to the model's standard size (:func:`nucseg_utils.scale.predict_scaled`). Test-time
+scaling adds passes at that factor times each of ``tta_scales`` (e.g. 0.8, 1, 1.25) and
+averages their probabilities, resized back to native size. For each set of scales this
+predicts the validation images of a run (held-out stage1_train, from its ``split.csv``; no
+test image), post-processes them as the model's config says and at the other thresholds of
+the calibration, and times the predictions.
+
+Writes ``benchmarks/tta_scales.md``. Usage (about 5 minutes on 2 cores):
+
+    python benchmarks/tta_scales.py [--run runs/cpu] [--model models/cpu/model.npz]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nucseg_utils import calibration, model as model_mod, runs  # noqa: E402
+
+SCALE_SETS = ((1.0,), (0.8, 1.0, 1.25))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", default="runs/cpu", help="run folder (relative to the repository)")
+    ap.add_argument("--model", default=str(ROOT / "models" / "cpu" / "model.npz"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "tta_scales.md"))
+    a = ap.parse_args(argv)
+    run = Path(a.run) if Path(a.run).is_absolute() else ROOT / a.run
+    net, config = model_mod.load_model(a.model)
+    n = sum(len(ids) for ids in calibration.validation_ids(run).values())
+    lines = ["# Test-time scaling on the validation images", "",
+             f"Model `{Path(a.model).name}` (fingerprint `{runs.file_fingerprint(a.model)}`, "
+             f"engine {model_mod.engine_of(net)}), the {n} validation images of `{a.run}` "
+             f"(held-out stage1_train; no test image), 8-fold TTA at each scale, "
+             f"`{config.get('postprocess')}` post-processing. Written by "
+             f"`python benchmarks/tta_scales.py`.", "",
+             "| scales (x the size factor) | threshold | validation DSB | F1 | s to predict |",
+             "|---|---|---|---|---|"]
+    for scales in SCALE_SETS:
+        cfg = {**config, "tta_scales": list(scales)}
+        t0 = time.perf_counter()
+        predicted = calibration.predict_validation(net, cfg, run, tta=True, progress=False)
+        seconds = time.perf_counter() - t0
+        for threshold in calibration.THRESHOLDS:
+            s = calibration.score_setting(predicted, cfg, {"threshold": threshold})
+            mark = " (the model's)" if threshold == config.get("threshold") else ""
+            lines.append(f"| {', '.join(f'{x:g}' for x in scales)} | {threshold:g}{mark} | "
+                         f"{s['dsb']:.4f} | {s['f1']:.4f} | {seconds:.0f} |")
+            print(lines[-1], flush=True)
+    runs.write_text(Path(a.out), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
