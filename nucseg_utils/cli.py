@@ -189,9 +189,9 @@ def cmd_score(a) -> int:
 
 def cmd_train(a) -> int:
     from . import data, profiles, runs, synthetic, training
+    # options not given keep the profile's value; encoder_weights is set below ("none": None)
     overrides = {k: getattr(a, k) for k in profiles.TRAIN_OPTIONS
-                 if k != "encoder_weights" and getattr(a, k) is not None}  # (set below)
-    # options not given keep the profile's value
+                 if k != "encoder_weights" and getattr(a, k) is not None}
     if a.stain is not None:
         overrides["augmentation"] = {"stain": a.stain}  # merged into the profile's
     prof = profiles.get_profile(a.profile, **overrides)

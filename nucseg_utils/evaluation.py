@@ -369,13 +369,14 @@ def publish_model(run_dir, dest, split: str | None = None, root=None,
                                     root, progress=progress)
     from .profiles import train_command
     train_cmd = train_command(info["profile"], run_dir)
+    command = (f"{train_cmd} && nucseg publish --run {run_dir} --out {dest}"
+               + (" --validation-only" if validation_only else ""))  # of the lever rows
     if validation_only:
         for row in levers:
             row.update(lever=CANDIDATE + row["lever"], chosen=False, test_dsb=None)
         dest.mkdir(parents=True, exist_ok=True)
         calibration.write_ablation(levers, dest, runs.file_fingerprint(where / "model.npz"),
-                                   f"{train_cmd} && nucseg publish --run {run_dir} --out "
-                                   f"{dest} --validation-only")
+                                   command)
         return {"postprocessing_choice": {"chosen": chosen,
                                           "candidates": candidates.to_dict("records")},
                 "levers": levers, "train_seconds": info.get("train_seconds")}
@@ -391,8 +392,7 @@ def publish_model(run_dir, dest, split: str | None = None, root=None,
             row["test_dsb"] = out["tta"]["native"]["dsb"]
         elif row["lever"] == "without TTA":
             row["test_dsb"] = out["no_tta"]["native"]["dsb"]
-    calibration.write_ablation(levers, dest, runs.file_fingerprint(dest / "model.npz"),
-                               f"{train_cmd} && nucseg publish --run {run_dir} --out {dest}")
+    calibration.write_ablation(levers, dest, runs.file_fingerprint(dest / "model.npz"), command)
     results = {"train_seconds": info.get("train_seconds"), "best_epoch": info.get("best_epoch"),
                "postprocessing_choice": {"chosen": chosen,
                                          "candidates": candidates.to_dict("records")},
