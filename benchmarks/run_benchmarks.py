@@ -54,7 +54,7 @@ if str(REPO) not in sys.path:
 
 from nucseg_utils import data as data_mod  # noqa: E402
 from nucseg_utils import metrics, runs  # noqa: E402
-from nucseg_utils.postprocessing import METHODS  # noqa: E402
+from nucseg_utils.postprocessing import CHANNELS, METHODS  # noqa: E402
 
 SECTIONS = ("metric", "postprocess", "inference", "training", "quality", "streaming")
 TITLES = {
@@ -408,9 +408,9 @@ class Context:
         """The post-processing methods this model's maps allow, the model's own first."""
         _, config = self.model()
         probs = next(iter(self.predictions()["tta"].values()))
-        two = probs.ndim == 3 and probs.shape[-1] >= 2
+        channels = probs.shape[-1] if probs.ndim == 3 else 1
         own = config.get("postprocess", "paper")
-        ms = [m for m in METHODS if m != "touching" or two]
+        ms = [m for m in METHODS if CHANNELS[m] <= channels]
         return sorted(ms, key=lambda m: (m != own, METHODS.index(m)))
 
     def labels(self, which: str, method: str, engine: str | None = None):

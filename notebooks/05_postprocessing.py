@@ -73,9 +73,15 @@ probs = evaluation.load_prob_dir(ctx.probs(tta=True), ids=scored["ids"])
 # %%
 sid, n_touching = evaluation.most_crowded(test, sorted(probs))
 window = evaluation.crowded_window(test.labels(sid))
-touch = (postprocessing.touching_steps(probs[sid], config.get("threshold", 0.5),
-                                       config.get("min_size", 10))
-         if probs[sid].shape[-1] > 1 else None)
+settings = postprocessing.settings(config)
+if settings["postprocess"] == "distance":
+    touch = postprocessing.distance_steps(probs[sid], settings["threshold"],
+                                          settings["min_size"], settings["distance_seed"])
+elif probs[sid].shape[-1] > 1:
+    touch = postprocessing.touching_steps(probs[sid], settings["threshold"],
+                                          settings["min_size"])
+else:
+    touch = None
 paper = postprocessing.paper_steps(probs[sid][..., 0], config["min_distance_factor"],
                                    config["min_size"])
 
@@ -90,13 +96,18 @@ paper = postprocessing.paper_steps(probs[sid][..., 0], config["min_distance_fact
 # (bottom row): (1) Otsu's threshold of the nucleus probability, holes filled; (2) the
 # distance of every foreground pixel to the background; (3) its local maxima, at least a
 # fraction of the mean nucleus radius apart, are the **markers**; (4) the watershed of the
-# inverted distance from the markers. The ground truth is at the bottom left.
+# inverted distance from the markers. The ground truth is at the bottom left. (A model
+# trained with a third output, the distance to the nucleus' edge, `nucseg train --targets
+# mask,touching,distance`, may be split by it instead, as `publish` chooses on validation:
+# seeds where the predicted distance is above a level, grown over the inverted distance,
+# `postprocessing.distance_steps`; the top row then shows those steps. On the one network
+# trained so, both splits scored alike on the validation images: `models/cpu/ablation.md`.)
 
 # %%
 if touch is not None:
-    fig = figures.touching_vs_paper(test.image(sid), test.labels(sid), touch, paper,
-                                    ctx.figure("touching"), ctx.stamp, window,
-                                    f"{sid[:8]}: {n_touching} touching nuclei in the truth")
+    fig = figures.seeded_vs_paper(test.image(sid), test.labels(sid), touch, paper,
+                                  ctx.figure("touching"), ctx.stamp, window,
+                                  f"{sid[:8]}: {n_touching} touching nuclei in the truth")
 else:
     fig = "a one-output model: no touching zone, only the paper's method applies"
 fig
@@ -124,11 +135,12 @@ figures.postprocessing_steps(test.image(sid), probs[sid][..., 0],
 # whole image (it holds no boundary), for each method (the largest label of each):
 
 # %%
-methods = [m for m in postprocessing.METHODS if m != "touching" or len(config["targets"]) > 1]
+methods = [m for m in postprocessing.METHODS
+           if postprocessing.CHANNELS[m] <= len(config["targets"])]
 for name in methods:
     evaluation.save_label_dir(evaluation.postprocess_all(probs, config, name),
                               ctx.labels(name))
-[int(postprocessing.postprocess(np.full((64, 64, 2), v, np.float32), m).max())
+[int(postprocessing.postprocess(np.full((64, 64, 3), v, np.float32), m).max())
  for v in (0.0, 0.7) for m in methods]
 
 # %% [markdown]

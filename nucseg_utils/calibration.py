@@ -22,13 +22,22 @@ from . import runs
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)  # 0.7 since both models of 0.3-0.6 chose 0.6, its edge
 DILATIONS = (0, 1)
 MARKER_SPACINGS = (0.5, 0.75, 1.0)
+DISTANCE_SEEDS = (0.4, 0.5, 0.6, 0.7, 0.8)  # levels of the distance map for the seeds
+SEEDED = {"touching": "touching-zone", "distance": "distance-map"}  # names in the lever rows
 
 
-def candidates(n_targets: int) -> list[dict]:
-    """The post-processing settings tried: ``touching`` (two-channel models) and ``cc`` over
-    thresholds and a final dilation, the paper's watershed over its marker spacing."""
+def candidates(targets) -> list[dict]:
+    """The post-processing settings tried for a model of these output channels: ``touching``
+    (two channels or more) and ``cc`` over thresholds and a final dilation, ``distance``
+    (three channels) over thresholds, seed levels and dilation, the paper's watershed over its
+    marker spacing."""
+    from .postprocessing import CHANNELS
+    n_targets = len(targets)
     out = []
-    if n_targets > 1:
+    if n_targets >= CHANNELS["distance"]:
+        out += [{"postprocess": "distance", "threshold": t, "distance_seed": s, "dilation": d}
+                for t in THRESHOLDS for s in DISTANCE_SEEDS for d in DILATIONS]
+    if n_targets >= CHANNELS["touching"]:
         out += [{"postprocess": "touching", "threshold": t, "dilation": d}
                 for t in THRESHOLDS for d in DILATIONS]
     out += [{"postprocess": "paper", "min_distance_factor": f, "dilation": d}
@@ -85,10 +94,11 @@ def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
     if predicted is None:
         predicted = predict_validation(model, config, run_dir, root, tta, progress)
     rows = []
-    for setting in candidates(len(config["targets"])):
+    for setting in candidates(config["targets"]):
         s = score_setting(predicted, config, setting)
         rows.append({**{"postprocess": setting["postprocess"],
                         "threshold": setting.get("threshold"),
+                        "distance_seed": setting.get("distance_seed"),
                         "min_distance_factor": setting.get("min_distance_factor"),
                         "dilation": setting["dilation"]},
                      "images": s["images"], "dsb": s["dsb"], "precision": s["precision"],
@@ -100,6 +110,8 @@ def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
         chosen["min_distance_factor"] = float(best["min_distance_factor"])
     else:
         chosen["threshold"] = float(best["threshold"])
+    if best["postprocess"] == "distance":
+        chosen["distance_seed"] = float(best["distance_seed"])
     return chosen, table, predicted
 
 
@@ -114,6 +126,14 @@ def recipe_name(cfg: dict, training: dict | None = None) -> str:
         parts.append(f"{training.get('backbone', cfg.get('backbone'))} U-Net, decoder "
                      f"{'-'.join(map(str, decoder))}, {training['epochs']} epochs"
                      + (f" x {steps} steps" if steps else ""))
+        from .profiles import PROFILES
+        default_seed = PROFILES.get(training.get("name"), {}).get("seed")
+        if training.get("seed") is not None and training.get("seed") != default_seed:
+            parts.append(f"seed {training['seed']}")
+        if training.get("normalization") == "haematoxylin":
+            parts.append("stained tissue unmixed to its haematoxylin channel")
+        if "distance" in (training.get("targets") or []):
+            parts.append("a third output: the distance to the nucleus' edge")
         if (training.get("augmentation") or {}).get("stain"):
             parts.append(f"stain augmentation {training['augmentation']['stain']:g}")
     if cfg.get("target_diameter"):
@@ -126,10 +146,28 @@ def recipe_name(cfg: dict, training: dict | None = None) -> str:
     post = cfg.get("postprocess", "paper")
     if post == "paper":
         parts.append(f"paper's watershed (marker spacing {cfg.get('min_distance_factor', 0.5):g})")
+    elif post == "distance":
+        parts.append(f"distance watershed at threshold {cfg.get('threshold', 0.5):g}, seeds "
+                     f"above {cfg.get('distance_seed', 0.5):g}")
     else:
         parts.append(f"{post} at threshold {cfg.get('threshold', 0.5):g}")
     parts.append(f"dilation {cfg.get('dilation', 0)} px")
     return "chosen recipe: " + ", ".join(parts)
+
+
+def other_seeded_watershed(candidates_table, chosen: str):
+    """(lever name, validation DSB) of the best candidate of the seeded watershed that was
+    not chosen, the same network split by its other output (touching zone or distance map);
+    None when the model has only one of them, or neither was chosen."""
+    other = {"distance": "touching", "touching": "distance"}.get(chosen)
+    t = candidates_table
+    alt = t[t["postprocess"] == other] if other else t.iloc[:0]
+    if not len(alt):
+        return None
+    best = alt.loc[alt["dsb"].idxmax()]
+    seeds = f", seeds above {best['distance_seed']:g}" if other == "distance" else ""
+    return (f"the {SEEDED[other]} watershed instead (its best: threshold "
+            f"{best['threshold']:g}{seeds}, dilation {best['dilation']})", float(best["dsb"]))
 
 
 def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, root=None,
@@ -149,11 +187,19 @@ def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, r
     if cfg.get("postprocess") != "paper":
         base = t[(t["postprocess"] == cfg["postprocess"]) & (t["threshold"] == 0.5)
                  & (t["dilation"] == 0)]
+        if cfg["postprocess"] == "distance":
+            base = base[base["distance_seed"] == 0.5]
         if len(base):
-            same = cfg.get("threshold", 0.5) == 0.5 and not cfg.get("dilation")
-            rows.append({"lever": "without calibration (threshold 0.5, no dilation)"
+            same = (cfg.get("threshold", 0.5) == 0.5 and not cfg.get("dilation")
+                    and cfg.get("distance_seed", 0.5) == 0.5)
+            rows.append({"lever": "without calibration (threshold 0.5"
+                                  + (", seeds above 0.5" if cfg["postprocess"] == "distance"
+                                     else "") + ", no dilation)"
                                   + (": what the calibration chose" if same else ""),
                          "validation_dsb": float(base["dsb"].iloc[0]), "train_seconds": train_s})
+    alt = other_seeded_watershed(t, cfg.get("postprocess"))
+    if alt:
+        rows.append({"lever": alt[0], "validation_dsb": alt[1], "train_seconds": train_s})
     paper = t[t["postprocess"] == "paper"]
     if len(paper):
         best = paper.loc[paper["dsb"].idxmax()]

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .postprocessing import METHODS
 from .profiles import TRAIN_OPTIONS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what runs the network (default: $NUCSEG_ENGINE, else auto: "
                             "OpenVINO on a CPU when installed, 1.4-2x faster, else "
                             "TensorFlow)")
-        p.add_argument("--postprocess", choices=["paper", "touching", "cc"],
+        p.add_argument("--postprocess", choices=list(METHODS),
                        help="post-processing (default: the model's)")
         p.add_argument("--quiet", action="store_true")
 
@@ -242,6 +243,7 @@ def cmd_predict(a) -> int:
         log(f"none of the {len(source.ids)} image(s) can be segmented; nothing written")
         return 1
     formats = a.formats or predict.FORMATS
+    _check_postprocess(a.model, a.postprocess)
     model, config = load_model(a.model, engine=a.engine)
     res = predict.predict_folder(model, config, source, a.out, formats=formats, tta=a.tta,
                                  method=a.postprocess, channel=a.channel,
@@ -260,8 +262,23 @@ def cmd_predict(a) -> int:
     return 0
 
 
+def _check_postprocess(model_path, method: str | None) -> None:
+    """Refuse a ``--postprocess`` that needs outputs the model does not have."""
+    from .model import read_config
+    from .postprocessing import CHANNELS
+    from .profiles import SettingsError
+    if method is None:
+        return
+    targets = read_config(model_path)["targets"]
+    if CHANNELS[method] > len(targets):
+        raise SettingsError(f"{model_path}: the '{method}' post-processing needs a model of "
+                            f"{CHANNELS[method]} outputs; this one has {len(targets)} "
+                            f"({', '.join(targets)})")
+
+
 def cmd_evaluate(a) -> int:
     from . import evaluation
+    _check_postprocess(a.model, a.postprocess)
     s = evaluation.evaluate(a.model, a.split, a.data, a.out, tta=a.tta, method=a.postprocess,
                             progress=not a.quiet, engine=a.engine,
                             command=" ".join(["nucseg"] + sys.argv[1:]))
@@ -328,8 +345,9 @@ def cmd_export(a) -> int:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     from . import data, metrics, model, modelzoo, rle
+    from .profiles import SettingsError
     known = (data.DataError, metrics.ScoreError, model.ModelError, rle.RLEError,
-             modelzoo.ExportError, FileNotFoundError, FileExistsError)
+             modelzoo.ExportError, SettingsError, FileNotFoundError, FileExistsError)
     try:
         return {"score": cmd_score, "train": cmd_train, "predict": cmd_predict,
                 "evaluate": cmd_evaluate, "report": cmd_report, "publish": cmd_publish,

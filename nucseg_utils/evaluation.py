@@ -104,7 +104,7 @@ def postprocess_one(prob: np.ndarray, config: dict, method: str | None = None) -
     (``method`` overrides its ``postprocess``)."""
     pp = postprocessing.settings(config)
     return postprocess(prob, method or pp["postprocess"], pp["min_distance_factor"],
-                       pp["min_size"], pp["threshold"], pp["dilation"])
+                       pp["min_size"], pp["threshold"], pp["dilation"], pp["distance_seed"])
 
 
 def postprocess_all(probs: dict, config: dict, method: str | None = None) -> dict:
@@ -430,13 +430,14 @@ def results_markdown(results: dict, split: str) -> str:
         lines += ["", f"The post-processing was chosen on the validation images (held-out "
                   f"stage1_train, TTA on), not on the test set: `{choice['chosen']}`. Every "
                   f"candidate:", "",
-                  "| post-processing | threshold | marker spacing (radii) | dilation (px) "
-                  "| images | DSB | F1 |", "|---|---|---|---|---|---|---|"]
+                  "| post-processing | threshold | seed level | marker spacing (radii) "
+                  "| dilation (px) | images | DSB | F1 |", "|---|---|---|---|---|---|---|---|"]
 
         def cell(v):
             return "" if v is None or v != v else f"{v:g}"
         for c in choice["candidates"]:
             lines.append(f"| {c['postprocess']} | {cell(c.get('threshold'))} "
+                         f"| {cell(c.get('distance_seed'))} "
                          f"| {cell(c.get('min_distance_factor'))} | {cell(c.get('dilation'))} "
                          f"| {c['images']} | {c['dsb']:.4f} | {c.get('f1', float('nan')):.4f} |")
     if results.get("levers"):
@@ -689,10 +690,10 @@ def method_scores(prob: np.ndarray, truth: np.ndarray, config: dict):
     """Every post-processing method that applies to one probability map (the model's
     settings otherwise): the nuclei it finds and its DSB against ``truth``."""
     import pandas as pd
-    from .postprocessing import METHODS
+    from .postprocessing import CHANNELS, METHODS
     rows = []
     for m in METHODS:
-        if m == "touching" and (prob.ndim < 3 or prob.shape[-1] < 2):
+        if (prob.shape[-1] if prob.ndim == 3 else 1) < CHANNELS[m]:
             continue
         lab = postprocess_one(prob, config, m)
         rows.append({"method": m, "nuclei": int(len(np.unique(lab)) - 1),

@@ -42,7 +42,7 @@ NAMES = {
     "batch": "training_batch.png",                   # notebook 3: one batch and its targets
     "lr": "learning_rate.png",                       # notebook 3: the schedule over steps
     "disagreement": "tta_disagreement.png",          # notebook 4: std over the 8 variants
-    "touching": "postprocessing_touching.png",       # notebook 5: touching method vs paper
+    "touching": "postprocessing_touching.png",       # notebook 5: seeded watershed vs paper
     "iou_curve": "scores_over_iou_thresholds.png",   # notebook 6: data set over thresholds
     "errors": "object_errors.png",                   # notebook 6: error classes, worst images
     "overlay": "segment_overlay.png",                # notebook 7: a user's image, outlined
@@ -576,9 +576,10 @@ def _labels_over(ax, background, labels, title):
     ax.axis("off")
 
 
-def touching_vs_paper(image, truth, touch, paper, path, stamp="", window=None, title=""):
-    """Top row: the ``touching`` method step by step (``touch`` =
-    :func:`nucseg_utils.postprocessing.touching_steps`); bottom row: the paper's Otsu +
+def seeded_vs_paper(image, truth, touch, paper, path, stamp="", window=None, title=""):
+    """Top row: the model's seeded watershed step by step (``touch`` =
+    :func:`nucseg_utils.postprocessing.touching_steps` or
+    :func:`nucseg_utils.postprocessing.distance_steps`); bottom row: the paper's Otsu +
     distance-transform watershed on the same map (``paper`` =
     :func:`nucseg_utils.postprocessing.paper_steps`). ``window`` = (rows, cols) slices to
     zoom into, so seeds and markers are visible at the figure's size."""
@@ -587,16 +588,20 @@ def touching_vs_paper(image, truth, touch, paper, path, stamp="", window=None, t
     def w(a):
         return np.asarray(a)[win]
 
+    by_distance = "distance" in touch
     fig, axes = _subplots(2, 5, figsize=(13, 5.8))
     show_image(axes[0, 0], w(image), "image")
+    second = (("distance", "2. distance to the edge (predicted)") if by_distance
+              else ("touching", "2. touching-zone probability"))
     for ax, key, name in ((axes[0, 1], "nucleus", "1. nucleus probability"),
-                          (axes[0, 2], "touching", "2. touching-zone probability")):
+                          (axes[0, 2], *second)):
         ax.imshow(w(touch[key]), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name, fontsize=8)
         ax.axis("off")
     n_seeds = len(np.unique(w(touch["seeds"]))) - 1
     _labels_over(axes[0, 3], w(touch["foreground"]), w(touch["seeds"]),
-                 f"3. seeds: nucleus - touching > t ({n_seeds})")
+                 f"3. seeds: {'distance > s' if by_distance else 'nucleus - touching > t'} "
+                 f"({n_seeds})")
     show_labels(axes[0, 4], w(touch["labels"]),
                 f"4. watershed from the seeds ({len(np.unique(w(touch['labels']))) - 1})")
     show_labels(axes[1, 0], w(truth), f"ground truth ({len(np.unique(w(truth))) - 1})")
@@ -612,8 +617,9 @@ def touching_vs_paper(image, truth, touch, paper, path, stamp="", window=None, t
                  f"paper 3. markers: distance maxima ({len(np.unique(marks)) - 1})")
     show_labels(axes[1, 4], w(paper["labels"]),
                 f"paper 4. watershed ({len(np.unique(w(paper['labels']))) - 1})")
-    fig.suptitle(title or "Post-processing step by step: touching method (top), the paper's "
-                          "(bottom)", fontsize=10)
+    fig.suptitle(title or f"Post-processing step by step: "
+                          f"{'distance' if by_distance else 'touching'} method (top), the "
+                          f"paper's (bottom)", fontsize=10)
     fig.tight_layout()
     return save(fig, path, stamp)
 

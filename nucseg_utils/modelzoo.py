@@ -7,7 +7,8 @@ Out: one ``.zip`` (what bioimage.io uploads, deepImageJ's "install from a local 
 
 - ``rdf.yaml``: the description (bioimage.io model spec 0.5): the input (batch, y, x, RGB
   channel; any size from 96 px in steps of 32), the output (the probabilities of the
-  network's channels: nucleus and, for two-channel models, the touching zone), the
+  network's channels: nucleus, the touching zone for two-channel models, and the distance to
+  the edge for three-channel ones), the
   pre-processing the format can express (per-image percentile scaling, 1st-99.8th
   percentile, of all channels together, then a clip to [-0.5, 1.5]), authors, citations,
   licence, and nucseg's own config (under ``config.nucseg``);
@@ -23,7 +24,7 @@ Out: one ``.zip`` (what bioimage.io uploads, deepImageJ's "install from a local 
   The package holds the network and the part of the normalisation the format can describe.
   The rest of nucseg's prediction runs only in nucseg: inverting images with a bright
   background, rescaling every image so its nuclei are about ``target_diameter`` px across,
-  the 8-fold test-time augmentation, and the touching-zone watershed that turns the
+  the 8-fold test-time augmentation, and the seeded watershed that turns the
   probabilities into one label per nucleus (the format has no step for a seeded watershed).
 
 The package is staged in a temporary folder and the zip written to a temporary name beside
@@ -53,7 +54,7 @@ WEIGHT_FORMATS = ("keras_hdf5", "tensorflow_saved_model_bundle")
 INPUT_ID, OUTPUT_ID = "raw", "probabilities"
 MIN_SIZE, STEP, HALO = 96, 32, 32  # input sizes 96 + 32 n; 32 px each side to drop when tiling
 TEST_SIZE = 256
-CHANNEL_NAMES = {"mask": "nucleus", "touching": "touching_zone"}
+CHANNEL_NAMES = {"mask": "nucleus", "touching": "touching_zone", "distance": "centre_distance"}
 CITATIONS = (
     ("Caicedo, J. C. et al. Nucleus segmentation across imaging experiments: the 2018 Data "
      "Science Bowl. Nature Methods 16, 1247-1253 (2019) (the training data, BBBC038)",
@@ -220,7 +221,9 @@ def _documentation(config: dict, info: dict) -> str:
         f"- output `{OUTPUT_ID}`: axes (batch, y, x, channel), float32 in [0, 1], the size of "
         f"the input; channel 0 `{names[0]}`: nucleus probability"
         + (f"; channel 1 `{names[1]}`: probability of the zone where two nuclei touch "
-           f"(the seeds of the watershed below)" if two else "") + ".",
+           f"(the seeds of the watershed below)" if two else "")
+        + (f"; channel 2 `{names[2]}`: distance to the nucleus' edge as a fraction of "
+           f"its largest, 1 at each centre" if len(names) > 2 else "") + ".",
         "",
         "## What runs where",
         "",
@@ -231,7 +234,17 @@ def _documentation(config: dict, info: dict) -> str:
         "",
     ]
     steps = []
-    if config.get("normalization") == "percentile":
+    if config.get("normalization") == "haematoxylin":
+        steps.append("**Haematoxylin channel of stained tissue.** For a colour image of "
+                     "stained tissue (H&E-like), nucseg gives the network the image's "
+                     "haematoxylin channel (colour deconvolution with Ruifrok and Johnston's "
+                     "H&E-DAB matrix, as scikit-image's `rgb2hed`), in all three channels, "
+                     "in place of the colours. The format has no such step: unmix such "
+                     "images yourself first (e.g. Fiji's Image > Color > Colour "
+                     "Deconvolution, vector 'H&E DAB', then invert the haematoxylin image: "
+                     "close to nucseg's optical density, not equal to it) and give the "
+                     "package a three-channel copy of it.")
+    if config.get("normalization") in ("percentile", "haematoxylin"):
         steps.append("**Background inversion.** An image whose background is bright "
                      "(brightfield, H&E-stained tissue: its median is above the middle of its "
                      "1st-99th percentile range) is inverted after the scaling (1 - value), "
@@ -271,6 +284,19 @@ def _documentation(config: dict, info: dict) -> str:
                         if pp["dilation"] else "")
                      + ". The bioimage.io format has no seeded-watershed step, so the package "
                        "ends at the probabilities.")
+    elif pp["postprocess"] == "distance":
+        steps.append(f"**Distance-map watershed (labels).** nucseg turns the channels into "
+                     f"one label per nucleus: foreground = nucleus probability > "
+                     f"{pp['threshold']:g} (holes filled); seeds = connected parts of "
+                     f"centre distance > {pp['distance_seed']:g} inside the foreground (parts "
+                     f"under {seed_min_size(pp['min_size'])} px dropped; a foreground part "
+                     f"without a seed becomes its own seed); watershed of the inverted centre "
+                     f"distance from the seeds inside the foreground; objects under "
+                     f"{pp['min_size']} px dropped"
+                     + (f"; every nucleus grown by {pp['dilation']} px"
+                        if pp["dilation"] else "")
+                     + ". The bioimage.io format has no seeded-watershed step, so the package "
+                       "ends at the network's outputs.")
     else:
         steps.append(f"**Labels.** nucseg turns the probabilities into one label per nucleus "
                      f"with its `{pp['postprocess']}` post-processing (see nucseg's "
@@ -351,7 +377,7 @@ def export_package(model_path, out, weights=WEIGHT_FORMATS, overwrite: bool = Fa
                           f"{', '.join(WEIGHT_FORMATS)}")
     # the cheap checks first: the model file's config (ModelError names the file), the output
     norm = read_config(model_path).get("normalization", "unit")
-    if norm not in ("percentile", "unit"):
+    if norm not in ("percentile", "haematoxylin", "unit"):
         raise ExportError(f"{model_path}: normalization '{norm}' cannot be described in a "
                           f"bioimage.io package")
     _check_output(out, overwrite)
@@ -385,7 +411,7 @@ def export_package(model_path, out, weights=WEIGHT_FORMATS, overwrite: bool = Fa
         image, _, seed = sample_image(size)
         info["seed"] = seed
         raw = image.astype(np.float32) / 255.0
-        if norm == "percentile" and background_is_bright(raw):  # cannot happen: fluorescence
+        if norm != "unit" and background_is_bright(raw):  # cannot happen: fluorescence
             raise ExportError("the synthetic test image has a bright background")
         prob = model(normalize(raw, norm)[None], training=False).numpy().astype(np.float32)
         np.save(stage / "test_input.npy", raw[None])
@@ -433,7 +459,7 @@ def export_package(model_path, out, weights=WEIGHT_FORMATS, overwrite: bool = Fa
             y_size = v.ParameterizedSize(min=MIN_SIZE, step=STEP)
             x_size = v.ParameterizedSize(min=MIN_SIZE, step=STEP)
         pre = []
-        if norm == "percentile":
+        if norm != "unit":  # percentile (haematoxylin: the same for images not stained)
             pre = [v.ScaleRangeDescr(kwargs=v.ScaleRangeKwargs(
                        axes=[v.AxisId("y"), v.AxisId("x"), v.AxisId("channel")],
                        min_percentile=PERCENTILES[0], max_percentile=PERCENTILES[1])),

@@ -1,20 +1,25 @@
 """Post-processing: from per-pixel probabilities to one label per nucleus.
 
 In: a probability map (H, W) or (H, W, C) at the image's native size; channel 0 is the
-nucleus probability and, for two-channel models, channel 1 the probability of the zone where
-two nuclei touch.
+nucleus probability; for models of two or three channels, channel 1 the probability of the
+zone where two nuclei touch; for three-channel models, channel 2 the predicted distance to
+the nucleus' edge as a fraction of its largest (1 at each centre; see
+:func:`nucseg_utils.preprocessing.centre_distance`).
 Out: an instance label image (H, W) of uint16/int32, 0 = background.
 
-Three methods, chosen by the profile's ``postprocess``:
+Four methods, chosen by the profile's ``postprocess``:
 
 - ``paper``: Otsu threshold, hole filling, markers at the maxima of the distance transform at
   least ``min_distance_factor`` x the mean nucleus radius apart (the mean size is measured on
   the image's own foreground), marker-controlled watershed on the inverted distance, labelling.
 - ``touching``: nucleus mask > threshold; markers are the connected parts of the mask once the
   predicted touching zone is removed; watershed on the inverted nucleus probability.
+- ``distance``: nucleus mask > threshold; markers are the connected parts of the predicted
+  distance map above ``distance_seed`` (the central part of every nucleus); watershed on the
+  inverted distance map, so two touching nuclei meet where their distances fall to the edge.
 - ``cc``: the plain connected components of the thresholded mask (an ablation).
 
-All three return an empty label image for a map with no foreground or a constant map (the
+All four return an empty label image for a map with no foreground or a constant map (the
 paper's code crashed there), and drop objects smaller than ``min_size`` pixels.
 """
 from __future__ import annotations
@@ -22,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-METHODS = ("paper", "touching", "cc")
+METHODS = ("paper", "touching", "distance", "cc")
+CHANNELS = {"paper": 1, "touching": 2, "distance": 3, "cc": 1}  # the channels each needs
 
 
 def _label_dtype(n: int):
@@ -115,9 +121,8 @@ def touching_steps(prob: np.ndarray, threshold: float = 0.5, min_size: int = 10,
     6. ``labels``: the watershed without objects smaller than ``min_size`` pixels, numbered
        1..N (what :func:`watershed_touching` returns).
     """
-    from skimage.segmentation import watershed
     p = np.asarray(prob, np.float32)
-    if p.ndim == 2 or p.shape[-1] < 2:
+    if p.ndim == 2 or p.shape[-1] < CHANNELS["touching"]:
         raise ValueError("the 'touching' post-processing needs a two-channel map "
                          "(nucleus, touching zone)")
     seed_threshold = threshold if seed_threshold is None else seed_threshold
@@ -125,9 +130,51 @@ def touching_steps(prob: np.ndarray, threshold: float = 0.5, min_size: int = 10,
     fg = ndi.binary_fill_holes(nucleus > threshold)
     seed_map = (nucleus - touch) > seed_threshold
     steps = {"nucleus": nucleus, "touching": touch, "foreground": fg, "seed_map": seed_map}
+    return _seeded_watershed(steps, -nucleus, min_size)
+
+
+def distance_steps(prob: np.ndarray, threshold: float = 0.5, min_size: int = 10,
+                   distance_seed: float = 0.5) -> dict:
+    """The ``distance`` post-processing, keeping every intermediate step (for notebook 05).
+
+    1. ``nucleus`` and ``distance``: channels 0 and 2 of the map;
+    2. ``foreground``: nucleus probability > ``threshold``, holes filled;
+    3. ``seed_map``: distance > ``distance_seed`` inside the foreground: the centre of every
+       nucleus, well apart from its neighbours' centres even where the nuclei touch;
+    4. ``seeds``: its connected parts, each a label (parts smaller than ``min_size // 2``
+       dropped); a foreground component left without a seed becomes one seed of its own;
+    5. ``watershed``: the seeds grown over the inverted distance map, inside the foreground;
+    6. ``labels``: the watershed without objects smaller than ``min_size`` pixels.
+    """
+    p = np.asarray(prob, np.float32)
+    if p.ndim == 2 or p.shape[-1] < CHANNELS["distance"]:
+        raise ValueError("the 'distance' post-processing needs a three-channel map "
+                         "(nucleus, touching zone, distance to the edge)")
+    nucleus, dist = p[..., 0], p[..., 2]
+    fg = ndi.binary_fill_holes(nucleus > threshold)
+    seed_map = fg & (dist > distance_seed)
+    steps = {"nucleus": nucleus, "distance": dist, "foreground": fg, "seed_map": seed_map}
+    return _seeded_watershed(steps, -dist, min_size)
+
+
+def _seeded_watershed(steps: dict, relief: np.ndarray, min_size: int) -> dict:
+    """``steps`` (with ``foreground`` and ``seed_map``) completed by the ``seeds`` (see
+    :func:`_seeds`), their ``watershed`` over ``relief`` inside the foreground, and the
+    ``labels`` without objects under ``min_size`` px; all empty for an empty foreground."""
+    from skimage.segmentation import watershed
+    fg = steps["foreground"]
     if not fg.any():
         empty = np.zeros(fg.shape, np.uint16)
         return {**steps, "seeds": empty, "watershed": empty, "labels": empty}
+    seeds = _seeds(steps["seed_map"], fg, min_size)
+    grown = watershed(relief, seeds, mask=fg)
+    return {**steps, "seeds": seeds, "watershed": grown,
+            "labels": remove_small(grown, min_size)}
+
+
+def _seeds(seed_map: np.ndarray, fg: np.ndarray, min_size: int) -> np.ndarray:
+    """The connected parts of ``seed_map`` as labels, without those smaller than
+    :func:`seed_min_size`; every component of ``fg`` left without one becomes a seed."""
     seeds, n = ndi.label(seed_map)
     if n:
         seeds = remove_small(seeds, seed_min_size(min_size)).astype(np.int32)
@@ -137,9 +184,7 @@ def touching_steps(prob: np.ndarray, threshold: float = 0.5, min_size: int = 10,
     if missing.size:
         extra = np.isin(comps, missing)
         seeds[extra] = comps[extra] + n
-    grown = watershed(-nucleus, seeds, mask=fg)
-    return {**steps, "seeds": seeds, "watershed": grown,
-            "labels": remove_small(grown, min_size)}
+    return seeds
 
 
 def connected_components(prob: np.ndarray, threshold: float = 0.5, min_size: int = 10):
@@ -159,7 +204,7 @@ def dilate_labels(labels: np.ndarray, pixels: int) -> np.ndarray:
 
 
 DEFAULTS = {"postprocess": "paper", "min_distance_factor": 0.5, "min_size": 10,
-            "threshold": 0.5, "dilation": 0}
+            "threshold": 0.5, "distance_seed": 0.5, "dilation": 0}
 
 
 def settings(config: dict) -> dict:
@@ -170,20 +215,25 @@ def settings(config: dict) -> dict:
 
 
 def seed_min_size(min_size: int) -> int:
-    """Seeds of the ``touching`` watershed smaller than this are dropped: half an object."""
+    """Seeds of the ``touching`` and ``distance`` watersheds smaller than this are dropped:
+    half an object."""
     return max(2, min_size // 2)
 
 
 def postprocess(prob: np.ndarray, method: str = "paper", min_distance_factor: float = 0.5,
-                min_size: int = 10, threshold: float = 0.5, dilation: int = 0) -> np.ndarray:
+                min_size: int = 10, threshold: float = 0.5, dilation: int = 0,
+                distance_seed: float = 0.5) -> np.ndarray:
     """Dispatch to one of :data:`METHODS`, then grow each nucleus by ``dilation`` pixels.
     ``prob`` is (H, W) or (H, W, C). ``threshold`` is the nucleus-probability threshold of
-    ``touching`` and ``cc`` (``paper`` uses Otsu's)."""
+    ``touching``, ``distance`` and ``cc`` (``paper`` uses Otsu's); ``distance_seed`` the
+    level of the distance map above which ``distance`` finds its seeds."""
     p = np.asarray(prob, np.float32)
     if method == "paper":
         labels = watershed_paper(p[..., 0] if p.ndim == 3 else p, min_distance_factor, min_size)
     elif method == "touching":
         labels = watershed_touching(p, threshold, threshold, min_size)
+    elif method == "distance":
+        labels = distance_steps(p, threshold, min_size, distance_seed)["labels"]
     elif method == "cc":
         labels = connected_components(p, threshold, min_size)
     else:

@@ -4,7 +4,8 @@ before it becomes a training target.
 In: an RGB float image in [0, 1] (from :mod:`nucseg_utils.data`) and an instance label image.
 Out: a normalised float32 image, and target channels (``mask``: nucleus pixels; ``touching``:
 pixels whose neighbourhood holds two different nuclei, which marks where touching nuclei must
-be split). Also the paper's resizing, done so that masks stay binary.
+be split; ``distance``: each pixel's distance to its nucleus' edge, as a fraction of that
+nucleus' largest, 1 at its centre). Also the paper's resizing, done so that masks stay binary.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ PERCENTILES = (1.0, 99.8)
 CLIP = (-0.5, 1.5)
 
 
+NORMALIZATIONS = ("unit", "percentile", "haematoxylin")
+
+
 def normalize(image: np.ndarray, mode: str = "percentile", low: float = PERCENTILES[0],
               high: float = PERCENTILES[1]) -> np.ndarray:
     """Normalise one image.
@@ -26,12 +30,25 @@ def normalize(image: np.ndarray, mode: str = "percentile", low: float = PERCENTI
     ``percentile``: the [low, high] percentiles of all channels together map to [0, 1] (colour
     balance kept), and an image whose background is bright (brightfield, stained tissue) is
     inverted so that nuclei are always brighter than the background.
+    ``haematoxylin``: as ``percentile``, but a stained-tissue image
+    (:func:`nucseg_utils.data.modality_of`) is first unmixed into its haematoxylin channel
+    (:func:`haematoxylin_density`), which holds the nuclei whatever the tissue's colour
+    balance or its eosin; that grey channel, scaled by its percentiles, fills all three
+    channels, so that stained nuclei look like fluorescent ones: bright on dark.
     """
     img = np.asarray(image, np.float32)
     if mode == "unit":
         return img
-    if mode != "percentile":
-        raise ValueError(f"unknown normalization '{mode}'")
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization '{mode}'; choose one of "
+                         f"{', '.join(NORMALIZATIONS)}")
+    if mode == "haematoxylin" and img.ndim == 3 and img.shape[-1] == 3:
+        from .data import modality_of
+        if modality_of(img) == "stained":
+            grey = haematoxylin_density(img)
+            lo, hi = np.percentile(grey, [low, high])
+            out = np.zeros_like(grey) if hi - lo < 1e-6 else (grey - lo) / (hi - lo)
+            return np.repeat(np.clip(out, *CLIP)[..., None], 3, axis=-1).astype(np.float32)
     lo, hi = np.percentile(img, [low, high])
     if hi - lo < 1e-6:
         out = np.zeros_like(img)
@@ -40,6 +57,13 @@ def normalize(image: np.ndarray, mode: str = "percentile", low: float = PERCENTI
     if background_is_bright(img):
         out = 1.0 - out
     return np.clip(out, *CLIP).astype(np.float32)
+
+
+def haematoxylin_density(image: np.ndarray) -> np.ndarray:
+    """The haematoxylin channel (optical density) of an RGB image of stained tissue, by
+    scikit-image's colour deconvolution (Ruifrok and Johnston's matrix): high in nuclei."""
+    from skimage.color import rgb2hed
+    return rgb2hed(np.clip(np.asarray(image, np.float32), 0.0, 1.0))[..., 0].astype(np.float32)
 
 
 def background_is_bright(image: np.ndarray) -> bool:
@@ -63,14 +87,38 @@ def touching_zone(labels: np.ndarray, size: int = 5) -> np.ndarray:
     return (lo != big) & (hi != lo)
 
 
+def centre_distance(labels: np.ndarray) -> np.ndarray:
+    """Each nucleus pixel's distance to the nearest pixel outside its nucleus (background or
+    another nucleus), divided by the largest such distance in its nucleus: 1 at the centre
+    of every nucleus whatever its size, falling to about 1/radius at its edge, 0 outside.
+    Two touching nuclei get two separate peaks, which a watershed splits between."""
+    lab = np.asarray(labels)
+    if lab.max() == 0:
+        return np.zeros(lab.shape, np.float32)
+    # a nucleus' edge pixels (next to the background or to another nucleus) are at distance
+    # 1, the others 1 + their distance to the nearest edge: touching nuclei are cut apart
+    l32 = lab.astype(np.int32)
+    inner = ((l32 > 0) & (ndi.maximum_filter(l32, size=3) == l32)
+             & (ndi.minimum_filter(l32, size=3) == l32))
+    dist = ndi.distance_transform_edt(inner) + (l32 > 0)
+    ids = np.unique(l32[l32 > 0])
+    peak = np.zeros(int(l32.max()) + 1, np.float64)
+    peak[ids] = ndi.maximum(dist, l32, ids)
+    out = np.where(l32 > 0, dist / np.maximum(peak[l32], 1.0), 0.0)
+    return out.astype(np.float32)
+
+
 def make_targets(labels: np.ndarray, targets=("mask",)) -> np.ndarray:
-    """Stack the target channels of a label image: (H, W, len(targets)) float32 of 0/1."""
+    """Stack the target channels of a label image: (H, W, len(targets)) float32 (0/1 for
+    ``mask`` and ``touching``, in [0, 1] for ``distance``)."""
     chans = []
     for t in targets:
         if t == "mask":
             chans.append(labels > 0)
         elif t == "touching":
             chans.append(touching_zone(labels))
+        elif t == "distance":
+            chans.append(centre_distance(labels))
         else:
             raise ValueError(f"unknown target '{t}'")
     return np.stack(chans, axis=-1).astype(np.float32)

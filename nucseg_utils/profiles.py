@@ -32,8 +32,11 @@ and the command line all read. ``describe(profile)`` gives the Table I rows.
   the profile spends the time saved on more steps: 15 x 100 steps took 46 min. Longer did
   not help on the validation images: 40 epochs (43 min on a later, 2.4x faster machine of
   this kind, 0.6 s a step) reached a lower validation loss but a validation DSB of 0.5620
-  against 0.5655, and 18 epochs with stain augmentation (``--stain 0.3``) 0.5539
-  (``models/cpu/ablation.md``, candidate rows). The input pipeline costs under a tenth of a
+  against 0.5655, 18 epochs with stain augmentation (``--stain 0.3``) 0.5539, a third
+  output, the distance to the nucleus' edge (``--targets mask,touching,distance``), 0.5593,
+  and stained tissue given as its haematoxylin channel (``--normalization haematoxylin``)
+  0.5529 (``models/cpu/ablation.md``, candidate rows). These differences are all smaller than
+  one training's noise: this very profile with ``--seed 43`` scored 0.5446. The input pipeline costs under a tenth of a
   step (``benchmarks/REPORT.md``), and the model's results are in ``models/cpu/results.md``.
   Departures from the paper, each for a reason: a ResNet-18 encoder without pretrained
   weights (none can be downloaded here), a narrow decoder (more steps in the hour), random
@@ -47,6 +50,11 @@ and the command line all read. ``describe(profile)`` gives the Table I rows.
   ``threshold`` and a final ``dilation`` are chosen on the validation images by
   ``nucseg publish`` (:mod:`nucseg_utils.calibration`) and stored in the model's config.
 - ``smoke``: seconds; for the tests and a first read of the notebooks. Its numbers mean nothing.
+
+``split_seed`` draws the train/validation split, ``seed`` everything else (initial weights,
+batches, augmentation), so that two trainings of one recipe with different seeds are judged
+on the same validation images; runs recorded before the key existed (None) drew their split
+with ``seed``, as :func:`split_seed` says.
 
 Three keys only the paper profile sets, neutral elsewhere: ``micro_batch`` (None: the whole
 batch in one step, with ``train_on_batch``), ``mixed_precision`` (False) and
@@ -108,6 +116,7 @@ PROFILES: dict[str, dict] = {
         "scale_limits": [0.25, 2.0],
         "size_probe": None,
         "seed": 42,
+        "split_seed": 42,              # the train/validation split's own seed
     },
     "cpu": {
         "backbone": "resnet18",
@@ -141,6 +150,7 @@ PROFILES: dict[str, dict] = {
         "size_probe": 0.5,             # first size estimate at half scale (large nuclei)
         "scale_limits": [0.25, 2.0],
         "seed": 42,
+        "split_seed": 42,              # the train/validation split's own seed
     },
     "smoke": {
         "backbone": "resnet18",
@@ -174,20 +184,34 @@ PROFILES: dict[str, dict] = {
         "scale_limits": [0.25, 2.0],
         "size_probe": None,
         "seed": 42,
+        "split_seed": 42,              # the train/validation split's own seed
     },
 }
 
 # Keys added after the first runs, with the values that keep the behaviour of before: what
 # ``training.check_resume`` assumes for a run whose run.json does not record them.
 ADDED_KEYS = {"micro_batch": None, "mixed_precision": False, "checkpoint_every": 1,
-              "decoder_filters": [256, 128, 64, 32, 16]}
+              "decoder_filters": [256, 128, 64, 32, 16], "split_seed": None}
 
 TTA_VARIANTS = 8  # rotations 0/90/180/270, each with and without a flip
+
+TARGETS = ("mask", "touching", "distance")  # the output channels a model can learn
+
+
+def target_list(text: str) -> list[str]:
+    """``--targets mask,touching,distance`` -> ["mask", "touching", "distance"]."""
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not names or names != list(TARGETS[:len(names)]):  # post-processing reads by position
+        raise ValueError(f"targets '{text}': one of " + ", ".join(
+            ",".join(TARGETS[:n]) for n in range(1, len(TARGETS) + 1)))
+    return names
+
 
 # the profile values `nucseg train` can override (--epochs, --steps-per-epoch, ...), and their
 # types; `--stain S` sets augmentation["stain"]
 TRAIN_OPTIONS = {"epochs": int, "steps_per_epoch": int, "batch_size": int, "input_size": int,
-                 "learning_rate": float, "seed": int, "backbone": str, "encoder_weights": str}
+                 "learning_rate": float, "seed": int, "backbone": str, "encoder_weights": str,
+                 "targets": target_list, "normalization": str}
 
 DESCRIPTIONS = {
     "backbone": "encoder of the U-Net",
@@ -216,8 +240,29 @@ DESCRIPTIONS = {
 }
 
 
+def complete(profile: dict) -> dict:
+    """A profile, maybe as an older run recorded it, with every key: :data:`ADDED_KEYS`'
+    values for the keys it lacks, its split seed resolved (:func:`split_seed`). Two profiles
+    that train alike are equal once completed."""
+    full = {**ADDED_KEYS, **profile}
+    if "seed" in full:
+        full["split_seed"] = split_seed(full)
+    return full
+
+
+def split_seed(profile: dict) -> int:
+    """The seed of a profile's train/validation split: ``split_seed``, or ``seed`` for runs
+    recorded before ``split_seed`` existed."""
+    value = profile.get("split_seed")
+    return int(profile["seed"] if value is None else value)
+
+
 class ProfileError(KeyError):
     pass
+
+
+class SettingsError(ValueError):
+    """Settings that cannot train or predict together (named in the message)."""
 
 
 def get_profile(name: str | dict = "cpu", **overrides) -> dict:
@@ -246,14 +291,14 @@ def train_command(profile: dict, out) -> str:
     profile's code of the time)."""
     if profile.get("name") not in PROFILES:
         return f"nucseg train --out {out} (a profile of its own: see its run.json)"
-    base = {**ADDED_KEYS, **get_profile(profile["name"])}
-    prof = {**ADDED_KEYS, **profile}
+    base = complete(get_profile(profile["name"]))
+    prof = complete(profile)
     words = ["nucseg", "train", "--profile", profile["name"], "--out", str(out)]
     for key in TRAIN_OPTIONS:
         if prof.get(key) != base.get(key):
             value = "none" if prof.get(key) is None else prof.get(key)
             words += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float)
-                      else str(value)]
+                      else ",".join(value) if isinstance(value, list) else str(value)]
     aug, base_aug = prof.get("augmentation") or {}, base.get("augmentation") or {}
     if aug.get("stain", 0) != base_aug.get("stain", 0):
         words += ["--stain", f"{aug.get('stain', 0):g}"]

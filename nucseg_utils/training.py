@@ -82,7 +82,8 @@ def load_training_data(profile: dict, root=None, progress: bool = True):
                          "modality": data_mod.modality_of(s.image)})
         split.close()
     table = pd.DataFrame(rows)
-    train, val = split_ids(table["id"], profile["val_fraction"], profile["seed"])
+    from .profiles import split_seed
+    train, val = split_ids(table["id"], profile["val_fraction"], split_seed(profile))
     table["subset"] = np.where(table["id"].isin(set(val)), "val", "train")
     return table, samples
 
@@ -141,7 +142,7 @@ def check_resume(profile: dict, data_fingerprint: dict, run_dir) -> None:
     ``run.json`` does not record them: the history would no longer describe one training."""
     import json
     from .model import ModelError
-    from .profiles import ADDED_KEYS
+    from .profiles import complete
     layout = runs.RunLayout(run_dir)
     info = runs.read_json(layout.run_json) if layout.run_json.exists() else {}
     if not info.get("profile") or info.get("data_fingerprint") is None:
@@ -150,8 +151,8 @@ def check_resume(profile: dict, data_fingerprint: dict, run_dir) -> None:
                          f"be checked; train into a new folder (or delete the checkpoint to "
                          f"train this one from scratch)")
     # a run recorded before a key existed trained with the key's neutral value
-    old = {**ADDED_KEYS, **info["profile"]}
-    new = {**ADDED_KEYS, **json.loads(json.dumps(profile, default=str))}
+    old = complete(info["profile"])
+    new = complete(json.loads(json.dumps(profile, default=str)))
     what = []
     if old.get("name") != new.get("name"):
         what.append(f"profile: {old.get('name')!r} -> {new.get('name')!r}")
@@ -325,6 +326,16 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
     copy of the training files after every full checkpoint.
     """
     from . import model as model_mod
+    from .preprocessing import NORMALIZATIONS
+    from .profiles import SettingsError
+    # settings that cannot work are refused before anything in run_dir is touched
+    if profile["normalization"] not in NORMALIZATIONS:
+        raise SettingsError(f"unknown normalization '{profile['normalization']}'; choose one of "
+                         f"{', '.join(NORMALIZATIONS)}")
+    if profile["normalization"] == "haematoxylin" and \
+            (profile.get("augmentation") or {}).get("stain"):
+        raise SettingsError("the stain augmentation works on colour images; with the "
+                         "'haematoxylin' normalization stained images reach the network grey")
     tf = model_mod.tf_setup()
     run_dir = Path(run_dir)
     root = data_mod.find_data_root(root, profile["train_splits"][0])
@@ -355,10 +366,10 @@ def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after
     seed = int(profile["seed"])
     tf.keras.utils.set_random_seed(seed)
 
+    norm = profile["normalization"]
     layout = runs.RunLayout(run_dir)
     table, samples = load_training_data(profile, root, progress=progress)
     runs.write_table(table, layout.split)
-    norm = profile["normalization"]
     images = [normalize(s.image, norm) for s in samples]
     labels = [s.labels.astype(np.int32) for s in samples]
     is_val = (table["subset"] == "val").to_numpy()

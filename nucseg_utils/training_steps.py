@@ -180,7 +180,8 @@ def lr_schedule(profile: dict, root=None, history=None, steps_per_epoch: int | N
     if not steps and root is not None:
         from . import data as data_mod
         ids = [i for s in profile["train_splits"] for i in data_mod.open_split(s, root).ids]
-        train, _ = split_ids(ids, profile["val_fraction"], profile["seed"])
+        from .profiles import split_seed
+        train, _ = split_ids(ids, profile["val_fraction"], split_seed(profile))
         steps = max(1, math.ceil(len(train) / profile["batch_size"]))
     steps = int(steps or 1)
     total = steps * int(profile["epochs"])

@@ -264,6 +264,19 @@ def test_predict_on_a_folder_without_images_exits_2(capsys, tmp_path, fake_model
     assert code == 2 and "no PNG/TIFF/JPEG images found" in err
 
 
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_post_processing_that_needs_outputs_the_model_lacks_exits_2(capsys, tmp_path,
+                                                                       disc_folder, command):
+    from nucseg_utils.cli import DEFAULT_MODEL  # two outputs: mask, touching
+    where = (["--images", disc_folder, "--out", tmp_path / "out"] if command == "predict"
+             else ["--split", "stage1_test", "--data", tmp_path])
+    code, _, err = nucseg(capsys, command, "--model", DEFAULT_MODEL, "--postprocess",
+                          "distance", *where, "--quiet")
+    assert code == 2
+    assert "the 'distance' post-processing needs a model of 3 outputs; this one has 2" in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("value", ["0", "-0.3", "nan", "abc"])
 def test_predict_refuses_a_pixel_size_that_is_not_positive(capsys, tmp_path, disc_folder,
                                                            value):

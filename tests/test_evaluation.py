@@ -231,6 +231,37 @@ def test_the_densest_window_stays_inside_the_image_and_holds_the_most_mask():
     assert evaluation.window_around((30, 50), (15, 25), 64) == (slice(0, 64), slice(0, 64))
 
 
+def test_the_post_processing_tried_follows_the_models_outputs():
+    from nucseg_utils.calibration import DISTANCE_SEEDS, candidates
+    methods = [{c["postprocess"] for c in candidates(t)}
+               for t in (["mask"], ["mask", "touching"], ["mask", "touching", "distance"])]
+    assert methods == [{"paper", "cc"}, {"paper", "cc", "touching"},
+                       {"paper", "cc", "touching", "distance"}]
+    seeds = {c["distance_seed"] for c in candidates(["mask", "touching", "distance"])
+             if c["postprocess"] == "distance"}
+    assert seeds == set(DISTANCE_SEEDS)
+
+
+def test_the_lever_table_names_the_other_seeded_watershed_of_a_three_output_model():
+    from nucseg_utils.calibration import other_seeded_watershed
+    table = pd.DataFrame([
+        {"postprocess": "touching", "threshold": 0.6, "distance_seed": None, "dilation": 0,
+         "dsb": 0.55},
+        {"postprocess": "distance", "threshold": 0.5, "distance_seed": 0.7, "dilation": 1,
+         "dsb": 0.53},
+        {"postprocess": "distance", "threshold": 0.6, "distance_seed": 0.4, "dilation": 0,
+         "dsb": 0.54},
+        {"postprocess": "paper", "threshold": None, "distance_seed": None, "dilation": 0,
+         "dsb": 0.50}])
+    assert other_seeded_watershed(table, "touching") == (
+        "the distance-map watershed instead (its best: threshold 0.6, seeds above 0.4, "
+        "dilation 0)", 0.54)
+    assert other_seeded_watershed(table, "distance") == (
+        "the touching-zone watershed instead (its best: threshold 0.6, dilation 0)", 0.55)
+    assert other_seeded_watershed(table[table["postprocess"] != "distance"], "touching") is None
+    assert other_seeded_watershed(table, "paper") is None
+
+
 def test_the_recipe_name_says_what_the_training_did():
     from nucseg_utils.calibration import recipe_name
     cfg = {"target_diameter": 20, "tta": True, "postprocess": "touching", "threshold": 0.6}
@@ -240,5 +271,14 @@ def test_the_recipe_name_says_what_the_training_did():
                            "18 epochs x 100 steps, stain augmentation 0.3, "
                            "nuclei rescaled to 20 px")
     assert "stain" not in recipe_name(cfg, profiles.get_profile("cpu"))
+    dist = profiles.get_profile("cpu", targets=["mask", "touching", "distance"])
+    name = recipe_name({**cfg, "postprocess": "distance", "distance_seed": 0.4}, dist)
+    assert "a third output: the distance to the nucleus' edge" in name
+    assert name.endswith("distance watershed at threshold 0.6, seeds above 0.4, dilation 0 px")
+    assert "seed" not in recipe_name(cfg, profiles.get_profile("cpu"))
+    assert ", 15 epochs x 100 steps, seed 43, nuclei" in recipe_name(
+        cfg, profiles.get_profile("cpu", seed=43))
+    hed = profiles.get_profile("cpu", normalization="haematoxylin")
+    assert "stained tissue unmixed to its haematoxylin channel" in recipe_name(cfg, hed)
     assert recipe_name(cfg) == ("chosen recipe: nuclei rescaled to 20 px (training and test), "
                                 "8-fold TTA, touching at threshold 0.6, dilation 0 px")

@@ -4,7 +4,7 @@ import pytest
 
 from nucseg_utils import metrics
 from nucseg_utils.postprocessing import METHODS, mean_radius, paper_steps, postprocess
-from nucseg_utils.preprocessing import touching_zone
+from nucseg_utils.preprocessing import centre_distance, touching_zone
 
 
 def discs(shape, centres, radius):
@@ -46,6 +46,41 @@ def test_touching_zone_markers_split_the_pair(two_touching):
     assert metrics.image_scores(two_touching, labels)["dsb"] > 0.7
 
 
+def three_channels(truth):
+    """What a three-channel network should predict for ``truth``, blurred a little."""
+    return np.stack([soft(truth > 0), soft(touching_zone(truth) > 0),
+                     soft(centre_distance(truth) * 1.0, 0.7)], axis=-1)
+
+
+def test_distance_map_seeds_split_a_pair_whose_touching_zone_was_missed(two_touching):
+    prob = three_channels(two_touching)
+    prob[..., 1] = 0  # no touching zone predicted: the touching watershed cannot split them
+    assert postprocess(prob, "touching").max() == 1
+    labels = postprocess(prob, "distance")
+    assert labels.max() == 2
+    assert metrics.image_scores(two_touching, labels)["dsb"] > 0.7
+
+
+def test_distance_steps_return_every_step_and_end_in_the_labels(two_touching):
+    from nucseg_utils.postprocessing import distance_steps
+    prob = three_channels(two_touching)
+    steps = distance_steps(prob, 0.5, 10, 0.5)
+    assert {"nucleus", "distance", "foreground", "seed_map", "seeds", "watershed",
+            "labels"} <= set(steps)
+    assert int(steps["seeds"].max()) == 2
+    assert np.array_equal(steps["labels"], postprocess(prob, "distance", threshold=0.5,
+                                                       distance_seed=0.5))
+    # a higher seed level keeps smaller seeds, never more of them here
+    high = distance_steps(prob, 0.5, 10, 0.8)
+    assert (high["seed_map"].sum() < steps["seed_map"].sum()) and high["labels"].max() == 2
+
+
+def test_distance_post_processing_needs_three_channels(two_touching):
+    prob = three_channels(two_touching)[..., :2]
+    with pytest.raises(ValueError, match="three-channel"):
+        postprocess(prob, "distance")
+
+
 def test_separate_nuclei_are_not_over_split():
     truth = discs((100, 100), [(25, 25), (25, 75), (75, 50)], 10)
     labels = postprocess(soft(truth > 0), "paper")
@@ -55,7 +90,7 @@ def test_separate_nuclei_are_not_over_split():
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("value", [0.0, 0.3, 0.9])
 def test_empty_or_constant_map_gives_a_label_image_not_a_crash(method, value):
-    prob = np.full((40, 50, 2), value, np.float32)
+    prob = np.full((40, 50, 3), value, np.float32)
     labels = postprocess(prob, method)
     assert labels.shape == (40, 50)
     # a constant map holds no boundaries: background below 0.5, at most one object above

@@ -48,6 +48,49 @@ def test_targets_are_binary_channels_in_profile_order():
     assert t[..., 0].sum() == 9 and t[..., 1].sum() == 0
 
 
+def test_haematoxylin_normalisation_turns_stained_tissue_into_bright_grey_nuclei():
+    from skimage.color import rgb_from_hed
+    h = np.zeros((40, 60))
+    e = np.zeros((40, 60))
+    h[10:20, 10:20] = 1.0   # a nucleus: haematoxylin
+    e[10:30, 30:50] = 1.2   # cytoplasm: more eosin than the nucleus holds haematoxylin
+    od = h[..., None] * rgb_from_hed[0] + e[..., None] * rgb_from_hed[1]
+    stained = np.exp(-od).astype(np.float32)  # white background, purple and pink
+    out = pp.normalize(stained, "haematoxylin")
+    assert out.shape == stained.shape and np.array_equal(out[..., 0], out[..., 2])
+    assert out[15, 15, 0] > 0.9 and out[20, 40, 0] < 0.2 and out[35, 5, 0] < 0.1
+    # the plain percentile normalisation keeps the colour: the eosin is bright there
+    assert pp.normalize(stained, "percentile")[20, 40].max() > 0.5
+    # a grey image is normalised as by the percentile mode
+    grey = np.repeat(np.random.default_rng(0).random((30, 30, 1)), 3, -1).astype(np.float32)
+    assert np.array_equal(pp.normalize(grey, "haematoxylin"), pp.normalize(grey, "percentile"))
+    with pytest.raises(ValueError, match="haematoxylin"):
+        pp.normalize(grey, "zscore")
+
+
+def test_centre_distance_peaks_at_one_in_every_nucleus_and_dips_where_two_touch():
+    lab = np.zeros((20, 40), np.int32)
+    lab[4:15, 2:13] = 1
+    lab[4:15, 13:24] = 2   # touches nucleus 1 along column 13
+    lab[8:11, 30:33] = 3   # small, alone
+    d = pp.centre_distance(lab)
+    assert d.dtype == np.float32 and d[lab == 0].max() == 0
+    for i in (1, 2, 3):
+        assert d[lab == i].max() == pytest.approx(1.0)
+    assert d[9, 7] == pytest.approx(1.0) and d[9, 18] == pytest.approx(1.0)  # the centres
+    assert d[9, 12] == d[9, 13] == d[9, 2]  # the shared edge is an edge, like the outer one
+    assert d[9, 12] < 0.25
+    assert pp.centre_distance(np.zeros((5, 5), np.int32)).max() == 0
+
+
+def test_distance_target_is_the_third_channel():
+    lab = np.zeros((12, 12), np.int32)
+    lab[2:9, 2:9] = 1
+    t = pp.make_targets(lab, ["mask", "touching", "distance"])
+    assert t.shape == (12, 12, 3)
+    assert np.array_equal(t[..., 2], pp.centre_distance(lab))
+
+
 def test_nearest_label_resize_keeps_labels_and_the_papers_soft_resize_dilates():
     lab = np.zeros((512, 512), np.int32)
     yy, xx = np.mgrid[:512, :512]

@@ -31,14 +31,33 @@ def test_the_paper_profile_keeps_its_effective_batch_of_32_in_micro_batches_of_8
 @pytest.mark.parametrize("name", ["cpu", "smoke"])
 def test_cpu_and_smoke_keep_their_training_the_new_keys_are_neutral(name):
     prof = profiles.get_profile(name)
-    paper_only = {k: v for k, v in profiles.ADDED_KEYS.items() if k != "decoder_filters"}
+    paper_only = {k: v for k, v in profiles.ADDED_KEYS.items()
+                  if k not in ("decoder_filters", "split_seed")}
     assert {k: prof[k] for k in paper_only} == paper_only
+    assert prof["split_seed"] == profiles.split_seed({**prof, "split_seed": None})
     assert profiles.accumulation_steps(prof) == 1
     rows = profiles.describe(prof)
     assert "precision" not in rows["parameter"].tolist()
     assert rows.set_index("parameter").loc["batch size", "value"] == str(prof["batch_size"])
     # micro_batch equal to the batch is no accumulation either
     assert profiles.accumulation_steps(profiles.get_profile(name, micro_batch=prof["batch_size"])) == 1
+
+
+def test_the_seed_changes_the_training_not_the_validation_images(smoke_data):
+    def subsets(**overrides):
+        table, _ = training.load_training_data(profiles.get_profile("smoke", **overrides),
+                                               smoke_data, progress=False)
+        return table.set_index("id")["subset"]
+    base = subsets()
+    assert (base == "val").any()
+    assert subsets(seed=43).equals(base)
+    assert not subsets(split_seed=43).equals(base)
+    assert profiles.split_seed({"seed": 7}) == 7  # a run recorded before split_seed existed
+    # resuming a run recorded without split_seed, whose split used its seed, is the same run
+    cpu = profiles.get_profile("cpu")
+    assert profiles.complete({**cpu, "split_seed": None}) == profiles.complete(cpu)
+    assert profiles.train_command({**cpu, "seed": 43}, "r") == (
+        "nucseg train --profile cpu --out r --seed 43")
 
 
 def test_a_run_recorded_before_the_new_keys_still_resumes(tmp_path):
@@ -296,3 +315,29 @@ def test_the_train_command_of_a_run_gives_the_options_that_made_its_profile():
     args = cli.build_parser().parse_args(["train", "--epochs", "18", "--learning-rate",
                                           "0.0005", "--stain", "0.3"])
     assert (args.epochs, args.learning_rate, args.stain) == (18, 5e-4, 0.3)
+    # a list option goes back and forth as the command line writes it
+    dist = profiles.get_profile("cpu", targets=["mask", "touching", "distance"])
+    command = profiles.train_command(dist, "r")
+    assert command == "nucseg train --profile cpu --out r --targets mask,touching,distance"
+    args = cli.build_parser().parse_args(command.split()[1:])
+    assert args.targets == ["mask", "touching", "distance"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"normalization": "zscore"}, "unknown normalization 'zscore'"),
+    ({"normalization": "haematoxylin", "augmentation": {"stain": 0.3}}, "stain augmentation")])
+def test_settings_that_cannot_train_are_refused_before_the_run_folder_is_touched(
+        tmp_path, overrides, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.npz").write_bytes(b"an earlier training's model")
+    prof = profiles.get_profile("smoke", **overrides)
+    with pytest.raises(profiles.SettingsError, match=message):
+        training.train(prof, run, root=tmp_path / "no-data")
+    assert [p.name for p in run.iterdir()] == ["model.npz"]
+
+
+@pytest.mark.parametrize("text", ["touching", "mask,distance", "mask,touching,edges", ""])
+def test_targets_the_post_processing_cannot_read_are_refused(text):
+    with pytest.raises(ValueError, match="one of mask, mask,touching"):
+        profiles.target_list(text)
