@@ -108,10 +108,11 @@ def measure_pipeline(profile: dict, n_batches: int = 3, seed: int = 0) -> dict:
 
 
 def split_sizes(profile: dict) -> tuple[int, int]:
+    from nucseg_utils.profiles import split_seed
     from nucseg_utils.training import split_ids
     n = sum(N_IMAGES[s] for s in profile["train_splits"])
     train, val = split_ids([f"{i:04d}" for i in range(n)], profile["val_fraction"],
-                           profile["seed"])
+                           split_seed(profile))
     return len(train), len(val)
 
 

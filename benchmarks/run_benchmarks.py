@@ -54,7 +54,7 @@ if str(REPO) not in sys.path:
 
 from nucseg_utils import data as data_mod  # noqa: E402
 from nucseg_utils import metrics, runs  # noqa: E402
-from nucseg_utils.postprocessing import CHANNELS, METHODS  # noqa: E402
+from nucseg_utils.postprocessing import METHODS, methods_for  # noqa: E402
 
 SECTIONS = ("metric", "postprocess", "inference", "training", "quality", "streaming")
 TITLES = {
@@ -410,7 +410,7 @@ class Context:
         probs = next(iter(self.predictions()["tta"].values()))
         channels = probs.shape[-1] if probs.ndim == 3 else 1
         own = config.get("postprocess", "paper")
-        ms = [m for m in METHODS if CHANNELS[m] <= channels]
+        ms = methods_for(channels)
         return sorted(ms, key=lambda m: (m != own, METHODS.index(m)))
 
     def labels(self, which: str, method: str, engine: str | None = None):

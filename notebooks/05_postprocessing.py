@@ -135,8 +135,7 @@ figures.postprocessing_steps(test.image(sid), probs[sid][..., 0],
 # whole image (it holds no boundary), for each method (the largest label of each):
 
 # %%
-methods = [m for m in postprocessing.METHODS
-           if postprocessing.CHANNELS[m] <= len(config["targets"])]
+methods = postprocessing.methods_for(len(config["targets"]))
 for name in methods:
     evaluation.save_label_dir(evaluation.postprocess_all(probs, config, name),
                               ctx.labels(name))

@@ -31,13 +31,13 @@ def candidates(targets) -> list[dict]:
     (two channels or more) and ``cc`` over thresholds and a final dilation, ``distance``
     (three channels) over thresholds, seed levels and dilation, the paper's watershed over its
     marker spacing."""
-    from .postprocessing import CHANNELS
-    n_targets = len(targets)
+    from .postprocessing import methods_for
+    methods = methods_for(len(targets))
     out = []
-    if n_targets >= CHANNELS["distance"]:
+    if "distance" in methods:
         out += [{"postprocess": "distance", "threshold": t, "distance_seed": s, "dilation": d}
                 for t in THRESHOLDS for s in DISTANCE_SEEDS for d in DILATIONS]
-    if n_targets >= CHANNELS["touching"]:
+    if "touching" in methods:
         out += [{"postprocess": "touching", "threshold": t, "dilation": d}
                 for t in THRESHOLDS for d in DILATIONS]
     out += [{"postprocess": "paper", "min_distance_factor": f, "dilation": d}

@@ -39,6 +39,19 @@ def _add_tta(p):
     g.add_argument("--no-tta", dest="tta", action="store_false")
 
 
+def _option(parse):
+    """``parse`` for argparse, its ValueError's message shown as the option's error."""
+    if parse in (int, float, str):
+        return parse
+
+    def option(text):
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return option
+
+
 def _formats(text: str) -> tuple[str, ...]:
     from .predict import parse_formats
     try:
@@ -86,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train from scratch into a run folder that holds a model already")
     p.add_argument("--synthetic", action="store_true", help="train on the built-in synthetic set")
     for name, typ in TRAIN_OPTIONS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=typ,
+        p.add_argument(f"--{name.replace('_', '-')}", type=_option(typ),
                        help="override the profile's value")
     p.add_argument("--stain", type=float, help="stain augmentation of the stained-tissue "
                    "images, its strength (0.3: each stain's amount scaled by up to +-30%%)")

@@ -690,11 +690,9 @@ def method_scores(prob: np.ndarray, truth: np.ndarray, config: dict):
     """Every post-processing method that applies to one probability map (the model's
     settings otherwise): the nuclei it finds and its DSB against ``truth``."""
     import pandas as pd
-    from .postprocessing import CHANNELS, METHODS
+    from .postprocessing import methods_for
     rows = []
-    for m in METHODS:
-        if (prob.shape[-1] if prob.ndim == 3 else 1) < CHANNELS[m]:
-            continue
+    for m in methods_for(prob.shape[-1] if prob.ndim == 3 else 1):
         lab = postprocess_one(prob, config, m)
         rows.append({"method": m, "nuclei": int(len(np.unique(lab)) - 1),
                      "dsb": metrics.image_scores(truth, lab)["dsb"]})

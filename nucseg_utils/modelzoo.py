@@ -47,7 +47,7 @@ import numpy as np
 from . import __version__, runs
 from .model import DECODER_FILTERS
 from .postprocessing import seed_min_size, settings as postprocess_settings
-from .preprocessing import CLIP, PERCENTILES  # what normalize does, described in rdf.yaml
+from .preprocessing import CLIP, NORMALIZATIONS, PERCENTILES  # described in rdf.yaml
 from .colab import REPO_URL as GIT_REPO  # the one place the repository's address is written
 
 WEIGHT_FORMATS = ("keras_hdf5", "tensorflow_saved_model_bundle")
@@ -200,6 +200,7 @@ def _documentation(config: dict, info: dict) -> str:
         f"A U-Net with a {config['backbone']} encoder that predicts, for every pixel of a "
         f"microscopy image, the probability that it belongs to a cell nucleus"
         + (" and the probability that it lies where two nuclei touch" if two else "")
+        + (" and its distance to the nucleus' edge" if len(names) > 2 else "")
         + f". Made by [nucseg]({GIT_REPO}) {__version__} (`nucseg export`) from its model "
         f"file `{info['model_file']}` (fingerprint `{info['fingerprint']}`), trained on "
         f"{info['dataset']}.",
@@ -245,8 +246,10 @@ def _documentation(config: dict, info: dict) -> str:
                      "close to nucseg's optical density, not equal to it) and give the "
                      "package a three-channel copy of it.")
     if config.get("normalization") in ("percentile", "haematoxylin"):
+        kinds = ("brightfield: its" if config["normalization"] == "haematoxylin"
+                 else "brightfield, H&E-stained tissue: its")
         steps.append("**Background inversion.** An image whose background is bright "
-                     "(brightfield, H&E-stained tissue: its median is above the middle of its "
+                     f"({kinds} median is above the middle of its "
                      "1st-99th percentile range) is inverted after the scaling (1 - value), "
                      "so that nuclei are always brighter than the background, as in training. "
                      "The format has no conditional step: invert such images yourself before "
@@ -377,7 +380,7 @@ def export_package(model_path, out, weights=WEIGHT_FORMATS, overwrite: bool = Fa
                           f"{', '.join(WEIGHT_FORMATS)}")
     # the cheap checks first: the model file's config (ModelError names the file), the output
     norm = read_config(model_path).get("normalization", "unit")
-    if norm not in ("percentile", "haematoxylin", "unit"):
+    if norm not in NORMALIZATIONS:
         raise ExportError(f"{model_path}: normalization '{norm}' cannot be described in a "
                           f"bioimage.io package")
     _check_output(out, overwrite)
@@ -494,6 +497,7 @@ def export_package(model_path, out, weights=WEIGHT_FORMATS, overwrite: bool = Fa
             f"Cell nucleus segmentation in 2-D microscopy (fluorescence, brightfield, H&E): a "
             f"U-Net ({backbone} encoder) giving the probability of nucleus"
             + (" and of the zone where nuclei touch" if len(names) > 1 else "")
+            + (" and the distance to the nucleus' edge" if len(names) > 2 else "")
             + f". Trained on {dataset}. nucseg (not this package) also inverts bright "
               "backgrounds, rescales nuclei to one size, averages 8 rotations/flips and "
               "separates nuclei with a watershed: see the documentation.")

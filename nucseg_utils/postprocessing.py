@@ -31,6 +31,11 @@ METHODS = ("paper", "touching", "distance", "cc")
 CHANNELS = {"paper": 1, "touching": 2, "distance": 3, "cc": 1}  # the channels each needs
 
 
+def methods_for(n_channels: int) -> list[str]:
+    """The methods of :data:`METHODS` that a map of ``n_channels`` channels allows."""
+    return [m for m in METHODS if CHANNELS[m] <= n_channels]
+
+
 def _label_dtype(n: int):
     return np.uint16 if n < 65535 else np.int32
 

@@ -45,18 +45,18 @@ def normalize(image: np.ndarray, mode: str = "percentile", low: float = PERCENTI
     if mode == "haematoxylin" and img.ndim == 3 and img.shape[-1] == 3:
         from .data import modality_of
         if modality_of(img) == "stained":
-            grey = haematoxylin_density(img)
-            lo, hi = np.percentile(grey, [low, high])
-            out = np.zeros_like(grey) if hi - lo < 1e-6 else (grey - lo) / (hi - lo)
-            return np.repeat(np.clip(out, *CLIP)[..., None], 3, axis=-1).astype(np.float32)
-    lo, hi = np.percentile(img, [low, high])
-    if hi - lo < 1e-6:
-        out = np.zeros_like(img)
-    else:
-        out = (img - lo) / (hi - lo)
+            grey = _scale(haematoxylin_density(img), low, high)
+            return np.repeat(np.clip(grey, *CLIP)[..., None], 3, axis=-1).astype(np.float32)
+    out = _scale(img, low, high)
     if background_is_bright(img):
         out = 1.0 - out
     return np.clip(out, *CLIP).astype(np.float32)
+
+
+def _scale(img: np.ndarray, low: float, high: float) -> np.ndarray:
+    """The [low, high] percentiles of ``img`` mapped to [0, 1] (all 0 for a flat image)."""
+    lo, hi = np.percentile(img, [low, high])
+    return np.zeros_like(img) if hi - lo < 1e-6 else (img - lo) / (hi - lo)
 
 
 def haematoxylin_density(image: np.ndarray) -> np.ndarray:
@@ -91,7 +91,9 @@ def centre_distance(labels: np.ndarray) -> np.ndarray:
     """Each nucleus pixel's distance to the nearest pixel outside its nucleus (background or
     another nucleus), divided by the largest such distance in its nucleus: 1 at the centre
     of every nucleus whatever its size, falling to about 1/radius at its edge, 0 outside.
-    Two touching nuclei get two separate peaks, which a watershed splits between."""
+    Two touching nuclei get two separate peaks, which a watershed splits between. Computed
+    on the training crop: a nucleus the crop cuts is normalised by its visible part, and the
+    crop's border is not an edge."""
     lab = np.asarray(labels)
     if lab.max() == 0:
         return np.zeros(lab.shape, np.float32)

@@ -36,8 +36,9 @@ and the command line all read. ``describe(profile)`` gives the Table I rows.
   output, the distance to the nucleus' edge (``--targets mask,touching,distance``), 0.5593,
   and stained tissue given as its haematoxylin channel (``--normalization haematoxylin``)
   0.5529 (``models/cpu/ablation.md``, candidate rows). These differences are all smaller than
-  one training's noise: this very profile with ``--seed 43`` scored 0.5446. The input pipeline costs under a tenth of a
-  step (``benchmarks/REPORT.md``), and the model's results are in ``models/cpu/results.md``.
+  one training's noise: this very profile with ``--seed 43`` scored 0.5446. The input
+  pipeline costs under a tenth of a step (``benchmarks/REPORT.md``), and the model's
+  results are in ``models/cpu/results.md``.
   Departures from the paper, each for a reason: a ResNet-18 encoder without pretrained
   weights (none can be downloaded here), a narrow decoder (more steps in the hour), random
   crops at native scale instead of resizing (no dilated masks, objects keep their size),
@@ -211,7 +212,7 @@ def target_list(text: str) -> list[str]:
 # types; `--stain S` sets augmentation["stain"]
 TRAIN_OPTIONS = {"epochs": int, "steps_per_epoch": int, "batch_size": int, "input_size": int,
                  "learning_rate": float, "seed": int, "backbone": str, "encoder_weights": str,
-                 "targets": target_list, "normalization": str}
+                 "targets": target_list, "normalization": str, "split_seed": int}
 
 DESCRIPTIONS = {
     "backbone": "encoder of the U-Net",

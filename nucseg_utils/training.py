@@ -326,9 +326,18 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
     copy of the training files after every full checkpoint.
     """
     from . import model as model_mod
+    from .postprocessing import CHANNELS
     from .preprocessing import NORMALIZATIONS
-    from .profiles import SettingsError
+    from .profiles import SettingsError, target_list
     # settings that cannot work are refused before anything in run_dir is touched
+    try:
+        target_list(",".join(profile["targets"]))
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+    if CHANNELS.get(profile["postprocess"], 1) > len(profile["targets"]):
+        raise SettingsError(f"the profile's '{profile['postprocess']}' post-processing needs "
+                            f"{CHANNELS[profile['postprocess']]} outputs; targets "
+                            f"{','.join(profile['targets'])} give {len(profile['targets'])}")
     if profile["normalization"] not in NORMALIZATIONS:
         raise SettingsError(f"unknown normalization '{profile['normalization']}'; choose one of "
                          f"{', '.join(NORMALIZATIONS)}")

@@ -268,13 +268,22 @@ def test_predict_on_a_folder_without_images_exits_2(capsys, tmp_path, fake_model
 def test_a_post_processing_that_needs_outputs_the_model_lacks_exits_2(capsys, tmp_path,
                                                                        disc_folder, command):
     from nucseg_utils.cli import DEFAULT_MODEL  # two outputs: mask, touching
-    where = (["--images", disc_folder, "--out", tmp_path / "out"] if command == "predict"
-             else ["--split", "stage1_test", "--data", tmp_path])
+    where = (["--images", disc_folder] if command == "predict"
+             else ["--split", "stage1_test", "--data", tmp_path]) + ["--out", tmp_path / "out"]
     code, _, err = nucseg(capsys, command, "--model", DEFAULT_MODEL, "--postprocess",
                           "distance", *where, "--quiet")
     assert code == 2
     assert "the 'distance' post-processing needs a model of 3 outputs; this one has 2" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_names_the_targets_it_takes(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--targets", "mask,distance"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--targets: targets 'mask,distance': one of mask, mask,touching, " \
+           "mask,touching,distance" in err
 
 
 @pytest.mark.parametrize("value", ["0", "-0.3", "nan", "abc"])

@@ -58,6 +58,15 @@ def test_the_seed_changes_the_training_not_the_validation_images(smoke_data):
     assert profiles.complete({**cpu, "split_seed": None}) == profiles.complete(cpu)
     assert profiles.train_command({**cpu, "seed": 43}, "r") == (
         "nucseg train --profile cpu --out r --seed 43")
+    # a run recorded before split_seed with another seed split by it: its command says so,
+    # and that command's profile resumes it
+    old = {k: v for k, v in cpu.items() if k != "split_seed"} | {"seed": 43}
+    command = profiles.train_command(old, "r")
+    assert command == "nucseg train --profile cpu --out r --seed 43 --split-seed 43"
+    from nucseg_utils import cli
+    args = cli.build_parser().parse_args(command.split()[1:])
+    again = profiles.get_profile("cpu", seed=args.seed, split_seed=args.split_seed)
+    assert profiles.complete(again) == profiles.complete(old)
 
 
 def test_a_run_recorded_before_the_new_keys_still_resumes(tmp_path):
@@ -325,7 +334,9 @@ def test_the_train_command_of_a_run_gives_the_options_that_made_its_profile():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"normalization": "zscore"}, "unknown normalization 'zscore'"),
-    ({"normalization": "haematoxylin", "augmentation": {"stain": 0.3}}, "stain augmentation")])
+    ({"normalization": "haematoxylin", "augmentation": {"stain": 0.3}}, "stain augmentation"),
+    ({"targets": ["mask", "distance"]}, "one of mask, mask,touching"),
+    ({"targets": ["mask"]}, "'touching' post-processing needs 2 outputs; targets mask give 1")])
 def test_settings_that_cannot_train_are_refused_before_the_run_folder_is_touched(
         tmp_path, overrides, message):
     run = tmp_path / "run"
