@@ -14,17 +14,14 @@ Writes ``benchmarks/scale_estimate.md`` and ``.csv``. Usage (about 4 minutes on 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
+from validation_run import open_run  # also puts the repository on sys.path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from nucseg_utils import calibration, data, model as model_mod, runs, scale, tta  # noqa: E402
-from nucseg_utils.preprocessing import normalize  # noqa: E402
+from nucseg_utils import calibration, data, runs, scale, tta
+from nucseg_utils.preprocessing import normalize
 
 PROBES = (0.5, 1.0)
 
@@ -46,13 +43,7 @@ def estimates(net, config, image) -> dict:
 
 def main(argv=None) -> int:
     import pandas as pd
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", default="runs/cpu", help="run folder (relative to the repository)")
-    ap.add_argument("--model", default=str(ROOT / "models" / "cpu" / "model.npz"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "scale_estimate"))
-    a = ap.parse_args(argv)
-    run = Path(a.run) if Path(a.run).is_absolute() else ROOT / a.run
-    net, config = model_mod.load_model(a.model)
+    a, run, net, config = open_run(__doc__, "scale_estimate", argv)
     rows = []
     for split_name, ids in calibration.validation_ids(run).items():
         source = data.open_split(split_name)

@@ -14,27 +14,19 @@ Writes ``benchmarks/tta_scales.md``. Usage (about 5 minutes on 2 cores):
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from validation_run import open_run  # also puts the repository on sys.path
 
-from nucseg_utils import calibration, model as model_mod, runs  # noqa: E402
+from nucseg_utils import calibration, model as model_mod, runs
 
 SCALE_SETS = ((1.0,), (0.8, 1.0, 1.25))
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", default="runs/cpu", help="run folder (relative to the repository)")
-    ap.add_argument("--model", default=str(ROOT / "models" / "cpu" / "model.npz"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "tta_scales.md"))
-    a = ap.parse_args(argv)
-    run = Path(a.run) if Path(a.run).is_absolute() else ROOT / a.run
-    net, config = model_mod.load_model(a.model)
+    a, run, net, config = open_run(__doc__, "tta_scales.md", argv)
     n = sum(len(ids) for ids in calibration.validation_ids(run).values())
     lines = ["# Test-time scaling on the validation images", "",
              f"Model `{Path(a.model).name}` (fingerprint `{runs.file_fingerprint(a.model)}`, "

@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .postprocessing import METHODS
-from .profiles import TRAIN_OPTIONS
+from .profiles import POSTPROCESS_CHANNELS, TRAIN_OPTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "models" / "cpu" / "model.npz"
@@ -135,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what runs the network (default: $NUCSEG_ENGINE, else auto: "
                             "OpenVINO on a CPU when installed, 1.4-2x faster, else "
                             "TensorFlow)")
-        p.add_argument("--postprocess", choices=list(METHODS),
+        p.add_argument("--postprocess", choices=list(POSTPROCESS_CHANNELS),
                        help="post-processing (default: the model's)")
         p.add_argument("--quiet", action="store_true")
 
@@ -278,15 +277,14 @@ def cmd_predict(a) -> int:
 def _check_postprocess(model_path, method: str | None) -> None:
     """Refuse a ``--postprocess`` that needs outputs the model does not have."""
     from .model import read_config
-    from .postprocessing import CHANNELS
     from .profiles import SettingsError
     if method is None:
         return
     targets = read_config(model_path)["targets"]
-    if CHANNELS[method] > len(targets):
+    if POSTPROCESS_CHANNELS[method] > len(targets):
         raise SettingsError(f"{model_path}: the '{method}' post-processing needs a model of "
-                            f"{CHANNELS[method]} outputs; this one has {len(targets)} "
-                            f"({', '.join(targets)})")
+                            f"{POSTPROCESS_CHANNELS[method]} outputs; this one has "
+                            f"{len(targets)} ({', '.join(targets)})")
 
 
 def cmd_evaluate(a) -> int:

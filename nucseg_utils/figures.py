@@ -576,8 +576,8 @@ def _labels_over(ax, background, labels, title):
     ax.axis("off")
 
 
-def seeded_vs_paper(image, truth, touch, paper, path, stamp="", window=None, title=""):
-    """Top row: the model's seeded watershed step by step (``touch`` =
+def seeded_vs_paper(image, truth, seeded, paper, path, stamp="", window=None, title=""):
+    """Top row: the model's seeded watershed step by step (``seeded`` =
     :func:`nucseg_utils.postprocessing.touching_steps` or
     :func:`nucseg_utils.postprocessing.distance_steps`); bottom row: the paper's Otsu +
     distance-transform watershed on the same map (``paper`` =
@@ -588,22 +588,22 @@ def seeded_vs_paper(image, truth, touch, paper, path, stamp="", window=None, tit
     def w(a):
         return np.asarray(a)[win]
 
-    by_distance = "distance" in touch
+    by_distance = "distance" in seeded
     fig, axes = _subplots(2, 5, figsize=(13, 5.8))
     show_image(axes[0, 0], w(image), "image")
     second = (("distance", "2. distance to the edge (predicted)") if by_distance
               else ("touching", "2. touching-zone probability"))
     for ax, key, name in ((axes[0, 1], "nucleus", "1. nucleus probability"),
                           (axes[0, 2], *second)):
-        ax.imshow(w(touch[key]), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(w(seeded[key]), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name, fontsize=8)
         ax.axis("off")
-    n_seeds = len(np.unique(w(touch["seeds"]))) - 1
-    _labels_over(axes[0, 3], w(touch["foreground"]), w(touch["seeds"]),
+    n_seeds = len(np.unique(w(seeded["seeds"]))) - 1
+    _labels_over(axes[0, 3], w(seeded["foreground"]), w(seeded["seeds"]),
                  f"3. seeds: {'distance > s' if by_distance else 'nucleus - touching > t'} "
                  f"({n_seeds})")
-    show_labels(axes[0, 4], w(touch["labels"]),
-                f"4. watershed from the seeds ({len(np.unique(w(touch['labels']))) - 1})")
+    show_labels(axes[0, 4], w(seeded["labels"]),
+                f"4. watershed from the seeds ({len(np.unique(w(seeded['labels']))) - 1})")
     show_labels(axes[1, 0], w(truth), f"ground truth ({len(np.unique(w(truth))) - 1})")
     axes[1, 1].imshow(w(paper["foreground"]), cmap="gray", interpolation="nearest")
     axes[1, 1].set_title("paper 1. Otsu threshold + holes filled", fontsize=8)

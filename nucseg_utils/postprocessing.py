@@ -27,8 +27,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-METHODS = ("paper", "touching", "distance", "cc")
-CHANNELS = {"paper": 1, "touching": 2, "distance": 3, "cc": 1}  # the channels each needs
+from .profiles import POSTPROCESS_CHANNELS as CHANNELS  # the channels each method needs
+
+METHODS = tuple(CHANNELS)  # paper, touching, distance, cc
 
 
 def methods_for(n_channels: int) -> list[str]:

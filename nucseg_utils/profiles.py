@@ -197,15 +197,23 @@ ADDED_KEYS = {"micro_batch": None, "mixed_precision": False, "checkpoint_every":
 TTA_VARIANTS = 8  # rotations 0/90/180/270, each with and without a flip
 
 TARGETS = ("mask", "touching", "distance")  # the output channels a model can learn
+# the post-processing methods (nucseg_utils.postprocessing) and how many of those channels
+# each reads; here, not there, so that the command line knows them without numpy and scipy
+POSTPROCESS_CHANNELS = {"paper": 1, "touching": 2, "distance": 3, "cc": 1}
 
 
 def target_list(text: str) -> list[str]:
     """``--targets mask,touching,distance`` -> ["mask", "touching", "distance"]."""
-    names = [t.strip() for t in str(text).split(",") if t.strip()]
-    if not names or names != list(TARGETS[:len(names)]):  # post-processing reads by position
-        raise ValueError(f"targets '{text}': one of " + ", ".join(
+    return check_targets([t.strip() for t in str(text).split(",") if t.strip()])
+
+
+def check_targets(names: list[str]) -> list[str]:
+    """``names`` if the post-processing can read them (it reads the channels by position: a
+    prefix of :data:`TARGETS`); a ValueError naming the lists it can read otherwise."""
+    if not names or list(names) != list(TARGETS[:len(names)]):
+        raise ValueError(f"targets '{','.join(names)}': one of " + ", ".join(
             ",".join(TARGETS[:n]) for n in range(1, len(TARGETS) + 1)))
-    return names
+    return list(names)
 
 
 # the profile values `nucseg train` can override (--epochs, --steps-per-epoch, ...), and their

@@ -328,10 +328,10 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
     from . import model as model_mod
     from .postprocessing import CHANNELS
     from .preprocessing import NORMALIZATIONS
-    from .profiles import SettingsError, target_list
+    from .profiles import SettingsError, check_targets
     # settings that cannot work are refused before anything in run_dir is touched
     try:
-        target_list(",".join(profile["targets"]))
+        check_targets(profile["targets"])
     except ValueError as err:
         raise SettingsError(str(err)) from None
     if CHANNELS.get(profile["postprocess"], 1) > len(profile["targets"]):
