@@ -9,8 +9,12 @@ A loaded model predicts with an *engine* (:func:`attach_engine`): ``openvino`` (
 OpenVINO runtime, 1.4-2x as fast as TensorFlow on 2-core CPUs of this kind, by machine,
 for the same probabilities within 1e-5, measured side by side in ``benchmarks/REPORT.md``)
 when it is installed and TensorFlow sees no GPU, else ``tensorflow``. ``NUCSEG_ENGINE`` or
-the commands' ``--engine`` choose one. Training never goes through an engine: it only
-speeds up prediction with fixed weights.
+the commands' ``--engine`` choose one. ``openvino-bf16`` is OpenVINO computing in bfloat16 on
+a CPU that has bfloat16 instructions (AVX-512 BF16 or AMX; elsewhere it is plain ``openvino``):
+about 1.7x as fast again, but its probabilities differ by up to about 0.03, so label images
+can differ (on stage1_test the DSB moved by 0.0005, ``benchmarks/REPORT.md``); never chosen
+by ``auto``, it is offered for large batches of images. Training never goes through an engine: it only speeds up prediction with
+fixed weights.
 
 Saved models are one ``.npz`` file: the weights (float16 by default, half the size, with no
 measurable effect on the score) and the JSON config needed to rebuild the network. Training
@@ -32,7 +36,7 @@ MODEL_KEYS = ("backbone", "decoder_filters", "targets", "input_mode", "input_siz
               "dilation", "target_diameter", "scale_limits", "size_probe", "tta")
 
 
-ENGINES = ("auto", "openvino", "tensorflow")
+ENGINES = ("auto", "openvino", "tensorflow", "openvino-bf16")
 
 # segmentation_models' U-Net decoder: filters of its 5 blocks, deepest first. A model file
 # without ``decoder_filters`` in its config (all before it was a key) has this decoder.
@@ -194,10 +198,11 @@ def load_model(path, engine: str | None = None):
 
 
 def resolve_engine(engine: str | None = None) -> str:
-    """``openvino`` or ``tensorflow`` for ``engine`` (None: ``$NUCSEG_ENGINE`` or ``auto``).
+    """``openvino``, ``openvino-bf16`` or ``tensorflow`` for ``engine`` (None:
+    ``$NUCSEG_ENGINE`` or ``auto``).
 
     ``auto`` is OpenVINO when it is installed and TensorFlow sees no GPU (OpenVINO runs on the
-    CPU); ModelError when ``openvino`` is asked for and cannot be imported."""
+    CPU); ModelError when an OpenVINO engine is asked for and cannot be imported."""
     import os
     engine = (engine or os.environ.get("NUCSEG_ENGINE") or "auto").lower()
     if engine not in ENGINES:
@@ -207,14 +212,14 @@ def resolve_engine(engine: str | None = None) -> str:
     try:
         import openvino  # noqa: F401
     except ImportError as err:
-        if engine == "openvino":
-            raise ModelError(f"the openvino engine was asked for but OpenVINO cannot be "
+        if engine != "auto":
+            raise ModelError(f"the {engine} engine was asked for but OpenVINO cannot be "
                              f"imported ({err}); `pip install openvino` or use "
                              f"--engine tensorflow") from None
         return "tensorflow"
-    if engine == "auto" and tf_setup().config.list_physical_devices("GPU"):
-        return "tensorflow"
-    return "openvino"
+    if engine == "auto":
+        return "tensorflow" if tf_setup().config.list_physical_devices("GPU") else "openvino"
+    return engine
 
 
 def attach_engine(model, engine: str | None = None) -> str:
@@ -223,16 +228,26 @@ def attach_engine(model, engine: str | None = None) -> str:
 
     ``openvino`` converts the Keras graph with its current weights once (about 3 s for the
     ResNet-18 U-Net), for any input size; set the weights before, and attach again after
-    changing them. ``tensorflow`` calls the Keras model eagerly, as training does."""
+    changing them. ``openvino-bf16`` the same, computing in bfloat16 (on a CPU without it:
+    a warning, and the engine used is ``openvino``). ``tensorflow`` calls the Keras model
+    eagerly, as training does."""
     name = resolve_engine(engine)
     forward = None
-    if name == "openvino":
+    if name.startswith("openvino"):
         import threading
 
         import openvino as ov
-        compiled = ov.Core().compile_model(
+        core = ov.Core()
+        precision = "bf16" if name == "openvino-bf16" else "f32"
+        if precision == "bf16" and "BF16" not in core.get_property(
+                "CPU", "OPTIMIZATION_CAPABILITIES"):
+            import warnings
+            warnings.warn("this CPU has no bfloat16 instructions: openvino-bf16 runs as "
+                          "openvino (float32)", stacklevel=2)
+            name, precision = "openvino", "f32"
+        compiled = core.compile_model(
             ov.convert_model(model, input=[(-1, -1, -1, model.input_shape[-1])]), "CPU",
-            {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+            {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
         request, lock = compiled.create_infer_request(), threading.Lock()
 
         def forward(batch):

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import evaluation, export, runs
 from .data import DataError, to_rgb_float
+from .model import engine_of
 
 FORMATS = ("labels-png", "tiff", "rois", "overlay", "measurements")
 _PLACES = {"labels-png": ("labels", ".png"), "tiff": ("labels", ".tif"),
@@ -298,7 +299,9 @@ def predict_folder(model, config: dict, source, out, formats=FORMATS, tta: bool 
     _record_settings(out, {"model_fingerprint": (runs.file_fingerprint(model_path)
                                                  if model_path else None),
                            "tta": tta, "postprocess": method, "channel": channel,
-                           "pixel_size_um": pixel_size},
+                           "pixel_size_um": pixel_size,
+                           # the one engine whose maps differ from the others'
+                           "bfloat16": engine_of(model) == "openvino-bf16"},
                      {"model": str(model_path) if model_path else None,
                       "images": str(source.source), "formats": list(formats)}, overwrite)
     ids = list(source.ids if ids is None else ids)
@@ -379,7 +382,9 @@ def _record_settings(out: Path, settings: dict, info: dict, overwrite: bool):
     path = out / "predict.json"
     if path.exists() and not overwrite:
         before = runs.read_json(path).get("settings", {})
-        changed = [k for k in settings if before.get(k) != settings[k]]
+        # a key newer than the folder counts as its default (False: bfloat16)
+        changed = [k for k in settings if before.get(k, False if k == "bfloat16" else None)
+                   != settings[k]]
         if changed:
             raise FileExistsError(f"{out}: holds predictions made with other settings "
                                   f"({', '.join(changed)}); use --overwrite to redo them, or "

@@ -34,9 +34,12 @@ and the command line all read. ``describe(profile)`` gives the Table I rows.
   this kind, 0.6 s a step) reached a lower validation loss but a validation DSB of 0.5620
   against 0.5655, 18 epochs with stain augmentation (``--stain 0.3``) 0.5539, a third
   output, the distance to the nucleus' edge (``--targets mask,touching,distance``), 0.5593,
-  and stained tissue given as its haematoxylin channel (``--normalization haematoxylin``)
-  0.5529 (``models/cpu/ablation.md``, candidate rows). These differences are all smaller than
-  one training's noise: this very profile with ``--seed 43`` scored 0.5446. The input
+  stained tissue given as its haematoxylin channel (``--normalization haematoxylin``)
+  0.5529, and a ResNet-34 encoder (``--backbone resnet34``, 28 min) 0.5417
+  (``models/cpu/ablation.md``, candidate rows). These differences are all smaller than
+  one training's noise: this very profile scored 0.5446 with ``--seed 43`` and 0.5581 with
+  ``--seed 44`` (three seeds: 0.556 +- 0.011), and the three averaged 0.5637
+  (``benchmarks/ensemble.md``). The input
   pipeline costs under a tenth of a step (``benchmarks/REPORT.md``), and the model's
   results are in ``models/cpu/results.md``.
   Departures from the paper, each for a reason: a ResNet-18 encoder without pretrained
@@ -216,11 +219,25 @@ def check_targets(names: list[str]) -> list[str]:
     return list(names)
 
 
+def filter_list(text: str) -> list[int]:
+    """``--decoder-filters 128,64,32,16,16`` -> [128, 64, 32, 16, 16]: five positive counts,
+    one per decoder block (deepest first); a ValueError otherwise."""
+    try:
+        counts = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        counts = []
+    if len(counts) != 5 or min(counts) < 1:
+        raise ValueError(f"decoder filters '{text}': five positive whole numbers, one per "
+                         f"decoder block, deepest first (e.g. 64,32,16,16,16)")
+    return counts
+
+
 # the profile values `nucseg train` can override (--epochs, --steps-per-epoch, ...), and their
 # types; `--stain S` sets augmentation["stain"]
 TRAIN_OPTIONS = {"epochs": int, "steps_per_epoch": int, "batch_size": int, "input_size": int,
                  "learning_rate": float, "seed": int, "backbone": str, "encoder_weights": str,
-                 "targets": target_list, "normalization": str, "split_seed": int}
+                 "targets": target_list, "normalization": str, "split_seed": int,
+                 "decoder_filters": filter_list}
 
 DESCRIPTIONS = {
     "backbone": "encoder of the U-Net",
@@ -307,7 +324,8 @@ def train_command(profile: dict, out) -> str:
         if prof.get(key) != base.get(key):
             value = "none" if prof.get(key) is None else prof.get(key)
             words += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float)
-                      else ",".join(value) if isinstance(value, list) else str(value)]
+                      else ",".join(map(str, value)) if isinstance(value, list)
+                      else str(value)]
     aug, base_aug = prof.get("augmentation") or {}, base.get("augmentation") or {}
     if aug.get("stain", 0) != base_aug.get("stain", 0):
         words += ["--stain", f"{aug.get('stain', 0):g}"]

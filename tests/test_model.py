@@ -98,6 +98,30 @@ def test_the_openvino_engine_gives_tensorflows_probabilities_with_tta(tmp_path):
         assert np.abs(got - ref).max() < 1e-5 and ref.std() > 0
 
 
+def test_the_bfloat16_engine_is_close_to_tensorflow_and_says_what_ran(tmp_path, monkeypatch):
+    import openvino as ov
+    prof = profiles.get_profile("smoke")
+    path = model.save_model(model.build_model(prof), tmp_path / "m.npz", prof)
+    tf_net, config = model.load_model(path, engine="tensorflow")
+    img = np.random.default_rng(1).random((64, 96, 3)).astype(np.float32)
+    ref = model.predict_probabilities(tf_net, img, config)
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    net, _ = model.load_model(path, engine="openvino-bf16")
+    got = model.predict_probabilities(net, img, config)
+    if "BF16" in caps:
+        assert model.engine_of(net) == "openvino-bf16"
+        assert 1e-5 < np.abs(got - ref).max() < 0.05  # bfloat16: close, not the same
+    # a CPU without bfloat16: a warning, and the engine that ran is plain openvino
+    monkeypatch.setattr(ov.Core, "get_property", lambda self, *a: ["FP32"])
+    with pytest.warns(UserWarning, match="no bfloat16 instructions"):
+        net, _ = model.load_model(path, engine="openvino-bf16")
+    assert model.engine_of(net) == "openvino"
+    monkeypatch.undo()
+    f32, _ = model.load_model(path, engine="openvino")  # the float32 engine's own maps
+    np.testing.assert_allclose(model.predict_probabilities(net, img, config),
+                               model.predict_probabilities(f32, img, config), atol=1e-6)
+
+
 def test_engine_choice_env_variable_unknown_names_and_a_missing_openvino(tmp_path, monkeypatch):
     import sys
     monkeypatch.setenv("NUCSEG_ENGINE", "tensorflow")
@@ -111,3 +135,5 @@ def test_engine_choice_env_variable_unknown_names_and_a_missing_openvino(tmp_pat
     assert model.resolve_engine("auto") == "tensorflow"
     with pytest.raises(model.ModelError, match="cannot be imported.*--engine tensorflow"):
         model.resolve_engine("openvino")
+    with pytest.raises(model.ModelError, match="the openvino-bf16 engine was asked for"):
+        model.resolve_engine("openvino-bf16")

@@ -108,3 +108,18 @@ def test_parse_formats_keeps_a_fixed_order_and_refuses_unknown_names():
     assert predict.parse_formats("rois, tiff") == ("tiff", "rois")
     with pytest.raises(ValueError, match="unknown format.*jpeg"):
         predict.parse_formats("tiff,jpeg")
+
+
+def test_a_folder_predicted_in_bfloat16_is_not_resumed_in_float32_nor_the_reverse(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    base = {"model_fingerprint": "abc", "tta": True, "postprocess": "touching",
+            "channel": None, "pixel_size_um": None}
+    # a folder written before the key existed was float32: it resumes in float32
+    predict._record_settings(out, base, {}, overwrite=False)
+    predict._record_settings(out, {**base, "bfloat16": False}, {}, overwrite=False)
+    with pytest.raises(FileExistsError, match=r"other settings \(bfloat16\)"):
+        predict._record_settings(out, {**base, "bfloat16": True}, {}, overwrite=False)
+    predict._record_settings(out, {**base, "bfloat16": True}, {}, overwrite=True)
+    with pytest.raises(FileExistsError, match=r"other settings \(bfloat16\)"):
+        predict._record_settings(out, {**base, "bfloat16": False}, {}, overwrite=False)

@@ -330,6 +330,19 @@ def test_the_train_command_of_a_run_gives_the_options_that_made_its_profile():
     assert command == "nucseg train --profile cpu --out r --targets mask,touching,distance"
     args = cli.build_parser().parse_args(command.split()[1:])
     assert args.targets == ["mask", "touching", "distance"]
+    wider = profiles.get_profile("cpu", backbone="resnet34",
+                                 decoder_filters=[128, 64, 32, 16, 16])
+    command = profiles.train_command(wider, "r")
+    assert command == ("nucseg train --profile cpu --out r --backbone resnet34 "
+                       "--decoder-filters 128,64,32,16,16")
+    args = cli.build_parser().parse_args(command.split()[1:])
+    assert (args.backbone, args.decoder_filters) == ("resnet34", [128, 64, 32, 16, 16])
+
+
+@pytest.mark.parametrize("text", ["64,32,16,16", "64,32,16,16,0", "a,b,c,d,e", ""])
+def test_decoder_filters_are_five_positive_counts(text):
+    with pytest.raises(ValueError, match="five positive whole numbers"):
+        profiles.filter_list(text)
 
 
 @pytest.mark.parametrize("overrides, message", [
