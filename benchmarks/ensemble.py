@@ -51,7 +51,7 @@ def main(argv=None) -> int:
                      f"the same --split-seed")
     rows, predicted, config, seconds = [], [], None, 0.0
     for f in folders:
-        net, cfg = model_mod.load_model(f / "model.npz")
+        net, cfg = model_mod.load_model(f / "model.npz", engine=model_mod.exact_engine())
         config = config or cfg
         t0 = time.perf_counter()
         predicted.append(calibration.predict_validation(net, cfg, folders[0], tta=True,

@@ -350,9 +350,11 @@ class Context:
 
     def model(self, engine: str | None = None):
         """(model, config) predicting with ``engine`` (None: nucseg's default, as the
-        commands use it); each engine's model is loaded once."""
-        from nucseg_utils.model import load_model, predict_probabilities, resolve_engine
-        engine = resolve_engine(engine)
+        commands use it, in float32 even when ``NUCSEG_ENGINE`` says openvino-bf16); each
+        engine's model is loaded once."""
+        from nucseg_utils.model import (exact_engine, load_model, predict_probabilities,
+                                        resolve_engine)
+        engine = resolve_engine(engine) if engine else exact_engine()
         if engine not in self._models:
             t0 = time.perf_counter()
             self._models[engine] = load_model(self.model_path, engine=engine)
@@ -768,8 +770,9 @@ def section_inference(ctx: Context) -> Result:
         f"**Side by side, the same 8-fold TTA** (`tta.predict` on the normalised image at its "
         f"native size, the code path `nucseg evaluate` used before images were rescaled to "
         f"a nucleus size), image after image in one process, once with TensorFlow (Keras' "
-        f"eager call, the engine before this change) and once with the engine nucseg now "
-        f"uses by default. Label images: post-processed as the model's config says "
+        f"eager call, the engine before this change), once with the engine nucseg now "
+        f"uses by default{', and once with that engine in bfloat16' if len(engines) > 2 else ''}"
+        f". Label images: post-processed as the model's config says "
         f"({own}, threshold {config.get('threshold', 0.5)}); DSB at native size. OpenVINO "
         f"converts the Keras graph once at load ({fmt(tm['load_model'].get('openvino', 0))} s "
         f"with the model's build) and computes in float32 like TensorFlow; only the order of "
@@ -808,7 +811,8 @@ def section_inference(ctx: Context) -> Result:
         "",
         f"Peak resident memory (`resource.getrusage(...).ru_maxrss`) after the predictions: "
         f"{tm['rss_after_predict']:.0f} MiB; now {rss:.0f} MiB. It is the benchmark "
-        f"process's peak, so it includes TensorFlow, OpenVINO, two copies of the model and "
+        f"process's peak, so it includes TensorFlow, OpenVINO, {len(engines)} copies of the "
+        f"model and "
         f"all stage1_test images and maps held in memory; `nucseg predict`'s own memory, "
         f"which streams, is measured in section 6.",
     ]

@@ -22,5 +22,5 @@ def open_run(doc: str, out: str, argv=None):
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / out))
     a = ap.parse_args(argv)
     run = Path(a.run) if Path(a.run).is_absolute() else ROOT / a.run
-    net, config = model_mod.load_model(a.model)
+    net, config = model_mod.load_model(a.model, engine=model_mod.exact_engine())
     return a, run, net, config

@@ -89,8 +89,8 @@ def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
     """Choose the post-processing by validation DSB. Returns (chosen fields, table of every
     candidate, the validation predictions for reuse)."""
     import pandas as pd
-    from .model import load_model
-    model, config = load_model(model_path)
+    from .model import exact_engine, load_model
+    model, config = load_model(model_path, engine=exact_engine())
     if predicted is None:
         predicted = predict_validation(model, config, run_dir, root, tta, progress)
     rows = []
@@ -175,8 +175,8 @@ def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, r
     """Validation DSB of the chosen recipe with one lever at a time switched back: no
     test-time scaling, no TTA, the default threshold and no dilation, the paper's
     post-processing. Each row names what differs from the chosen recipe."""
-    from .model import load_model
-    model, config = load_model(model_path)
+    from .model import exact_engine, load_model
+    model, config = load_model(model_path, engine=exact_engine())
     cfg = {**config, **chosen}
     info = runs.read_json(runs.RunLayout(run_dir).run_json)
     train_s = info.get("train_seconds")

@@ -360,7 +360,7 @@ def publish_model(run_dir, dest, split: str | None = None, root=None,
         with runs.atomic_path(where / name) as tmp:
             shutil.copyfile(run_dir / name, tmp)
     from . import calibration
-    from .model import update_config
+    from .model import exact_engine, update_config
     chosen, candidates, predicted = calibration.select_postprocessing(
         where / "model.npz", run_dir, root, progress=progress)
     runs.write_table(candidates, where / "validation_postprocessing.csv")
@@ -384,7 +384,7 @@ def publish_model(run_dir, dest, split: str | None = None, root=None,
     for tta in (True, False):
         out["tta" if tta else "no_tta"] = evaluate(
             dest / "model.npz", split, root, Path("runs") / "publish" / f"{split}_{tta}",
-            tta=tta, progress=progress,
+            tta=tta, progress=progress, engine=exact_engine(),
             command=f"nucseg evaluate --model {dest / 'model.npz'} --split {split} "
                     f"--{'tta' if tta else 'no-tta'}")
     for row in levers:  # the test split, once, for the recipes already chosen

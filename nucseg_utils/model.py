@@ -11,7 +11,7 @@ for the same probabilities within 1e-5, measured side by side in ``benchmarks/RE
 when it is installed and TensorFlow sees no GPU, else ``tensorflow``. ``NUCSEG_ENGINE`` or
 the commands' ``--engine`` choose one. ``openvino-bf16`` is OpenVINO computing in bfloat16 on
 a CPU that has bfloat16 instructions (AVX-512 BF16 or AMX; elsewhere it is plain ``openvino``):
-about 1.7x as fast again, but its probabilities differ by up to about 0.03, so label images
+1.1-1.9x as fast again by image size (1.7x over stage1_test), but its probabilities differ by up to about 0.03, so label images
 can differ (on stage1_test the DSB moved by 0.0005, ``benchmarks/REPORT.md``); never chosen
 by ``auto``, it is offered for large batches of images. Training never goes through an engine: it only speeds up prediction with
 fixed weights.
@@ -220,6 +220,14 @@ def resolve_engine(engine: str | None = None) -> str:
     if engine == "auto":
         return "tensorflow" if tf_setup().config.list_physical_devices("GPU") else "openvino"
     return engine
+
+
+def exact_engine(engine: str | None = None) -> str:
+    """:func:`resolve_engine`, but never ``openvino-bf16`` (``openvino`` instead): the engine
+    of every number nucseg publishes (calibration, lever table, results), so that they do not
+    depend on whether a CPU computes in bfloat16."""
+    name = resolve_engine(engine)
+    return "openvino" if name == "openvino-bf16" else name
 
 
 def attach_engine(model, engine: str | None = None) -> str:

@@ -246,3 +246,12 @@ def test_the_ensemble_refuses_runs_with_other_validation_images(tmp_path, capsys
     assert stop.value.code == 2
     assert f"{tmp_path / 'two'} has other validation images than {tmp_path / 'one'}" in \
         capsys.readouterr().err
+
+
+def test_without_a_bfloat16_run_the_report_has_no_bfloat16_row_or_paragraph():
+    ctx = FakeContext()
+    del ctx.predictions()["native"]["openvino-bf16"]
+    result = rb.section_inference(ctx)
+    text = "\n".join(result.md)
+    assert "bfloat16" not in text and "| openvino |" in text
+    assert not any("openvino-bf16" in r["item"] for r in result.rows)

@@ -111,6 +111,13 @@ def test_the_bfloat16_engine_is_close_to_tensorflow_and_says_what_ran(tmp_path, 
     if "BF16" in caps:
         assert model.engine_of(net) == "openvino-bf16"
         assert 1e-5 < np.abs(got - ref).max() < 0.05  # bfloat16: close, not the same
+    else:
+        assert model.engine_of(net) == "openvino" and np.abs(got - ref).max() < 1e-4
+    # what nucseg publishes is float32 whatever NUCSEG_ENGINE says
+    monkeypatch.setenv("NUCSEG_ENGINE", "openvino-bf16")
+    assert (model.resolve_engine(), model.exact_engine()) == ("openvino-bf16", "openvino")
+    assert model.exact_engine("tensorflow") == "tensorflow"
+    monkeypatch.delenv("NUCSEG_ENGINE")
     # a CPU without bfloat16: a warning, and the engine that ran is plain openvino
     monkeypatch.setattr(ov.Core, "get_property", lambda self, *a: ["FP32"])
     with pytest.warns(UserWarning, match="no bfloat16 instructions"):

@@ -337,6 +337,10 @@ def test_the_train_command_of_a_run_gives_the_options_that_made_its_profile():
                        "--decoder-filters 128,64,32,16,16")
     args = cli.build_parser().parse_args(command.split()[1:])
     assert (args.backbone, args.decoder_filters) == ("resnet34", [128, 64, 32, 16, 16])
+    # a run recorded before the key existed had segmentation_models' decoder: it is said
+    old = {k: v for k, v in profiles.get_profile("cpu").items() if k != "decoder_filters"}
+    assert profiles.train_command(old, "r") == (
+        "nucseg train --profile cpu --out r --decoder-filters 256,128,64,32,16")
 
 
 @pytest.mark.parametrize("text", ["64,32,16,16", "64,32,16,16,0", "a,b,c,d,e", ""])
