@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--engine", choices=["auto", "openvino", "tensorflow", "openvino-bf16"],
                        help="what runs the network (default: $NUCSEG_ENGINE, else auto: "
                             "OpenVINO on a CPU when installed, 1.4-2x faster, else "
-                            "TensorFlow); openvino-bf16: 1.1-1.9x faster again by image size "
+                            "TensorFlow); openvino-bf16: 1.1-1.8x faster again by image size "
                             "on CPUs with bfloat16, its probabilities within about 0.03")
         p.add_argument("--postprocess", choices=list(POSTPROCESS_CHANNELS),
                        help="post-processing (default: the model's)")

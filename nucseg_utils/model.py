@@ -11,7 +11,7 @@ for the same probabilities within 1e-5, measured side by side in ``benchmarks/RE
 when it is installed and TensorFlow sees no GPU, else ``tensorflow``. ``NUCSEG_ENGINE`` or
 the commands' ``--engine`` choose one. ``openvino-bf16`` is OpenVINO computing in bfloat16 on
 a CPU that has bfloat16 instructions (AVX-512 BF16 or AMX; elsewhere it is plain ``openvino``):
-1.1-1.9x as fast again by image size (1.7x over stage1_test), but its probabilities differ by up to about 0.03, so label images
+1.1-1.8x as fast again by image size (1.7x over stage1_test), but its probabilities differ by up to about 0.03, so label images
 can differ (on stage1_test the DSB moved by 0.0005, ``benchmarks/REPORT.md``); never chosen
 by ``auto``, it is offered for large batches of images. Training never goes through an engine: it only speeds up prediction with
 fixed weights.
