@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from validation_run import ROOT  # also puts the repository on sys.path
+from validation_run import ROOT, run_folder  # also puts the repository on sys.path
 
 from nucseg_utils import calibration, model as model_mod, runs
 
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("runs", nargs="+", help="run folders (each with its model.npz)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "ensemble.md"))
     a = ap.parse_args(argv)
-    folders = [Path(r) if Path(r).is_absolute() else ROOT / r for r in a.runs]
+    folders = [run_folder(r) for r in a.runs]
     splits = [calibration.validation_ids(f) for f in folders]
     for f, s in zip(folders[1:], splits[1:]):
         if s != splits[0]:

@@ -373,12 +373,8 @@ class Context:
 
     def bf16_engine(self) -> list[str]:
         """["openvino-bf16"] when OpenVINO computes in bfloat16 on this CPU, else []."""
-        try:
-            import openvino as ov
-            caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        except Exception:  # noqa: BLE001 - no OpenVINO, or no CPU device: no such row
-            return []
-        return ["openvino-bf16"] if "BF16" in caps and self.engine == "openvino" else []
+        from nucseg_utils.model import has_bfloat16
+        return ["openvino-bf16"] if self.engine == "openvino" and has_bfloat16() else []
 
     def predictions(self):
         """{'plain': {id: prob}, 'tta': {id: prob}} on the evaluated stage1_test images as

@@ -1,5 +1,6 @@
 """What the benchmarks of a run's validation images share (``scale_estimate.py``,
-``tta_scales.py``): their options (``--run``, ``--model``, ``--out``) and the model they load."""
+``tta_scales.py``, ``ensemble.py``): their options (``--run``, ``--model``, ``--out``), run
+folders named relative to the repository, and the model they load."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,11 @@ sys.path.insert(0, str(ROOT))
 from nucseg_utils import model as model_mod  # noqa: E402
 
 
+def run_folder(path) -> Path:
+    """A run folder given on the command line: absolute, or relative to the repository."""
+    return Path(path) if Path(path).is_absolute() else ROOT / path
+
+
 def open_run(doc: str, out: str, argv=None):
     """Parse the options (``doc``: the script's docstring, its first paragraph the
     description; ``out``: the default output under ``benchmarks/``); returns (options, the
@@ -21,6 +27,6 @@ def open_run(doc: str, out: str, argv=None):
     ap.add_argument("--model", default=str(ROOT / "models" / "cpu" / "model.npz"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / out))
     a = ap.parse_args(argv)
-    run = Path(a.run) if Path(a.run).is_absolute() else ROOT / a.run
+    run = run_folder(a.run)
     net, config = model_mod.load_model(a.model, engine=model_mod.exact_engine())
     return a, run, net, config

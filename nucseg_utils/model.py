@@ -230,6 +230,15 @@ def exact_engine(engine: str | None = None) -> str:
     return "openvino" if name == "openvino-bf16" else name
 
 
+def has_bfloat16() -> bool:
+    """Whether OpenVINO computes in bfloat16 on this CPU (False without OpenVINO)."""
+    try:
+        import openvino as ov
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - no OpenVINO, or no CPU device
+        return False
+
+
 def attach_engine(model, engine: str | None = None) -> str:
     """Make ``model``'s prediction calls (:func:`predict_probabilities`, :func:`predict_batch`)
     run on ``engine``; returns the engine used.
@@ -245,15 +254,13 @@ def attach_engine(model, engine: str | None = None) -> str:
         import threading
 
         import openvino as ov
-        core = ov.Core()
         precision = "bf16" if name == "openvino-bf16" else "f32"
-        if precision == "bf16" and "BF16" not in core.get_property(
-                "CPU", "OPTIMIZATION_CAPABILITIES"):
+        if precision == "bf16" and not has_bfloat16():
             import warnings
             warnings.warn("this CPU has no bfloat16 instructions: openvino-bf16 runs as "
                           "openvino (float32)", stacklevel=2)
             name, precision = "openvino", "f32"
-        compiled = core.compile_model(
+        compiled = ov.Core().compile_model(
             ov.convert_model(model, input=[(-1, -1, -1, model.input_shape[-1])]), "CPU",
             {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
         request, lock = compiled.create_infer_request(), threading.Lock()

@@ -37,6 +37,8 @@ from .data import DataError, to_rgb_float
 from .model import engine_of
 
 FORMATS = ("labels-png", "tiff", "rois", "overlay", "measurements")
+# settings newer than some output folders, with the value those folders were made with
+ADDED_SETTINGS = {"bfloat16": False}
 _PLACES = {"labels-png": ("labels", ".png"), "tiff": ("labels", ".tif"),
            "rois": ("rois", ".zip"), "overlay": ("overlays", ".png"),
            "measurements": ("measurements", ".csv")}
@@ -382,9 +384,7 @@ def _record_settings(out: Path, settings: dict, info: dict, overwrite: bool):
     path = out / "predict.json"
     if path.exists() and not overwrite:
         before = runs.read_json(path).get("settings", {})
-        # a key newer than the folder counts as its default (False: bfloat16)
-        changed = [k for k in settings if before.get(k, False if k == "bfloat16" else None)
-                   != settings[k]]
+        changed = [k for k in settings if before.get(k, ADDED_SETTINGS.get(k)) != settings[k]]
         if changed:
             raise FileExistsError(f"{out}: holds predictions made with other settings "
                                   f"({', '.join(changed)}); use --overwrite to redo them, or "
