@@ -23,9 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from validation_run import ROOT, run_folder  # also puts the repository on sys.path
+# common first: it puts the repository on sys.path for nucseg_utils
+from common import REPO, run_folder
 
-from nucseg_utils import calibration, model as model_mod, runs
+from nucseg_utils import calibration, engines, runs
+from nucseg_utils.model import NucleusModel
+from nucseg_utils.postprocessing import THRESHOLDS
 
 
 def average(predicted: list) -> list:
@@ -41,7 +44,7 @@ def average(predicted: list) -> list:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="run folders (each with its model.npz)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "ensemble.md"))
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "ensemble.md"))
     a = ap.parse_args(argv)
     folders = [run_folder(r) for r in a.runs]
     splits = [calibration.validation_ids(f) for f in folders]
@@ -51,14 +54,15 @@ def main(argv=None) -> int:
                      f"the same --split-seed")
     rows, predicted, config, seconds = [], [], None, 0.0
     for f in folders:
-        net, cfg = model_mod.load_model(f / "model.npz", engine=model_mod.exact_engine())
+        net = NucleusModel.load(f / "model.npz", engine=engines.exact())
+        cfg = net.config
         config = config or cfg
         t0 = time.perf_counter()
-        predicted.append(calibration.predict_validation(net, cfg, folders[0], tta=True,
+        predicted.append(calibration.predict_validation(net, folders[0], tta=True,
                                                         progress=False))
         took = time.perf_counter() - t0
         seconds += took
-        rows.append((f"`{f.relative_to(ROOT) if f.is_relative_to(ROOT) else f}` "
+        rows.append((f"`{f.relative_to(REPO) if f.is_relative_to(REPO) else f}` "
                      f"(`{runs.file_fingerprint(f / 'model.npz')}`)", predicted[-1], took))
         print(f"predicted {f} in {took:.0f} s", flush=True)
     rows.append((f"**the mean of the {len(folders)}**", average(predicted), seconds))
@@ -71,7 +75,7 @@ def main(argv=None) -> int:
              f"{' '.join(a.runs)}`.", "",
              "| model | threshold | validation DSB | F1 | s to predict |", "|---|---|---|---|---|"]
     for name, pred, took in rows:
-        for threshold in calibration.THRESHOLDS:
+        for threshold in THRESHOLDS:
             s = calibration.score_setting(pred, config, {"threshold": threshold})
             lines.append(f"| {name} | {threshold:g} | {s['dsb']:.4f} | {s['f1']:.4f} | "
                          f"{took:.0f} |")

@@ -33,14 +33,19 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-from nucseg_utils import profiles  # noqa: E402  (sets the Keras environment variables)
+# common first: it puts the repository on sys.path for nucseg_utils
+from common import REPO
+
+from nucseg_utils import profiles  # (sets the Keras environment variables)
+from nucseg_utils.augmentation import PatchSampler
+from nucseg_utils.model import tf_setup
+from nucseg_utils.profiles import split_seed
+from nucseg_utils.training import split_ids
 
 T4_MEMORY_GB = 15.0          # 15,360 MiB on the card; TensorFlow can allocate about 14.7 GB
 T4_PEAK_TFLOPS = {"fp32": 8.1, "mixed_float16": 65.0}
@@ -59,8 +64,9 @@ DSB_SIZES = {(256, 256): 334, (256, 320): 112, (520, 696): 92, (360, 360): 91,
 def count_network(profile: dict) -> dict:
     """Parameters, output values per image (summed over layers) and forward FLOPs per image
     of the profile's U-Net at its input size, built with random weights."""
-    from nucseg_utils.model import tf_setup
     tf_setup()
+    # imported here: segmentation_models imports TensorFlow (seconds), after tf_setup has
+    # set its environment
     import segmentation_models as sm
     s = int(profile["input_size"])
     net = sm.Unet(profile["backbone"], encoder_weights=None, classes=len(profile["targets"]),
@@ -85,9 +91,6 @@ def count_network(profile: dict) -> dict:
 def measure_pipeline(profile: dict, n_batches: int = 3, seed: int = 0) -> dict:
     """CPU seconds per batch of the paper's input pipeline on random images of DSB2018's
     sizes (one of each size, drawn with the sizes' frequencies)."""
-    import numpy as np
-
-    from nucseg_utils.augmentation import PatchSampler
     rng = np.random.default_rng(seed)
     images, labels, weights = [], [], []
     for (h, w), n in DSB_SIZES.items():
@@ -108,8 +111,6 @@ def measure_pipeline(profile: dict, n_batches: int = 3, seed: int = 0) -> dict:
 
 
 def split_sizes(profile: dict) -> tuple[int, int]:
-    from nucseg_utils.profiles import split_seed
-    from nucseg_utils.training import split_ids
     n = sum(N_IMAGES[s] for s in profile["train_splits"])
     train, val = split_ids([f"{i:04d}" for i in range(n)], profile["val_fraction"],
                            split_seed(profile))
@@ -151,9 +152,15 @@ def estimate(counts: dict, profile: dict, util: dict, pipeline: dict | None = No
 
 
 def report(profile: dict, counts: dict, est: dict, build_seconds: float) -> str:
+    """The Markdown report: the network and data, memory, time, checkpoints, caveats."""
     mb = profile.get("micro_batch") or profile["batch_size"]
+    return "\n".join(network_lines(profile, counts, est) + memory_lines(profile, est, mb) +
+                     time_lines(profile, est) + checkpoint_lines(profile, est, mb, build_seconds))
+
+
+def network_lines(profile: dict, counts: dict, est: dict) -> list[str]:
     p = counts["params"]
-    lines = [
+    return [
         "# The `paper` profile on a Colab T4: an estimate",
         "",
         "**This is an estimate, not a measurement.** Nothing here ran on a GPU: the network was "
@@ -172,6 +179,11 @@ def report(profile: dict, counts: dict, est: dict, build_seconds: float) -> str:
         f"{est['n_train']} training images, {est['steps']} steps of {profile['batch_size']} per "
         f"epoch, {est['n_val']} validation images.",
         "",
+    ]
+
+
+def memory_lines(profile: dict, est: dict, mb: int) -> list[str]:
+    lines = [
         "## Memory per micro-batch on a T4 (15 GB)",
         "",
         f"Stored activations = output values per image x micro-batch x bytes (4 in fp32, 2 in "
@@ -191,6 +203,12 @@ def report(profile: dict, counts: dict, est: dict, build_seconds: float) -> str:
         f"steps per batch of {profile['batch_size']}), "
         f"{'mixed_float16 on a GPU' if profile.get('mixed_precision') else 'float32'}.",
         "",
+    ]
+    return lines
+
+
+def time_lines(profile: dict, est: dict) -> list[str]:
+    lines = [
         "## Time per epoch on a T4",
         "",
         f"A training step costs about 3 forward passes (forward + backward), validation one: "
@@ -231,7 +249,11 @@ def report(profile: dict, counts: dict, est: dict, build_seconds: float) -> str:
                f"so on Colab's 2 vCPUs the input pipeline, not the T4, may set the pace: "
                f"{per * est['steps']:.0f} s of sampling per epoch."),
         ]
-    lines += [
+    return lines
+
+
+def checkpoint_lines(profile: dict, est: dict, mb: int, build_seconds: float) -> list[str]:
+    return [
         "",
         "## Checkpoints on Drive",
         "",
@@ -258,12 +280,11 @@ def report(profile: dict, counts: dict, est: dict, build_seconds: float) -> str:
         f"(building the network took {build_seconds:.0f} s).",
         "",
     ]
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "paper_profile_estimate.md"))
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "paper_profile_estimate.md"))
     ap.add_argument("--util-fp32", type=float, default=0.35,
                     help="assumed fraction of the T4's fp32 peak reached (default 0.35)")
     ap.add_argument("--util-fp16", type=float, default=0.12,

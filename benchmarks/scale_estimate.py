@@ -18,7 +18,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from validation_run import open_run  # also puts the repository on sys.path
+import pandas as pd
+from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
+
+# common first: it puts the repository on sys.path for nucseg_utils
+from common import open_run
 
 from nucseg_utils import calibration, data, runs, scale, tta
 from nucseg_utils.preprocessing import normalize
@@ -27,8 +32,6 @@ PROBES = (0.5, 1.0)
 
 
 def estimates(net, config, image) -> dict:
-    from scipy import ndimage as ndi
-    from skimage.filters import threshold_otsu
     img = normalize(image, config["normalization"])
     _, steps = scale.predict_scaled(net, img, config, tta=False, return_steps=True)
     out = {"net": steps["passes"][-1]["diameter"]}
@@ -42,7 +45,6 @@ def estimates(net, config, image) -> dict:
 
 
 def main(argv=None) -> int:
-    import pandas as pd
     a, run, net, config = open_run(__doc__, "scale_estimate", argv)
     rows = []
     for split_name, ids in calibration.validation_ids(run).items():

@@ -18,9 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from validation_run import open_run  # also puts the repository on sys.path
+# common first: it puts the repository on sys.path for nucseg_utils
+from common import open_run
 
-from nucseg_utils import calibration, model as model_mod, runs
+from nucseg_utils import calibration, runs
+from nucseg_utils.postprocessing import THRESHOLDS
 
 SCALE_SETS = ((1.0,), (0.8, 1.0, 1.25))
 
@@ -30,7 +32,7 @@ def main(argv=None) -> int:
     n = sum(len(ids) for ids in calibration.validation_ids(run).values())
     lines = ["# Test-time scaling on the validation images", "",
              f"Model `{Path(a.model).name}` (fingerprint `{runs.file_fingerprint(a.model)}`, "
-             f"engine {model_mod.engine_of(net)}), the {n} validation images of `{a.run}` "
+             f"engine {net.engine}), the {n} validation images of `{a.run}` "
              f"(held-out stage1_train; no test image), 8-fold TTA at each scale, "
              f"`{config.get('postprocess')}` post-processing. Written by "
              f"`python benchmarks/tta_scales.py`.", "",
@@ -39,9 +41,10 @@ def main(argv=None) -> int:
     for scales in SCALE_SETS:
         cfg = {**config, "tta_scales": list(scales)}
         t0 = time.perf_counter()
-        predicted = calibration.predict_validation(net, cfg, run, tta=True, progress=False)
+        predicted = calibration.predict_validation(net.with_settings(tta_scales=list(scales)), run,
+                                                   tta=True, progress=False)
         seconds = time.perf_counter() - t0
-        for threshold in calibration.THRESHOLDS:
+        for threshold in THRESHOLDS:
             s = calibration.score_setting(predicted, cfg, {"threshold": threshold})
             mark = " (the model's)" if threshold == config.get("threshold") else ""
             lines.append(f"| {', '.join(f'{x:g}' for x in scales)} | {threshold:g}{mark} | "

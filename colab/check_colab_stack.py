@@ -136,21 +136,23 @@ def step_train() -> str:
 def step_predict() -> str:
     import numpy as np
 
-    from nucseg_utils import model, synthetic
+    from nucseg_utils import forward, synthetic
+    from nucseg_utils.model import NucleusModel
     from nucseg_utils.preprocessing import normalize
     path = REPO / "models" / "cpu" / "model.npz"
-    net, config = model.load_model(path)
+    net = NucleusModel.load(path)
+    config = net.config
     image, labels = synthetic.make_image(np.random.default_rng(7), (256, 320),
                                          look="fluorescence", channels=3)
-    prob = model.predict_probabilities(net, normalize(image[..., :3], config["normalization"]),
-                                       config)
+    prob = forward.predict_probabilities(net, normalize(image[..., :3],
+                                                        config["normalization"]), config)
     if prob.shape[:2] != image.shape[:2] or not (0 <= prob.min() <= prob.max() <= 1):
         raise RuntimeError(f"probabilities of shape {prob.shape}, range "
                            f"{prob.min()}..{prob.max()}")
     mask = prob[..., 0] > config.get("threshold", 0.5)
     inter = np.logical_and(mask, labels > 0).sum()
     iou = inter / max(1, np.logical_or(mask, labels > 0).sum())
-    return (f"{path.relative_to(REPO)} ({config['backbone']}, {len(net.get_weights())} "
+    return (f"{path.relative_to(REPO)} ({config['backbone']}, {len(net.keras.get_weights())} "
             f"arrays) on a 256x320 synthetic image: probabilities {prob.shape}, mean "
             f"{prob[..., 0].mean():.4f}, foreground IoU with the true nuclei {iou:.3f}")
 

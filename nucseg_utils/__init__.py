@@ -17,3 +17,17 @@ os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+# The two names a user needs, imported on first use (PEP 562) so that `import nucseg_utils`
+# and the command line stay light: ``from nucseg_utils import NucleusModel, read_image``.
+_EXPORTS = {"NucleusModel": "model", "read_image": "predict"}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'nucseg_utils' has no attribute {name!r}")
+
+
+__all__ = ["NucleusModel", "read_image", "__version__"]

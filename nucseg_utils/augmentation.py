@@ -19,8 +19,10 @@ import threading
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.color import hed_from_rgb, rgb_from_hed
 
 from .preprocessing import make_targets
+from .scale import DEFAULT_LIMITS, antialias, label_diameter, scale_factor
 
 
 def _affine(rng, aug: dict, out_size: int, src_shape, mode: str, centre=None,
@@ -94,7 +96,6 @@ def stain_jitter(rng, img: np.ndarray, strength: float) -> np.ndarray:
     stained more or less strongly, or with more eosin, than the training images (after
     Tellez et al. 2019's HED augmentation). Linear both ways, so ``strength`` 0 returns the
     patch."""
-    from skimage.color import hed_from_rgb, rgb_from_hed
     inside = np.clip(img, 0.0, 0.999)  # normalised values beyond [0, 1] are kept as offsets
     stains = -np.log(1.0 - inside) @ hed_from_rgb
     stains = stains * rng.uniform(1 - strength, 1 + strength, 3) + \
@@ -152,7 +153,6 @@ class PatchSampler:
     """
 
     def __init__(self, images, labels, profile: dict, weights=None, stained=None):
-        from .scale import antialias
         if not images:
             raise ValueError("no training images")
         self.scales = image_scales(labels, profile)
@@ -182,7 +182,6 @@ class PatchSampler:
 def validation_set(images, labels, profile: dict):
     """A fixed set of un-augmented patches (seeded): crops for ``crop`` mode, the resized whole
     image for ``resize`` mode; at the standard nucleus size when the profile has one."""
-    from .scale import antialias
     xs, ys = [], []
     for i, (img, lab, f) in enumerate(zip(images, labels, image_scales(labels, profile))):
         img = antialias(img, f)
@@ -198,7 +197,6 @@ def validation_set(images, labels, profile: dict):
 def image_scales(labels, profile: dict) -> list[float]:
     """Each image's factor to the profile's ``target_diameter`` from its true nuclei (all 1
     without a target, or in ``resize`` mode)."""
-    from .scale import DEFAULT_LIMITS, label_diameter, scale_factor
     target = profile.get("target_diameter")
     if not target or profile.get("input_mode") != "crop":
         return [1.0] * len(labels)

@@ -14,41 +14,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 
 from . import data as data_mod
-from . import runs
+from . import engines, metrics, runs
+from .inference import predict_split
+from .model import DECODER_FILTERS, NucleusModel
+from .postprocessing import DEFAULTS, METHODS, PAPER, methods_for, postprocess_all, setting_words
+from .profiles import PROFILES
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)  # 0.7 since both models of 0.3-0.6 chose 0.6, its edge
-DILATIONS = (0, 1)
-MARKER_SPACINGS = (0.5, 0.75, 1.0)
-DISTANCE_SEEDS = (0.4, 0.5, 0.6, 0.7, 0.8)  # levels of the distance map for the seeds
-SEEDED = {"touching": "touching-zone", "distance": "distance-map"}  # names in the lever rows
+SETTING_COLUMNS = ("threshold", "distance_seed", "min_distance_factor")  # of the candidates
 
 
 def candidates(targets) -> list[dict]:
-    """The post-processing settings tried for a model of these output channels: ``touching``
-    (two channels or more) and ``cc`` over thresholds and a final dilation, ``distance``
-    (three channels) over thresholds, seed levels and dilation, the paper's watershed over its
-    marker spacing."""
-    from .postprocessing import methods_for
-    methods = methods_for(len(targets))
-    out = []
-    if "distance" in methods:
-        out += [{"postprocess": "distance", "threshold": t, "distance_seed": s, "dilation": d}
-                for t in THRESHOLDS for s in DISTANCE_SEEDS for d in DILATIONS]
-    if "touching" in methods:
-        out += [{"postprocess": "touching", "threshold": t, "dilation": d}
-                for t in THRESHOLDS for d in DILATIONS]
-    out += [{"postprocess": "paper", "min_distance_factor": f, "dilation": d}
-            for f in MARKER_SPACINGS for d in DILATIONS]
-    out += [{"postprocess": "cc", "threshold": t, "dilation": 0} for t in THRESHOLDS]
-    return out
+    """The post-processing settings tried for a model of these output channels: the grid of
+    every registered method (:data:`nucseg_utils.postprocessing.METHODS`) that the channels
+    allow, the methods in their calibration order."""
+    allowed = sorted((METHODS[m] for m in methods_for(len(targets))),
+                     key=lambda m: m.calibration_rank)
+    return [c for m in allowed for c in m.candidates()]
 
 
 def validation_ids(run_dir) -> dict[str, list[str]]:
     """{split name: ids} of the run's validation images, from its ``split.csv``."""
-    import pandas as pd
     path = runs.RunLayout(run_dir).split
     if not path.is_file():
         raise data_mod.DataError(f"{path}: no such file; the run folder must be the one the "
@@ -58,14 +46,13 @@ def validation_ids(run_dir) -> dict[str, list[str]]:
     return {s: g["id"].tolist() for s, g in val.groupby("split")}
 
 
-def predict_validation(model, config: dict, run_dir, root=None, tta: bool = True,
+def predict_validation(model: NucleusModel, run_dir, root=None, tta: bool = True,
                        progress: bool = True):
     """[(source, {id: probabilities})] for the run's validation images."""
-    from .evaluation import predict_split
     out = []
     for split_name, ids in validation_ids(run_dir).items():
         source = data_mod.open_split(split_name, root)
-        out.append((source, predict_split(model, config, source, run_dir, tta=tta, ids=ids,
+        out.append((source, predict_split(model, source, run_dir, tta=tta, ids=ids,
                                           progress=progress, keep_probs=False)))
     return out
 
@@ -73,8 +60,6 @@ def predict_validation(model, config: dict, run_dir, root=None, tta: bool = True
 def score_setting(predicted, config: dict, setting: dict) -> dict:
     """Post-process every validation map with ``config`` updated by ``setting``; the scores
     over all validation images."""
-    from . import metrics
-    from .evaluation import postprocess_all
     cfg = {**config, **setting}
     results = []
     for source, probs in predicted:
@@ -88,30 +73,23 @@ def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
                           progress: bool = True, predicted=None):
     """Choose the post-processing by validation DSB. Returns (chosen fields, table of every
     candidate, the validation predictions for reuse)."""
-    import pandas as pd
-    from .model import exact_engine, load_model
-    model, config = load_model(model_path, engine=exact_engine())
+    model = NucleusModel.load(model_path, engine=engines.exact())
+    config = model.config
     if predicted is None:
-        predicted = predict_validation(model, config, run_dir, root, tta, progress)
+        predicted = predict_validation(model, run_dir, root, tta, progress)
     rows = []
     for setting in candidates(config["targets"]):
         s = score_setting(predicted, config, setting)
         rows.append({**{"postprocess": setting["postprocess"],
-                        "threshold": setting.get("threshold"),
-                        "distance_seed": setting.get("distance_seed"),
-                        "min_distance_factor": setting.get("min_distance_factor"),
+                        **{k: setting.get(k) for k in SETTING_COLUMNS},
                         "dilation": setting["dilation"]},
                      "images": s["images"], "dsb": s["dsb"], "precision": s["precision"],
                      "recall": s["recall"], "f1": s["f1"]})
     table = pd.DataFrame(rows)
     best = table.loc[table["dsb"].idxmax()]
     chosen = {"postprocess": str(best["postprocess"]), "dilation": int(best["dilation"])}
-    if best["postprocess"] == "paper":
-        chosen["min_distance_factor"] = float(best["min_distance_factor"])
-    else:
-        chosen["threshold"] = float(best["threshold"])
-    if best["postprocess"] == "distance":
-        chosen["distance_seed"] = float(best["distance_seed"])
+    chosen.update({k: float(best[k]) for k in METHODS[chosen["postprocess"]].grid
+                   if k != "dilation"})
     return chosen, table, predicted
 
 
@@ -120,13 +98,11 @@ def recipe_name(cfg: dict, training: dict | None = None) -> str:
     profile in the run's run.json) adds the network and the length of its training."""
     parts = []
     if training and training.get("epochs"):
-        from .model import DECODER_FILTERS
         decoder = training.get("decoder_filters") or DECODER_FILTERS
         steps = training.get("steps_per_epoch")
         parts.append(f"{training.get('backbone', cfg.get('backbone'))} U-Net, decoder "
                      f"{'-'.join(map(str, decoder))}, {training['epochs']} epochs"
                      + (f" x {steps} steps" if steps else ""))
-        from .profiles import PROFILES
         default_seed = PROFILES.get(training.get("name"), {}).get("seed")
         if training.get("seed") is not None and training.get("seed") != default_seed:
             parts.append(f"seed {training['seed']}")
@@ -143,31 +119,49 @@ def recipe_name(cfg: dict, training: dict | None = None) -> str:
     else:
         parts.append("native scale")
     parts.append("8-fold TTA" if cfg.get("tta", True) else "no TTA")
-    post = cfg.get("postprocess", "paper")
-    if post == "paper":
-        parts.append(f"paper's watershed (marker spacing {cfg.get('min_distance_factor', 0.5):g})")
-    elif post == "distance":
-        parts.append(f"distance watershed at threshold {cfg.get('threshold', 0.5):g}, seeds "
-                     f"above {cfg.get('distance_seed', 0.5):g}")
-    else:
-        parts.append(f"{post} at threshold {cfg.get('threshold', 0.5):g}")
+    parts.append(METHODS[cfg.get("postprocess", DEFAULTS["postprocess"])].phrase(cfg))
     parts.append(f"dilation {cfg.get('dilation', 0)} px")
     return "chosen recipe: " + ", ".join(parts)
+
+
+def _best(table, method: str):
+    """The best candidate row of ``method`` in the candidates table (None if it has none)."""
+    rows = table[table["postprocess"] == method]
+    return rows.loc[rows["dsb"].idxmax()] if len(rows) else None
 
 
 def other_seeded_watershed(candidates_table, chosen: str):
     """(lever name, validation DSB) of the best candidate of the seeded watershed that was
     not chosen, the same network split by its other output (touching zone or distance map);
     None when the model has only one of them, or neither was chosen."""
-    other = {"distance": "touching", "touching": "distance"}.get(chosen)
-    t = candidates_table
-    alt = t[t["postprocess"] == other] if other else t.iloc[:0]
-    if not len(alt):
+    if chosen not in METHODS or not METHODS[chosen].seeded:
         return None
-    best = alt.loc[alt["dsb"].idxmax()]
-    seeds = f", seeds above {best['distance_seed']:g}" if other == "distance" else ""
-    return (f"the {SEEDED[other]} watershed instead (its best: threshold "
-            f"{best['threshold']:g}{seeds}, dilation {best['dilation']})", float(best["dsb"]))
+    for other in (m for m in METHODS.values() if m.seeded and m.name != chosen):
+        best = _best(candidates_table, other.name)
+        if best is not None:
+            return (f"the {other.seeded} watershed instead (its best: "
+                    f"{setting_words(best, other.grid)})", float(best["dsb"]))
+    return None
+
+
+def uncalibrated_row(candidates_table, cfg: dict):
+    """(lever name, validation DSB) of the chosen method at its default settings and without
+    dilation (None for the paper's method, or when the table lacks that candidate)."""
+    name = cfg.get("postprocess")
+    if name == PAPER or name not in METHODS:
+        return None
+    grid = METHODS[name].grid
+    default = {k: DEFAULTS[k] for k in grid}
+    t = candidates_table
+    base = t[t["postprocess"] == name]
+    for k, v in default.items():
+        base = base[base[k] == v]
+    if not len(base):
+        return None
+    same = all(cfg.get(k, DEFAULTS[k]) == v for k, v in default.items())
+    return (f"without calibration ({setting_words(default, [k for k in grid if k != 'dilation'])}"
+            f", no dilation)" + (": what the calibration chose" if same else ""),
+            float(base["dsb"].iloc[0]))
 
 
 def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, root=None,
@@ -175,45 +169,31 @@ def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, r
     """Validation DSB of the chosen recipe with one lever at a time switched back: no
     test-time scaling, no TTA, the default threshold and no dilation, the paper's
     post-processing. Each row names what differs from the chosen recipe."""
-    from .model import exact_engine, load_model
-    model, config = load_model(model_path, engine=exact_engine())
-    cfg = {**config, **chosen}
+    model = NucleusModel.load(model_path, engine=engines.exact()).with_settings(**chosen)
+    cfg = model.config
     info = runs.read_json(runs.RunLayout(run_dir).run_json)
     train_s = info.get("train_seconds")
     rows = [{"lever": recipe_name(cfg, info.get("profile")),
              "validation_dsb": score_setting(predicted, cfg, {})["dsb"],
              "train_seconds": train_s, "chosen": True}]
     t = candidates_table
-    if cfg.get("postprocess") != "paper":
-        base = t[(t["postprocess"] == cfg["postprocess"]) & (t["threshold"] == 0.5)
-                 & (t["dilation"] == 0)]
-        if cfg["postprocess"] == "distance":
-            base = base[base["distance_seed"] == 0.5]
-        if len(base):
-            same = (cfg.get("threshold", 0.5) == 0.5 and not cfg.get("dilation")
-                    and cfg.get("distance_seed", 0.5) == 0.5)
-            rows.append({"lever": "without calibration (threshold 0.5"
-                                  + (", seeds above 0.5" if cfg["postprocess"] == "distance"
-                                     else "") + ", no dilation)"
-                                  + (": what the calibration chose" if same else ""),
-                         "validation_dsb": float(base["dsb"].iloc[0]), "train_seconds": train_s})
-    alt = other_seeded_watershed(t, cfg.get("postprocess"))
-    if alt:
-        rows.append({"lever": alt[0], "validation_dsb": alt[1], "train_seconds": train_s})
-    paper = t[t["postprocess"] == "paper"]
-    if len(paper):
-        best = paper.loc[paper["dsb"].idxmax()]
-        rows.append({"lever": f"the paper's watershed instead (its best: marker spacing "
-                              f"{best['min_distance_factor']:g}, dilation {best['dilation']})",
-                     "validation_dsb": float(best["dsb"]), "train_seconds": train_s})
+    for found in (uncalibrated_row(t, cfg), other_seeded_watershed(t, cfg.get("postprocess"))):
+        if found:
+            rows.append({"lever": found[0], "validation_dsb": found[1], "train_seconds": train_s})
+    paper = _best(t, PAPER)
+    if paper is not None:
+        rows.append({"lever": f"the paper's watershed instead (its best: "
+                              f"{setting_words(paper, METHODS[PAPER].grid)})",
+                     "validation_dsb": float(paper["dsb"]), "train_seconds": train_s})
     variants = [("without TTA", {}, False)]
     if cfg.get("target_diameter"):
         variants.insert(0, ("without test-time scaling (predicted at native scale)",
                             {"target_diameter": None}, True))
     for name, change, tta in variants:
-        c = {**cfg, **change}
-        pred = predict_validation(model, c, run_dir, root, tta, progress)
-        rows.append({"lever": name, "validation_dsb": score_setting(pred, c, {})["dsb"],
+        changed = model.with_settings(**change)
+        pred = predict_validation(changed, run_dir, root, tta, progress)
+        rows.append({"lever": name, "validation_dsb": score_setting(pred, changed.config,
+                                                                    {})["dsb"],
                      "train_seconds": train_s})
     return rows
 
@@ -221,7 +201,6 @@ def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, r
 def write_ablation(rows: list[dict], dest, model_fingerprint: str, command: str):
     """Merge this model's lever rows into ``dest/ablation.csv`` (rows of earlier models are
     kept, with their fingerprint and command) and write ``ablation.md``."""
-    import pandas as pd
     dest = Path(dest)
     path = dest / "ablation.csv"
     old = pd.read_csv(path) if path.is_file() else pd.DataFrame()

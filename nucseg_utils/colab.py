@@ -23,10 +23,12 @@ copies equal what these return. In a fork: change :data:`REPO_URL`, run
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from . import data as data_mod
+from . import runs
 from .runs import RunLayout
 
 REPO_URL = "https://github.com/nucseg/nucseg"
@@ -211,9 +214,8 @@ def install_missing(repo) -> list[str]:
     installed. TensorFlow is never installed here: Colab's own is kept."""
     need = []
     try:
-        from importlib.metadata import PackageNotFoundError, version
-        version("nucseg")
-    except PackageNotFoundError:
+        importlib.metadata.version("nucseg")
+    except importlib.metadata.PackageNotFoundError:
         need += ["-e", str(repo)]
     need += [req for module, req in EXTRAS if importlib.util.find_spec(module) is None]
     if need:
@@ -368,9 +370,7 @@ def _stat(path: Path):
 def _copy_atomic(src: Path, dst: Path):
     """Copy ``src`` to a temporary name beside ``dst``, then rename it onto ``dst``: a reader
     (or a session that dies half-way) sees the old file or the new one, never a part."""
-    import shutil
 
-    from . import runs
     with runs.atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
 
@@ -383,7 +383,6 @@ def _read_manifest(local: Path) -> dict:
 
 
 def _write_manifest(local: Path, manifest: dict):
-    from . import runs
     with runs.atomic_path(local / SYNC_MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
 

@@ -25,9 +25,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
+import pandas as pd
+import tifffile
+from tqdm.auto import tqdm
 
-from . import rle
+from . import rle, runs
 
 SPLITS = ("stage1_train", "stage1_test", "stage2_test_final")
 SOLUTIONS = {
@@ -152,10 +156,8 @@ def decode_image_bytes(data: bytes, name: str) -> np.ndarray:
         raise DataError(f"{name}: file is empty")
     try:
         if name.lower().endswith((".tif", ".tiff")):
-            import tifffile
             arr = tifffile.imread(io.BytesIO(data))
         else:
-            import imageio.v3 as iio
             arr = iio.imread(data, extension=Path(name).suffix.lower() or ".png")
     except Exception as err:  # noqa: BLE001 - any decoder failure is a bad file
         raise DataError(f"{name}: cannot decode image ({type(err).__name__}: {err})") from None
@@ -391,7 +393,6 @@ def read_solution(path, name: str | None = None) -> dict:
     ``Usage == 'Ignored'`` rows are skipped; an image with only ignored rows is not scored and
     is left out. Rows with an empty ``EncodedPixels`` mark an image with no nucleus.
     """
-    import pandas as pd
     name = name or str(path)
     if isinstance(path, (str, Path)) and str(path).endswith(".zip"):
         path = _csv_bytes(Path(path).read_bytes(), str(path))
@@ -579,8 +580,6 @@ def describe(sample: Sample) -> dict:
 
 def index_split(split: Split, cache_dir=None, progress: bool = True):
     """The dataset index of a split as a DataFrame (cached as CSV in ``cache_dir``)."""
-    import pandas as pd
-    from . import runs
     cache = None
     if cache_dir is not None:
         tag = runs.file_fingerprint(split.source) if Path(split.source).exists() else "x"
@@ -589,7 +588,6 @@ def index_split(split: Split, cache_dir=None, progress: bool = True):
             return pd.read_csv(cache, dtype={"id": str})
     it = split.ids
     if progress:
-        from tqdm.auto import tqdm
         it = tqdm(it, desc=f"index {split.name}", leave=False)
     df = pd.DataFrame([describe(split.sample(s)) for s in it])
     if cache is not None:
@@ -600,14 +598,12 @@ def index_split(split: Split, cache_dir=None, progress: bool = True):
 def load_samples(split: Split, ids=None, progress: bool = True) -> list[Sample]:
     ids = split.ids if ids is None else list(ids)
     if progress:
-        from tqdm.auto import tqdm
         ids = tqdm(ids, desc=f"read {split.name}", leave=False)
     return [split.sample(s) for s in ids]
 
 
 def summarize_index(index):
     """Per split and modality: images, nuclei, nuclei per image, mean nucleus area, sizes."""
-    import pandas as pd
     rows = []
     for (split, mod), g in index.groupby(["split", "modality"]):
         row = {"split": split, "modality": mod, "images": int(len(g)),
@@ -650,7 +646,6 @@ def examples_by_modality(index, by: str = "nuclei"):
     ``stained`` first, any other modality after them, alphabetically): ``modality``, ``id``,
     ``images`` (of that modality), the criterion's column ``by``, its ``median`` over the
     modality, ``height`` and ``width``."""
-    import pandas as pd
     df = index.copy()
     if by not in df or df[by].isna().all():
         by = "pixels"

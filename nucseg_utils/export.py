@@ -22,11 +22,21 @@ complete.
 from __future__ import annotations
 
 import math
+import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
+import pandas as pd
+import tifffile
+from roifile import ImagejRoi, roiwrite
+from scipy import ndimage as ndi
+from skimage.measure import find_contours, regionprops_table
+from skimage.segmentation import find_boundaries
 
 from . import runs
+from .data import to_rgb_float
 
 OUTLINE = (0, 255, 0)  # overlay outline colour: green shows on dark and on stained images
 
@@ -81,8 +91,6 @@ def measure(labels: np.ndarray, image: np.ndarray, pixel_size: float | None = No
     its own units. With ``pixel_size`` (micrometres) the table also has ``centroid_y_um``,
     ``centroid_x_um``, ``area_um2``, ``perimeter_um`` and ``equivalent_diameter_um``. An image
     with no nuclei gives an empty table with the same columns."""
-    import pandas as pd
-    from skimage.measure import regionprops_table
     px = check_pixel_size(pixel_size)
     lab = np.asarray(labels)
     if not np.issubdtype(lab.dtype, np.integer):
@@ -133,7 +141,6 @@ def write_label_tiff(path, labels: np.ndarray, pixel_size: float | None = None) 
     """The labels as a TIFF that Fiji and napari open: an ImageJ uint16 TIFF, with the pixel
     size in micrometres as its resolution when known. Beyond 65535 nuclei (ImageJ has no
     32-bit integer images) a plain int32 TIFF, its resolution in pixels per centimetre."""
-    import tifffile
     px = check_pixel_size(pixel_size)
     lab = np.asarray(labels)
     if lab.size and int(lab.max()) > 65535:
@@ -155,7 +162,6 @@ def read_pixel_size(path) -> float | None:
     ImageJ's resolution and ``unit``, an OME-TIFF's ``PhysicalSizeX``, or a resolution in
     pixels per centimetre, millimetre or micrometre. None for other files and when the TIFF
     records none (a resolution in dots per inch is not taken for a calibration)."""
-    import tifffile
     if isinstance(path, (str, Path)) and Path(path).suffix.lower() not in (".tif", ".tiff"):
         return None
     with tifffile.TiffFile(path) as tif:
@@ -186,7 +192,6 @@ def tiff_pixel_size(tif) -> float | None:
 
 
 def _ome_pixel_size(xml: str | None) -> float | None:
-    import xml.etree.ElementTree as ET
     try:
         root = ET.fromstring(xml or "")
     except ET.ParseError:
@@ -210,8 +215,6 @@ def nucleus_polygons(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
     neighbours joined), through the edge midpoints between its pixels and the background, so
     that filling the polygon by pixel centres gives back the mask. Holes are not traced; of a
     nucleus in several pieces the largest is kept."""
-    from scipy import ndimage as ndi
-    from skimage.measure import find_contours
     lab = np.asarray(labels)
     out = []
     for k, box in enumerate(ndi.find_objects(lab), start=1):
@@ -231,9 +234,7 @@ def write_roi_zip(path, labels: np.ndarray) -> Path:
     """An ImageJ ROI set (``.zip``, for Fiji's ROI Manager): one polygon per nucleus, named by
     its label (zero-padded, so the ROI Manager lists them in label order). An image with no
     nuclei gives an empty zip."""
-    import zipfile
 
-    from roifile import ImagejRoi, roiwrite
     polygons = nucleus_polygons(labels)
     width = max(4, len(str(polygons[-1][0]))) if polygons else 4
     rois = [ImagejRoi.frompoints(xy, name=f"{k:0{width}d}") for k, xy in polygons]
@@ -248,7 +249,6 @@ def write_roi_zip(path, labels: np.ndarray) -> Path:
 def display_rgb(image: np.ndarray) -> np.ndarray:
     """An image as 8-bit RGB for display: contrast stretched between its 0.5 and 99.8
     percentiles (as the report's figures show images)."""
-    from .data import to_rgb_float
     img = to_rgb_float(image)
     lo, hi = np.percentile(img, [0.5, 99.8]) if img.size else (0.0, 1.0)
     img = np.clip((img - lo) / max(float(hi - lo), 1e-6), 0, 1)
@@ -258,8 +258,6 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
 def write_overlay_png(path, image: np.ndarray, labels: np.ndarray) -> Path:
     """The image at its native size with the outline of every nucleus (its pixels that touch
     the background or another nucleus) drawn in :data:`OUTLINE` green."""
-    import imageio.v3 as iio
-    from skimage.segmentation import find_boundaries
     rgb = display_rgb(image)
     rgb[find_boundaries(np.asarray(labels), mode="inner")] = OUTLINE
     with runs.atomic_path(path) as tmp:

@@ -52,6 +52,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from . import data, rle
 
 THRESHOLDS = np.round(np.arange(0.5, 1.0, 0.05), 2)  # 0.5, 0.55, ..., 0.95 (ten values)
 
@@ -221,7 +224,6 @@ def image_scores(true_labels, pred_labels, thresholds=THRESHOLDS) -> dict:
 
 def threshold_table(true_labels, pred_labels, thresholds=THRESHOLDS):
     """One image, one row per threshold: threshold, TP, FP, FN, score (the paper's Fig. 10)."""
-    import pandas as pd
     r = image_scores(true_labels, pred_labels, thresholds)
     return pd.DataFrame({"threshold": r["thresholds"], "TP": r["tp"], "FP": r["fp"],
                          "FN": r["fn"], "score": r["score"]})
@@ -355,7 +357,6 @@ def _per_threshold(results) -> list[dict]:
 def per_image_table(ids, results):
     """A DataFrame with one row per image: id, dsb, n_true, n_pred, tp, fp, fn (at IoU > 0.5),
     precision, recall, f1, pixel_accuracy, pixel_iou."""
-    import pandas as pd
     ids = list(ids)
     results = list(results)
     if len(ids) != len(results):
@@ -423,9 +424,7 @@ def score_csv(solution_csv, submission_csv):
     a submission image that is not in the solution, a malformed run, a pixel outside the image
     and overlapping predicted masks (the message then names both rows).
     """
-    import pandas as pd
 
-    from . import data, rle
 
     sol_path, sub_path = Path(solution_csv), Path(submission_csv)
     try:

@@ -1,42 +1,42 @@
-"""The network: a ``segmentation_models`` U-Net with a ResNet (or other) encoder.
+"""The model: a ``segmentation_models`` U-Net with a ResNet (or other) encoder, and the one
+object that predicts with it.
 
-In: a profile (backbone, encoder weights, targets, loss) or a saved model file.
-Out: a compiled Keras model; ``predict_probabilities`` turns one normalised image of any size
-into per-pixel probabilities at that size (padding to a multiple of 32, tiling for large
-images, or the paper's resize to the input size and back).
-
-A loaded model predicts with an *engine* (:func:`attach_engine`): ``openvino`` (Intel's
-OpenVINO runtime, 1.4-2x as fast as TensorFlow on 2-core CPUs of this kind, by machine,
-for the same probabilities within 1e-5, measured side by side in ``benchmarks/REPORT.md``)
-when it is installed and TensorFlow sees no GPU, else ``tensorflow``. ``NUCSEG_ENGINE`` or
-the commands' ``--engine`` choose one. ``openvino-bf16`` is OpenVINO computing in bfloat16 on
-a CPU that has bfloat16 instructions (AVX-512 BF16 or AMX; elsewhere it is plain ``openvino``):
-1.1-1.8x as fast again by image size (1.7x over stage1_test), but its probabilities differ by up to about 0.03, so label images
-can differ (on stage1_test the DSB moved by 0.0005, ``benchmarks/REPORT.md``); never chosen
-by ``auto``, it is offered for large batches of images. Training never goes through an engine: it only speeds up prediction with
-fixed weights.
+In: a profile (backbone, encoder weights, targets, loss) to build and train a network, or a
+saved model file.
+Out: :class:`NucleusModel`, what every command, notebook, the model package and the
+benchmarks predict with: ``NucleusModel.load(path)``, ``predict_probabilities(image)``,
+``predict_instances(image)`` (labels and the steps that made them), its ``settings`` as a
+dataclass (:class:`ModelSettings`) and the registered engine (:mod:`nucseg_utils.engines`)
+that runs its forward passes. For training: :func:`build_model`, :func:`compile_model`,
+:func:`save_model`.
 
 Saved models are one ``.npz`` file: the weights (float16 by default, half the size, with no
-measurable effect on the score) and the JSON config needed to rebuild the network. Training
+measurable effect on the score) and the JSON config needed to rebuild the network, with the
+post-processing settings that ``nucseg publish`` calibrated on validation images. Training
 checkpoints (:mod:`nucseg_utils.training`) also keep the optimizer state; the model file does
 not.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import runs
-from .preprocessing import pad_to_multiple, resize_image
+from . import engines, postprocessing, runs
+from .data import to_rgb_float
+from .preprocessing import normalize
+from .scale import predict_scaled
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = REPO / "models" / "cpu" / "model.npz"  # the committed cpu model
 
 MODEL_KEYS = ("backbone", "decoder_filters", "targets", "input_mode", "input_size",
               "normalization", "postprocess", "min_distance_factor", "min_size", "threshold",
               "dilation", "target_diameter", "scale_limits", "size_probe", "tta")
 
-
-ENGINES = ("auto", "openvino", "tensorflow", "openvino-bf16")
 
 # segmentation_models' U-Net decoder: filters of its 5 blocks, deepest first. A model file
 # without ``decoder_filters`` in its config (all before it was a key) has this decoder.
@@ -170,18 +170,133 @@ def read_config(path) -> dict:
     return read_model_file(path)[0]
 
 
-def load_model(path, engine: str | None = None):
-    """Rebuild a saved model; returns (model, config). ModelError names the file on failure.
+class NucleusModel:
+    """A trained nucleus segmenter: its network, its settings and the engine that runs it.
 
-    ``engine`` (default: ``$NUCSEG_ENGINE``, else ``auto``): what runs the forward passes of
-    prediction (:func:`attach_engine`); the Keras model is returned either way."""
-    config, weights = read_model_file(path)
+    The one object the command line, the notebooks, the model package and the benchmarks use::
+
+        model = NucleusModel.load()                      # the committed cpu model
+        labels, details = model.predict_instances(image)
+
+    ``settings`` (a :class:`ModelSettings`) says how it pre- and post-processes, ``config`` is
+    the same as the plain dict saved in the model file (what the low-level functions of
+    :mod:`nucseg_utils.scale`, :mod:`nucseg_utils.tta` and :mod:`nucseg_utils.postprocessing`
+    read), ``engine`` the registered engine (:mod:`nucseg_utils.engines`) that runs its
+    forward passes, ``keras`` the network itself."""
+
+    def __init__(self, network, config: dict, engine: str | None = None, path=None,
+                 _forward=None):
+        self.keras = network
+        self.config = dict(config)
+        self.settings = ModelSettings.from_config(self.config)
+        self.path = Path(path) if path else None
+        if _forward is None:
+            _forward = engines.build(network, engine)
+        self._forward, self.engine = _forward
+
+    @classmethod
+    def load(cls, path=None, engine: str | None = None) -> "NucleusModel":
+        """Rebuild a saved model (default :data:`DEFAULT_MODEL`); ModelError names the file
+        when it cannot be used. ``engine``: None is ``$NUCSEG_ENGINE``, else ``auto``."""
+        path = Path(path or DEFAULT_MODEL)
+        config, weights = read_model_file(path)
+        network = _rebuild(path, config, weights)
+        return cls(network, config, engine, path)
+
+    def with_settings(self, **changes) -> "NucleusModel":
+        """The same network and engine with other settings (e.g. a calibrated threshold)."""
+        return NucleusModel(self.keras, {**self.config, **changes}, path=self.path,
+                            _forward=(self._forward, self.engine))
+
+    @property
+    def fingerprint(self) -> str | None:
+        return runs.file_fingerprint(self.path) if self.path else None
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """The engine's forward pass: normalised (N, H, W, 3) -> probabilities (N, H, W, C)."""
+        return self._forward(batch)
+
+    def predict_probabilities(self, image: np.ndarray, tta: bool | None = None) -> np.ndarray:
+        """Probabilities (H, W, n_targets) at native size for one image as read by
+        :func:`read_image` or :mod:`nucseg_utils.data` (grey or colour, any dtype): normalised
+        as the model was trained, rescaled to its nucleus size, predicted (with the 8-fold TTA
+        when ``tta``, default the model's setting), rounded to float16 precision (as stored, so
+        every path scores the same numbers). The one place every command and notebook
+        predicts an image."""
+        tta = self.settings.tta if tta is None else bool(tta)
+        img = normalize(to_rgb_float(image), self.config["normalization"])
+        prob = predict_scaled(self, img, self.config, tta=tta)
+        return prob.astype(np.float16).astype(np.float32)
+
+    def postprocess(self, prob: np.ndarray, method: str | None = None) -> np.ndarray:
+        """The label image of one probability map, post-processed as the settings say
+        (``method``, a name of :data:`nucseg_utils.postprocessing.METHODS`, overrides their
+        ``postprocess``)."""
+        return postprocessing.postprocess_as(prob, self.config, method)
+
+    def predict_instances(self, image: np.ndarray, tta: bool | None = None,
+                          method: str | None = None) -> tuple[np.ndarray, dict]:
+        """(labels, details) for one image: ``labels`` an (H, W) image, 0 the background and
+        1..N one nucleus each (the same as :meth:`postprocess` of
+        :meth:`predict_probabilities`); ``details`` the ``probabilities``, the post-processing
+        ``method``, its intermediate ``steps`` (foreground, seeds, watershed, ...) and the
+        ``settings`` it ran with."""
+        prob = self.predict_probabilities(image, tta)
+        pp = postprocessing.settings(self.config)
+        name = method or pp["postprocess"]
+        steps = postprocessing.get_method(name).steps_of(prob, pp)
+        labels = postprocessing.dilate_labels(steps["labels"], int(pp["dilation"]))
+        return labels, {"probabilities": prob, "method": name, "steps": steps,
+                        "settings": {**pp, "postprocess": name}}
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return (f"NucleusModel({self.path or 'in memory'}: {s.backbone} U-Net, outputs "
+                f"{'+'.join(s.targets)}, post-processing {s.postprocess}, engine {self.engine})")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What a model file's config says about pre- and post-processing (the defaults are those
+    of a file that lacks the key). ``other`` holds the rest (epoch, val_loss, profile, ...)."""
+    backbone: str
+    targets: tuple
+    decoder_filters: tuple = DECODER_FILTERS
+    input_mode: str = "crop"
+    input_size: int = 128
+    normalization: str = "percentile"
+    target_diameter: float | None = None
+    scale_limits: tuple = (0.25, 2.0)
+    size_probe: float | None = None
+    tta: bool = True
+    postprocess: str = "paper"
+    threshold: float = 0.5
+    min_size: int = 10
+    min_distance_factor: float = 0.5
+    distance_seed: float = 0.5
+    dilation: int = 0
+    train_splits: tuple = ()
+    other: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ModelSettings":
+        names = {f.name for f in dataclasses.fields(cls)} - {"other"}
+        known = {k: (tuple(v) if isinstance(v, list) else v)
+                 for k, v in config.items() if k in names and v is not None}
+        if config.get("target_diameter") is None:
+            known["target_diameter"] = None
+        return cls(**known, other={k: v for k, v in config.items() if k not in names})
+
+
+def _rebuild(path, config: dict, weights: list):
+    """The Keras network a model file describes, with its weights (ModelError naming the
+    file when they do not fit)."""
     try:
-        model = build_model({**config, "encoder_weights": None})
+        network = build_model({**config, "encoder_weights": None})
     except Exception as err:  # noqa: BLE001 - e.g. an unknown backbone name in the config
         raise ModelError(f"{path}: cannot build the model its config describes "
                          f"({type(err).__name__}: {err})") from None
-    expected = [w.shape for w in model.get_weights()]
+    expected = [w.shape for w in network.get_weights()]
     got = [w.shape for w in weights]
     if expected != got:
         bad = next((i for i, (e, g) in enumerate(zip(expected, got)) if e != g),
@@ -192,145 +307,5 @@ def load_model(path, engine: str | None = None):
                          f"{len(config.get('targets', []))} output(s) ({len(got)} arrays, "
                          f"expected {len(expected)}{'; ' + where if where else ''}); the file "
                          f"is corrupt or of another model")
-    model.set_weights(weights)
-    attach_engine(model, engine)
-    return model, config
-
-
-def resolve_engine(engine: str | None = None) -> str:
-    """``openvino``, ``openvino-bf16`` or ``tensorflow`` for ``engine`` (None:
-    ``$NUCSEG_ENGINE`` or ``auto``).
-
-    ``auto`` is OpenVINO when it is installed and TensorFlow sees no GPU (OpenVINO runs on the
-    CPU); ModelError when an OpenVINO engine is asked for and cannot be imported."""
-    import os
-    engine = (engine or os.environ.get("NUCSEG_ENGINE") or "auto").lower()
-    if engine not in ENGINES:
-        raise ModelError(f"unknown engine '{engine}'; choose from {', '.join(ENGINES)}")
-    if engine == "tensorflow":
-        return engine
-    try:
-        import openvino  # noqa: F401
-    except ImportError as err:
-        if engine != "auto":
-            raise ModelError(f"the {engine} engine was asked for but OpenVINO cannot be "
-                             f"imported ({err}); `pip install openvino` or use "
-                             f"--engine tensorflow") from None
-        return "tensorflow"
-    if engine == "auto":
-        return "tensorflow" if tf_setup().config.list_physical_devices("GPU") else "openvino"
-    return engine
-
-
-def exact_engine(engine: str | None = None) -> str:
-    """:func:`resolve_engine`, but never ``openvino-bf16`` (``openvino`` instead): the engine
-    of every number nucseg publishes (calibration, lever table, results), so that they do not
-    depend on whether a CPU computes in bfloat16."""
-    name = resolve_engine(engine)
-    return "openvino" if name == "openvino-bf16" else name
-
-
-def has_bfloat16() -> bool:
-    """Whether OpenVINO computes in bfloat16 on this CPU (False without OpenVINO)."""
-    try:
-        import openvino as ov
-        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    except Exception:  # noqa: BLE001 - no OpenVINO, or no CPU device
-        return False
-
-
-def attach_engine(model, engine: str | None = None) -> str:
-    """Make ``model``'s prediction calls (:func:`predict_probabilities`, :func:`predict_batch`)
-    run on ``engine``; returns the engine used.
-
-    ``openvino`` converts the Keras graph with its current weights once (about 3 s for the
-    ResNet-18 U-Net), for any input size; set the weights before, and attach again after
-    changing them. ``openvino-bf16`` the same, computing in bfloat16 (on a CPU without it:
-    a warning, and the engine used is ``openvino``). ``tensorflow`` calls the Keras model
-    eagerly, as training does."""
-    name = resolve_engine(engine)
-    forward = None
-    if name.startswith("openvino"):
-        import threading
-
-        import openvino as ov
-        precision = "bf16" if name == "openvino-bf16" else "f32"
-        if precision == "bf16" and not has_bfloat16():
-            import warnings
-            warnings.warn("this CPU has no bfloat16 instructions: openvino-bf16 runs as "
-                          "openvino (float32)", stacklevel=2)
-            name, precision = "openvino", "f32"
-        compiled = ov.Core().compile_model(
-            ov.convert_model(model, input=[(-1, -1, -1, model.input_shape[-1])]), "CPU",
-            {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
-        request, lock = compiled.create_infer_request(), threading.Lock()
-
-        def forward(batch):
-            with lock:
-                out = request.infer({0: np.ascontiguousarray(batch, np.float32)})
-                return np.array(out[0], np.float32)  # a copy: the request reuses its buffer
-    # bypass Keras' attribute tracking: this is not part of the model's state
-    object.__setattr__(model, "_nucseg_forward", forward)
-    object.__setattr__(model, "_nucseg_engine", name)
-    return name
-
-
-def engine_of(model) -> str:
-    """The engine a model predicts with (``tensorflow`` unless :func:`attach_engine` said)."""
-    return getattr(model, "_nucseg_engine", "tensorflow")
-
-
-def _forward(model, batch: np.ndarray) -> np.ndarray:
-    forward = getattr(model, "_nucseg_forward", None)
-    if forward is not None:
-        return forward(batch)
-    return model(batch, training=False).numpy()
-
-
-def predict_batch(model, images: list, config: dict, tile: int = 1024) -> list:
-    """Probabilities of several normalised images of one shape; one forward pass when they
-    fit a tile (TTA's variants), else one :func:`predict_probabilities` call each."""
-    h, w = images[0].shape[:2]
-    if config.get("input_mode") == "resize" or h > tile or w > tile or len(images) == 1:
-        return [predict_probabilities(model, im, config, tile) for im in images]
-    batch = np.stack([pad_to_multiple(im, 32)[0] for im in images])
-    return list(_forward(model, batch)[:, :h, :w])
-
-
-def predict_probabilities(model, image: np.ndarray, config: dict, tile: int = 1024,
-                          overlap: int = 64) -> np.ndarray:
-    """Probabilities (H, W, n_targets) for one normalised (H, W, 3) image at its own size.
-
-    ``resize`` models (the paper's) see the image resized to input_size; their probabilities
-    are resized back (bilinear) before any threshold, so nuclei are not dilated. ``crop`` models
-    are fully convolutional and see the image at native scale, padded to a multiple of 32;
-    images larger than ``tile`` pixels on a side are predicted in overlapping tiles, so memory
-    stays bounded whatever the image size.
-    """
-    h, w = image.shape[:2]
-    if config.get("input_mode") == "resize":
-        s = config["input_size"]
-        small = resize_image(image, (s, s))
-        prob = _forward(model, small[None])[0]
-        return resize_image(prob, (h, w))
-    if h <= tile and w <= tile:
-        padded, _ = pad_to_multiple(image, 32)
-        return _forward(model, padded[None])[0, :h, :w]
-    out = None
-    weight = np.zeros((h, w, 1), np.float32)
-    step = tile - 2 * overlap
-    for y0 in range(0, max(h - 2 * overlap, 1), step):
-        for x0 in range(0, max(w - 2 * overlap, 1), step):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            ya, xa = max(0, y1 - tile), max(0, x1 - tile)
-            patch, _ = pad_to_multiple(image[ya:y1, xa:x1], 32)
-            p = _forward(model, patch[None])[0, : y1 - ya, : x1 - xa]
-            if out is None:
-                out = np.zeros((h, w, p.shape[-1]), np.float32)
-            # weight tile centres more than tile edges
-            wy = np.minimum(np.arange(y1 - ya) + 1, np.arange(y1 - ya)[::-1] + 1)
-            wx = np.minimum(np.arange(x1 - xa) + 1, np.arange(x1 - xa)[::-1] + 1)
-            wt = np.minimum(np.minimum(wy[:, None], wx[None, :]), overlap).astype(np.float32)
-            out[ya:y1, xa:x1] += p * wt[..., None]
-            weight[ya:y1, xa:x1] += wt[..., None]
-    return out / weight
+    network.set_weights(weights)
+    return network

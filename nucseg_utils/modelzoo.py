@@ -1,6 +1,6 @@
 """Sharing: a nucseg model as a BioImage Model Zoo package, for people who do not use nucseg.
 
-In: a nucseg model file (``.npz``, :func:`nucseg_utils.model.load_model`); it stays the
+In: a nucseg model file (``.npz``, :meth:`nucseg_utils.model.NucleusModel.load`); it stays the
 project's own format, and the package is made from it.
 Out: one ``.zip`` (what bioimage.io uploads, deepImageJ's "install from a local file" and
 ``bioimageio.core`` take; unzipped it is the package folder) holding
@@ -45,10 +45,15 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, runs
-from .model import DECODER_FILTERS
-from .postprocessing import seed_min_size, settings as postprocess_settings
-from .preprocessing import CLIP, NORMALIZATIONS, PERCENTILES  # described in rdf.yaml
 from .colab import REPO_URL as GIT_REPO  # the one place the repository's address is written
+from .figures import show_image, show_labels
+from .model import DECODER_FILTERS, NucleusModel, read_config, tf_setup
+from .postprocessing import METHODS
+from .postprocessing import settings as postprocess_settings
+from .preprocessing import (CLIP, NORMALIZATIONS, PERCENTILES,  # described in rdf.yaml
+                            background_is_bright, normalize)
+from .scale import label_diameter
+from .synthetic import make_image
 
 WEIGHT_FORMATS = ("keras_hdf5", "tensorflow_saved_model_bundle")
 INPUT_ID, OUTPUT_ID = "raw", "probabilities"
@@ -85,8 +90,6 @@ def sample_image(size: int = TEST_SIZE, target: float = 20.0):
     """A synthetic fluorescence image (uint8, (size, size, 3)) whose nuclei are about
     ``target`` px across (the size nucseg's models see), its labels, and the seed that made it.
     The first seed from 0 that fits is taken, so the image is always the same."""
-    from .scale import label_diameter
-    from .synthetic import make_image
     best = None
     for seed in range(200):
         image, labels = make_image(np.random.default_rng(seed), (size, size), "fluorescence",
@@ -125,7 +128,7 @@ def _check_output(out: Path, overwrite: bool) -> None:
 
 
 def _import_spec():
-    try:
+    try:  # lazy: importing bioimageio.spec takes ~1-1.6 s, and only `nucseg export` needs it
         import bioimageio.spec  # noqa: F401
         from bioimageio.spec.model import v0_5
     except ImportError:
@@ -164,6 +167,7 @@ def _results(model_path: Path, fingerprint: str) -> dict | None:
 def _write_samples(stage: Path, image, prob) -> None:
     """The test tensors as images for people (the format asks for them): the image as an RGB
     PNG, the probabilities as a float32 TIFF (y, x, channel)."""
+    # lazy: imageio and tifffile add ~0.1 s to every nucseg command (cli.main imports this)
     import imageio.v3 as iio
     import tifffile
     iio.imwrite(stage / "sample_input.png", np.asarray(image, np.uint8), extension=".png")
@@ -171,8 +175,7 @@ def _write_samples(stage: Path, image, prob) -> None:
 
 
 def _cover(path: Path, image, prob, labels, config: dict) -> Path:
-    from matplotlib.figure import Figure
-    from .figures import show_image, show_labels
+    from matplotlib.figure import Figure  # lazy: importing matplotlib takes ~0.5-0.7 s
     fig = Figure(figsize=(6, 6), dpi=80)
     axes = fig.subplots(2, 2)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.94, wspace=0.03,
@@ -189,11 +192,10 @@ def _cover(path: Path, image, prob, labels, config: dict) -> Path:
     return path
 
 
-def _documentation(config: dict, info: dict) -> str:
+def _doc_introduction(config: dict, info: dict) -> list[str]:
+    """The README's title and first paragraph (and the warning for a synthetic model)."""
     names = info["channel_names"]
     two = len(names) > 1
-    target = config.get("target_diameter")
-    resize = config.get("input_mode") == "resize"
     lines = [
         f"# {info['name']}",
         "",
@@ -209,7 +211,15 @@ def _documentation(config: dict, info: dict) -> str:
     if info["synthetic"]:
         lines += ["**This model was trained on nucseg's built-in SYNTHETIC set: it is for "
                   "testing the export only, not for real images.**", ""]
-    lines += [
+    return lines
+
+
+def _doc_input_output(config: dict, info: dict) -> list[str]:
+    """The tensors of the package, and the head of the list of what it does not do."""
+    names = info["channel_names"]
+    two = len(names) > 1
+    resize = config.get("input_mode") == "resize"
+    return [
         "## Input and output",
         "",
         f"- input `{INPUT_ID}`: one RGB image, axes (batch, y, x, channel), float32; a grey "
@@ -234,6 +244,12 @@ def _documentation(config: dict, info: dict) -> str:
         "steps are **not** in the package:",
         "",
     ]
+
+
+def _doc_preprocessing_steps(config: dict) -> list[str]:
+    """The steps of nucseg's prediction before and around the network that the package lacks."""
+    target = config.get("target_diameter")
+    resize = config.get("input_mode") == "resize"
     steps = []
     if config.get("normalization") == "haematoxylin":
         steps.append("**Haematoxylin channel of stained tissue.** For a colour image of "
@@ -273,40 +289,30 @@ def _documentation(config: dict, info: dict) -> str:
         steps.append("**Test-time augmentation.** nucseg averages the probabilities of the 8 "
                      "rotations and flips of the image (each mapped back). The package makes "
                      "one prediction.")
+    return steps
+
+
+def _doc_labels_step(config: dict) -> str:
+    """How nucseg turns the network's outputs into labels (not in the package), in the words
+    of its post-processing method (:data:`nucseg_utils.postprocessing.METHODS`)."""
     pp = postprocess_settings(config)
-    if pp["postprocess"] == "touching":
-        steps.append(f"**Touching-zone watershed (labels).** nucseg turns the two channels "
-                     f"into one label per nucleus: foreground = nucleus probability > "
-                     f"{pp['threshold']:g} (holes filled); seeds = connected "
-                     f"parts of (nucleus - touching zone) > {pp['threshold']:g} "
-                     f"(parts under {seed_min_size(pp['min_size'])} px dropped; a "
-                     f"foreground part without a seed becomes its own seed); watershed of the "
-                     f"inverted nucleus probability from the seeds inside the foreground; "
-                     f"objects under {pp['min_size']} px dropped"
-                     + (f"; every nucleus grown by {pp['dilation']} px"
-                        if pp["dilation"] else "")
-                     + ". The bioimage.io format has no seeded-watershed step, so the package "
-                       "ends at the probabilities.")
-    elif pp["postprocess"] == "distance":
-        steps.append(f"**Distance-map watershed (labels).** nucseg turns the channels into "
-                     f"one label per nucleus: foreground = nucleus probability > "
-                     f"{pp['threshold']:g} (holes filled); seeds = connected parts of "
-                     f"centre distance > {pp['distance_seed']:g} inside the foreground (parts "
-                     f"under {seed_min_size(pp['min_size'])} px dropped; a foreground part "
-                     f"without a seed becomes its own seed); watershed of the inverted centre "
-                     f"distance from the seeds inside the foreground; objects under "
-                     f"{pp['min_size']} px dropped"
-                     + (f"; every nucleus grown by {pp['dilation']} px"
-                        if pp["dilation"] else "")
-                     + ". The bioimage.io format has no seeded-watershed step, so the package "
-                       "ends at the network's outputs.")
-    else:
-        steps.append(f"**Labels.** nucseg turns the probabilities into one label per nucleus "
-                     f"with its `{pp['postprocess']}` post-processing (see nucseg's "
-                     f"`nucseg_utils/postprocessing.py`); the package ends at the "
-                     f"probabilities.")
-    lines += [f"{i}. {s}" for i, s in enumerate(steps, 1)]
-    lines += [
+    method = METHODS[pp["postprocess"]]
+    if method.seeded:
+        return (f"**{method.seeded.capitalize()} watershed (labels).** nucseg turns the "
+                f"{_COUNT_WORDS.get(method.channels, method.channels)} channels into one "
+                f"label per nucleus: {method.explain(pp)}. The bioimage.io format has no "
+                f"seeded-watershed step, so the package ends at the network's outputs.")
+    return (f"**Labels.** nucseg turns the probabilities into one label per nucleus with its "
+            f"`{method.name}` post-processing (`nucseg_utils/postprocessing.py`): "
+            f"{method.explain(pp)}. The package ends at the probabilities.")
+
+
+_COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
+
+
+def _doc_nucseg_itself(info: dict) -> list[str]:
+    """How to get nucseg's labels: run nucseg on the model file."""
+    return [
         "",
         "For the same labels as nucseg, run nucseg itself on the model file this package was "
         "made from:",
@@ -319,9 +325,12 @@ def _documentation(config: dict, info: dict) -> str:
         "which writes label images (PNG and ImageJ TIFF), ImageJ ROI sets, overlays and "
         "per-nucleus measurements.",
         "",
-        "## Validation",
-        "",
     ]
+
+
+def _doc_validation(info: dict) -> list[str]:
+    """The published scores of this very model file, when there are any."""
+    lines = ["## Validation", ""]
     ev = info.get("results")
     if ev:
         split = next((e.get("split") for e in ev.values() if e.get("split")), "its test split")
@@ -342,7 +351,12 @@ def _documentation(config: dict, info: dict) -> str:
         lines += ["No published scores were found beside this model file. Measure them with "
                   f"`nucseg evaluate --model {info['model_file']}` (the exact Kaggle DSB2018 "
                   "metric at native resolution).", ""]
-    lines += [
+    return lines
+
+
+def _doc_test_tensors_and_licence(info: dict) -> list[str]:
+    """What the test tensors are, the licence and what to cite."""
+    return [
         "The test tensors check the package itself: `test_input.npy` is a synthetic "
         f"fluorescence image (nucseg's generator, seed {info['seed']}, not real data) as read "
         "(float32 in [0, 1]); `test_output.npy` is the network's output on it after the "
@@ -357,7 +371,210 @@ def _documentation(config: dict, info: dict) -> str:
           "you use this model.",
         "",
     ]
+
+
+def _documentation(config: dict, info: dict) -> str:
+    """The package's README.md: what the network does, its tensors, the steps of nucseg's
+    prediction that are not in the package, the published scores, the licence."""
+    steps = _doc_preprocessing_steps(config) + [_doc_labels_step(config)]
+    lines = _doc_introduction(config, info) + _doc_input_output(config, info)
+    lines += [f"{i}. {s}" for i, s in enumerate(steps, 1)]
+    lines += _doc_nucseg_itself(info) + _doc_validation(info)
+    lines += _doc_test_tensors_and_licence(info)
     return "\n".join(lines)
+
+
+def _weight_formats(weights, out: Path) -> tuple:
+    """The weight formats asked for, in :data:`WEIGHT_FORMATS` order; ExportError for none or
+    an unknown one."""
+    unknown = [w for w in weights if w not in WEIGHT_FORMATS]
+    weights = tuple(w for w in WEIGHT_FORMATS if w in weights)
+    if unknown or not weights:
+        raise ExportError(f"{out}: unknown or no weight format {unknown or ''}; choose from "
+                          f"{', '.join(WEIGHT_FORMATS)}")
+    return weights
+
+
+def _package_info(model_path: Path, config: dict) -> dict:
+    """What the documentation and the description say about the model file."""
+    fingerprint = runs.file_fingerprint(model_path)
+    names = [CHANNEL_NAMES.get(t, str(t)) for t in config["targets"]]
+    dataset = config.get("dataset") or "unknown data"
+    synthetic = "synthetic" in str(dataset).lower()
+    if synthetic:
+        dataset = "nucseg's built-in synthetic set"
+    info = {"model_file": model_path.name, "fingerprint": fingerprint, "channel_names": names,
+            "dataset": dataset, "synthetic": synthetic,
+            "results": _results(model_path, fingerprint)}
+    backbone = str(config["backbone"])
+    info["name"] = f"nucseg U-Net {backbone} nuclei" + (" (SYNTHETIC test)"
+                                                       if info["synthetic"] else "")
+    return info
+
+
+def _test_size(config: dict) -> int:
+    """The side of the test image: the network's input size for a model that resizes."""
+    return int(config["input_size"]) if config.get("input_mode") == "resize" else TEST_SIZE
+
+
+def _write_test_tensors(stage: Path, model, config: dict, norm: str, info: dict):
+    """The test tensors: a dark-background synthetic image as read, and the network's output
+    after the described pre-processing (also as images for people). Sets ``info['seed']``;
+    returns (image as read, output)."""
+    image, _, seed = sample_image(_test_size(config))
+    info["seed"] = seed
+    raw = image.astype(np.float32) / 255.0
+    if norm != "unit" and background_is_bright(raw):  # cannot happen: fluorescence
+        raise ExportError("the synthetic test image has a bright background")
+    prob = model(normalize(raw, norm)[None], training=False).numpy().astype(np.float32)
+    np.save(stage / "test_input.npy", raw[None])
+    np.save(stage / "test_output.npy", prob)
+    _write_samples(stage, image, prob[0])
+    return raw, prob
+
+
+def _write_cover_of_pipeline(stage: Path, model: NucleusModel, config: dict, raw, prob) -> None:
+    """cover.png: the test image, the package's output and the labels of nucseg's pipeline."""
+    labels = model.postprocess(model.predict_probabilities(raw, tta=model.settings.tta))
+    _cover(stage / "cover.png", raw, prob[0], labels, config)
+
+
+def _weight_entries(v, tf, stage: Path, model, weights: tuple, info: dict) -> dict:
+    """Write the network in each of ``weights``; their descriptions by format."""
+    entries = {}
+    if "keras_hdf5" in weights:
+        with warnings.catch_warnings():  # "HDF5 is legacy": it is the format asked for
+            warnings.filterwarnings("ignore", message=".*HDF5.*", category=UserWarning)
+            model.save(stage / "weights.h5", include_optimizer=False)
+        entries["keras_hdf5"] = v.KerasHdf5WeightsDescr(
+            source=stage / "weights.h5", tensorflow_version=tf.__version__,
+            comment=f"float32 copy of the float16 weights of nucseg's {info['model_file']} "
+                    f"(fingerprint {info['fingerprint']})")
+    if "tensorflow_saved_model_bundle" in weights:
+        # one serving signature named like the tensors (raw -> probabilities); without
+        # the per-layer traces, which take ten times longer to write (Keras reloads the
+        # model from its config; the signature serves the others)
+        serve = tf.function(lambda x: {OUTPUT_ID: model(x, training=False)},
+                            input_signature=[tf.TensorSpec([None, None, None, 3],
+                                                           tf.float32, name=INPUT_ID)])
+        model.save(stage / "saved_model", save_format="tf", include_optimizer=False,
+                   save_traces=False,
+                   signatures={"serving_default": serve.get_concrete_function()})
+        _zip_folder(stage / "saved_model", stage / "tf_saved_model.zip")
+        entries["tensorflow_saved_model_bundle"] = \
+            v.TensorflowSavedModelBundleWeightsDescr(
+                source=stage / "tf_saved_model.zip", tensorflow_version=tf.__version__,
+                parent="keras_hdf5" if "keras_hdf5" in entries else None,
+                comment=f"tf.keras SavedModel, zipped; signature serving_default: "
+                        f"{INPUT_ID} -> {OUTPUT_ID}")
+    return entries
+
+
+def _input_descr(v, stage: Path, config: dict, norm: str):
+    """The input tensor: RGB, any size from 96 px in steps of 32 (or the one size of a model
+    that resizes), with the pre-processing the format can express."""
+    resize = config.get("input_mode") == "resize"
+    if resize:
+        y_size = x_size = int(config["input_size"])
+    else:
+        y_size = v.ParameterizedSize(min=MIN_SIZE, step=STEP)
+        x_size = v.ParameterizedSize(min=MIN_SIZE, step=STEP)
+    pre = []
+    if norm != "unit":  # percentile (haematoxylin: the same for images not stained)
+        pre = [v.ScaleRangeDescr(kwargs=v.ScaleRangeKwargs(
+                   axes=[v.AxisId("y"), v.AxisId("x"), v.AxisId("channel")],
+                   min_percentile=PERCENTILES[0], max_percentile=PERCENTILES[1])),
+               v.ClipDescr(kwargs=v.ClipKwargs(min=CLIP[0], max=CLIP[1]))]
+    return v.InputTensorDescr(
+        id=v.TensorId(INPUT_ID),
+        description="RGB image (grey: three equal channels) as read, float32",
+        axes=[v.BatchAxis(),
+              v.SpaceInputAxis(id=v.AxisId("y"), size=y_size),
+              v.SpaceInputAxis(id=v.AxisId("x"), size=x_size),
+              v.ChannelAxis(channel_names=["r", "g", "b"])],
+        test_tensor=v.FileDescr(source=stage / "test_input.npy"),
+        sample_tensor=v.FileDescr(source=stage / "sample_input.png"),
+        preprocessing=pre)
+
+
+def _output_descr(v, stage: Path, config: dict, names: list):
+    """The output tensor: the probabilities, the size of the input (with a halo for tiling)."""
+    resize = config.get("input_mode") == "resize"
+
+    def out_axis(a):
+        ref = v.SizeReference(tensor_id=v.TensorId(INPUT_ID), axis_id=v.AxisId(a))
+        if resize:
+            return v.SpaceOutputAxis(id=v.AxisId(a), size=ref)
+        return v.SpaceOutputAxisWithHalo(id=v.AxisId(a), size=ref, halo=HALO)
+
+    return v.OutputTensorDescr(
+        id=v.TensorId(OUTPUT_ID),
+        description="per-pixel probabilities: " + ", ".join(names),
+        axes=[v.BatchAxis(), out_axis("y"), out_axis("x"),
+              v.ChannelAxis(channel_names=list(names))],
+        data=v.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
+        test_tensor=v.FileDescr(source=stage / "test_output.npy"),
+        sample_tensor=v.FileDescr(source=stage / "sample_output.tif"))
+
+
+def _model_config(v, model, config: dict, info: dict):
+    """The description's config: bioimage.io's fields and nucseg's own."""
+    backbone, names = str(config["backbone"]), info["channel_names"]
+    size = _test_size(config)
+    return v.Config(
+        bioimageio=v.BioimageioConfig(
+            architecture_type="U-Net",
+            architecture_description=(
+                f"segmentation_models 1.0.1 Unet('{backbone}', classes={len(names)}, "
+                f"activation='sigmoid', decoder_filters="
+                f"{tuple(config.get('decoder_filters') or DECODER_FILTERS)}), "
+                f"tf.keras"),
+            modality="light microscopy (fluorescence, brightfield, H&E)",
+            target_structure=["cell nucleus"],
+            task="segmentation (per-pixel probabilities)",
+            out_of_scope_use=(
+                "Images whose nuclei are far from "
+                f"{config.get('target_diameter') or 'the training'} px across, or "
+                "bright-background images, without the steps the documentation "
+                "lists; 3-D stacks; anything but cell nuclei."),
+            model_parameter_count=int(model.count_params())),
+        nucseg={"version": __version__, "model_file": info["model_file"],
+                "model_fingerprint": info["fingerprint"],
+                "model_config": json.loads(json.dumps(config, default=str)),
+                "test_image": {"generator": "nucseg_utils.synthetic.make_image",
+                               "look": "fluorescence", "seed": info["seed"],
+                               "shape": [size, size, 3]}})
+
+
+def _model_descr(v, stage: Path, model, config: dict, info: dict, norm: str, entries: dict):
+    """The whole description (rdf.yaml) of the package staged in ``stage``."""
+    backbone, names, dataset = str(config["backbone"]), info["channel_names"], info["dataset"]
+    description = (
+        f"Cell nucleus segmentation in 2-D microscopy (fluorescence, brightfield, H&E): a "
+        f"U-Net ({backbone} encoder) giving the probability of nucleus"
+        + (" and of the zone where nuclei touch" if len(names) > 1 else "")
+        + (" and the distance to the nucleus' edge" if len(names) > 2 else "")
+        + f". Trained on {dataset}. nucseg (not this package) also inverts bright "
+          "backgrounds, rescales nuclei to one size, averages 8 rotations/flips and "
+          "separates nuclei with a watershed: see the documentation.")
+    return v.ModelDescr(
+        name=info["name"],
+        description=description[:512],
+        authors=[v.Author(name="the nucseg authors")],
+        cite=[v.CiteEntry(text=t, doi=v.Doi(d)) for t, d in CITATIONS],
+        license=v.LicenseId("MIT"),
+        git_repo=v.HttpUrl(GIT_REPO),
+        documentation=v.FileDescr(source=stage / "README.md"),
+        covers=[v.FileDescr(source=stage / "cover.png")],
+        tags=["nuclei", "nucleus", "segmentation", "instance-segmentation", "unet",
+              backbone, "dsb2018", "2d", "fluorescence-light-microscopy",
+              "brightfield-microscopy", "tensorflow", "keras", "nucseg"],
+        inputs=[_input_descr(v, stage, config, norm)],
+        outputs=[_output_descr(v, stage, config, names)],
+        weights=v.WeightsDescr(**entries),
+        version=__version__,
+        config=_model_config(v, model, config, info),
+    )
 
 
 def export_package(model_path, out, weights=WEIGHT_FORMATS, overwrite: bool = False,
@@ -370,14 +587,9 @@ def export_package(model_path, out, weights=WEIGHT_FORMATS, overwrite: bool = Fa
     ``FileExistsError`` when ``out`` exists and not ``overwrite``. Validated by
     ``bioimageio.spec`` before it is put in place.
     """
-    from .model import load_model, read_config, tf_setup
     log = log or (lambda message: None)
     model_path, out = Path(model_path), Path(out)
-    unknown = [w for w in weights if w not in WEIGHT_FORMATS]
-    weights = tuple(w for w in WEIGHT_FORMATS if w in weights)
-    if unknown or not weights:
-        raise ExportError(f"{out}: unknown or no weight format {unknown or ''}; choose from "
-                          f"{', '.join(WEIGHT_FORMATS)}")
+    weights = _weight_formats(weights, out)
     # the cheap checks first: the model file's config (ModelError names the file), the output
     norm = read_config(model_path).get("normalization", "unit")
     if norm not in NORMALIZATIONS:
@@ -387,161 +599,22 @@ def export_package(model_path, out, weights=WEIGHT_FORMATS, overwrite: bool = Fa
     v = _import_spec()
     log(f"loading {model_path}")
     # ModelError names the file (e.g. bad weights); the Keras model itself is exported
-    model, config = load_model(model_path, engine="tensorflow")
+    nucleus = NucleusModel.load(model_path, engine="tensorflow")
+    model, config = nucleus.keras, nucleus.config
     tf = tf_setup()
-    from .evaluation import postprocess_one, predict_image
-    from .preprocessing import background_is_bright, normalize
-
-    fingerprint = runs.file_fingerprint(model_path)
-    names = [CHANNEL_NAMES.get(t, str(t)) for t in config["targets"]]
-    resize = config.get("input_mode") == "resize"
-    size = int(config["input_size"]) if resize else TEST_SIZE
-    dataset = config.get("dataset") or "unknown data"
-    synthetic = "synthetic" in str(dataset).lower()
-    if synthetic:
-        dataset = "nucseg's built-in synthetic set"
-    info = {"model_file": model_path.name, "fingerprint": fingerprint, "channel_names": names,
-            "dataset": dataset, "synthetic": synthetic,
-            "results": _results(model_path, fingerprint)}
-    backbone = str(config["backbone"])
-    info["name"] = f"nucseg U-Net {backbone} nuclei" + (" (SYNTHETIC test)"
-                                                       if info["synthetic"] else "")
+    info = _package_info(model_path, config)
 
     with tempfile.TemporaryDirectory(prefix="nucseg-bioimageio-") as tmp:
         stage = Path(tmp)
-        # test tensors: a dark-background synthetic image as read, and the network's output
         log("test image and its prediction")
-        image, _, seed = sample_image(size)
-        info["seed"] = seed
-        raw = image.astype(np.float32) / 255.0
-        if norm != "unit" and background_is_bright(raw):  # cannot happen: fluorescence
-            raise ExportError("the synthetic test image has a bright background")
-        prob = model(normalize(raw, norm)[None], training=False).numpy().astype(np.float32)
-        np.save(stage / "test_input.npy", raw[None])
-        np.save(stage / "test_output.npy", prob)
-        _write_samples(stage, image, prob[0])
-
+        raw, prob = _write_test_tensors(stage, model, config, norm, info)
         log("cover (nucseg's whole pipeline on the test image)")
-        full = predict_image(model, config, raw, tta=config.get("tta", True))
-        labels = postprocess_one(full, config)
-        _cover(stage / "cover.png", raw, prob[0], labels, config)
+        _write_cover_of_pipeline(stage, nucleus, config, raw, prob)
         runs.write_text(stage / "README.md", _documentation(config, info))
-
         log("weights: " + ", ".join(weights))
-        entries = {}
-        if "keras_hdf5" in weights:
-            with warnings.catch_warnings():  # "HDF5 is legacy": it is the format asked for
-                warnings.filterwarnings("ignore", message=".*HDF5.*", category=UserWarning)
-                model.save(stage / "weights.h5", include_optimizer=False)
-            entries["keras_hdf5"] = v.KerasHdf5WeightsDescr(
-                source=stage / "weights.h5", tensorflow_version=tf.__version__,
-                comment=f"float32 copy of the float16 weights of nucseg's {model_path.name} "
-                        f"(fingerprint {fingerprint})")
-        if "tensorflow_saved_model_bundle" in weights:
-            # one serving signature named like the tensors (raw -> probabilities); without
-            # the per-layer traces, which take ten times longer to write (Keras reloads the
-            # model from its config; the signature serves the others)
-            serve = tf.function(lambda x: {OUTPUT_ID: model(x, training=False)},
-                                input_signature=[tf.TensorSpec([None, None, None, 3],
-                                                               tf.float32, name=INPUT_ID)])
-            model.save(stage / "saved_model", save_format="tf", include_optimizer=False,
-                       save_traces=False,
-                       signatures={"serving_default": serve.get_concrete_function()})
-            _zip_folder(stage / "saved_model", stage / "tf_saved_model.zip")
-            entries["tensorflow_saved_model_bundle"] = \
-                v.TensorflowSavedModelBundleWeightsDescr(
-                    source=stage / "tf_saved_model.zip", tensorflow_version=tf.__version__,
-                    parent="keras_hdf5" if "keras_hdf5" in entries else None,
-                    comment=f"tf.keras SavedModel, zipped; signature serving_default: "
-                            f"{INPUT_ID} -> {OUTPUT_ID}")
-
+        entries = _weight_entries(v, tf, stage, model, weights, info)
         log("description")
-        if resize:
-            y_size = x_size = int(config["input_size"])
-        else:
-            y_size = v.ParameterizedSize(min=MIN_SIZE, step=STEP)
-            x_size = v.ParameterizedSize(min=MIN_SIZE, step=STEP)
-        pre = []
-        if norm != "unit":  # percentile (haematoxylin: the same for images not stained)
-            pre = [v.ScaleRangeDescr(kwargs=v.ScaleRangeKwargs(
-                       axes=[v.AxisId("y"), v.AxisId("x"), v.AxisId("channel")],
-                       min_percentile=PERCENTILES[0], max_percentile=PERCENTILES[1])),
-                   v.ClipDescr(kwargs=v.ClipKwargs(min=CLIP[0], max=CLIP[1]))]
-        ipt = v.InputTensorDescr(
-            id=v.TensorId(INPUT_ID),
-            description="RGB image (grey: three equal channels) as read, float32",
-            axes=[v.BatchAxis(),
-                  v.SpaceInputAxis(id=v.AxisId("y"), size=y_size),
-                  v.SpaceInputAxis(id=v.AxisId("x"), size=x_size),
-                  v.ChannelAxis(channel_names=["r", "g", "b"])],
-            test_tensor=v.FileDescr(source=stage / "test_input.npy"),
-            sample_tensor=v.FileDescr(source=stage / "sample_input.png"),
-            preprocessing=pre)
-
-        def out_axis(a):
-            ref = v.SizeReference(tensor_id=v.TensorId(INPUT_ID), axis_id=v.AxisId(a))
-            if resize:
-                return v.SpaceOutputAxis(id=v.AxisId(a), size=ref)
-            return v.SpaceOutputAxisWithHalo(id=v.AxisId(a), size=ref, halo=HALO)
-
-        opt = v.OutputTensorDescr(
-            id=v.TensorId(OUTPUT_ID),
-            description="per-pixel probabilities: " + ", ".join(names),
-            axes=[v.BatchAxis(), out_axis("y"), out_axis("x"),
-                  v.ChannelAxis(channel_names=list(names))],
-            data=v.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
-            test_tensor=v.FileDescr(source=stage / "test_output.npy"),
-            sample_tensor=v.FileDescr(source=stage / "sample_output.tif"))
-
-        description = (
-            f"Cell nucleus segmentation in 2-D microscopy (fluorescence, brightfield, H&E): a "
-            f"U-Net ({backbone} encoder) giving the probability of nucleus"
-            + (" and of the zone where nuclei touch" if len(names) > 1 else "")
-            + (" and the distance to the nucleus' edge" if len(names) > 2 else "")
-            + f". Trained on {dataset}. nucseg (not this package) also inverts bright "
-              "backgrounds, rescales nuclei to one size, averages 8 rotations/flips and "
-              "separates nuclei with a watershed: see the documentation.")
-        descr = v.ModelDescr(
-            name=info["name"],
-            description=description[:512],
-            authors=[v.Author(name="the nucseg authors")],
-            cite=[v.CiteEntry(text=t, doi=v.Doi(d)) for t, d in CITATIONS],
-            license=v.LicenseId("MIT"),
-            git_repo=v.HttpUrl(GIT_REPO),
-            documentation=v.FileDescr(source=stage / "README.md"),
-            covers=[v.FileDescr(source=stage / "cover.png")],
-            tags=["nuclei", "nucleus", "segmentation", "instance-segmentation", "unet",
-                  backbone, "dsb2018", "2d", "fluorescence-light-microscopy",
-                  "brightfield-microscopy", "tensorflow", "keras", "nucseg"],
-            inputs=[ipt],
-            outputs=[opt],
-            weights=v.WeightsDescr(**entries),
-            version=__version__,
-            config=v.Config(
-                bioimageio=v.BioimageioConfig(
-                    architecture_type="U-Net",
-                    architecture_description=(
-                        f"segmentation_models 1.0.1 Unet('{backbone}', classes={len(names)}, "
-                        f"activation='sigmoid', decoder_filters="
-                        f"{tuple(config.get('decoder_filters') or DECODER_FILTERS)}), "
-                        f"tf.keras"),
-                    modality="light microscopy (fluorescence, brightfield, H&E)",
-                    target_structure=["cell nucleus"],
-                    task="segmentation (per-pixel probabilities)",
-                    out_of_scope_use=(
-                        "Images whose nuclei are far from "
-                        f"{config.get('target_diameter') or 'the training'} px across, or "
-                        "bright-background images, without the steps the documentation "
-                        "lists; 3-D stacks; anything but cell nuclei."),
-                    model_parameter_count=int(model.count_params())),
-                nucseg={"version": __version__, "model_file": model_path.name,
-                        "model_fingerprint": fingerprint,
-                        "model_config": json.loads(json.dumps(config, default=str)),
-                        "test_image": {"generator": "nucseg_utils.synthetic.make_image",
-                                       "look": "fluorescence", "seed": seed,
-                                       "shape": [size, size, 3]}}),
-        )
-
+        descr = _model_descr(v, stage, model, config, info, norm, entries)
         log(f"package {out}")
         return write_package(descr, out)
 
@@ -550,7 +623,7 @@ def write_package(descr, out) -> Exported:
     """Zip a description and its files (``bioimageio.spec.save_bioimageio_package``) into
     ``out`` atomically: written under a temporary name beside it, validated, then renamed, so
     ``out`` is either the old file, or absent, or the whole valid package."""
-    from bioimageio.spec import save_bioimageio_package
+    from bioimageio.spec import save_bioimageio_package  # lazy: ~1-1.6 s, as _import_spec
     out = Path(out)
     try:
         with runs.atomic_path(out) as tmp_zip:
@@ -570,7 +643,7 @@ def validate_package(path) -> tuple[str, list[str]]:
     test tensors against the axes, the cover and documentation). Status ``failed`` means
     invalid; the list then holds the errors."""
     _import_spec()
-    from bioimageio.spec import InvalidDescr, load_description
+    from bioimageio.spec import InvalidDescr, load_description  # lazy: as _import_spec
     descr = load_description(os.fspath(path), perform_io_checks=True)
     summary = descr.validation_summary
     msgs = []

@@ -7,7 +7,9 @@ the nucleus' edge as a fraction of its largest (1 at each centre; see
 :func:`nucseg_utils.preprocessing.centre_distance`).
 Out: an instance label image (H, W) of uint16/int32, 0 = background.
 
-Four methods, chosen by the profile's ``postprocess``:
+Four methods, registered in :data:`METHODS` (name, the channels it reads, its calibration grid,
+its steps, a description), which calibration, figures, the model package, the command line and
+the notebooks read; a model's ``postprocess`` names one:
 
 - ``paper``: Otsu threshold, hole filling, markers at the maxima of the distance transform at
   least ``min_distance_factor`` x the mean nucleus radius apart (the mean size is measured on
@@ -24,17 +26,15 @@ paper's code crashed there), and drop objects smaller than ``min_size`` pixels.
 """
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 from scipy import ndimage as ndi
-
-from .profiles import POSTPROCESS_CHANNELS as CHANNELS  # the channels each method needs
-
-METHODS = tuple(CHANNELS)  # paper, touching, distance, cc
-
-
-def methods_for(n_channels: int) -> list[str]:
-    """The methods of :data:`METHODS` that a map of ``n_channels`` channels allows."""
-    return [m for m in METHODS if CHANNELS[m] <= n_channels]
+from skimage.feature import peak_local_max
+from skimage.filters import threshold_otsu
+from skimage.segmentation import expand_labels, watershed
 
 
 def _label_dtype(n: int):
@@ -44,7 +44,6 @@ def _label_dtype(n: int):
 def otsu_foreground(prob: np.ndarray, fallback: float = 0.5) -> np.ndarray:
     """Otsu threshold of a probability map; a (near-)constant map is thresholded at
     ``fallback`` instead (Otsu is undefined there)."""
-    from skimage.filters import threshold_otsu
     p = np.asarray(prob, np.float32)
     if p.size == 0 or float(p.max() - p.min()) < 1e-3:
         return p > fallback
@@ -81,10 +80,10 @@ def watershed_paper(prob: np.ndarray, min_distance_factor: float = 0.5,
 
 def paper_steps(prob: np.ndarray, min_distance_factor: float = 0.5, min_size: int = 10) -> dict:
     """The paper's post-processing, keeping every intermediate step (for notebook 05):
-    ``foreground`` (Otsu + hole filling), ``distance``, ``markers``, ``labels``."""
-    from skimage.feature import peak_local_max
-    from skimage.segmentation import watershed
-    fg = ndi.binary_fill_holes(otsu_foreground(prob))
+    ``foreground`` (Otsu + hole filling), ``distance``, ``markers``, ``labels``. ``prob`` is
+    the nucleus probability (H, W), or a map (H, W, C) whose channel 0 it is."""
+    p = np.asarray(prob, np.float32)
+    fg = ndi.binary_fill_holes(otsu_foreground(p[..., 0] if p.ndim == 3 else p))
     if not fg.any():
         empty = np.zeros(fg.shape, np.uint16)
         return {"foreground": fg, "distance": np.zeros(fg.shape), "markers": empty,
@@ -128,7 +127,7 @@ def touching_steps(prob: np.ndarray, threshold: float = 0.5, min_size: int = 10,
        1..N (what :func:`watershed_touching` returns).
     """
     p = np.asarray(prob, np.float32)
-    if p.ndim == 2 or p.shape[-1] < CHANNELS["touching"]:
+    if p.ndim == 2 or p.shape[-1] < 2:
         raise ValueError("the 'touching' post-processing needs a two-channel map "
                          "(nucleus, touching zone)")
     seed_threshold = threshold if seed_threshold is None else seed_threshold
@@ -153,7 +152,7 @@ def distance_steps(prob: np.ndarray, threshold: float = 0.5, min_size: int = 10,
     6. ``labels``: the watershed without objects smaller than ``min_size`` pixels.
     """
     p = np.asarray(prob, np.float32)
-    if p.ndim == 2 or p.shape[-1] < CHANNELS["distance"]:
+    if p.ndim == 2 or p.shape[-1] < 3:
         raise ValueError("the 'distance' post-processing needs a three-channel map "
                          "(nucleus, touching zone, distance to the edge)")
     nucleus, dist = p[..., 0], p[..., 2]
@@ -167,7 +166,6 @@ def _seeded_watershed(steps: dict, relief: np.ndarray, min_size: int) -> dict:
     """``steps`` (with ``foreground`` and ``seed_map``) completed by the ``seeds`` (see
     :func:`_seeds`), their ``watershed`` over ``relief`` inside the foreground, and the
     ``labels`` without objects under ``min_size`` px; all empty for an empty foreground."""
-    from skimage.segmentation import watershed
     fg = steps["foreground"]
     if not fg.any():
         empty = np.zeros(fg.shape, np.uint16)
@@ -194,10 +192,17 @@ def _seeds(seed_map: np.ndarray, fg: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def connected_components(prob: np.ndarray, threshold: float = 0.5, min_size: int = 10):
+    return cc_steps(prob, threshold, min_size)["labels"]
+
+
+def cc_steps(prob: np.ndarray, threshold: float = 0.5, min_size: int = 10) -> dict:
+    """Plain connected components: ``foreground`` (nucleus probability > ``threshold``, holes
+    filled) and its connected parts as ``labels`` (objects under ``min_size`` px dropped)."""
     p = np.asarray(prob, np.float32)
     p = p[..., 0] if p.ndim == 3 else p
-    labels, _ = ndi.label(ndi.binary_fill_holes(p > threshold))
-    return remove_small(labels, min_size)
+    fg = ndi.binary_fill_holes(p > threshold)
+    labels, _ = ndi.label(fg)
+    return {"nucleus": p, "foreground": fg, "labels": remove_small(labels, min_size)}
 
 
 def dilate_labels(labels: np.ndarray, pixels: int) -> np.ndarray:
@@ -205,7 +210,6 @@ def dilate_labels(labels: np.ndarray, pixels: int) -> np.ndarray:
     (a calibration: a network trained on crisp masks tends to predict them a little small)."""
     if pixels <= 0 or labels.max() == 0:
         return labels
-    from skimage.segmentation import expand_labels
     return expand_labels(labels, distance=pixels).astype(labels.dtype)
 
 
@@ -226,23 +230,166 @@ def seed_min_size(min_size: int) -> int:
     return max(2, min_size // 2)
 
 
+# --------------------------------------------------------------------------- the registry
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)  # 0.7 since both models of 0.3-0.6 chose 0.6, its edge
+DILATIONS = (0, 1)
+MARKER_SPACINGS = (0.5, 0.75, 1.0)
+DISTANCE_SEEDS = (0.4, 0.5, 0.6, 0.7, 0.8)  # levels of the distance map for the seeds
+
+
+@dataclass(frozen=True)
+class Method:
+    """One post-processing method.
+
+    ``channels``: how many channels of the probability map it reads (1: the nucleus only).
+    ``parameters``: the settings its ``steps`` function takes besides the map (``min_size``
+    always). ``grid``: the values ``nucseg publish`` tries on the validation images, in order
+    ({setting: values}, ``dilation`` last). ``steps(prob, **parameters)``: the intermediate
+    steps, a dict ending with ``labels``. ``explain(settings)``: the method in words, with the
+    settings' values (the model package's documentation); ``words(settings)`` in a few words.
+    ``seeded``: the name of a seeded
+    watershed in the lever table (None for the others). ``calibration_rank``: the order in
+    which calibration tries the methods (on a tie the first tried wins)."""
+    name: str
+    channels: int
+    description: str
+    parameters: tuple
+    grid: dict
+    steps: Callable
+    explain: Callable
+    words: Callable
+    seeded: str | None = None
+    calibration_rank: int = 0
+
+    def steps_of(self, prob: np.ndarray, settings: dict) -> dict:
+        """:attr:`steps` with the values of ``settings`` (a model's, :func:`settings`) that
+        this method reads."""
+        return self.steps(prob, **{k: settings[k] for k in self.parameters})
+
+    def run(self, prob: np.ndarray, settings: dict) -> np.ndarray:
+        """The label image (before any dilation)."""
+        return self.steps_of(prob, settings)["labels"]
+
+    def candidates(self) -> list[dict]:
+        """Every setting of :attr:`grid`, as ``{"postprocess": name, setting: value, ...}``."""
+        keys = list(self.grid)
+        return [{"postprocess": self.name, **dict(zip(keys, values))}
+                for values in itertools.product(*(self.grid[k] for k in keys))]
+
+    def phrase(self, settings: dict) -> str:
+        """The method and its calibrated values in a few words (recipe names in the lever
+        table), e.g. "touching at threshold 0.6"."""
+        pp = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+        return self.words(pp)
+
+
+_SETTING_WORDS = {"threshold": lambda v: f"threshold {v:g}",
+                  "distance_seed": lambda v: f"seeds above {v:g}",
+                  "min_distance_factor": lambda v: f"marker spacing {v:g}",
+                  "dilation": lambda v: f"dilation {v}"}
+
+
+def setting_words(setting: dict, keys) -> str:
+    """``{"threshold": 0.5, "dilation": 0}`` -> "threshold 0.5, dilation 0" (for ``keys``)."""
+    return ", ".join(_SETTING_WORDS[k](setting[k]) for k in keys if k in setting)
+
+
+def _grown(pp: dict) -> str:
+    return f"; every nucleus grown by {pp['dilation']} px" if pp["dilation"] else ""
+
+
+def _explain_paper(pp: dict) -> str:
+    return (f"foreground = Otsu threshold of the nucleus probability (holes filled); markers = "
+            f"maxima of its distance transform at least {pp['min_distance_factor']:g} x the "
+            f"mean nucleus radius apart; watershed of the inverted distance from the markers "
+            f"inside the foreground; objects under {pp['min_size']} px dropped{_grown(pp)}")
+
+
+def _explain_touching(pp: dict) -> str:
+    return (f"foreground = nucleus probability > {pp['threshold']:g} (holes filled); seeds = "
+            f"connected parts of (nucleus - touching zone) > {pp['threshold']:g} (parts under "
+            f"{seed_min_size(pp['min_size'])} px dropped; a foreground part without a seed "
+            f"becomes its own seed); watershed of the inverted nucleus probability from the "
+            f"seeds inside the foreground; objects under {pp['min_size']} px dropped"
+            f"{_grown(pp)}")
+
+
+def _explain_distance(pp: dict) -> str:
+    return (f"foreground = nucleus probability > {pp['threshold']:g} (holes filled); seeds = "
+            f"connected parts of centre distance > {pp['distance_seed']:g} inside the "
+            f"foreground (parts under {seed_min_size(pp['min_size'])} px dropped; a foreground "
+            f"part without a seed becomes its own seed); watershed of the inverted centre "
+            f"distance from the seeds inside the foreground; objects under {pp['min_size']} "
+            f"px dropped{_grown(pp)}")
+
+
+def _explain_cc(pp: dict) -> str:
+    return (f"foreground = nucleus probability > {pp['threshold']:g} (holes filled); each "
+            f"connected part one nucleus; objects under {pp['min_size']} px dropped"
+            f"{_grown(pp)}")
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("paper", 1, "the paper's: Otsu threshold, markers from the distance transform "
+           "spaced by the mean nucleus size, watershed", ("min_distance_factor", "min_size"),
+           {"min_distance_factor": MARKER_SPACINGS, "dilation": DILATIONS}, paper_steps,
+           _explain_paper,
+           lambda pp: f"paper's watershed (marker spacing {pp['min_distance_factor']:g})",
+           calibration_rank=2),
+    Method("touching", 2, "seeds = nuclei minus the predicted touching zone, watershed of the "
+           "nucleus probability", ("threshold", "min_size"),
+           {"threshold": THRESHOLDS, "dilation": DILATIONS}, touching_steps, _explain_touching,
+           lambda pp: f"touching at threshold {pp['threshold']:g}", seeded="touching-zone",
+           calibration_rank=1),
+    Method("distance", 3, "seeds = centres of the predicted distance map, watershed of the "
+           "distance", ("threshold", "min_size", "distance_seed"),
+           {"threshold": THRESHOLDS, "distance_seed": DISTANCE_SEEDS, "dilation": DILATIONS},
+           distance_steps, _explain_distance,
+           lambda pp: (f"distance watershed at threshold {pp['threshold']:g}, seeds above "
+                       f"{pp['distance_seed']:g}"), seeded="distance-map", calibration_rank=0),
+    Method("cc", 1, "connected components of the thresholded mask (a baseline)",
+           ("threshold", "min_size"), {"threshold": THRESHOLDS, "dilation": (0,)}, cc_steps,
+           _explain_cc, lambda pp: f"cc at threshold {pp['threshold']:g}", calibration_rank=3),
+)}
+PAPER = "paper"  # the paper's method: the lever table's baseline
+CHANNELS = {m.name: m.channels for m in METHODS.values()}  # the channels each method reads
+
+
+def methods_for(n_channels: int) -> list[str]:
+    """The names of the methods of :data:`METHODS` that a map of ``n_channels`` channels
+    allows, in the registry's order."""
+    return [m.name for m in METHODS.values() if m.channels <= n_channels]
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``; ValueError naming the choices otherwise."""
+    if name not in METHODS:
+        raise ValueError(f"unknown post-processing '{name}'; choose one of "
+                         f"{', '.join(METHODS)}")
+    return METHODS[name]
+
+
 def postprocess(prob: np.ndarray, method: str = "paper", min_distance_factor: float = 0.5,
                 min_size: int = 10, threshold: float = 0.5, dilation: int = 0,
                 distance_seed: float = 0.5) -> np.ndarray:
-    """Dispatch to one of :data:`METHODS`, then grow each nucleus by ``dilation`` pixels.
-    ``prob`` is (H, W) or (H, W, C). ``threshold`` is the nucleus-probability threshold of
-    ``touching``, ``distance`` and ``cc`` (``paper`` uses Otsu's); ``distance_seed`` the
-    level of the distance map above which ``distance`` finds its seeds."""
-    p = np.asarray(prob, np.float32)
-    if method == "paper":
-        labels = watershed_paper(p[..., 0] if p.ndim == 3 else p, min_distance_factor, min_size)
-    elif method == "touching":
-        labels = watershed_touching(p, threshold, threshold, min_size)
-    elif method == "distance":
-        labels = distance_steps(p, threshold, min_size, distance_seed)["labels"]
-    elif method == "cc":
-        labels = connected_components(p, threshold, min_size)
-    else:
-        raise ValueError(f"unknown post-processing '{method}'; choose one of "
-                         f"{', '.join(METHODS)}")
+    """The label image of ``prob`` ((H, W) or (H, W, C)) by one of :data:`METHODS`, then each
+    nucleus grown by ``dilation`` pixels. ``threshold`` is the nucleus-probability threshold of
+    ``touching``, ``distance`` and ``cc`` (``paper`` uses Otsu's); ``distance_seed`` the level
+    of the distance map above which ``distance`` finds its seeds."""
+    values = {"min_distance_factor": min_distance_factor, "min_size": min_size,
+              "threshold": threshold, "distance_seed": distance_seed}
+    labels = get_method(method).run(np.asarray(prob, np.float32), values)
     return dilate_labels(labels, int(dilation))
+
+
+def postprocess_as(prob: np.ndarray, config: dict, method: str | None = None) -> np.ndarray:
+    """The label image of one probability map, post-processed as a model's ``config`` says
+    (:func:`settings`; ``method`` overrides its ``postprocess``)."""
+    pp = settings(config)
+    return postprocess(prob, method or pp["postprocess"], pp["min_distance_factor"],
+                       pp["min_size"], pp["threshold"], pp["dilation"], pp["distance_seed"])
+
+
+def postprocess_all(probs: dict, config: dict, method: str | None = None) -> dict:
+    """{id: label image} of {id: probability map}, each by :func:`postprocess_as`."""
+    return {sid: postprocess_as(p, config, method) for sid, p in probs.items()}

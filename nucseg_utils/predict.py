@@ -1,8 +1,8 @@
 """Prediction, one image at a time, end to end: read, predict, post-process, write, forget.
 
-In: a loaded model and its config; the images (:func:`nucseg_utils.data.open_images`: a folder
+In: a :class:`nucseg_utils.model.NucleusModel`; the images (:func:`nucseg_utils.data.open_images`: a folder
 or file of PNG/TIFF/JPEG images, a DSB split folder or zip); an output folder; the formats to
-write (:data:`FORMATS`).
+write (:data:`FORMATS`) and the other :class:`PredictOptions`.
 Out, for every image ``<id>``, each file written atomically (a file that exists is complete):
 
 - ``labels/<id>.png``: 16-bit label PNG (``labels-png``; ``submission.csv`` is built from them)
@@ -25,16 +25,21 @@ naming its file and left out, and the others are still written.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
+import pandas as pd
+import tifffile
+from tqdm.auto import tqdm
 
-from . import evaluation, export, runs
+from . import engines, export, outputs, runs
 from .data import DataError, to_rgb_float
-from .model import engine_of
+from .model import NucleusModel
 
 FORMATS = ("labels-png", "tiff", "rois", "overlay", "measurements")
 # settings newer than some output folders, with the value those folders were made with
@@ -117,11 +122,9 @@ def _header(f, name: str):
     """(axes, shape) of an image file from its header, without decoding the pixels."""
     try:
         if name.lower().endswith((".tif", ".tiff")):
-            import tifffile
             with tifffile.TiffFile(f) as tif:
                 series = tif.series[0]
                 return series.axes, series.shape
-        import imageio.v3 as iio
         props = iio.improps(f, extension=Path(name).suffix.lower())
         return ("YX" if len(props.shape) == 2 else "YXS"), props.shape
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad file
@@ -147,7 +150,6 @@ def read_plane(f, name: str, channel: int | None = None) -> tuple[np.ndarray, fl
     size = None
     try:
         if name.lower().endswith((".tif", ".tiff")):
-            import tifffile
             with tifffile.TiffFile(f) as tif:
                 series = tif.series[0]
                 axes, shape = series.axes, series.shape
@@ -155,7 +157,6 @@ def read_plane(f, name: str, channel: int | None = None) -> tuple[np.ndarray, fl
                 arr = series.asarray()
                 size = export.tiff_pixel_size(tif)
         else:
-            import imageio.v3 as iio
             arr = np.asarray(iio.imread(f, extension=Path(name).suffix.lower()))
             axes, shape = ("YX" if arr.ndim == 2 else "YXS"), arr.shape
             layout = _layout(axes, shape, name, channel)
@@ -216,6 +217,17 @@ def _one_line(err) -> str:
 
 
 # --------------------------------------------------------------------------- one image
+def read_image(path, channel: int | None = None) -> np.ndarray:
+    """One image file as the 2-D plane to segment, in the file's own values: (H, W) or
+    channels last (see :func:`read_plane`; ``channel`` keeps one channel). DataError naming
+    the file for anything that is not one 2-D image."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        return read_plane(f, str(path), channel)[0]
+
+
 @dataclass
 class _Job:
     """One image between the network and the writer: its plane, pixel size and probabilities."""
@@ -226,26 +238,48 @@ class _Job:
     prob: np.ndarray
 
 
-def predict_one(model, config: dict, source, sid: str, tta: bool = True,
-                channel: int | None = None, pixel_size: float | None = None) -> _Job:
+@dataclass(frozen=True)
+class PredictOptions:
+    """How :func:`predict_folder` segments and what it writes. ``tta`` and ``method`` (a
+    post-processing of :data:`nucseg_utils.postprocessing.METHODS`): None is the model's
+    setting; ``channel``: the channel of multi-channel images to segment (None: all, as
+    grey/RGB); ``pixel_size`` (micrometres) overrides the one a TIFF records; ``overwrite``
+    redoes images that are done and accepts a folder made with other settings."""
+    formats: tuple = FORMATS
+    tta: bool | None = None
+    method: str | None = None
+    channel: int | None = None
+    pixel_size: float | None = None
+    overwrite: bool = False
+
+    def resolved(self, model: NucleusModel) -> "PredictOptions":
+        """These options with the model's settings for what they leave to it, checked."""
+        return dataclasses.replace(
+            self, formats=tuple(self.formats),
+            tta=model.settings.tta if self.tta is None else bool(self.tta),
+            method=self.method or model.settings.postprocess,
+            pixel_size=export.check_pixel_size(self.pixel_size))
+
+
+def predict_one(model: NucleusModel, source, sid: str, opts: PredictOptions) -> _Job:
     """The network's half of segmenting one image: read it and predict it (the other half,
     :func:`write_one`, runs in the writer thread of :func:`predict_folder`)."""
     name = source.image_name(sid)
     with source.image_file(sid) as f:
-        plane, recorded = read_plane(f, name, channel)
-    prob = evaluation.predict_image(model, config, to_rgb_float(plane, name), tta)
-    return _Job(sid, name, plane, pixel_size or recorded, prob)
+        plane, recorded = read_plane(f, name, opts.channel)
+    prob = model.predict_probabilities(to_rgb_float(plane, name), opts.tta)
+    return _Job(sid, name, plane, opts.pixel_size or recorded, prob)
 
 
-def write_one(job: _Job, config: dict, out, formats=FORMATS, method: str | None = None) -> dict:
+def write_one(job: _Job, model: NucleusModel, out, opts: PredictOptions) -> dict:
     """The other half: post-process, measure and write every format, then the done-marker;
     returns the image's summary row."""
     sid, plane, px = job.sid, job.plane, job.pixel_size
-    labels = evaluation.postprocess_one(job.prob, config, method)
-    paths = output_paths(out, sid, formats)
+    labels = model.postprocess(job.prob, opts.method)
+    paths = output_paths(out, sid, opts.formats)
     table = export.measure(labels, plane, px)
     if "labels-png" in paths:
-        evaluation.save_labels_png(paths["labels-png"], labels)
+        outputs.save_labels_png(paths["labels-png"], labels)
     if "tiff" in paths:
         export.write_label_tiff(paths["tiff"], labels, px)
     if "rois" in paths:
@@ -257,7 +291,7 @@ def write_one(job: _Job, config: dict, out, formats=FORMATS, method: str | None 
         export.write_measurements(paths["measurements"], table)
     row = {**export.summary_row(sid, table, labels, plane), "pixel_size_um": px,
            "file": job.name}
-    runs.write_json(done_marker(out, sid), {"formats": list(formats), "summary": row})
+    runs.write_json(done_marker(out, sid), {"formats": list(opts.formats), "summary": row})
     return row
 
 
@@ -276,48 +310,49 @@ class PredictResult:
 
 
 def _log_stderr(message: str):
-    from tqdm.auto import tqdm
     tqdm.write(message, file=sys.stderr)
 
 
-def predict_folder(model, config: dict, source, out, formats=FORMATS, tta: bool | None = None,
-                   method: str | None = None, channel: int | None = None,
-                   pixel_size: float | None = None, overwrite: bool = False,
-                   progress: bool = True, model_path=None, ids=None,
-                   checked: Checked | None = None, log=_log_stderr) -> PredictResult:
-    """Segment every image of ``source`` (or its ``ids``) into ``out``, one at a time (see
-    the module docstring).
+SUMMARY_FIRST = ("id", "file", "height", "width", "nuclei", "mean_area", "median_area",
+                 "area_fraction", "mean_intensity", "pixel_size_um")
+SUMMARY_COUNTS = ("height", "width", "nuclei")  # whole numbers, written without decimals
 
-    ``tta`` and ``method`` default to the model's config; ``pixel_size`` (micrometres)
-    overrides the pixel size a TIFF records; ``checked`` is :func:`check_inputs`' result if the
-    caller has it already. Images that are done are skipped unless ``overwrite``. Problems
-    with single images go to ``log`` (one line each) and into the result's ``failed``."""
-    import pandas as pd
+
+def predict_folder(model: NucleusModel, source, out, options: PredictOptions | None = None,
+                   *, ids=None, checked: Checked | None = None, progress: bool = True,
+                   log=_log_stderr) -> PredictResult:
+    """Segment every image of ``source`` (or its ``ids``) into ``out``, one at a time, with
+    ``options`` (:class:`PredictOptions`; see the module docstring for what is written).
+
+    ``checked`` is :func:`check_inputs`' result if the caller has it already. Images that are
+    done are skipped unless ``options.overwrite``. Problems with single images go to ``log``
+    (one line each) and into the result's ``failed``."""
     out = Path(out)
-    formats = tuple(formats)
-    tta = config.get("tta", True) if tta is None else bool(tta)
-    method = method or config.get("postprocess", "paper")
-    pixel_size = export.check_pixel_size(pixel_size)
-    _record_settings(out, {"model_fingerprint": (runs.file_fingerprint(model_path)
-                                                 if model_path else None),
-                           "tta": tta, "postprocess": method, "channel": channel,
-                           "pixel_size_um": pixel_size,
-                           # the one engine whose maps differ from the others'
-                           "bfloat16": engine_of(model) == "openvino-bf16"},
-                     {"model": str(model_path) if model_path else None,
-                      "images": str(source.source), "formats": list(formats)}, overwrite)
+    opts = (options or PredictOptions()).resolved(model)
+    _record_settings(out, *_settings(model, source, opts), opts.overwrite)
     ids = list(source.ids if ids is None else ids)
-    checked = checked or check_inputs(source, channel, ids)
+    checked = checked or check_inputs(source, opts.channel, ids)
     failed = dict(checked.failed)
     for message in list(failed.values()) + list(checked.notes.values()):
         log(message)
-    done, skipped = [], []
-    it = checked.ok
+    todo = checked.ok
     if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc=f"predict{' (TTA)' if tta else ''}", unit="img")
-    # the network works on image i+1 while a second thread post-processes and writes image i
-    # (both release the GIL in their heavy parts); at most two images are held at a time
+        todo = tqdm(todo, desc=f"predict{' (TTA)' if opts.tta else ''}", unit="img")
+    done, skipped = _segment(model, source, out, opts, todo, failed, log)
+    summary = _summary(out, source, ids, failed)
+    if "labels-png" in opts.formats:
+        write_submission(out / "labels", [s for s in ids if s not in failed],
+                         out / "submission.csv")
+    return PredictResult(out, done, skipped, failed, summary)
+
+
+def _segment(model, source, out, opts: PredictOptions, todo, failed: dict, log):
+    """The loop of :func:`predict_folder`: the network works on image i+1 while a second
+    thread post-processes and writes image i (both release the GIL in their heavy parts); at
+    most two images are held at a time. Returns (done, skipped) ids; ``failed`` gets the
+    images that could not be segmented."""
+    done, skipped = [], []
+
     def fail(sid, err):
         failed[sid] = _one_line(err)
         log(failed[sid])
@@ -334,18 +369,18 @@ def predict_folder(model, config: dict, source, out, formats=FORMATS, tta: bool 
     writing = None  # (id, future) of the image in the writer thread
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nucseg-write") as writer:
         try:
-            for sid in it:
-                if not overwrite and is_done(out, sid, formats):
+            for sid in todo:
+                if not opts.overwrite and is_done(out, sid, opts.formats):
                     skipped.append(sid)
                     continue
                 try:
-                    job = predict_one(model, config, source, sid, tta, channel, pixel_size)
+                    job = predict_one(model, source, sid, opts)
                 except DataError as err:
                     fail(sid, err)
                     continue
                 if writing:  # the previous image's files, before this one's are queued
                     finish(writing)
-                writing = (sid, writer.submit(write_one, job, config, out, formats, method))
+                writing = (sid, writer.submit(write_one, job, model, out, opts))
                 del job
             if writing:
                 finish(writing)
@@ -353,6 +388,12 @@ def predict_folder(model, config: dict, source, out, formats=FORMATS, tta: bool 
             if writing:  # an interrupt: let the image being written finish
                 writing[1].cancel()
             raise
+    return done, skipped
+
+
+def _summary(out: Path, source, ids, failed: dict):
+    """``summary.csv``: one row per image, from its done-marker (or its reason for failing),
+    counts as whole numbers."""
     rows = []
     for sid in ids:
         if sid in failed:
@@ -360,15 +401,13 @@ def predict_folder(model, config: dict, source, out, formats=FORMATS, tta: bool 
         else:
             rows.append({**runs.read_json(done_marker(out, sid))["summary"], "error": ""})
     summary = pd.DataFrame(rows)
-    first = ["id", "file", "height", "width", "nuclei", "mean_area", "median_area",
-             "area_fraction", "mean_intensity", "pixel_size_um"]
-    summary = summary[[c for c in first if c in summary] +
-                      [c for c in summary if c not in first]]
+    summary = summary[[c for c in SUMMARY_FIRST if c in summary] +
+                      [c for c in summary if c not in SUMMARY_FIRST]]
+    for c in SUMMARY_COUNTS:
+        if c in summary:
+            summary[c] = summary[c].astype("Int64")  # NaN of a failed image stays empty
     runs.write_table(summary, out / "summary.csv")
-    if "labels-png" in formats:
-        write_submission(out / "labels", [s for s in ids if s not in failed],
-                         out / "submission.csv")
-    return PredictResult(out, done, skipped, failed, summary)
+    return summary
 
 
 def _name(source, sid) -> str:
@@ -376,6 +415,18 @@ def _name(source, sid) -> str:
         return source.image_name(sid)
     except DataError:
         return sid
+
+
+def _settings(model: NucleusModel, source, opts: PredictOptions) -> tuple[dict, dict]:
+    """(the settings a folder's predictions depend on, what else ``predict.json`` records)."""
+    settings = {"model_fingerprint": model.fingerprint, "tta": opts.tta,
+                "postprocess": opts.method, "channel": opts.channel,
+                "pixel_size_um": opts.pixel_size,
+                # the one engine whose maps differ from the others'
+                "bfloat16": not engines.ENGINES[model.engine].exact}
+    info = {"model": str(model.path) if model.path else None,
+            "images": str(source.source), "formats": list(opts.formats)}
+    return settings, info
 
 
 def _record_settings(out: Path, settings: dict, info: dict, overwrite: bool):
@@ -394,7 +445,6 @@ def _record_settings(out: Path, settings: dict, info: dict, overwrite: bool):
 
 def read_measurements(out, ids=None):
     """The per-nucleus tables written to ``out`` (for ``ids``, or all) as one table."""
-    import pandas as pd
     folder = Path(out) / "measurements"
     files = (sorted(folder.glob("*.csv")) if ids is None
              else [folder / f"{sid}.csv" for sid in ids])
@@ -404,10 +454,10 @@ def read_measurements(out, ids=None):
 
 def write_submission(label_dir, ids, path) -> Path:
     """Kaggle's submission CSV from the label PNGs of ``ids`` in ``label_dir``, read one at a
-    time (the same file as :func:`evaluation.write_submission` of them all), atomically."""
+    time (the same file as :func:`outputs.write_submission` of them all), atomically."""
     with runs.atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write("ImageId,EncodedPixels\n")
         for sid in sorted(ids):
-            labels = evaluation.read_labels_png(Path(label_dir) / f"{sid}.png")
-            f.writelines(f"{a},{b}\n" for a, b in evaluation.submission_rows(sid, labels))
+            labels = outputs.read_labels_png(Path(label_dir) / f"{sid}.png")
+            f.writelines(f"{a},{b}\n" for a, b in outputs.submission_rows(sid, labels))
     return Path(path)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.color import rgb2hed
 
+from .data import modality_of
 
 # percentile normalisation: the percentiles mapped to 0 and 1, and the range kept after it
 # (the model-zoo export and the figures of notebook 2 describe these same values)
@@ -43,7 +45,6 @@ def normalize(image: np.ndarray, mode: str = "percentile", low: float = PERCENTI
         raise ValueError(f"unknown normalization '{mode}'; choose one of "
                          f"{', '.join(NORMALIZATIONS)}")
     if mode == "haematoxylin" and img.ndim == 3 and img.shape[-1] == 3:
-        from .data import modality_of
         if modality_of(img) == "stained":
             grey = _scale(haematoxylin_density(img), low, high)
             return np.repeat(np.clip(grey, *CLIP)[..., None], 3, axis=-1).astype(np.float32)
@@ -62,7 +63,6 @@ def _scale(img: np.ndarray, low: float, high: float) -> np.ndarray:
 def haematoxylin_density(image: np.ndarray) -> np.ndarray:
     """The haematoxylin channel (optical density) of an RGB image of stained tissue, by
     scikit-image's colour deconvolution (Ruifrok and Johnston's matrix): high in nuclei."""
-    from skimage.color import rgb2hed
     return rgb2hed(np.clip(np.asarray(image, np.float32), 0.0, 1.0))[..., 0].astype(np.float32)
 
 

@@ -70,6 +70,8 @@ from __future__ import annotations
 
 import copy
 
+import pandas as pd
+
 PAPER_AUGMENTATION = {
     "rotation": 90.0,       # degrees, uniform in [-90, 90]
     "shift": 0.1,           # fraction of width/height
@@ -200,9 +202,6 @@ ADDED_KEYS = {"micro_batch": None, "mixed_precision": False, "checkpoint_every":
 TTA_VARIANTS = 8  # rotations 0/90/180/270, each with and without a flip
 
 TARGETS = ("mask", "touching", "distance")  # the output channels a model can learn
-# the post-processing methods (nucseg_utils.postprocessing) and how many of those channels
-# each reads; here, not there, so that the command line knows them without numpy and scipy
-POSTPROCESS_CHANNELS = {"paper": 1, "touching": 2, "distance": 3, "cc": 1}
 
 
 def target_list(text: str) -> list[str]:
@@ -339,7 +338,6 @@ def train_command(profile: dict, out) -> str:
 
 def describe(profile: dict):
     """Table I: the hyper-parameters of a profile as a two-column DataFrame."""
-    import pandas as pd
     rows = []
     for key, text in DESCRIPTIONS.items():
         v = profile.get(key)

@@ -57,6 +57,7 @@ import platform
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 
@@ -141,7 +142,6 @@ def file_fingerprint(path, chunk: int = 1 << 20) -> str:
 
 def library_versions() -> dict:
     """Versions of the libraries that decide the numbers (those not installed are omitted)."""
-    from importlib import metadata
     out = {"python": platform.python_version()}
     for name in ("numpy", "scipy", "scikit-image", "tensorflow", "tf-keras", "openvino",
                  "segmentation-models", "pandas", "matplotlib", "nucseg"):
@@ -218,7 +218,7 @@ class RunLayout:
     summary = property(lambda self: self.root / "summary.json")
 
     def predictions(self, fingerprint: str, tta: bool) -> Path:
-        """The folder :func:`nucseg_utils.evaluation.predict_split` writes a model's maps
+        """The folder :func:`nucseg_utils.inference.predict_split` writes a model's maps
         into (they go to its ``probs/``)."""
         return self.root / "predictions" / fingerprint / ("tta" if tta else "no_tta")
 

@@ -21,6 +21,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .preprocessing import resize_image
+from .tta import predict
+
 # Median over the 670 stage1_train images of (median equivalent diameter of the nuclei) /
 # (mean Euclidean distance transform over the foreground): 5.04, interquartile range 4.66-5.49
 # (a disc gives 6: its mean distance to the edge is a third of its radius; real nuclei touch
@@ -75,7 +78,6 @@ def antialias(image: np.ndarray, factor: float) -> np.ndarray:
 
 def rescale_image(image: np.ndarray, factor: float) -> np.ndarray:
     """The image resized by ``factor`` (anti-aliased when shrinking), at least 1 px a side."""
-    from .preprocessing import resize_image
     if abs(factor - 1.0) < 1e-6:
         return np.asarray(image, np.float32)
     h, w = image.shape[:2]
@@ -91,7 +93,6 @@ def probe_diameter(model, image: np.ndarray, config: dict, probe: float) -> floa
     validation images). Seen at half scale they are estimated well, while small nuclei are
     then overestimated. So with ``size_probe`` in the config, :func:`predict_scaled` trusts
     the probe only when the nuclei it sees are at least the standard size at that scale."""
-    from .tta import predict
     q = predict(model, rescale_image(image, probe), config, tta=False)
     return estimate_diameter(q[..., 0] > SIZE_THRESHOLD) / probe
 
@@ -112,8 +113,6 @@ def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
 
     ``return_steps`` also returns a dict of the passes (diameters, factors, first-pass map).
     """
-    from .preprocessing import resize_image
-    from .tta import predict
     target = config.get("target_diameter")
     if not target:
         prob = predict(model, image, config, tta=tta)

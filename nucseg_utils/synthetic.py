@@ -33,11 +33,12 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage as ndi
 
 from .data import SYNTHETIC_MARKER
@@ -60,105 +61,144 @@ _EOSIN = np.array([0.072, 0.990, 0.105])
 
 
 # --------------------------------------------------------------------------- one image
-def _draw_nuclei(rng: np.random.Generator, shape: tuple[int, int], n_nuclei: int | None):
-    """Place and rasterise the nuclei. Returns (labels uint16, rho float32, mean_radius).
+@dataclass
+class _Canvas:
+    """The nuclei drawn so far. Lists are indexed by label (0: the background): the pixels a
+    nucleus had when it was drawn, the pixels of it still visible, its (cy, cx, a, b, theta)."""
+    labels: np.ndarray  # int32 (H, W)
+    rho: np.ndarray  # float32 (H, W), normalised radius inside each nucleus, 1 outside
+    orig_area: list = field(default_factory=lambda: [0])
+    area: list = field(default_factory=lambda: [0])
+    geom: list = field(default_factory=lambda: [()])
+    grids: dict = field(default_factory=dict)  # pixel grids by box size, reused
 
-    ``rho`` is the normalised radius inside each nucleus (0 at its centre, 1 at its edge) and
-    is used for shading.
-    """
+
+def _nucleus_statistics(rng, shape, n_nuclei):
+    """The image's mean nucleus radius, how many nuclei to try to place (``n_nuclei``, or
+    chosen from the image size and that radius when None) and the chance that a nucleus is
+    placed touching an earlier one."""
     h, w = shape
-    labels = np.zeros((h, w), np.int32)
-    rho = np.ones((h, w), np.float32)
     mean_r = float(np.exp(rng.uniform(np.log(5.0), np.log(20.0))))
     mean_aspect = 1.25
     if n_nuclei is None:
         fill = rng.uniform(0.08, 0.3)
         n_nuclei = int(np.clip(round(fill * h * w / (np.pi * mean_r ** 2 * mean_aspect)), 3, 200))
     p_touch = rng.uniform(0.15, 0.4)
-    orig_area: list[int] = [0]  # index = label
-    area: list[int] = [0]
-    geom: list[tuple] = [()]  # (cy, cx, a, b, theta) per label
-    yy_cache: dict = {}
+    return mean_r, n_nuclei, p_touch
 
-    def rasterise(cy, cx, a, b, theta, wob_amp, wob_phase):
-        """Mask and rho of one wobbly ellipse inside its (clipped) bounding box."""
-        reach = max(a, b) * (1.0 + wob_amp.sum()) + 1.0
-        y0, y1 = max(int(np.floor(cy - reach)), 0), min(int(np.ceil(cy + reach)) + 1, h)
-        x0, x1 = max(int(np.floor(cx - reach)), 0), min(int(np.ceil(cx + reach)) + 1, w)
-        if y1 <= y0 or x1 <= x0:
-            return None
-        key = (y1 - y0, x1 - x0)
-        if key not in yy_cache:
-            yy_cache[key] = np.mgrid[0:key[0], 0:key[1]].astype(np.float32)
-        gy, gx = yy_cache[key]
-        dy, dx = gy + (y0 - cy), gx + (x0 - cx)
-        c, s = np.cos(theta), np.sin(theta)
-        u, v = (dx * c + dy * s) / a, (-dx * s + dy * c) / b
-        r = np.hypot(u, v)
-        phi = np.arctan2(v, u)
-        k = np.arange(2, 2 + wob_amp.size, dtype=np.float32)
-        wobble = 1.0 + (wob_amp[:, None, None] *
-                        np.cos(k[:, None, None] * phi[None] + wob_phase[:, None, None])).sum(0)
-        r = r / wobble
-        m = r <= 1.0
-        return (slice(y0, y1), slice(x0, x1)), m, r
 
-    for _ in range(n_nuclei):
-        a = max(mean_r * float(rng.lognormal(0.0, 0.2)), 2.6)
-        aspect = float(rng.uniform(1.0, 1.6))
-        a, b = a * np.sqrt(aspect), max(a / np.sqrt(aspect), 2.3)
-        theta = float(rng.uniform(0, np.pi))
-        n_wob = 4
-        wob_amp = (rng.uniform(0.0, 0.05, n_wob) / np.arange(1, n_wob + 1) ** 0.5).astype(np.float32)
-        wob_phase = rng.uniform(0, 2 * np.pi, n_wob).astype(np.float32)
-        touch = len(geom) > 1 and rng.random() < p_touch
-        for _try in range(20):
-            if touch:  # next to an earlier nucleus, overlapping it a little or just touching
-                cy0, cx0, a0, b0, t0 = geom[int(rng.integers(1, len(geom)))]
-                d = float(rng.uniform(0, 2 * np.pi))
+def _random_outline(rng, mean_r):
+    """One nucleus' half-axes ``a`` and ``b``, rotation and outline wobble (4 harmonics)."""
+    a = max(mean_r * float(rng.lognormal(0.0, 0.2)), 2.6)
+    aspect = float(rng.uniform(1.0, 1.6))
+    a, b = a * np.sqrt(aspect), max(a / np.sqrt(aspect), 2.3)
+    theta = float(rng.uniform(0, np.pi))
+    n_wob = 4
+    wob_amp = (rng.uniform(0.0, 0.05, n_wob) / np.arange(1, n_wob + 1) ** 0.5).astype(np.float32)
+    wob_phase = rng.uniform(0, 2 * np.pi, n_wob).astype(np.float32)
+    return a, b, theta, wob_amp, wob_phase
 
-                def reach_along(aa, bb, tt):
-                    ang = d - tt
-                    return aa * bb / np.hypot(bb * np.cos(ang), aa * np.sin(ang))
-                dist = (reach_along(a0, b0, t0) + reach_along(a, b, theta)) * rng.uniform(0.72, 0.95)
-                cy, cx = cy0 + dist * np.sin(d), cx0 + dist * np.cos(d)
-                if not (0 <= cy < h and 0 <= cx < w):
-                    continue
-            else:
-                cy, cx = float(rng.uniform(0, h)), float(rng.uniform(0, w))
-            drawn = rasterise(cy, cx, a, b, theta, wob_amp, wob_phase)
-            if drawn is None:
+
+def _rasterise(grids: dict, shape, cy, cx, a, b, theta, wob_amp, wob_phase):
+    """Mask and rho of one wobbly ellipse inside its (clipped) bounding box: (box, mask, rho),
+    or None when the box lies outside the image. ``grids`` caches pixel grids by box size."""
+    h, w = shape
+    reach = max(a, b) * (1.0 + wob_amp.sum()) + 1.0
+    y0, y1 = max(int(np.floor(cy - reach)), 0), min(int(np.ceil(cy + reach)) + 1, h)
+    x0, x1 = max(int(np.floor(cx - reach)), 0), min(int(np.ceil(cx + reach)) + 1, w)
+    if y1 <= y0 or x1 <= x0:
+        return None
+    key = (y1 - y0, x1 - x0)
+    if key not in grids:
+        grids[key] = np.mgrid[0:key[0], 0:key[1]].astype(np.float32)
+    gy, gx = grids[key]
+    dy, dx = gy + (y0 - cy), gx + (x0 - cx)
+    c, s = np.cos(theta), np.sin(theta)
+    u, v = (dx * c + dy * s) / a, (-dx * s + dy * c) / b
+    r = np.hypot(u, v)
+    phi = np.arctan2(v, u)
+    k = np.arange(2, 2 + wob_amp.size, dtype=np.float32)
+    wobble = 1.0 + (wob_amp[:, None, None] *
+                    np.cos(k[:, None, None] * phi[None] + wob_phase[:, None, None])).sum(0)
+    r = r / wobble
+    m = r <= 1.0
+    return (slice(y0, y1), slice(x0, x1)), m, r
+
+
+def _reach_along(aa, bb, tt, d):
+    """Distance from an ellipse's centre to its edge in direction ``d``."""
+    ang = d - tt
+    return aa * bb / np.hypot(bb * np.cos(ang), aa * np.sin(ang))
+
+
+def _touching_centre(rng, canvas: _Canvas, a, b, theta):
+    """A centre next to a random earlier nucleus, overlapping it a little or just touching;
+    None when it falls outside the image."""
+    h, w = canvas.labels.shape
+    cy0, cx0, a0, b0, t0 = canvas.geom[int(rng.integers(1, len(canvas.geom)))]
+    d = float(rng.uniform(0, 2 * np.pi))
+    dist = (_reach_along(a0, b0, t0, d) + _reach_along(a, b, theta, d)) * rng.uniform(0.72, 0.95)
+    cy, cx = cy0 + dist * np.sin(d), cx0 + dist * np.cos(d)
+    if not (0 <= cy < h and 0 <= cx < w):
+        return None
+    return cy, cx
+
+
+def _hides_too_much(canvas: _Canvas, hit) -> bool:
+    """Whether covering ``hit`` pixels (per label) would hide more than 1 - ``MIN_VISIBLE`` of
+    an earlier nucleus."""
+    for lab in np.flatnonzero(hit):
+        if canvas.area[lab] - hit[lab] < MIN_VISIBLE * canvas.orig_area[lab]:
+            return True
+    return False
+
+
+def _place_nucleus(rng, canvas: _Canvas, outline, p_touch) -> None:
+    """Try up to 20 positions for one nucleus and draw it at the first that fits: inside the
+    image, at least ``MIN_AREA`` px, overlapping nothing (a free nucleus) or hiding no earlier
+    nucleus too much (a touching one; it wins the shared pixels)."""
+    a, b, theta, wob_amp, wob_phase = outline
+    h, w = canvas.labels.shape
+    touch = len(canvas.geom) > 1 and rng.random() < p_touch
+    for _try in range(20):
+        if touch:
+            centre = _touching_centre(rng, canvas, a, b, theta)
+            if centre is None:
                 continue
-            box, m, r = drawn
-            n_px = int(m.sum())
-            if n_px < MIN_AREA:
-                continue
-            under = labels[box][m]
-            hit = np.bincount(under, minlength=len(area))
-            hit[0] = 0
-            if not touch and hit.any():
-                continue  # free nuclei do not overlap anything
-            bad = False
-            for lab in np.flatnonzero(hit):
-                if area[lab] - hit[lab] < MIN_VISIBLE * orig_area[lab]:
-                    bad = True
-                    break
-            if bad:
-                continue
-            new = len(area)
-            for lab in np.flatnonzero(hit):
-                area[lab] -= int(hit[lab])
-            sub_l, sub_r = labels[box], rho[box]
-            sub_l[m] = new
-            sub_r[m] = r[m]
-            area.append(n_px)
-            orig_area.append(n_px)
-            geom.append((cy, cx, a, b, theta))
-            break
+            cy, cx = centre
+        else:
+            cy, cx = float(rng.uniform(0, h)), float(rng.uniform(0, w))
+        drawn = _rasterise(canvas.grids, (h, w), cy, cx, a, b, theta, wob_amp, wob_phase)
+        if drawn is None:
+            continue
+        box, m, r = drawn
+        n_px = int(m.sum())
+        if n_px < MIN_AREA:
+            continue
+        under = canvas.labels[box][m]
+        hit = np.bincount(under, minlength=len(canvas.area))
+        hit[0] = 0
+        if not touch and hit.any():
+            continue  # free nuclei do not overlap anything
+        if _hides_too_much(canvas, hit):
+            continue
+        new = len(canvas.area)
+        for lab in np.flatnonzero(hit):
+            canvas.area[lab] -= int(hit[lab])
+        sub_l, sub_r = canvas.labels[box], canvas.rho[box]
+        sub_l[m] = new
+        sub_r[m] = r[m]
+        canvas.area.append(n_px)
+        canvas.orig_area.append(n_px)
+        canvas.geom.append((cy, cx, a, b, theta))
+        return
 
-    # Occlusion can cut a nucleus in pieces: keep its largest 4-connected piece only, and
-    # drop what is left too small. Then number the survivors 1..N in drawing order.
-    keep = np.zeros(len(area), bool)
+
+def _keep_largest_pieces(labels, rho, n_labels: int):
+    """Occlusion can cut a nucleus in pieces: keep its largest 4-connected piece only, and
+    drop what is left too small. Then number the survivors 1..N in drawing order. Returns the
+    new labels; ``rho`` is set to 1 where they are 0 (in place)."""
+    keep = np.zeros(n_labels, bool)
     for lab, box in enumerate(ndi.find_objects(labels), start=1):
         if box is None:
             continue
@@ -174,11 +214,26 @@ def _draw_nuclei(rng: np.random.Generator, shape: tuple[int, int], n_nuclei: int
             keep[lab] = True
         else:
             labels[box][own] = 0
-    relabel = np.zeros(len(area), np.int32)
+    relabel = np.zeros(n_labels, np.int32)
     relabel[keep] = np.arange(1, int(keep.sum()) + 1)
     labels = relabel[labels]
     rho[labels == 0] = 1.0
-    return labels.astype(np.uint16), rho, mean_r
+    return labels
+
+
+def _draw_nuclei(rng: np.random.Generator, shape: tuple[int, int], n_nuclei: int | None):
+    """Place and rasterise the nuclei. Returns (labels uint16, rho float32, mean_radius).
+
+    ``rho`` is the normalised radius inside each nucleus (0 at its centre, 1 at its edge) and
+    is used for shading.
+    """
+    h, w = shape
+    canvas = _Canvas(np.zeros((h, w), np.int32), np.ones((h, w), np.float32))
+    mean_r, n_nuclei, p_touch = _nucleus_statistics(rng, (h, w), n_nuclei)
+    for _ in range(n_nuclei):
+        _place_nucleus(rng, canvas, _random_outline(rng, mean_r), p_touch)
+    labels = _keep_largest_pieces(canvas.labels, canvas.rho, len(canvas.area))
+    return labels.astype(np.uint16), canvas.rho, mean_r
 
 
 def _smooth_noise(rng, shape, sigma):
@@ -312,7 +367,6 @@ def _params(seed, n_train, n_test, shapes, looks) -> dict:
 
 def _write_png(path: Path, arr: np.ndarray) -> None:
     """8-bit PNG (L, RGB or RGBA from the array's shape); light compression, for speed."""
-    from PIL import Image
     Image.fromarray(np.ascontiguousarray(arr)).save(path, format="PNG", compress_level=1)
 
 
@@ -356,6 +410,77 @@ nothing about how a method does on the real DSB2018 data or on any real images.
 """
 
 
+def _checked_shapes(n_train, n_test, shapes, looks) -> list:
+    """``shapes`` as (height, width) tuples of ints; ValueError for arguments that make no set."""
+    if n_train < 0 or n_test < 0 or n_train + n_test == 0:
+        raise ValueError(f"need some images, got n_train={n_train}, n_test={n_test}")
+    shapes = [tuple(int(v) for v in s) for s in shapes]
+    if not shapes or any(len(s) != 2 for s in shapes):
+        raise ValueError(f"shapes must be (height, width) pairs, got {shapes}")
+    bad = [lk for lk in looks if lk not in LOOKS]
+    if not looks or bad:
+        raise ValueError(f"unknown look(s) {bad}; choose from {', '.join(LOOKS)}")
+    return shapes
+
+
+def _refuse_other_folder(out_dir: Path) -> None:
+    """FileExistsError unless ``out_dir`` is absent, empty or a synthetic set."""
+    if out_dir.exists() and not (out_dir.is_dir() and (
+            (out_dir / SYNTHETIC_MARKER).exists() or (out_dir / "synthetic.json").exists()
+            or not any(out_dir.iterdir()))):
+        raise FileExistsError(f"{out_dir}: exists and is not a nucseg synthetic set; "
+                              f"not overwriting it")
+
+
+def _write_split(folder: Path, split: str, n: int, seed: int, shapes, looks,
+                 counts: dict) -> None:
+    """Write the ``n`` images of ``split`` (with their masks for stage1_train) and its CSV
+    into ``folder``; add what was drawn to ``counts``."""
+    (folder / split).mkdir()
+    rows = []
+    for i in range(n):
+        s = make_sample(seed, split, i, n, shapes, looks)
+        counts["looks"][s.look] = counts["looks"].get(s.look, 0) + 1
+        d = folder / split / s.id
+        (d / "images").mkdir(parents=True)
+        _write_png(d / "images" / f"{s.id}.png", s.image)
+        runs = encode_labels(s.labels)
+        h, w = s.labels.shape
+        if split == "stage1_train":
+            (d / "masks").mkdir()
+            for lab in range(1, int(s.labels.max()) + 1):
+                _write_png(d / "masks" / f"{mask_id(seed, split, i, lab)}.png",
+                           ((s.labels == lab) * 255).astype(np.uint8))
+            rows += [(s.id, runs[lab]) for lab in sorted(runs)]
+            counts["train_nuclei"] += len(runs)
+        else:
+            rows += ([(s.id, runs[lab], h, w, "Public") for lab in sorted(runs)]
+                     or [(s.id, "", h, w, "Public")])
+            counts["test_nuclei"] += len(runs)
+            counts["test_empty"] += not runs
+    rows.sort(key=lambda r: r[0])  # stable: nuclei keep their label order
+    if split == "stage1_train":
+        text = "ImageId,EncodedPixels\n" + "".join(f"{a},{b}\n" for a, b in rows)
+        _write_text(folder / "stage1_train_labels.csv", text)
+    else:
+        text = "ImageId,EncodedPixels,Height,Width,Usage\n" + "".join(
+            ",".join(map(str, r)) + "\n" for r in rows)
+        _write_text(folder / "stage1_solution.csv", text)
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished set ``tmp`` to ``out_dir``, replacing the set there, if any."""
+    if out_dir.exists():  # an older or incomplete synthetic set (checked before)
+        old = out_dir.parent / f".{out_dir.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
 def make_dataset(out_dir, n_train: int = 24, n_test: int = 8, seed: int = 0,
                  shapes: Sequence[tuple[int, int]] = DEFAULT_SHAPES,
                  looks: Sequence[str] = DEFAULT_LOOK_CYCLE) -> Path:
@@ -367,22 +492,11 @@ def make_dataset(out_dir, n_train: int = 24, n_test: int = 8, seed: int = 0,
     replaced, but a folder that is not a synthetic set is never overwritten.
     """
     out_dir = Path(out_dir).expanduser()
-    if n_train < 0 or n_test < 0 or n_train + n_test == 0:
-        raise ValueError(f"need some images, got n_train={n_train}, n_test={n_test}")
-    shapes = [tuple(int(v) for v in s) for s in shapes]
-    if not shapes or any(len(s) != 2 for s in shapes):
-        raise ValueError(f"shapes must be (height, width) pairs, got {shapes}")
-    bad = [lk for lk in looks if lk not in LOOKS]
-    if not looks or bad:
-        raise ValueError(f"unknown look(s) {bad}; choose from {', '.join(LOOKS)}")
+    shapes = _checked_shapes(n_train, n_test, shapes, looks)
     params = _params(seed, n_train, n_test, shapes, looks)
     if _is_complete(out_dir, params):
         return out_dir
-    if out_dir.exists() and not (out_dir.is_dir() and (
-            (out_dir / SYNTHETIC_MARKER).exists() or (out_dir / "synthetic.json").exists()
-            or not any(out_dir.iterdir()))):
-        raise FileExistsError(f"{out_dir}: exists and is not a nucseg synthetic set; "
-                              f"not overwriting it")
+    _refuse_other_folder(out_dir)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
@@ -392,48 +506,11 @@ def make_dataset(out_dir, n_train: int = 24, n_test: int = 8, seed: int = 0,
         tmp.mkdir()
         counts = {"looks": {}, "train_nuclei": 0, "test_nuclei": 0, "test_empty": 0}
         for split, n in (("stage1_train", n_train), ("stage1_test", n_test)):
-            (tmp / split).mkdir()
-            rows = []
-            for i in range(n):
-                s = make_sample(seed, split, i, n, shapes, looks)
-                counts["looks"][s.look] = counts["looks"].get(s.look, 0) + 1
-                d = tmp / split / s.id
-                (d / "images").mkdir(parents=True)
-                _write_png(d / "images" / f"{s.id}.png", s.image)
-                runs = encode_labels(s.labels)
-                h, w = s.labels.shape
-                if split == "stage1_train":
-                    (d / "masks").mkdir()
-                    for lab in range(1, int(s.labels.max()) + 1):
-                        _write_png(d / "masks" / f"{mask_id(seed, split, i, lab)}.png",
-                                   ((s.labels == lab) * 255).astype(np.uint8))
-                    rows += [(s.id, runs[lab]) for lab in sorted(runs)]
-                    counts["train_nuclei"] += len(runs)
-                else:
-                    rows += ([(s.id, runs[lab], h, w, "Public") for lab in sorted(runs)]
-                             or [(s.id, "", h, w, "Public")])
-                    counts["test_nuclei"] += len(runs)
-                    counts["test_empty"] += not runs
-            rows.sort(key=lambda r: r[0])  # stable: nuclei keep their label order
-            if split == "stage1_train":
-                text = "ImageId,EncodedPixels\n" + "".join(f"{a},{b}\n" for a, b in rows)
-                _write_text(tmp / "stage1_train_labels.csv", text)
-            else:
-                text = "ImageId,EncodedPixels,Height,Width,Usage\n" + "".join(
-                    ",".join(map(str, r)) + "\n" for r in rows)
-                _write_text(tmp / "stage1_solution.csv", text)
+            _write_split(tmp, split, n, seed, shapes, looks, counts)
         _write_text(tmp / SYNTHETIC_MARKER, _readme(params, counts))
         _write_text(tmp / "synthetic.json",
                     json.dumps({"params": params, "counts": counts}, indent=2) + "\n")
-        if out_dir.exists():  # an older or incomplete synthetic set (checked above)
-            old = out_dir.parent / f".{out_dir.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        _move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

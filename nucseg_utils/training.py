@@ -39,19 +39,28 @@ Progress: a tqdm bar when ``progress``; and one line per epoch on stdout as well
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
 
+from . import colab
 from . import data as data_mod
+from . import model as model_mod
 from . import runs
 from .augmentation import PatchSampler, modality_weights, prefetch, validation_set
-from .preprocessing import normalize
+from .model import ModelError, _mask_f1, _mask_iou
+from .postprocessing import CHANNELS
+from .preprocessing import NORMALIZATIONS, normalize
+from .profiles import SettingsError, accumulation_steps, check_targets, complete, split_seed
 
 log = logging.getLogger("nucseg.training")
 
@@ -72,7 +81,6 @@ def split_ids(ids, val_fraction: float, seed: int):
 def load_training_data(profile: dict, root=None, progress: bool = True):
     """Read the profile's training splits; returns (table, samples) with a 'subset' column
     (train / val) decided by :func:`split_ids` over all images of the training splits."""
-    import pandas as pd
     samples, rows = [], []
     for split_name in profile["train_splits"]:
         split = data_mod.open_split(split_name, root)
@@ -82,7 +90,6 @@ def load_training_data(profile: dict, root=None, progress: bool = True):
                          "modality": data_mod.modality_of(s.image)})
         split.close()
     table = pd.DataFrame(rows)
-    from .profiles import split_seed
     train, val = split_ids(table["id"], profile["val_fraction"], split_seed(profile))
     table["subset"] = np.where(table["id"].isin(set(val)), "val", "train")
     return table, samples
@@ -116,7 +123,6 @@ def save_checkpoint(model, path, epoch: int, best: float):
 
 def load_checkpoint(model, path) -> tuple[int, float]:
     """Restore weights and optimizer state; ModelError naming the file if it cannot be."""
-    from .model import ModelError
     try:
         with np.load(path) as z:
             weights = [z[k] for k in sorted(k for k in z.files if k[0] == "w")]
@@ -140,9 +146,6 @@ def check_resume(profile: dict, data_fingerprint: dict, run_dir) -> None:
     """Refuse to resume a run with another profile, seed, setting or other data than it was
     started with (only ``epochs`` and ``checkpoint_every`` may change), or when its
     ``run.json`` does not record them: the history would no longer describe one training."""
-    import json
-    from .model import ModelError
-    from .profiles import complete
     layout = runs.RunLayout(run_dir)
     info = runs.read_json(layout.run_json) if layout.run_json.exists() else {}
     if not info.get("profile") or info.get("data_fingerprint") is None:
@@ -239,7 +242,7 @@ class AccumulatingStep:
     """
 
     def __init__(self, model, micro_batch: int):
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: importing TensorFlow takes ~6 s
         self.tf, self.model, self.micro = tf, model, int(micro_batch)
         self.variables = list(model.trainable_variables)
         self.sums = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
@@ -269,7 +272,6 @@ class AccumulatingStep:
             total.assign(self.tf.zeros_like(total))
 
     def __call__(self, x, y) -> dict:
-        from .model import _mask_f1, _mask_iou
         tf = self.tf
         n = len(x)
         loss, preds = 0.0, []
@@ -290,7 +292,7 @@ def use_mixed_precision(profile: dict, tf=None) -> bool:
     """Whether this run trains in mixed_float16: asked for by the profile, and a GPU present."""
     if not profile.get("mixed_precision"):
         return False
-    tf = tf or __import__("tensorflow")
+    tf = tf or __import__("tensorflow")  # lazy: importing TensorFlow takes ~6 s
     return bool(tf.config.list_physical_devices("GPU"))
 
 
@@ -299,7 +301,6 @@ def build_training_model(profile: dict, mixed: bool = False):
     variables stay float32) with a float32 output, so the loss and the metrics are computed in
     float32 and Keras wraps the optimizer in a LossScaleOptimizer. The global policy is
     restored afterwards; the weights are those of the plain model, in the same order."""
-    from . import model as model_mod
     tf = model_mod.tf_setup()
     if not mixed:
         return model_mod.compile_model(model_mod.build_model(profile), profile)
@@ -325,10 +326,6 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
     ``NUCSEG_SYNC_DIR`` environment variable, if set) is a folder, on Google Drive, that gets a
     copy of the training files after every full checkpoint.
     """
-    from . import model as model_mod
-    from .postprocessing import CHANNELS
-    from .preprocessing import NORMALIZATIONS
-    from .profiles import SettingsError, check_targets
     # settings that cannot work are refused before anything in run_dir is touched
     try:
         check_targets(profile["targets"])
@@ -368,15 +365,11 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
             log.removeHandler(echo)
 
 
-def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after_epoch, sync_to):
-    import pandas as pd
-    from . import model as model_mod
-    from .profiles import accumulation_steps
-    seed = int(profile["seed"])
-    tf.keras.utils.set_random_seed(seed)
-
+def _training_data(profile, layout, root, progress):
+    """The training images as a patch sampler and the validation patches, from the profile's
+    splits (their train/validation table written to the run folder). Returns (sampler, x_val,
+    y_val, number of training images, number of validation images)."""
     norm = profile["normalization"]
-    layout = runs.RunLayout(run_dir)
     table, samples = load_training_data(profile, root, progress=progress)
     runs.write_table(table, layout.split)
     images = [normalize(s.image, norm) for s in samples]
@@ -389,10 +382,12 @@ def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after
     sampler = PatchSampler([images[i] for i in tr], [labels[i] for i in tr], profile, weights,
                            stained)
     x_val, y_val = validation_set([images[i] for i in va], [labels[i] for i in va], profile)
+    return sampler, x_val, y_val, len(tr), len(va)
 
-    steps = profile["steps_per_epoch"] or max(1, math.ceil(len(tr) / profile["batch_size"]))
-    epochs = int(profile["epochs"])
-    total = steps * epochs
+
+def _training_model(tf, profile):
+    """The compiled model and its training step (micro-batched when the profile asks for
+    it); returns (model, step function, whether mixed precision is used, micro-batches)."""
     mixed = use_mixed_precision(profile, tf)
     if profile.get("mixed_precision") and not mixed:
         log.info("mixed_precision: no GPU here, so training in float32 (float16 is slow on a CPU)")
@@ -400,62 +395,110 @@ def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after
     n_micro = accumulation_steps(profile)
     step_fn = (AccumulatingStep(model, profile["micro_batch"]) if n_micro > 1 else
                lambda x, y: model.train_on_batch(x, y, return_dict=True))
-    every = max(1, int(profile.get("checkpoint_every") or 1))
-    if sync_to is None:
-        from .colab import SYNC_ENV
-        sync_to = os.environ.get(SYNC_ENV) or None
+    return model, step_fn, mixed, n_micro
 
-    hist_path, ckpt_path = layout.history, layout.checkpoint
+
+def _resume_state(model, layout, resume):
+    """(epochs done, best validation loss, history rows): the checkpoint's when resuming
+    (train() has checked that it exists and fits), else a fresh start."""
     start_epoch, best = 0, float("inf")
     history: list[dict] = []
-    if resume:  # train() has checked that the checkpoint exists and fits
-        start_epoch, best = load_checkpoint(model, ckpt_path)
-        if hist_path.exists():
-            history = pd.read_csv(hist_path).query("epoch <= @start_epoch").to_dict("records")
+    if resume:
+        start_epoch, best = load_checkpoint(model, layout.checkpoint)
+        if layout.history.exists():
+            history = pd.read_csv(layout.history).query("epoch <= @start_epoch").to_dict("records")
         log.info("resumed from epoch %d (best val_loss %.4f)", start_epoch, best)
+    return start_epoch, best, history
 
-    runs.update_run_json(  # a training that does not resume starts a new record
-        run_dir, fresh=not resume, profile=profile, seed=seed, data=str(Path(root).resolve()),
-        dataset=data_mod.dataset_name(root),
-        data_fingerprint=fingerprint,
-        n_train=int(len(tr)), n_val=int(len(va)), steps_per_epoch=steps, epochs=epochs,
-        accumulation_steps=n_micro, mixed_precision_used=mixed)
+
+def _log_plan(profile, n_train, n_val_patches, epochs, steps, n_micro, mixed, every, sync_to):
     log.info("training %s on %d images (%d validation patches), %d epochs x %d steps",
-             profile.get("name", "custom"), len(tr), len(x_val), epochs, steps)
+             profile.get("name", "custom"), n_train, n_val_patches, epochs, steps)
     if n_micro > 1 or mixed or every > 1 or sync_to:
         log.info("batch %d in %d micro-batch(es) of %s, %s, full checkpoint every %d epoch(s)%s",
                  profile["batch_size"], n_micro, profile.get("micro_batch") or
                  profile["batch_size"], "mixed_float16" if mixed else "float32", every,
                  f", copied to {sync_to}" if sync_to else "")
 
+
+def _train_epoch(model, step_fn, batches, profile, epoch, steps, total, bar) -> list[dict]:
+    """One epoch's optimizer steps; returns the logs of each step."""
+    logs = []
+    for k in range(steps):
+        step = epoch * steps + k
+        model.optimizer.learning_rate.assign(learning_rate(profile, step, total))
+        x, y = next(batches)
+        logs.append(step_fn(x, y))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs[-1]['loss']:.3f}", iou=f"{logs[-1]['iou']:.3f}")
+    return logs
+
+
+def _history_row(logs, val, profile, epoch, steps, total, seconds) -> dict:
+    """The history row of an epoch: the means of its steps' logs and the validation scores."""
+    return {"epoch": epoch + 1, "step": (epoch + 1) * steps,
+            "loss": float(np.mean([l["loss"] for l in logs])),
+            "iou": float(np.mean([l["iou"] for l in logs])),
+            "f1": float(np.mean([l["f1"] for l in logs])),
+            "val_loss": float(val["loss"]), "val_iou": float(val["iou"]),
+            "val_f1": float(val["f1"]),
+            "lr": learning_rate(profile, (epoch + 1) * steps - 1, total),
+            "seconds": seconds}
+
+
+def _sync(run_dir, sync_to) -> None:
+    """Copy the run folder's training files to ``sync_to`` (Drive), logging what and how long."""
+    t1 = time.time()
+    copied = colab.sync_run(run_dir, sync_to, colab.TRAINING_FILES)
+    log.info("copied %s to %s (%.0f s)", ", ".join(copied) or "nothing new", sync_to,
+             time.time() - t1)
+
+
+def _record_end(run_dir, history, best, epochs) -> None:
+    """What the training reached, in run.json."""
+    done = len(history) == epochs
+    runs.update_run_json(run_dir, train_seconds=history[-1]["seconds"] if history else 0.0,
+                         best_val_loss=best, completed=done,
+                         best_epoch=int(min(history, key=lambda r: r["val_loss"])["epoch"])
+                         if history else None)
+
+
+def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after_epoch, sync_to):
+    seed = int(profile["seed"])
+    tf.keras.utils.set_random_seed(seed)
+    layout = runs.RunLayout(run_dir)
+    sampler, x_val, y_val, n_train, n_val = _training_data(profile, layout, root, progress)
+    steps = profile["steps_per_epoch"] or max(1, math.ceil(n_train / profile["batch_size"]))
+    epochs = int(profile["epochs"])
+    total = steps * epochs
+    model, step_fn, mixed, n_micro = _training_model(tf, profile)
+    every = max(1, int(profile.get("checkpoint_every") or 1))
+    if sync_to is None:
+        sync_to = os.environ.get(colab.SYNC_ENV) or None
+    start_epoch, best, history = _resume_state(model, layout, resume)
+
+    runs.update_run_json(  # a training that does not resume starts a new record
+        run_dir, fresh=not resume, profile=profile, seed=seed, data=str(Path(root).resolve()),
+        dataset=data_mod.dataset_name(root),
+        data_fingerprint=fingerprint,
+        n_train=int(n_train), n_val=int(n_val), steps_per_epoch=steps, epochs=epochs,
+        accumulation_steps=n_micro, mixed_precision_used=mixed)
+    _log_plan(profile, n_train, len(x_val), epochs, steps, n_micro, mixed, every, sync_to)
+
     bar = None
     if progress:
-        from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=start_epoch * steps, desc="train", unit="step")
     t_start = time.time()
     elapsed_before = float(history[-1]["seconds"]) if history else 0.0
     batches = prefetch(sampler.batches(start_epoch * steps, total))
     for epoch in range(start_epoch, epochs):
         t0 = time.time()
-        logs = []
-        for k in range(steps):
-            step = epoch * steps + k
-            model.optimizer.learning_rate.assign(learning_rate(profile, step, total))
-            x, y = next(batches)
-            logs.append(step_fn(x, y))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{logs[-1]['loss']:.3f}", iou=f"{logs[-1]['iou']:.3f}")
+        logs = _train_epoch(model, step_fn, batches, profile, epoch, steps, total, bar)
         val = model.evaluate(x_val, y_val, verbose=0, return_dict=True,
                              batch_size=profile.get("micro_batch") or profile["batch_size"])
-        row = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
-               "loss": float(np.mean([l["loss"] for l in logs])),
-               "iou": float(np.mean([l["iou"] for l in logs])),
-               "f1": float(np.mean([l["f1"] for l in logs])),
-               "val_loss": float(val["loss"]), "val_iou": float(val["iou"]),
-               "val_f1": float(val["f1"]),
-               "lr": learning_rate(profile, (epoch + 1) * steps - 1, total),
-               "seconds": elapsed_before + time.time() - t_start}
+        row = _history_row(logs, val, profile, epoch, steps, total,
+                           elapsed_before + time.time() - t_start)
         history.append(row)
         improved = row["val_loss"] < best
         if improved:
@@ -464,30 +507,22 @@ def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after
                                  val_loss=best, dataset=data_mod.dataset_name(root),
                                  profile=profile.get("name"),
                                  train_splits=list(profile["train_splits"]))
-        runs.write_table(pd.DataFrame(history), hist_path)
+        runs.write_table(pd.DataFrame(history), layout.history)
         stopping = (stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
                     and epoch + 1 < epochs)
         checkpoint = checkpoint_due(epoch + 1, epochs, every, stopping)
         if checkpoint:
-            save_checkpoint(model, ckpt_path, epoch + 1, best)
+            save_checkpoint(model, layout.checkpoint, epoch + 1, best)
         log.info("epoch %d/%d loss %.4f iou %.3f val_loss %.4f val_iou %.3f %s(%.0f s)",
                  epoch + 1, epochs, row["loss"], row["iou"], row["val_loss"], row["val_iou"],
                  "best " if improved else "", time.time() - t0)
         if checkpoint and sync_to:
-            from .colab import TRAINING_FILES, sync_run
-            t1 = time.time()
-            copied = sync_run(run_dir, sync_to, TRAINING_FILES)
-            log.info("copied %s to %s (%.0f s)", ", ".join(copied) or "nothing new", sync_to,
-                     time.time() - t1)
+            _sync(run_dir, sync_to)
         if stopping:
             break
     if bar is not None:
         bar.close()
-    done = len(history) == epochs
-    runs.update_run_json(run_dir, train_seconds=history[-1]["seconds"] if history else 0.0,
-                         best_val_loss=best, completed=done,
-                         best_epoch=int(min(history, key=lambda r: r["val_loss"])["epoch"])
-                         if history else None)
+    _record_end(run_dir, history, best, epochs)
     return pd.DataFrame(history)
 
 
@@ -498,11 +533,6 @@ def obtain_model(profile: dict, run_dir, root, committed=None, retrain: bool = F
     now (resuming the folder's checkpoint, if any, after :func:`check_resume`). Returns (model
     path, history DataFrame, how it was obtained). A folder holding a training of its own
     (``checkpoint.npz``) is not overwritten with the committed model: ModelError."""
-    import shutil
-
-    import pandas as pd
-
-    from .model import ModelError
     layout = runs.RunLayout(run_dir)
     if committed is not None and not retrain:
         committed = runs.RunLayout(committed)

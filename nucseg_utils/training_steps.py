@@ -12,15 +12,25 @@ Out: tables and arrays, nothing written:
 - :func:`batch_loss`: the loss and its terms on that batch, for any model;
 - :func:`lr_schedule`: the learning rate at every training step;
 - :func:`read_history` and :func:`history_markdown`: what the training curves say, computed
-  from the history (best epoch, whether validation was still improving).
+  from the history (best epoch, whether validation was still improving), and what the lever
+  table measured about training this recipe longer (:func:`training_lengths`).
 """
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
+import pandas as pd
 
+from . import calibration
+from . import data as data_mod
 from . import profiles as profiles_mod
+from .augmentation import PatchSampler, sample_patch
+from .model import _mask_iou, tf_setup
+from .preprocessing import make_targets, normalize
+from .profiles import split_seed
+from .training import learning_rate, split_ids
 
 # keys that describe the run rather than the method
 _NOT_METHOD = {"name"}
@@ -41,7 +51,6 @@ def profiles_table(names=None):
     """Table I: one row per parameter whose value differs between the profiles ``names``
     (default: all), one column per profile, described in words where
     :func:`nucseg_utils.profiles.describe` has a description."""
-    import pandas as pd
     names = list(names or profiles_mod.PROFILES)
     profs = {n: profiles_mod.get_profile(n) for n in names}
     described = {n: dict(zip(profiles_mod.describe(p)["parameter"],
@@ -90,8 +99,6 @@ def network_summary(model, input_size: int = 128):
     """The network block by block: its layers, parameters, and the feature map it hands on
     for an ``input_size`` x ``input_size`` input (height x width x channels). The last row is
     the total."""
-    import pandas as pd
-    from .model import tf_setup
     tf = tf_setup()
     groups: dict[tuple[int, str], list] = {}
     current = (0, _STEM)
@@ -122,8 +129,6 @@ def example_batch(split, profile: dict, ids, seed: int = 0) -> dict:
 
     Returns ``x`` (B, S, S, 3), ``y`` (B, S, S, targets), ``scales`` (the factor of each image)
     and ``notes`` (one short title per patch: image id and factor)."""
-    from .augmentation import PatchSampler
-    from .preprocessing import normalize
     ids = list(ids)
     samples = [split.sample(i) for i in ids]
     images = [normalize(s.image, profile["normalization"]) for s in samples]
@@ -132,8 +137,6 @@ def example_batch(split, profile: dict, ids, seed: int = 0) -> dict:
     sampler = PatchSampler(images, labels, {**profile, "batch_size": n, "seed": seed})
     # one patch per image, in order, so each patch can be named by its image
     rng = np.random.default_rng([seed, 0])
-    from .augmentation import sample_patch
-    from .preprocessing import make_targets
     xs, ys = [], []
     for i in range(n):
         img, lab = sample_patch(rng, sampler.images[i], labels[i], profile,
@@ -149,9 +152,7 @@ def batch_loss(models: dict, x, y, profile: dict):
     ``models`` ({name: Keras model}); one row per model. Columns: binary cross-entropy and
     Jaccard loss (1 - soft IoU) over all target channels, their sum or the Jaccard loss
     alone as the profile's ``loss`` says, and the nucleus-mask IoU at 0.5."""
-    import pandas as pd
     import segmentation_models as sm
-    from .model import _mask_iou, tf_setup
     tf = tf_setup()
     yt = tf.constant(np.asarray(y, np.float32))
     rows = []
@@ -172,15 +173,11 @@ def lr_schedule(profile: dict, root=None, history=None, steps_per_epoch: int | N
     columns step, epoch, lr. The steps per epoch come from the profile; for a profile that
     makes one pass over its images per epoch (the paper's), from ``steps_per_epoch``, the
     ``history`` (its ``step`` column) or the number of training images under ``root``."""
-    import pandas as pd
-    from .training import learning_rate, split_ids
     steps = profile.get("steps_per_epoch") or steps_per_epoch
     if not steps and history is not None and "step" in history and len(history):
         steps = int(history["step"].iloc[0])
     if not steps and root is not None:
-        from . import data as data_mod
         ids = [i for s in profile["train_splits"] for i in data_mod.open_split(s, root).ids]
-        from .profiles import split_seed
         train, _ = split_ids(ids, profile["val_fraction"], split_seed(profile))
         steps = max(1, math.ceil(len(train) / profile["batch_size"]))
     steps = int(steps or 1)
@@ -211,20 +208,85 @@ def read_history(history, window: int = 3) -> dict:
             "minutes": float(h["seconds"].iloc[-1]) / 60 if "seconds" in h else math.nan}
 
 
-def history_markdown(history) -> str:
-    """Two or three sentences on the curves, every number read from ``history``."""
+_CANDIDATE = "candidate, not published: "
+_EPOCHS = re.compile(r"\b(\d+) epochs\b")
+# a recipe's description up to its test-time augmentation; what follows (the post-processing
+# and its threshold and dilation) is chosen on validation for each model by `nucseg publish`
+_TRAINED = re.compile(r"^chosen recipe: (.*?(?:8-fold TTA|no TTA))")
+
+
+def _recipe_key(lever: str):
+    """(recipe with its number of epochs blanked, epochs) of a lever-table row that names a
+    trained recipe, else None."""
+    text = str(lever)
+    text = text[len(_CANDIDATE):] if text.startswith(_CANDIDATE) else text
+    trained, epochs = _TRAINED.match(text), _EPOCHS.search(text)
+    if not trained or not epochs:
+        return None
+    return _EPOCHS.sub("N epochs", trained.group(1)), int(epochs.group(1))
+
+
+def training_lengths(levers, profile: dict):
+    """The rows of the lever table (``models/cpu/ablation.csv``: columns lever, validation_dsb,
+    model) that trained the recipe of ``profile`` for some number of epochs, the same in
+    everything else (network, seed, augmentation, scale, TTA; the post-processing is
+    calibrated per model). Columns: epochs, validation DSB, model, published; sorted by
+    epochs. Empty without a table or without such rows."""
+    columns = ["epochs", "validation DSB", "model", "published"]
+    if levers is None or not len(levers):
+        return pd.DataFrame(columns=columns)
+    own = _recipe_key(calibration.recipe_name(profile, profile))
+    rows = []
+    for r in levers.to_dict("records"):
+        key = _recipe_key(r["lever"])
+        if own and key and key[0] == own[0]:
+            rows.append({"epochs": key[1], "validation DSB": float(r["validation_dsb"]),
+                         "model": r["model"],
+                         "published": not str(r["lever"]).startswith(_CANDIDATE)})
+    return pd.DataFrame(rows, columns=columns).sort_values("epochs", ignore_index=True)
+
+
+def _lengths_sentence(lengths, epochs: int) -> str:
+    """What the lever table says about training the same recipe for more than ``epochs``
+    epochs ("" when it has no such row, or no row of ``epochs`` to compare with)."""
+    if lengths is None or not len(lengths):
+        return ""
+    mine = lengths[lengths["epochs"] == epochs]
+    longer = lengths[lengths["epochs"] > epochs]
+    if not len(mine) or not len(longer):
+        return ""
+    ref = float(mine["validation DSB"].max())
+    said = " and ".join(f"{int(n)} epochs scored {dsb:.4f}"
+                        for n, dsb in zip(longer["epochs"], longer["validation DSB"]))
+    verdict = ("training longer did help" if (longer["validation DSB"] > ref).any() else
+               "more epochs did **not** help")
+    return (f"But the lever table (`models/cpu/ablation.md`) also trained this recipe longer "
+            f"and judged it on the validation DSB (the object score on whole images, which "
+            f"chooses the recipe): {said}, against {ref:.4f} for {epochs} epochs, so "
+            f"{verdict}. ")
+
+
+def history_markdown(history, lengths=None) -> str:
+    """Two or three sentences on the curves, every number read from ``history``; with
+    ``lengths`` (:func:`training_lengths`), what the lever table measured about training the
+    same recipe longer, which decides whether more epochs would have helped (a validation
+    loss still falling at the end does not)."""
     r = read_history(history)
     text = (f"Validation loss was lowest at **epoch {r['best_epoch']} of {r['epochs']}** "
             f"({r['best_val_loss']:.4f}, validation IoU {r['best_val_iou']:.3f}); that "
             f"checkpoint is the model the next notebooks use. ")
+    measured = _lengths_sentence(lengths, r["epochs"])
     if r["still_improving"]:
-        text += (f"Validation was **still improving** at the end (over the last "
+        text += (f"The validation loss was still falling at the end (over the last "
                  f"{r['window']} epochs it went from {r['window_start_val_loss']:.4f} to "
-                 f"{r['last_val_loss']:.4f}): more epochs would probably have helped. ")
+                 f"{r['last_val_loss']:.4f}). ")
+        text += measured or ("Whether more epochs would have helped is not measured for "
+                             "this recipe: a longer run judged on the validation DSB would "
+                             "say (the lever table, `models/cpu/ablation.md`, does this for "
+                             "the `cpu` recipe). ")
     else:
         text += (f"Validation had **stopped improving**: the last epoch ended at "
-                 f"{r['last_val_loss']:.4f}, above the best; more epochs of this schedule "
-                 f"would not have helped. ")
+                 f"{r['last_val_loss']:.4f}, above the best. ") + measured
     if r["minutes"] == r["minutes"]:
         text += f"Training took {r['minutes']:.0f} minutes."
     return text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import predict_batch, predict_probabilities
+from .forward import predict_batch, predict_probabilities
 
 
 def variants():

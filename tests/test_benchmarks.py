@@ -1,4 +1,4 @@
-"""The benchmark script's functions on tiny synthetic inputs (no timing is asserted, no
+"""The benchmarks' functions on tiny synthetic inputs (no timing is asserted, no
 TensorFlow is loaded, no real data is needed)."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
@@ -14,18 +15,15 @@ from nucseg_utils import data, metrics, synthetic
 from nucseg_utils.preprocessing import touching_zone
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks import each other by name
 
-
-def _load_benchmarks():
-    spec = importlib.util.spec_from_file_location("run_benchmarks",
-                                                  ROOT / "benchmarks" / "run_benchmarks.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("run_benchmarks", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-rb = _load_benchmarks()
+import bench_inference  # noqa: E402
+import bench_metric_speed as metric  # noqa: E402
+import bench_postprocessing  # noqa: E402
+import bench_training_throughput as training  # noqa: E402
+import common  # noqa: E402
+import context  # noqa: E402
+import run_benchmarks as rb  # noqa: E402
 
 
 # --------------------------------------------------------------------------- reference metric
@@ -37,22 +35,22 @@ def test_reference_agrees_with_nucseg_on_random_labels(make_labels, perturb):
         true = make_labels(rng, shape, values=values)
         pred = perturb(rng, true) if i % 5 else make_labels(rng, shape)
         ours = metrics.image_scores(true, pred)
-        ref = rb.reference_threshold_counts(true, pred)
+        ref = metric.reference_threshold_counts(true, pred)
         assert [r[0] for r in ref] == ours["tp"].tolist()
         assert [r[1] for r in ref] == ours["fp"].tolist()
         assert [r[2] for r in ref] == ours["fn"].tolist()
-        assert rb.reference_image_score(true, pred) == pytest.approx(ours["dsb"], abs=1e-12)
+        assert metric.reference_image_score(true, pred) == pytest.approx(ours["dsb"], abs=1e-12)
 
 
 def test_reference_edge_cases():
     empty = np.zeros((6, 7), np.uint16)
     one = empty.copy()
     one[1:4, 1:4] = 3
-    assert rb.reference_image_score(empty, empty) == 1.0
-    assert rb.reference_image_score(one, empty) == 0.0
-    assert rb.reference_image_score(empty, one) == 0.0
-    assert rb.reference_image_score(one, one) == 1.0
-    assert rb.nucseg_image_score(one, one) == 1.0
+    assert metric.reference_image_score(empty, empty) == 1.0
+    assert metric.reference_image_score(one, empty) == 0.0
+    assert metric.reference_image_score(empty, one) == 0.0
+    assert metric.reference_image_score(one, one) == 1.0
+    assert metric.nucseg_image_score(one, one) == 1.0
 
 
 def test_tie_counts_find_exact_threshold_ious():
@@ -60,7 +58,7 @@ def test_tie_counts_find_exact_threshold_ious():
     true[0:2, 0:5] = 1                  # 10 pixels
     pred = np.zeros_like(true)
     pred[0:2, 0:3] = 4                  # 6 of them: IoU = 6/10 = 0.6 exactly
-    over, ties = rb.tie_counts(true, pred)
+    over, ties = metric.tie_counts(true, pred)
     th = [round(float(t), 2) for t in metrics.THRESHOLDS]
     assert ties[th.index(0.6)] == 1 and sum(ties) == 1
     assert over[th.index(0.5)] == 1 and over[th.index(0.55)] == 1 and over[th.index(0.6)] == 0
@@ -72,8 +70,8 @@ def test_perturb_labels_is_seeded_and_plausible():
     rng = np.random.default_rng(0)
     _, labels = synthetic.make_image(rng, (96, 120), "fluorescence")
     labels = labels.astype(np.uint16)
-    a = rb.perturb_labels(labels, np.random.default_rng(5))
-    b = rb.perturb_labels(labels, np.random.default_rng(5))
+    a = metric.perturb_labels(labels, np.random.default_rng(5))
+    b = metric.perturb_labels(labels, np.random.default_rng(5))
     assert a.shape == labels.shape and np.array_equal(a, b)
     n_true = len(np.unique(labels)) - 1
     kept = set(np.unique(a)) - {0}
@@ -84,17 +82,19 @@ def test_perturb_labels_is_seeded_and_plausible():
 
 def test_time_scorer_and_time_batches():
     pairs = [(np.ones((4, 4), int), np.ones((4, 4), int))] * 3
-    sec, scores = rb.time_scorer(rb.reference_image_score, pairs, 2)
+    sec, scores = metric.time_scorer(metric.reference_image_score, pairs, 2)
     assert sec > 0 and scores == [1.0, 1.0, 1.0]
-    rate, per_batch, last, per = rb.time_batches(lambda step: (np.zeros((2, 1)), step), 3)
+    rate, per_batch, last, per = training.time_batches(lambda step: (np.zeros((2, 1)), step), 3)
     assert rate > 0 and per_batch > 0 and last[1] == 2 and per == 2
 
 
 def test_evenly_and_fmt():
     ids = [f"{i:02d}" for i in range(10)]
-    assert rb.evenly(ids, None) == ids
-    assert rb.evenly(ids, 3) == ["00", "04", "09"] or rb.evenly(ids, 3) == ["00", "05", "09"]
-    assert rb.fmt(3) == "3" and rb.fmt(1234.5) == "1,234" and rb.fmt(float("nan")) == "-"
+    assert context.evenly(ids, None) == ids
+    assert context.evenly(ids, 3) == ["00", "04", "09"] or \
+        context.evenly(ids, 3) == ["00", "05", "09"]
+    assert common.fmt(3) == "3" and common.fmt(1234.5) == "1,234" and \
+        common.fmt(float("nan")) == "-"
 
 
 def test_parse_args():
@@ -105,11 +105,12 @@ def test_parse_args():
 
 
 # --------------------------------------------------------------------------- sections, faked
-class FakeContext(rb.Context):
+class FakeContext(context.Context):
     """A Context with synthetic stage1_test samples and probability maps and no model."""
 
     def __init__(self, n=3):
-        super().__init__("no-model.npz", dict(rb.QUICK, metric_train=0, predict_images=None),
+        super().__init__("no-model.npz",
+                         dict(context.QUICK, metric_train=0, predict_images=None),
                          progress=False)
         rng = np.random.default_rng(3)
         self._samples = []
@@ -206,11 +207,75 @@ def test_sections_on_synthetic_data_and_report(tmp_path):
     for name in results:
         assert rb.TITLES[name] in text
     assert "Development run" in text and "| 2 |" in text
-    import pandas as pd
     table = pd.read_csv(csv)
     assert list(table.columns) == ["section", "item", "value", "unit", "note"]
     assert {"metric", "postprocess", "inference", "quality", "run"} <= set(table["section"])
     assert not list(tmp_path.glob(".*tmp*"))                   # written atomically
+
+
+REPORT_HEADINGS = [
+    "# nucseg benchmarks", "## Machine", "## Targets", "## Wall time per section",
+    "## 1. Metric speed", "## 2. Post-processing", "## 3. Inference",
+    "## 4. Training throughput", "## 5. Quality ablations",
+    "## 6. Streaming prediction: memory and resuming",
+]
+
+
+def _made_up_run():
+    """A full run's metadata and made-up results of every benchmark, each with one verdict,
+    given to the report writer out of order."""
+    results = {}
+    for name in reversed(rb.SECTIONS):
+        r = common.Result()
+        r.add(name, f"{name} item", 1.5, "s", "note")
+        r.verdict(f"{name} target", "1.5 s", True)
+        r.md = [f"text of {name}"]
+        results[name] = r
+    meta = {"command": "python benchmarks/run_benchmarks.py", "date": "today",
+            "machine": {"cores": 2, "platform": "test", "processor": "x"}, "cpu": "cpu",
+            "nice": 0, "load_start": "0", "load_end": "0", "model": "m.npz",
+            "model_sha": "abc", "data": "d", "dev": None,
+            "versions": {"numpy": np.__version__}, "wall": 600.0, "full": True}
+    walls = {"metric": 1.0, rb.SHARED_PREDICTIONS: 2.0, "total": 600.0}
+    return meta, results, walls
+
+
+def test_the_report_keeps_its_sections_headings_and_order(tmp_path):
+    assert rb.SECTIONS == ("metric", "postprocess", "inference", "training", "quality",
+                           "streaming")
+    meta, results, walls = _made_up_run()
+    report, csv = rb.write_outputs(tmp_path, meta, results, walls)
+    lines = report.read_text().splitlines()
+    headings = [line for line in lines if line.startswith("#")]
+    assert headings == REPORT_HEADINGS
+    committed = (ROOT / "benchmarks" / "REPORT.md").read_text().splitlines()
+    assert [line for line in committed if line.startswith("#")] == REPORT_HEADINGS
+    # each section's text under its own heading, in the order of the sections
+    assert [lines.index(f"text of {name}") for name in rb.SECTIONS] == \
+        sorted(lines.index(f"text of {name}") for name in rb.SECTIONS)
+    for name in rb.SECTIONS:
+        assert lines[lines.index(f"text of {name}") - 2] == f"## {rb.TITLES[name]}"
+    # the targets table: the sections' numbers in order, then the whole run's
+    targets = lines[lines.index("## Targets") + 4:lines.index("## Wall time per section") - 1]
+    assert [row.split(" | ")[0] for row in targets] == \
+        ["| 1", "| 2", "| 3", "| 4", "| 5", "| 6", "| all"]
+    assert targets[-1] == "| all | the benchmark runs in < 15 min | 10.0 min | **met** |"
+    walls_at = lines.index("## Wall time per section")
+    assert lines[walls_at + 4:walls_at + 7] == \
+        ["| metric | 1.0 |", f"| {rb.SHARED_PREDICTIONS} | 2.0 |", "| total | 600.0 |"]
+    table = pd.read_csv(csv)
+    assert list(dict.fromkeys(table["section"])) == [*rb.SECTIONS, "run"]
+    assert list(table["item"][:2]) == ["metric item", "target: metric target"]
+
+
+def test_a_benchmark_that_needs_a_model_is_reported_as_skipped_without_one():
+    r = rb.skipped(bench_postprocessing, Path("models/none.npz"))
+    assert r.md[0].startswith("**Skipped**: no model at ")
+    assert [v["target"] for v in r.verdicts] == \
+        ["all of stage1_test post-processed in < 10 s"]
+    assert r.verdicts[0]["verdict"].startswith("not measured (no model at ")
+    assert [b.NAME for b in rb.BENCHMARKS if b.NEEDS_MODEL] == \
+        ["postprocess", "inference", "quality", "streaming"]
 
 
 # --------------------------------------------------------------------------- ensemble.py
@@ -251,7 +316,7 @@ def test_the_ensemble_refuses_runs_with_other_validation_images(tmp_path, capsys
 def test_without_a_bfloat16_run_the_report_has_no_bfloat16_row_or_paragraph():
     ctx = FakeContext()
     del ctx.predictions()["native"]["openvino-bf16"]
-    result = rb.section_inference(ctx)
+    result = bench_inference.run(ctx)
     text = "\n".join(result.md)
     assert "bfloat16" not in text and "| openvino |" in text
     assert not any("openvino-bf16" in r["item"] for r in result.rows)

@@ -14,7 +14,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from nucseg_utils import __version__, cli, rle
+from nucseg_utils import __version__, cli, outputs, rle
 
 
 def nucseg(capsys, *argv) -> tuple[int, str, str]:
@@ -104,21 +104,23 @@ def test_keyboard_interrupt_exits_130(capsys, monkeypatch, solution):
 @pytest.fixture
 def fake_model(tmp_path, monkeypatch) -> dict:
     """A model file for ``--model`` and the calls made to the stand-in network."""
-    from nucseg_utils import evaluation, model
+    from nucseg_utils import model
     calls = {"predict": 0}
-    config = {"tta": True, "postprocess": "cc", "min_size": 10, "threshold": 0.5}
+    config = {"backbone": "stand-in", "targets": ["mask"], "tta": True, "postprocess": "cc",
+              "min_size": 10, "threshold": 0.5}
 
-    def load_model(path, engine=None):
+    class StandIn(model.NucleusModel):
+        def predict_probabilities(self, image, tta=None):
+            calls["predict"] += 1
+            return image.mean(axis=-1, keepdims=True)
+
+    def load(cls, path=None, engine=None):
         if not Path(path).is_file():
             raise model.ModelError(f"{path}: no such model file")
-        return "stand-in network", dict(config)
+        return StandIn("stand-in network", dict(config), path=path,
+                       _forward=(None, "tensorflow"))
 
-    def predict_image(net, cfg, image, tta=True):
-        calls["predict"] += 1
-        return image.mean(axis=-1, keepdims=True)
-
-    monkeypatch.setattr(model, "load_model", load_model)
-    monkeypatch.setattr(evaluation, "predict_image", predict_image)
+    monkeypatch.setattr(model.NucleusModel, "load", classmethod(load))
     path = tmp_path / "fake_model.npz"
     path.write_bytes(b"stand-in")
     return {"path": path, "calls": calls}
@@ -155,7 +157,6 @@ def test_predict_writes_every_format_for_every_image(capsys, tmp_path, fake_mode
     import pandas as pd
     import roifile
     import tifffile
-    from nucseg_utils import evaluation
     out = tmp_path / "out"
     code, stdout, err = nucseg(capsys, "predict", "--model", fake_model["path"], "--images",
                                disc_folder, "--out", out, "--quiet")
@@ -164,7 +165,7 @@ def test_predict_writes_every_format_for_every_image(capsys, tmp_path, fake_mode
     labels = {}
     for sid in ("cells0", "cells1", "cells2"):
         assert all((out / f.format(sid)).is_file() for f in ALL_OUTPUTS)
-        labels[sid] = evaluation.read_labels_png(out / "labels" / f"{sid}.png")
+        labels[sid] = outputs.read_labels_png(out / "labels" / f"{sid}.png")
         assert np.array_equal(tifffile.imread(out / "labels" / f"{sid}.tif"), labels[sid])
         assert len(roifile.roiread(out / "rois" / f"{sid}.zip")) == 2
         table = pd.read_csv(out / "measurements" / f"{sid}.csv")
@@ -172,7 +173,7 @@ def test_predict_writes_every_format_for_every_image(capsys, tmp_path, fake_mode
     summary = pd.read_csv(out / "summary.csv")
     assert summary["id"].tolist() == ["cells0", "cells1", "cells2"]
     assert summary["nuclei"].tolist() == [2, 2, 2] and summary["error"].isna().all()
-    evaluation.write_submission(labels, tmp_path / "expected.csv")
+    outputs.write_submission(labels, tmp_path / "expected.csv")
     assert (out / "submission.csv").read_text() == (tmp_path / "expected.csv").read_text()
 
 
@@ -224,6 +225,11 @@ def test_predict_on_a_folder_with_bad_files_writes_the_good_ones_and_exits_1(
     summary = pd.read_csv(out / "summary.csv").set_index("id")
     assert summary.loc["good", "nuclei"] == 2 and summary.loc["good16", "nuclei"] == 2
     assert "z-stack" in summary.loc["zstack", "error"]
+    # counts are whole numbers in the file, even beside the failed images' empty cells
+    rows = {l.split(",")[0]: l for l in (out / "summary.csv").read_text().splitlines()}
+    assert rows["id"].startswith("id,file,height,width,nuclei,")
+    assert f"{images / 'good.png'},48,64,2," in rows["good"]
+    assert f"{images / 'zstack.tif'},,,," in rows["zstack"]
     ids = {line.split(",")[0] for line in (out / "submission.csv").read_text().splitlines()[1:]}
     assert ids == {"good", "good16", "thin"}
 
@@ -531,3 +537,40 @@ def test_synthetic_refuses_to_write_over_a_users_folder(capsys, tmp_path):
     assert code == 2 and str(folder) in err and "not overwriting" in err
     assert (folder / "thesis.txt").read_text() == "years of work"
     assert sorted(p.name for p in folder.iterdir()) == ["thesis.txt"]
+
+
+def test_quiet_holds_back_what_libraries_write_to_the_descriptor_unless_verbose(capfd):
+    import os
+    from nucseg_utils import quiet
+    with quiet.tensorflow_logs():
+        os.write(2, b"E0000 cuda_executor.cc failed call to cuInit: UNKNOWN ERROR (303)\n")
+        print("Segmentation Models: using `tf.keras` framework.")
+    with quiet.tensorflow_logs(verbose=True):
+        os.write(2, b"shown when asked\n")
+    out, err = capfd.readouterr()
+    assert "cuInit" not in err and "Segmentation Models" not in out
+    assert "shown when asked" in err
+    with pytest.raises(RuntimeError):  # a failure shows what was held back, then raises
+        with quiet.tensorflow_logs():
+            os.write(2, b"the reason it failed\n")
+            raise RuntimeError("boom")
+    assert "the reason it failed" in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_prints_no_tensorflow_line_and_one_closing_line(tmp_path, smoke_run):
+    images = tmp_path / "images"
+    images.mkdir()
+    iio.imwrite(images / "cells.png", disc_image()[0])
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "nucseg_utils", "predict", "--model",
+                          str(smoke_run / "model.npz"), "--images", str(images), "--out",
+                          str(out), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    text = run.stdout + run.stderr
+    for word in ("E0000", "W0000", "I0000", "cuInit", "absl", "oneDNN", "tensorflow/",
+                 "Segmentation Models"):
+        assert word not in text, text
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nucseg predict: 1 image(s)")
+    assert str(out) in lines[0] and "summary.csv" in lines[0] and run.stderr == ""

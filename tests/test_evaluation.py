@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nucseg_utils import evaluation, metrics, profiles, runs, synthetic
+from nucseg_utils import (
+    evaluation, examples, metrics, profiles, protocol, publishing, runs, scoring, synthetic)
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +30,14 @@ def _run_folder(tmp_path, root, train_splits):
 
 
 def test_a_split_the_model_trained_on_is_refused_as_a_test_set():
-    with pytest.raises(evaluation.ProtocolError, match="refusing to score stage1_test"):
-        evaluation.check_untouched("stage1_test", ["stage1_train", "stage1_test"])
-    evaluation.check_untouched("stage1_test", ["stage1_train"])  # no error
+    with pytest.raises(protocol.ProtocolError, match="refusing to score stage1_test"):
+        protocol.check_untouched("stage1_test", ["stage1_train", "stage1_test"])
+    protocol.check_untouched("stage1_test", ["stage1_train"])  # no error
 
 
 def test_stage1_test_is_the_test_set_of_a_model_trained_on_stage1_train(tmp_path, syn_root):
     model, prof = _run_folder(tmp_path, syn_root, ["stage1_train"])
-    ev = evaluation.evaluation_set(model, syn_root, prof)
+    ev = protocol.evaluation_set(model, syn_root, prof)
     assert ev["split"] == "stage1_test" and ev["is_test"]
     assert "test (untouched" in ev["label"]
 
@@ -45,7 +46,7 @@ def test_training_on_stage1_test_without_stage2_scores_validation_labelled_as_su
         tmp_path, syn_root):
     # the paper's protocol (stage1_train + stage1_test) in smoke, on data without stage 2
     model, prof = _run_folder(tmp_path, syn_root, ["stage1_train", "stage1_test"])
-    ev = evaluation.evaluation_set(model, syn_root, prof)
+    ev = protocol.evaluation_set(model, syn_root, prof)
     assert not ev["is_test"] and ev["split"] == "stage1_test"
     val = pd.read_csv(tmp_path / "split.csv")
     assert ev["ids"] == sorted(val[(val["split"] == "stage1_test") &
@@ -54,7 +55,7 @@ def test_training_on_stage1_test_without_stage2_scores_validation_labelled_as_su
     summary = {"tta": True, "postprocess": "touching", "images": len(ev["ids"]),
                **{k: {"dsb": 0.1, "precision": 0.1, "recall": 0.1, "f1": 0.1,
                       "pixel_accuracy": 0.9} for k in ("native", "resized_256")}}
-    table = evaluation.results_table(summary, ev["label"], "synthetic", "smoke")
+    table = scoring.results_table(summary, ev["label"], "synthetic", "smoke")
     ours = table[table["method"].str.startswith("nucseg")]
     assert ours["data"].str.contains("no untouched test set").all()
     assert not ours["data"].str.contains("test \\(untouched").any()
@@ -62,7 +63,7 @@ def test_training_on_stage1_test_without_stage2_scores_validation_labelled_as_su
 
 def test_the_training_splits_of_the_run_json_beside_the_model_count_too(tmp_path, syn_root):
     model, _ = _run_folder(tmp_path, syn_root, ["stage1_train", "stage1_test"])
-    seen = evaluation.training_splits(model, profiles.get_profile("smoke"))
+    seen = protocol.training_splits(model, profiles.get_profile("smoke"))
     assert set(seen) == {"stage1_train", "stage1_test"}
 
 
@@ -79,7 +80,7 @@ def test_evaluate_refuses_a_split_the_run_trained_on_before_writing_anything(tmp
                                                                              syn_root):
     # the paper's protocol in smoke: the run trained (and chose its checkpoint) on stage1_test
     model, _ = _run_folder(tmp_path / "run", syn_root, ["stage1_train", "stage1_test"])
-    with pytest.raises(evaluation.ProtocolError) as err:
+    with pytest.raises(protocol.ProtocolError) as err:
         evaluation.evaluate(model, "stage1_test", root=syn_root, out_dir=tmp_path / "out",
                             progress=False)
     assert "refusing to score stage1_test" in str(err.value)
@@ -95,13 +96,13 @@ def test_the_training_splits_recorded_in_the_model_file_are_enough(tmp_path, syn
     # a model copied without its run folder still carries what it trained on
     model = _model_file(tmp_path / "alone" / "model.npz",
                         train_splits=["stage1_train", "stage1_test"])
-    assert evaluation.training_splits(model) == ["stage1_train", "stage1_test"]
-    with pytest.raises(evaluation.ProtocolError, match="refusing to score stage1_test"):
+    assert protocol.training_splits(model) == ["stage1_train", "stage1_test"]
+    with pytest.raises(protocol.ProtocolError, match="refusing to score stage1_test"):
         evaluation.evaluate(model, "stage1_test", root=syn_root, out_dir=tmp_path / "out",
                             progress=False)
-    seen = evaluation.training_splits(_model_file(tmp_path / "cpu" / "model.npz",
+    seen = protocol.training_splits(_model_file(tmp_path / "cpu" / "model.npz",
                                                   train_splits=["stage1_train"]))
-    assert evaluation.test_split_name(seen) == "stage1_test"
+    assert protocol.test_split_name(seen) == "stage1_test"
 
 
 def test_publish_refuses_a_split_the_run_trained_on_before_copying(tmp_path, syn_root):
@@ -109,8 +110,8 @@ def test_publish_refuses_a_split_the_run_trained_on_before_copying(tmp_path, syn
     _run_folder(run, syn_root, ["stage1_train", "stage1_test"])
     runs.update_run_json(run, completed=True)
     _model_file(run / "model.npz")
-    with pytest.raises(evaluation.ProtocolError, match="refusing to score stage1_test"):
-        evaluation.publish_model(run, tmp_path / "published", "stage1_test", syn_root,
+    with pytest.raises(protocol.ProtocolError, match="refusing to score stage1_test"):
+        publishing.publish_model(run, tmp_path / "published", "stage1_test", syn_root,
                                  progress=False)
     assert not (tmp_path / "published").exists()
 
@@ -136,21 +137,21 @@ def test_touching_nuclei_counts_nuclei_next_to_another():
     t[2:8, 2:8], t[2:8, 8:14] = 1, 2             # touching
     t[12:16, 2:6], t[12:16, 7:9] = 3, 4          # one pixel apart
     t[12:16, 30:34] = 5                          # alone
-    assert evaluation.touching_nuclei(t, gap=0) == 2
-    assert evaluation.touching_nuclei(t, gap=1) == 4
+    assert examples.touching_nuclei(t, gap=0) == 2
+    assert examples.touching_nuclei(t, gap=1) == 4
 
 
 def test_crowded_window_centres_on_the_touching_cluster():
     t = np.zeros((200, 400), np.int32)
     t[100:118, 200:236], t[100:118, 236:250] = 1, 2
-    rows, cols = evaluation.crowded_window(t, 64)
+    rows, cols = examples.crowded_window(t, 64)
     assert rows.start <= 105 < rows.stop and cols.start <= 236 < cols.stop
     assert rows.stop - rows.start == 64
 
 
 def test_worst_images_are_the_lowest_scores():
     table = pd.DataFrame({"id": list("abcd"), "dsb": [0.5, 0.1, 0.9, 0.1]})
-    assert evaluation.worst_images(table, 2) == ["b", "d"]
+    assert examples.worst_images(table, 2) == ["b", "d"]
 
 
 def test_publish_writes_every_number_from_the_one_model_it_copies(tmp_path, monkeypatch,
@@ -161,12 +162,13 @@ def test_publish_writes_every_number_from_the_one_model_it_copies(tmp_path, monk
     import json
     import shutil
 
+    from nucseg_utils import engines as engine_registry
     from nucseg_utils import model as model_mod
     from nucseg_utils import report
     monkeypatch.chdir(tmp_path)  # publish keeps its evaluation outputs under runs/publish
     run, dest = tmp_path / "run", tmp_path / "models" / "cpu"
     shutil.copytree(smoke_run, run)
-    res = evaluation.publish_model(run, dest, None, smoke_data, progress=False)
+    res = publishing.publish_model(run, dest, None, smoke_data, progress=False)
     assert {p.name for p in dest.iterdir()} >= {"model.npz", "results.json", "results.md",
                                                 "ablation.md", "ablation.csv", "history.csv",
                                                 "run.json"}
@@ -175,7 +177,7 @@ def test_publish_writes_every_number_from_the_one_model_it_copies(tmp_path, monk
     assert {k: config[k] for k in chosen} == chosen
     fingerprint = runs.file_fingerprint(dest / "model.npz")
     engines = {e["engine"] for e in res["evaluations"].values()}
-    assert len(engines) == 1 and engines <= set(model_mod.ENGINES) - {"auto"}
+    assert len(engines) == 1 and engines <= set(engine_registry.ENGINES)
     assert report.results_engine(dest) == engines.pop()
     saved = json.loads((dest / "results.json").read_text())
     assert saved["evaluations"]["tta"]["model_fingerprint"] == fingerprint
@@ -198,7 +200,7 @@ def test_a_candidate_is_judged_on_validation_without_the_test_split_or_the_model
     shutil.copytree(smoke_run, run)
     dest.mkdir(parents=True)
     (dest / "results.md").write_text("the published model's results\n")
-    res = evaluation.publish_model(run, dest, None, smoke_data, progress=False,
+    res = publishing.publish_model(run, dest, None, smoke_data, progress=False,
                                    validation_only=True)
     assert sorted(p.name for p in dest.iterdir()) == ["ablation.csv", "ablation.md",
                                                       "results.md"]
@@ -206,14 +208,14 @@ def test_a_candidate_is_judged_on_validation_without_the_test_split_or_the_model
     assert not list((tmp_path / "runs" / "publish").glob("stage1_test*"))
     table = pd.read_csv(dest / "ablation.csv")
     assert len(table) == len(res["levers"]) and table["test_dsb"].isna().all()
-    assert table["lever"].str.startswith(evaluation.CANDIDATE).all()
+    assert table["lever"].str.startswith(publishing.CANDIDATE).all()
     assert table["command"].str.endswith("--validation-only").all()
-    chosen_row = table["lever"].str.startswith(evaluation.CANDIDATE + "chosen recipe")
+    chosen_row = table["lever"].str.startswith(publishing.CANDIDATE + "chosen recipe")
     assert table.loc[chosen_row, "validation_dsb"].item() == pytest.approx(
         max(c["dsb"] for c in res["postprocessing_choice"]["candidates"]), abs=1e-9)
-    evaluation.publish_model(run, dest, None, smoke_data, progress=False)
+    publishing.publish_model(run, dest, None, smoke_data, progress=False)
     table = pd.read_csv(dest / "ablation.csv")
-    assert not table["lever"].str.startswith(evaluation.CANDIDATE).any()
+    assert not table["lever"].str.startswith(publishing.CANDIDATE).any()
     assert len(table) == len(res["levers"]) and table["test_dsb"].notna().any()
 
 
@@ -221,18 +223,19 @@ def test_the_densest_window_stays_inside_the_image_and_holds_the_most_mask():
     mask = np.zeros((100, 120), bool)
     mask[5:25, 90:118] = True          # a dense block near the top-right corner
     mask[60:64, 10:14] = True
-    r, c = evaluation.densest_centre(mask, 40)
-    rows, cols = evaluation.window_around(mask.shape, (r, c), 40)
+    r, c = examples.densest_centre(mask, 40)
+    rows, cols = examples.window_around(mask.shape, (r, c), 40)
     assert (rows.stop - rows.start, cols.stop - cols.start) == (40, 40)
     assert 0 <= rows.start and rows.stop <= 100 and 0 <= cols.start and cols.stop <= 120
     assert mask[rows, cols].sum() == mask[5:25, 90:118].sum()
     # an empty mask: the image's centre; a window larger than the image: the whole image
-    assert evaluation.densest_centre(np.zeros((30, 50), bool), 16) == (15, 25)
-    assert evaluation.window_around((30, 50), (15, 25), 64) == (slice(0, 64), slice(0, 64))
+    assert examples.densest_centre(np.zeros((30, 50), bool), 16) == (15, 25)
+    assert examples.window_around((30, 50), (15, 25), 64) == (slice(0, 64), slice(0, 64))
 
 
 def test_the_post_processing_tried_follows_the_models_outputs():
-    from nucseg_utils.calibration import DISTANCE_SEEDS, candidates
+    from nucseg_utils.calibration import candidates
+    from nucseg_utils.postprocessing import DISTANCE_SEEDS
     methods = [{c["postprocess"] for c in candidates(t)}
                for t in (["mask"], ["mask", "touching"], ["mask", "touching", "distance"])]
     assert methods == [{"paper", "cc"}, {"paper", "cc", "touching"},

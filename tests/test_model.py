@@ -2,9 +2,15 @@
 import numpy as np
 import pytest
 
-from nucseg_utils import model, profiles
+from nucseg_utils import data, engines, forward, model, postprocessing, profiles
 
 pytestmark = pytest.mark.slow
+
+
+def _load(path, engine=None):
+    """(NucleusModel, its config dict)."""
+    m = model.NucleusModel.load(path, engine=engine)
+    return m, m.config
 
 
 def test_paper_profile_builds_the_resnet152_unet_and_runs_one_training_step():
@@ -39,12 +45,12 @@ def test_saved_model_is_float16_and_reloads_to_the_same_predictions(tmp_path):
     path = model.save_model(net, tmp_path / "m.npz", prof)
     with np.load(path) as z:
         assert z["w000"].dtype == np.float16
-    again, config = model.load_model(path)
+    again, config = _load(path)
     assert config["targets"] == prof["targets"] and config["input_mode"] == "crop"
     x = np.random.default_rng(0).random((1, 64, 96, 3)).astype(np.float32)
-    ref = model.predict_probabilities(again, x[0], config)
+    ref = forward.predict_probabilities(again, x[0], config)
     assert ref.shape == (64, 96, 2)
-    assert np.allclose(ref, model.predict_probabilities(net, x[0], config), atol=2e-2)
+    assert np.allclose(ref, forward.predict_probabilities(net, x[0], config), atol=2e-2)
 
 
 def test_the_decoder_width_is_kept_in_the_model_file_and_old_files_get_the_default(tmp_path):
@@ -53,18 +59,18 @@ def test_the_decoder_width_is_kept_in_the_model_file_and_old_files_get_the_defau
     wide = model.build_model(profiles.get_profile("smoke"), seed=0)
     assert narrow.count_params() < wide.count_params()
     path = model.save_model(narrow, tmp_path / "narrow.npz", narrow_prof)
-    loaded, config = model.load_model(path, engine="tensorflow")
+    loaded, config = _load(path, engine="tensorflow")
     assert config["decoder_filters"] == [64, 32, 16, 16, 16]
-    assert loaded.count_params() == narrow.count_params()
+    assert loaded.keras.count_params() == narrow.count_params()
     # a file written before the key existed has segmentation_models' default decoder
     before = {k: v for k, v in model.model_config(profiles.get_profile("smoke")).items()
               if k != "decoder_filters"}
     old = model.save_model(wide, tmp_path / "old.npz", before)
     assert "decoder_filters" not in model.read_model_file(old)[0]
-    assert model.load_model(old, engine="tensorflow")[0].count_params() == wide.count_params()
+    assert _load(old, engine="tensorflow")[0].keras.count_params() == wide.count_params()
     # narrow weights under such a config do not fit, and the message says so
     with pytest.raises(model.ModelError, match="do not fit"):
-        model.load_model(model.save_model(narrow, tmp_path / "bad.npz", before),
+        _load(model.save_model(narrow, tmp_path / "bad.npz", before),
                          engine="tensorflow")
 
 
@@ -72,7 +78,7 @@ def test_resize_mode_predicts_at_the_native_size(tmp_path):
     prof = profiles.get_profile("smoke", input_mode="resize", input_size=64)
     net = model.build_model(prof)
     img = np.random.default_rng(0).random((50, 130, 3)).astype(np.float32)
-    assert model.predict_probabilities(net, img, model.model_config(prof)).shape == (50, 130, 2)
+    assert forward.predict_probabilities(net, img, model.model_config(prof)).shape == (50, 130, 2)
 
 
 def test_profile_overrides_apply_none_and_reject_unknown_keys():
@@ -86,9 +92,9 @@ def test_the_openvino_engine_gives_tensorflows_probabilities_with_tta(tmp_path):
     from nucseg_utils import tta
     prof = profiles.get_profile("smoke")
     path = model.save_model(model.build_model(prof), tmp_path / "m.npz", prof)
-    tf_net, config = model.load_model(path, engine="tensorflow")
-    ov_net, _ = model.load_model(path, engine="openvino")
-    assert (model.engine_of(tf_net), model.engine_of(ov_net)) == ("tensorflow", "openvino")
+    tf_net, config = _load(path, engine="tensorflow")
+    ov_net, _ = _load(path, engine="openvino")
+    assert (tf_net.engine, ov_net.engine) == ("tensorflow", "openvino")
     rng = np.random.default_rng(0)
     for shape in [(64, 96, 3), (70, 45, 3)]:  # any size: padded to a multiple of 32
         img = rng.random(shape).astype(np.float32)
@@ -102,45 +108,106 @@ def test_the_bfloat16_engine_is_close_to_tensorflow_and_says_what_ran(tmp_path, 
     import openvino as ov
     prof = profiles.get_profile("smoke")
     path = model.save_model(model.build_model(prof, seed=0), tmp_path / "m.npz", prof)
-    tf_net, config = model.load_model(path, engine="tensorflow")
+    tf_net, config = _load(path, engine="tensorflow")
     img = np.random.default_rng(1).random((64, 96, 3)).astype(np.float32)
-    ref = model.predict_probabilities(tf_net, img, config)
+    ref = forward.predict_probabilities(tf_net, img, config)
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    net, _ = model.load_model(path, engine="openvino-bf16")
-    got = model.predict_probabilities(net, img, config)
+    net, _ = _load(path, engine="openvino-bf16")
+    got = forward.predict_probabilities(net, img, config)
     if "BF16" in caps:
-        assert model.engine_of(net) == "openvino-bf16"
+        assert net.engine == "openvino-bf16"
         assert 1e-5 < np.abs(got - ref).max() < 0.05  # bfloat16: close, not the same
     else:
-        assert model.engine_of(net) == "openvino" and np.abs(got - ref).max() < 1e-4
+        assert net.engine == "openvino" and np.abs(got - ref).max() < 1e-4
     # what nucseg publishes is float32 whatever NUCSEG_ENGINE says
     monkeypatch.setenv("NUCSEG_ENGINE", "openvino-bf16")
-    assert (model.resolve_engine(), model.exact_engine()) == ("openvino-bf16", "openvino")
-    assert model.exact_engine("tensorflow") == "tensorflow"
+    assert (engines.resolve(), engines.exact()) == ("openvino-bf16", "openvino")
+    assert engines.exact("tensorflow") == "tensorflow"
     monkeypatch.delenv("NUCSEG_ENGINE")
     # a CPU without bfloat16: a warning, and the engine that ran is plain openvino
     monkeypatch.setattr(ov.Core, "get_property", lambda self, *a: ["FP32"])
     with pytest.warns(UserWarning, match="no bfloat16 instructions"):
-        net, _ = model.load_model(path, engine="openvino-bf16")
-    assert model.engine_of(net) == "openvino"
+        net, _ = _load(path, engine="openvino-bf16")
+    assert net.engine == "openvino"
     monkeypatch.undo()
-    f32, _ = model.load_model(path, engine="openvino")  # the float32 engine's own maps
-    np.testing.assert_allclose(model.predict_probabilities(net, img, config),
-                               model.predict_probabilities(f32, img, config), atol=1e-6)
+    f32, _ = _load(path, engine="openvino")  # the float32 engine's own maps
+    np.testing.assert_allclose(forward.predict_probabilities(net, img, config),
+                               forward.predict_probabilities(f32, img, config), atol=1e-6)
 
 
 def test_engine_choice_env_variable_unknown_names_and_a_missing_openvino(tmp_path, monkeypatch):
     import sys
     monkeypatch.setenv("NUCSEG_ENGINE", "tensorflow")
-    assert model.resolve_engine() == "tensorflow"
-    assert model.resolve_engine("openvino") == "openvino"  # the argument wins
+    assert engines.resolve() == "tensorflow"
+    assert engines.resolve("openvino") == "openvino"  # the argument wins
     monkeypatch.delenv("NUCSEG_ENGINE")
-    assert model.resolve_engine() == "openvino"  # auto on a CPU with OpenVINO installed
-    with pytest.raises(model.ModelError, match="unknown engine 'onnx'"):
-        model.resolve_engine("onnx")
+    assert engines.resolve() == "openvino"  # auto on a CPU with OpenVINO installed
+    with pytest.raises(engines.EngineError, match="unknown engine 'onnx'"):
+        engines.resolve("onnx")
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
-    assert model.resolve_engine("auto") == "tensorflow"
-    with pytest.raises(model.ModelError, match="cannot be imported.*--engine tensorflow"):
-        model.resolve_engine("openvino")
-    with pytest.raises(model.ModelError, match="the openvino-bf16 engine was asked for"):
-        model.resolve_engine("openvino-bf16")
+    assert engines.resolve("auto") == "tensorflow"
+    with pytest.raises(engines.EngineError, match="cannot be imported.*--engine tensorflow"):
+        engines.resolve("openvino")
+    with pytest.raises(engines.EngineError, match="the openvino-bf16 engine was asked for"):
+        engines.resolve("openvino-bf16")
+
+
+def test_the_command_line_offers_exactly_the_registered_engines_and_methods():
+    from nucseg_utils import cli
+    parser = cli.build_parser()
+    for command in ("predict", "evaluate"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        opts = {a.dest: a for a in sub._actions}
+        assert tuple(opts["engine"].choices) == ("auto", *engines.ENGINES)
+        assert list(opts["postprocess"].choices) == list(postprocessing.METHODS)
+    assert [e for e in engines.ENGINES.values() if not e.exact] == \
+        [engines.ENGINES["openvino-bf16"]] and engines.ENGINES["openvino-bf16"].auto is None
+
+
+def test_a_registered_engine_is_what_auto_picks_and_what_a_model_runs(tmp_path, monkeypatch):
+    calls = []
+
+    def build(network):
+        calls.append(network)
+        return (lambda batch: np.full(batch.shape[:3] + (2,), 0.25, np.float32)), "constant"
+
+    monkeypatch.setitem(engines.ENGINES, "constant",
+                        engines.Engine("constant", "a test engine", build, auto=-1))
+    prof = profiles.get_profile("smoke")
+    path = model.save_model(model.build_model(prof, seed=0), tmp_path / "m.npz", prof)
+    assert engines.resolve() == "constant"  # first in the auto order
+    m = model.NucleusModel.load(path)
+    assert m.engine == "constant" and calls == [m.keras]
+    img = np.random.default_rng(0).random((40, 50, 3)).astype(np.float32)
+    np.testing.assert_array_equal(m.forward(img[None]), np.full((1, 40, 50, 2), 0.25))
+    # another setting shares the network and its engine (built once)
+    other = m.with_settings(threshold=0.3)
+    assert other.keras is m.keras and len(calls) == 1 and other.settings.threshold == 0.3
+    assert m.settings.threshold == prof["threshold"]
+
+
+def test_predict_instances_is_postprocess_of_predict_probabilities_with_its_steps(tmp_path):
+    prof = profiles.get_profile("smoke")
+    path = model.save_model(model.build_model(prof, seed=0), tmp_path / "m.npz", prof)
+    m = model.NucleusModel.load(path, engine="tensorflow")
+    assert m.settings.targets == tuple(prof["targets"]) and m.settings.postprocess == "touching"
+    rng = np.random.default_rng(3)
+    image = (rng.random((48, 64)) * 255).astype(np.uint8)  # grey, 8 bit, as a file holds it
+    prob = m.predict_probabilities(image, tta=False)
+    assert prob.shape == (48, 64, 2) and prob.dtype == np.float32
+    np.testing.assert_array_equal(prob, prob.astype(np.float16).astype(np.float32))
+    for method in postprocessing.methods_for(2):
+        labels, details = m.predict_instances(image, tta=False, method=method)
+        np.testing.assert_array_equal(labels, m.postprocess(prob, method))
+        np.testing.assert_array_equal(details["probabilities"], prob)
+        assert details["method"] == method and "labels" in details["steps"]
+    # the same image as RGB floats (what the data layer reads) gives the same probabilities
+    np.testing.assert_array_equal(m.predict_probabilities(data.to_rgb_float(image), tta=False),
+                                  prob)
+
+
+def test_model_settings_read_a_config_with_defaults_for_what_it_lacks():
+    s = model.ModelSettings.from_config({"backbone": "resnet18", "targets": ["mask"],
+                                         "threshold": 0.6, "epoch": 15})
+    assert (s.targets, s.threshold, s.postprocess, s.dilation) == (("mask",), 0.6, "paper", 0)
+    assert s.decoder_filters == model.DECODER_FILTERS and s.other == {"epoch": 15}

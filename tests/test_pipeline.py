@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from nucseg_utils import cli, data, evaluation, metrics, rle
+from nucseg_utils import (
+    cli, data, evaluation, inference, metrics, outputs, postprocessing, rle, scoring)
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ def test_predict_writes_labels_and_a_submission_that_decodes_to_them(smoke_run, 
     sub = metrics._read_submission(out / "submission.csv")
     assert sorted(sub) == split.ids
     for sid in split.ids:
-        labels = evaluation.read_labels_png(out / "labels" / f"{sid}.png")
+        labels = outputs.read_labels_png(out / "labels" / f"{sid}.png")
         assert labels.shape == split.image(sid).shape[:2]  # native size
         runs_ = [r for _, r in sub[sid] if r]
         decoded = rle.decode_labels(runs_, labels.shape)
@@ -41,14 +42,15 @@ def test_kaggle_scorer_reproduces_the_evaluation(smoke_run, smoke_data, tmp_path
 
 
 def test_smoke_model_predicts_real_images_at_native_size(smoke_run, real_data, tmp_path):
-    from nucseg_utils.model import load_model
+    from nucseg_utils.model import NucleusModel
     split = data.open_split("stage1_test", real_data)
-    model, config = load_model(smoke_run / "model.npz")
+    model = NucleusModel.load(smoke_run / "model.npz")
+    config = model.config
     ids = split.ids[:2]
-    probs = evaluation.predict_split(model, config, split, tmp_path, tta=False, ids=ids,
+    probs = inference.predict_split(model, split, tmp_path, tta=False, ids=ids,
                                      progress=False)
-    labels = evaluation.postprocess_all(probs, config)
-    summary, table = evaluation.score_labels(labels, split)
+    labels = postprocessing.postprocess_all(probs, config)
+    summary, table = scoring.score_labels(labels, split)
     for sid in ids:
         assert labels[sid].shape == split.image(sid).shape[:2]
     assert summary["images"] == 2 and len(table) == 2

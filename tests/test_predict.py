@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from nucseg_utils import data, evaluation, predict
+from nucseg_utils import data, outputs, predict
 
 
 def tiff_bytes(arr, **kwargs) -> io.BytesIO:
@@ -98,8 +98,8 @@ def test_streamed_submission_equals_the_one_written_at_once(tmp_path, make_label
     rng = np.random.default_rng(0)
     labels = {f"img{i}": make_labels(rng, (24, 20)).astype(np.uint16) for i in range(5)}
     labels["empty"] = np.zeros((5, 5), np.uint16)
-    evaluation.save_label_dir(labels, tmp_path / "labels")
-    evaluation.write_submission(labels, tmp_path / "at_once.csv")
+    outputs.save_label_dir(labels, tmp_path / "labels")
+    outputs.write_submission(labels, tmp_path / "at_once.csv")
     predict.write_submission(tmp_path / "labels", list(labels), tmp_path / "streamed.csv")
     assert (tmp_path / "streamed.csv").read_text() == (tmp_path / "at_once.csv").read_text()
 

@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nucseg_utils import augmentation, data, evaluation, metrics, model, profiles, rle, runs
+from nucseg_utils import (
+    augmentation, data, evaluation, forward, metrics, model, outputs, profiles, rle, runs,
+    scoring)
 from nucseg_utils import training
 from nucseg_utils.data import DataError
 from nucseg_utils.metrics import ScoreError
@@ -214,7 +216,7 @@ def test_solution_id_without_an_image_is_named(tmp_path):
     root = solution_root(tmp_path, bad_rows=[("ghost", "1 2", 4, 4)])
     split = data.open_split("stage1_test", root=root)
     with pytest.raises(DataError) as err:
-        evaluation.scored_ids(split)
+        scoring.scored_ids(split)
     assert str(root / "stage1_solution.csv") in str(err.value) and "'ghost'" in str(err.value)
     # evaluate refuses before any model is loaded (this model file does not even exist)
     with pytest.raises(DataError, match="ghost"):
@@ -228,7 +230,7 @@ def test_image_with_only_ignored_rows_is_left_out_of_scoring(tmp_path):
     (root / "stage1_solution.csv").write_text(
         (root / "stage1_solution.csv").read_text() + "c,1 3,5,5,Ignored\n")
     split = data.open_split("stage1_test", root=root)
-    assert split.ids == ["a", "b", "c"] and evaluation.scored_ids(split) == ["a", "b"]
+    assert split.ids == ["a", "b", "c"] and scoring.scored_ids(split) == ["a", "b"]
 
 
 # ---- zips
@@ -276,14 +278,14 @@ def test_unreadable_model_files_name_the_file(tmp_path, smoke_run):
         path = tmp_path / name
         path.write_bytes(blob)
         with pytest.raises(ModelError) as err:
-            model.load_model(path)
+            model.NucleusModel.load(path)
         assert str(path) in str(err.value) and "not a readable nucseg model file" in str(err.value)
     with pytest.raises(ModelError, match="no such model file"):
-        model.load_model(tmp_path / "missing.npz")
+        model.NucleusModel.load(tmp_path / "missing.npz")
     arrays_only = tmp_path / "arrays_only.npz"
     np.savez(arrays_only, w000=np.zeros(3))  # an npz, but no nucseg config in it
     with pytest.raises(ModelError, match="arrays_only.npz"):
-        model.load_model(arrays_only)
+        model.NucleusModel.load(arrays_only)
 
 
 def _with_config(src: Path, dst: Path, **changes) -> Path:
@@ -304,7 +306,7 @@ def _with_config(src: Path, dst: Path, **changes) -> Path:
 def test_model_file_of_another_shape_names_the_file(tmp_path, smoke_run, change, why):
     path = _with_config(smoke_run / "model.npz", tmp_path / "other.npz", **change)
     with pytest.raises(ModelError) as err:
-        model.load_model(path)
+        model.NucleusModel.load(path)
     assert str(path) in str(err.value) and why in str(err.value)
 
 
@@ -348,7 +350,7 @@ def test_large_image_is_predicted_in_tiles_no_larger_than_tile(shape, tile, over
     img = np.random.default_rng(4).random(shape + (3,), dtype=np.float32)
     net = PointwiseNet()
     config = {"input_mode": "crop"}
-    prob = model.predict_probabilities(net, img, config, tile=tile, overlap=overlap)
+    prob = forward.predict_probabilities(net, img, config, tile=tile, overlap=overlap)
     assert prob.shape == shape + (2,)
     assert max(s[1] for s in net.shapes) <= tile and max(s[2] for s in net.shapes) <= tile
     if max(shape) > tile:
@@ -359,16 +361,17 @@ def test_large_image_is_predicted_in_tiles_no_larger_than_tile(shape, tile, over
 
 @pytest.mark.slow
 def test_smoke_model_predicts_a_2048_pixel_image_in_tiles_like_untiled(smoke_run, smoke_data):
-    net, config = model.load_model(smoke_run / "model.npz")
+    loaded = model.NucleusModel.load(smoke_run / "model.npz", engine="tensorflow")
+    net, config = loaded.keras, loaded.config
     from nucseg_utils.preprocessing import normalize
     split = data.open_split("stage1_train", root=smoke_data)
     strips = [normalize(split.image(s), "percentile")[:, :96] for s in split.ids]
     img = np.concatenate(strips * 3, axis=0)[:2048]  # 2048 x 96, real-looking content
     assert img.shape == (2048, 96, 3)
     counting = Counting(net)
-    tiled = model.predict_probabilities(counting, img, config)  # default tile 1024
+    tiled = forward.predict_probabilities(counting, img, config)  # default tile 1024
     assert len(counting.shapes) == 3 and all(s[1] <= 1024 for s in counting.shapes)
-    whole = model.predict_probabilities(net, img, config, tile=4096)  # one pass, the reference
+    whole = forward.predict_probabilities(net, img, config, tile=4096)  # one pass, the reference
     assert tiled.shape == whole.shape == (2048, 96, 2) and np.isfinite(tiled).all()
     # Tiles see less context at their edges; the blended result must still agree closely.
     assert np.abs(tiled - whole).mean() < 0.02
@@ -567,7 +570,7 @@ def test_two_smoke_runs_with_the_same_seed_give_identical_tables(tmp_path, smoke
     assert (out / "per_image.csv").read_bytes() == (smoke_eval / "per_image.csv").read_bytes()
     assert (out / "submission.csv").read_bytes() == (smoke_eval / "submission.csv").read_bytes()
     for p in sorted((smoke_eval / "probs").glob("*.npz")):
-        assert np.array_equal(evaluation.load_probs(p), evaluation.load_probs(out / "probs" /
+        assert np.array_equal(outputs.load_probs(p), outputs.load_probs(out / "probs" /
                                                                               p.name))
 
 

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from nucseg_utils import data, evaluation, profiles, report, runs, training
+from nucseg_utils import data, outputs, profiles, report, runs, training
 from nucseg_utils.model import ModelError
 
 
@@ -158,39 +158,39 @@ def test_the_maps_of_another_model_are_never_read(tmp_path, as_opened, smoke_dat
     assert first in ctx.probs(tta=True).parts and first in ctx.labels("cc").parts
     ids = ["a", "b"]
     for sid in ids:
-        evaluation.save_probs(ctx.probs(tta=True) / f"{sid}.npz", np.full((4, 4, 2), 0.5))
-    assert sorted(evaluation.load_prob_dir(ctx.probs(tta=True), ids=ids)) == ids
+        outputs.save_probs(ctx.probs(tta=True) / f"{sid}.npz", np.full((4, 4, 2), 0.5))
+    assert sorted(outputs.load_prob_dir(ctx.probs(tta=True), ids=ids)) == ids
     # a new model (retrained, re-published) has no maps yet: nothing of model A is read
     ctx.layout.model.write_bytes(b"model B, retrained")
     assert ctx.model_fingerprint != first
     with pytest.raises(FileNotFoundError, match="no probability maps"):
-        evaluation.load_prob_dir(ctx.probs(tta=True), ids=ids)
+        outputs.load_prob_dir(ctx.probs(tta=True), ids=ids)
 
 
 def test_only_the_scored_images_are_read_and_all_must_be_there(tmp_path):
     for sid in ("a", "b", "stale"):
-        evaluation.save_probs(tmp_path / "probs" / f"{sid}.npz", np.zeros((4, 4, 1)))
-        evaluation.save_labels_png(tmp_path / "labels" / f"{sid}.png", np.zeros((4, 4), int))
-    assert sorted(evaluation.load_prob_dir(tmp_path / "probs", ids=["a", "b"])) == ["a", "b"]
-    assert sorted(evaluation.load_label_dir(tmp_path / "labels", ids=["b"])) == ["b"]
+        outputs.save_probs(tmp_path / "probs" / f"{sid}.npz", np.zeros((4, 4, 1)))
+        outputs.save_labels_png(tmp_path / "labels" / f"{sid}.png", np.zeros((4, 4), int))
+    assert sorted(outputs.load_prob_dir(tmp_path / "probs", ids=["a", "b"])) == ["a", "b"]
+    assert sorted(outputs.load_label_dir(tmp_path / "labels", ids=["b"])) == ["b"]
     with pytest.raises(FileNotFoundError, match="no probability map for 'c'"):
-        evaluation.load_prob_dir(tmp_path / "probs", ids=["a", "c"])
+        outputs.load_prob_dir(tmp_path / "probs", ids=["a", "c"])
     with pytest.raises(FileNotFoundError, match="no label image for 'c'"):
-        evaluation.load_label_dir(tmp_path / "labels", ids=["c"])
+        outputs.load_label_dir(tmp_path / "labels", ids=["c"])
 
 
 def test_an_evaluation_folder_of_another_model_is_cleared_before_writing(tmp_path, capsys):
     out = tmp_path / "eval"
     made_by = {"model_fingerprint": "aaaa", "split": "stage1_test", "data_fingerprint": "d",
                "tta": True, "postprocess": "touching"}
-    evaluation.save_probs(out / "probs" / "old.npz", np.zeros((4, 4, 1)))
-    evaluation.save_labels_png(out / "labels" / "old.png", np.zeros((4, 4), int))
+    outputs.save_probs(out / "probs" / "old.npz", np.zeros((4, 4, 1)))
+    outputs.save_labels_png(out / "labels" / "old.png", np.zeros((4, 4), int))
     (out / "per_image.csv").write_text("id,dsb\nold,0.5\n")
     runs.write_json(out / "summary.json", {**made_by, "images": 1})
     (out / "notes.txt").write_text("the user's")
-    assert evaluation.clear_other_outputs(out, made_by) == []  # the same model: kept
+    assert outputs.clear_other_outputs(out, made_by) == []  # the same model: kept
     assert (out / "probs" / "old.npz").exists()
-    removed = evaluation.clear_other_outputs(out, {**made_by, "model_fingerprint": "bbbb"})
+    removed = outputs.clear_other_outputs(out, {**made_by, "model_fingerprint": "bbbb"})
     assert sorted(removed) == ["labels/old.png", "per_image.csv", "probs/old.npz",
                                "summary.json"]
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

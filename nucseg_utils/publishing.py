@@ -1,0 +1,160 @@
+"""Publishing: a finished run's model copied to ``models/<name>/``, calibrated on its
+validation images, scored on its test split, with its results file.
+
+In: a run folder (``runs/cpu``) whose training is complete.
+Out: ``model.npz`` (with the post-processing chosen on validation in its config),
+``history.csv``, ``run.json``, ``validation_postprocessing.csv``, ``results.json`` and
+``results.md``, and its rows in the lever table (``ablation.md``); or, with
+``validation_only``, a candidate's lever rows alone.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from . import calibration
+from . import data as data_mod
+from . import engines, runs
+from .evaluation import evaluate
+from .model import update_config
+from .profiles import train_command
+from .protocol import check_untouched, test_split_name, training_splits
+
+CANDIDATE = "candidate, not published: "  # how a --validation-only row starts
+
+
+def publish_model(run_dir, dest, split: str | None = None, root=None,
+                  progress: bool = True, validation_only: bool = False) -> dict:
+    """Copy a finished run's model, history and run.json to ``dest`` (e.g. ``models/cpu``),
+    evaluate the copied model on ``split`` (None: its test split; never one it trained on)
+    with and without TTA, and write ``results.md`` and ``results.json`` beside it: every number
+    from this one model file, with the commands.
+
+    ``validation_only``: judge a candidate without touching the test split or ``dest``'s
+    model: its post-processing is chosen and its levers measured on the validation images
+    (a calibrated copy of the model under ``runs/publish/candidate``), and only its rows are
+    added to ``dest``'s lever table, marked as a candidate. Publish it for real once it is
+    chosen (the same model, calibrated the same way, replaces those rows)."""
+    run, dest = runs.RunLayout(run_dir), Path(dest)
+    run_dir = run.root
+    info = runs.read_json(run.run_json)
+    if not info.get("completed"):
+        raise data_mod.DataError(f"{run_dir}: the training run is not complete "
+                                 f"(resume it with `nucseg train --resume --out {run_dir}`)")
+    seen = training_splits(run.model)
+    split = split or test_split_name(seen)
+    check_untouched(split, seen)  # before anything is copied
+    where = Path("runs") / "publish" / "candidate" if validation_only else dest
+    where.mkdir(parents=True, exist_ok=True)
+    for name in (run.MODEL, run.HISTORY, run.RUN_JSON):
+        with runs.atomic_path(where / name) as tmp:
+            shutil.copyfile(run_dir / name, tmp)
+    chosen, candidates, predicted = calibration.select_postprocessing(
+        where / "model.npz", run_dir, root, progress=progress)
+    runs.write_table(candidates, where / "validation_postprocessing.csv")
+    update_config(where / "model.npz", **chosen)
+    levers = calibration.lever_rows(where / "model.npz", run_dir, chosen, candidates, predicted,
+                                    root, progress=progress)
+    train_cmd = train_command(info["profile"], run_dir)
+    command = (f"{train_cmd} && nucseg publish --run {run_dir} --out {dest}"
+               + (" --validation-only" if validation_only else ""))  # of the lever rows
+    if validation_only:
+        for row in levers:
+            row.update(lever=CANDIDATE + row["lever"], chosen=False, test_dsb=None)
+        dest.mkdir(parents=True, exist_ok=True)
+        calibration.write_ablation(levers, dest, runs.file_fingerprint(where / "model.npz"),
+                                   command)
+        return {"postprocessing_choice": {"chosen": chosen,
+                                          "candidates": candidates.to_dict("records")},
+                "levers": levers, "train_seconds": info.get("train_seconds")}
+    out = {}
+    for tta in (True, False):
+        out["tta" if tta else "no_tta"] = evaluate(
+            dest / "model.npz", split, root, Path("runs") / "publish" / f"{split}_{tta}",
+            tta=tta, progress=progress, engine=engines.exact(),
+            command=f"nucseg evaluate --model {dest / 'model.npz'} --split {split} "
+                    f"--{'tta' if tta else 'no-tta'}")
+    for row in levers:  # the test split, once, for the recipes already chosen
+        if row.get("chosen"):
+            row["test_dsb"] = out["tta"]["native"]["dsb"]
+        elif row["lever"] == "without TTA":
+            row["test_dsb"] = out["no_tta"]["native"]["dsb"]
+    calibration.write_ablation(levers, dest, runs.file_fingerprint(dest / "model.npz"), command)
+    results = {"train_seconds": info.get("train_seconds"), "best_epoch": info.get("best_epoch"),
+               "postprocessing_choice": {"chosen": chosen,
+                                         "candidates": candidates.to_dict("records")},
+               "levers": levers,
+               "profile": info.get("profile", {}).get("name"), "evaluations": out,
+               "train_command": train_cmd}
+    runs.write_json(dest / "results.json", results)
+    runs.write_text(dest / "results.md", results_markdown(results, split))
+    return results
+
+
+def results_markdown(results: dict, split: str) -> str:
+    ev = results["evaluations"]
+    any_ = next(iter(ev.values()))
+    lines = [f"# The committed `{results['profile']}` model",
+             "",
+             f"Trained with `{results['train_command']}` in "
+             f"{results['train_seconds'] / 60:.0f} minutes on {any_['machine']['cores']} CPU "
+             f"cores (best epoch {results['best_epoch']} by validation loss). Weights in "
+             f"float16 (`model.npz`, fingerprint `{any_['model_fingerprint']}`).",
+             "",
+             f"Scores on `{split}` ({any_['images']} images, {any_['dataset']}), never seen in "
+             f"training or model selection. Post-processing: `{any_['postprocess']}`.",
+             "",
+             "| TTA | DSB (native, Kaggle's way) | DSB (256x256, the paper's way) | precision "
+             "| recall | F1 | pixel accuracy | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, s in ev.items():
+        n, r = s["native"], s["resized_256"]
+        lines.append(f"| {'8-fold' if s['tta'] else 'off'} | {n['dsb']:.4f} | {r['dsb']:.4f} "
+                     f"| {n['precision']:.4f} | {n['recall']:.4f} | {n['f1']:.4f} "
+                     f"| {n['pixel_accuracy']:.4f} | {s['seconds_total']:.0f} |")
+    choice = results.get("postprocessing_choice")
+    if choice:
+        lines += ["", f"The post-processing was chosen on the validation images (held-out "
+                  f"stage1_train, TTA on), not on the test set: `{choice['chosen']}`. Every "
+                  f"candidate:", "",
+                  "| post-processing | threshold | seed level | marker spacing (radii) "
+                  "| dilation (px) | images | DSB | F1 |", "|---|---|---|---|---|---|---|---|"]
+
+        def cell(v):
+            return "" if v is None or v != v else f"{v:g}"
+        for c in choice["candidates"]:
+            lines.append(f"| {c['postprocess']} | {cell(c.get('threshold'))} "
+                         f"| {cell(c.get('distance_seed'))} "
+                         f"| {cell(c.get('min_distance_factor'))} | {cell(c.get('dilation'))} "
+                         f"| {c['images']} | {c['dsb']:.4f} | {c.get('f1', float('nan')):.4f} |")
+    if results.get("levers"):
+        lines += ["", "Levers, one at a time, on the validation images (`ablation.md` keeps "
+                  "the rows of earlier models):", "", "| lever | validation DSB | test DSB |",
+                  "|---|---|---|"]
+        for r in results["levers"]:
+            t = r.get("test_dsb")
+            lines.append(f"| {r['lever']} | {r['validation_dsb']:.4f} | "
+                         f"{'' if t is None else f'{t:.4f}'} |")
+    first = ev.get("tta", any_)
+    if first["native"].get("per_threshold"):
+        lines += ["", f"Over IoU thresholds (TTA {'on' if first['tta'] else 'off'}, native "
+                  f"resolution; counts summed over the images, the DSB term averaged over "
+                  f"them):", "", "| IoU > | TP | FP | FN | precision | recall | F1 | DSB term |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in first["native"]["per_threshold"]:
+            lines.append(f"| {r['threshold']:.2f} | {r['tp']} | {r['fp']} | {r['fn']} "
+                         f"| {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} "
+                         f"| {r['dsb_term']:.4f} |")
+    lines += ["", "DSB per modality (native resolution):", "",
+              "| modality | images | " + " | ".join(
+                  f"TTA {'on' if s['tta'] else 'off'}" for s in ev.values()) + " |",
+              "|---|---|" + "---|" * len(ev)]
+    mods = sorted(any_["native"]["by_modality"])
+    for m in mods:
+        lines.append(f"| {m} | {any_['native']['by_modality'][m]['images']} | " + " | ".join(
+            f"{s['native']['by_modality'][m]['dsb']:.4f}" for s in ev.values()) + " |")
+    lines += ["", "Commands:", ""] + [f"- `{s['command']}`" for s in ev.values()]
+    lines += ["", "Check a number with the Kaggle scorer: `nucseg predict --images "
+              "<data>/stage1_test.zip --out runs/check` then `nucseg score "
+              "<data>/stage1_solution.csv runs/check/submission.csv`."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,145 @@
+"""Scoring: predicted label images against the ground truth, and the tables made of it.
+
+In: {id: label image} and the source with the ground truth (a DSB split).
+Out: the data-set numbers at native resolution (Kaggle's way) and resized to 256x256 (the
+paper's way): DSB, object precision, recall and F1 at IoU > 0.5, pixel accuracy, the DSB per
+modality, the per-image table; Table II beside the published numbers; TTA's gain; every
+post-processing method on one image.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import data as data_mod
+from . import metrics
+from .postprocessing import methods_for, postprocess_all, postprocess_as
+from .preprocessing import resize_labels
+
+PAPER_SIZE = 256
+
+
+def score_labels(pred: dict, source, resize_to: int | None = None, progress: bool = False):
+    """Score predicted label images against the source's ground truth.
+
+    Returns (summary dict, per-image DataFrame). ``resize_to`` rescores both label images
+    resized to that square size with nearest neighbour (the paper's 256x256 evaluation)."""
+    rows, results = [], []
+    for sid in sorted(pred):
+        sample = source.sample(sid)
+        true, p = sample.labels, pred[sid]
+        if true is None:
+            raise data_mod.DataError(f"{source.source}: no ground truth for '{sid}'")
+        if resize_to:
+            true = resize_labels(true, (resize_to, resize_to))
+            p = resize_labels(p, (resize_to, resize_to))
+        r = metrics.image_scores(true, p)
+        results.append(r)
+        rows.append({"modality": data_mod.modality_of(sample.image),
+                     "height": sample.image.shape[0], "width": sample.image.shape[1]})
+    table = metrics.per_image_table(sorted(pred), results)
+    table = pd.concat([table, pd.DataFrame(rows)], axis=1)
+    summary = metrics.dataset_scores(results)
+    summary["by_modality"] = {m: {"dsb": float(g["dsb"].mean()), "images": int(len(g))}
+                              for m, g in table.groupby("modality")}
+    return summary, table
+
+
+def scored_ids(source) -> list[str]:
+    """The ids of a split that are scored: all of them, or with a solution CSV the images it
+    has rows for (images with only ``Ignored`` rows are not scored, as on Kaggle). A solution
+    row for an image the split does not hold is a DataError naming the CSV and the id."""
+    if source.solution_path is None or source.labels_from == "masks":
+        return source.ids
+    solution = source.solution()
+    unknown = sorted(set(solution) - set(source.ids))
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise data_mod.DataError(f"{source.solution_path}: ImageId '{unknown[0]}'{more} has no "
+                                 f"image in {source.source}")
+    return [i for i in source.ids if i in solution]
+
+
+def summarize(pred: dict, source, tta: bool, method: str, split: str, dataset: str) -> dict:
+    """The summary dict of :func:`evaluate` for labels already predicted."""
+    native, table = score_labels(pred, source)
+    paper_way, _ = score_labels(pred, source, resize_to=PAPER_SIZE)
+    return {"split": split, "dataset": dataset, "tta": bool(tta), "postprocess": method,
+            "images": native["images"], "native": native,
+            "resized_256": {k: v for k, v in paper_way.items() if k != "by_modality"},
+            "per_image": table}
+
+
+def ablation(pred_sets: dict, source) -> "pd.DataFrame":
+    """Score several prediction sets ({name: {id: labels}}) at native resolution and at
+    256x256; one row per set and resolution, with DSB, precision, recall, F1, pixel accuracy
+    and the DSB per modality."""
+    rows = []
+    for name, pred in pred_sets.items():
+        for res, size in (("native", None), ("256x256 (paper's way)", PAPER_SIZE)):
+            s, _ = score_labels(pred, source, resize_to=size)
+            row = {"predictions": name, "resolution": res, "images": s["images"],
+                   "dsb": s["dsb"], "precision": s["precision"], "recall": s["recall"],
+                   "f1": s["f1"], "pixel_accuracy": s["pixel_accuracy"]}
+            if size is None:
+                row.update({f"dsb_{m}": v["dsb"] for m, v in s["by_modality"].items()})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+PUBLISHED = [
+    {"method": "paper: U-Net ResNet-152 (ImageNet), TTA, watershed",
+     "data": "stage 2 test (106 scored images)", "resolution": "256x256", "dsb": 0.5187},
+    {"method": "Kaggle DSB2018 winner (topcoders)", "data": "stage 2 test (private LB)",
+     "resolution": "native", "dsb": 0.6313},
+]
+
+
+def results_table(summary: dict, split: str, dataset: str, profile: str):
+    """Table II: our numbers (one run, both resolutions) beside the published ones."""
+    rows = []
+    for res, key in (("native", "native"), ("256x256", "resized_256")):
+        s = summary[key]
+        rows.append({"method": f"nucseg {profile} (TTA {'on' if summary['tta'] else 'off'}, "
+                               f"{summary['postprocess']})",
+                     "data": f"{split} ({summary['images']} images, {dataset})",
+                     "resolution": res, "dsb": s["dsb"], "precision": s["precision"],
+                     "recall": s["recall"], "f1": s["f1"],
+                     "pixel_accuracy": s["pixel_accuracy"]})
+    rows += [{**r, "precision": float("nan"), "recall": float("nan"), "f1": float("nan"),
+              "pixel_accuracy": float("nan")} for r in PUBLISHED]
+    return pd.DataFrame(rows)
+
+
+def tta_gain(probs_tta: dict, probs_plain: dict, config: dict, source):
+    """DSB, precision, recall and F1 with and without TTA (the model's post-processing, the
+    same images), and the difference."""
+    rows = []
+    for name, probs in (("with TTA (8 variants)", probs_tta), ("without TTA", probs_plain)):
+        s, _ = score_labels(postprocess_all(probs, config), source)
+        rows.append({"predictions": name, "images": s["images"], "dsb": s["dsb"],
+                     "precision": s["precision"], "recall": s["recall"], "f1": s["f1"]})
+    t = pd.DataFrame(rows)
+    diff = {"predictions": "gain from TTA", "images": t["images"].iloc[0]}
+    diff.update({k: float(t[k].iloc[0] - t[k].iloc[1])
+                 for k in ("dsb", "precision", "recall", "f1")})
+    return pd.concat([t, pd.DataFrame([diff])], ignore_index=True)
+
+
+def per_threshold_table(summary: dict):
+    """The data set over IoU thresholds (``summary['per_threshold']`` of
+    :func:`nucseg_utils.metrics.dataset_scores`) as a DataFrame."""
+    return pd.DataFrame(summary["per_threshold"])
+
+
+def method_scores(prob: np.ndarray, truth: np.ndarray, config: dict):
+    """Every post-processing method that applies to one probability map (the model's
+    settings otherwise): the nuclei it finds and its DSB against ``truth``."""
+    rows = []
+    for m in methods_for(prob.shape[-1] if prob.ndim == 3 else 1):
+        lab = postprocess_as(prob, config, m)
+        rows.append({"method": m, "nuclei": int(len(np.unique(lab)) - 1),
+                     "dsb": metrics.image_scores(truth, lab)["dsb"]})
+    rows.append({"method": "ground truth", "nuclei": int(len(np.unique(truth)) - 1),
+                 "dsb": 1.0})
+    return pd.DataFrame(rows)
