@@ -10,8 +10,10 @@
 # 70:30, and tested on stage 2; notebooks 4-6 then score what that profile never saw, or say
 # that no such set exists.) The counts are below, read from the data.
 #
-# This notebook reads the data in place (zips stay zipped), indexes every image (size,
-# modality, number and size of nuclei) and shows examples.
+# This notebook reads the data in place (zips stay zipped), looks at one image and its
+# nuclei in numpy (what an instance label image is, how a nucleus' size and the imaging
+# modality are measured), then indexes every image the same way (size, modality, number and
+# size of nuclei) and shows examples.
 
 # %% [markdown]
 # <a href="https://colab.research.google.com/github/nucseg/nucseg/blob/main/notebooks/01_eda.ipynb" target="_parent"><img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>
@@ -43,7 +45,7 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
-data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
+data_root = None          # None: $NUCSEG_DATA or ./data; without data, the synthetic set
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
 run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
@@ -51,17 +53,66 @@ seed = 42
 retrain = False           # True: train even where a committed model exists
 
 # %%
+import numpy as np
 import pandas as pd
 
 from nucseg_utils import data, figures, report, runs
 
+pd.set_option("display.max_colwidth", None)  # tables whole, also on GitHub
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
 train, test = ctx.split("stage1_train"), ctx.split("stage1_test")
 train, test
 
 # %% [markdown]
-# The index: one row per image, cached in the run folder. The modality is guessed from the
-# pixels alone (`data.modality_of`): colour means stained, a bright background brightfield.
+# ## One image and its nuclei
+#
+# `split.sample(id)` reads an image and its ground truth. The image is an RGB float array in
+# [0, 1] whatever the file held (grey, RGBA, 8 or 16 bit). The ground truth is one **instance
+# label image** of the same height and width: 0 is background, and every nucleus has its own
+# integer 1..N (built from the one-mask-per-nucleus files of `stage1_train`, or from the
+# run-length encoded solution of `stage1_test`).
+
+# %%
+sample = train.sample(train.ids[0])
+image, labels = sample.image, sample.labels
+print(f"image {sample.id[:8]}: {image.shape} {image.dtype}, values {image.min():.3f} to "
+      f"{image.max():.3f}")
+print(f"labels: {labels.shape} {labels.dtype}, values 0 (background) to {labels.max()}")
+
+# %% [markdown]
+# A nucleus' area is the number of pixels that carry its label, so one `np.bincount` counts
+# them all; its *equivalent diameter* is that of a disc of the same area. The median of these
+# diameters is the image's nucleus size that notebook 2 rescales to a standard one.
+
+# %%
+areas = np.bincount(labels.ravel())[1:]       # pixels per label 1..N
+areas = areas[areas > 0]
+diameters = 2 * np.sqrt(areas / np.pi)
+print(f"{areas.size} nuclei, mean area {areas.mean():.0f} px, median diameter "
+      f"{np.median(diameters):.1f} px (smallest {diameters.min():.1f}, largest "
+      f"{diameters.max():.1f})")
+
+# %% [markdown]
+# The imaging modality is not in the data; it is guessed from the pixels. Stained tissue is
+# coloured (the channels differ); of grey images, brightfield has a bright background (the
+# median pixel is above 0.5) and fluorescence a dark one.
+
+# %%
+colourfulness = np.abs(image[..., 0] - image[..., 1]).mean() + \
+    np.abs(image[..., 1] - image[..., 2]).mean()
+median_grey = float(np.median(image.mean(axis=-1)))
+modality = ("stained" if colourfulness > 0.04 else
+            "brightfield" if median_grey > 0.5 else "fluorescence")
+print(f"colourfulness {colourfulness:.3f} (stained above 0.04), median grey "
+      f"{median_grey:.2f}: {modality}")
+assert modality == data.modality_of(image)  # the package's rule, used for the index below
+
+# %% [markdown]
+# ## Every image: the index
+#
+# `data.describe` measures each image as above (size, modality, number of nuclei, mean
+# nucleus area); `data.index_split` does it for every image of a split, one row per image,
+# cached in the run folder.
 
 # %%
 index = pd.concat([data.index_split(s, cache_dir=ctx.layout.cache) for s in (train, test)],

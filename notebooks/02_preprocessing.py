@@ -12,6 +12,10 @@
 # inverted, so nuclei are always bright. One affine map per patch does the crop, rotation,
 # shear, zoom and flips for the image (bilinear) and the labels (nearest neighbour) together,
 # so masks stay binary; the targets are computed after the transform.
+#
+# The normalisation, the rescaling factor and resize, and the affine map are each first
+# written out in a few lines of numpy on one image, then done by the package's function for
+# the figures (each such cell checks that the two agree).
 
 # %% [markdown]
 # <a href="https://colab.research.google.com/github/nucseg/nucseg/blob/main/notebooks/02_preprocessing.ipynb" target="_parent"><img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>
@@ -43,7 +47,7 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
-data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
+data_root = None          # None: $NUCSEG_DATA or ./data; without data, the synthetic set
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
 run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
@@ -53,9 +57,12 @@ stain_example = 0.3       # stain jitters shown at this strength when the profil
 
 # %%
 import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
 
-from nucseg_utils import augmentation, data, figures, preprocessing, report, runs
+from nucseg_utils import augmentation, data, figures, preprocessing, report, runs, scale
 
+pd.set_option("display.max_colwidth", None)  # tables whole, also on GitHub
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
 train = ctx.split("stage1_train")
 prof = ctx.profile
@@ -77,13 +84,39 @@ examples = data.examples_by_modality(index)
 examples
 
 # %% [markdown]
-# Each row: the raw image and the normalised one, both shown as they are (clipped to [0, 1],
-# no display stretch), then the histograms of the pixel values (all channels, log scale)
-# before and after. Look at where the dashed 1st and 99.8th percentiles sit in the raw
-# histogram, and at which backgrounds were inverted.
+# **Percentile normalisation, step by step**, on the stained example (the first example when
+# the data has no stained image): the 1st and 99.8th percentiles of all channels together are
+# mapped to 0 and 1 (one pair for the three channels, so the colour balance is kept; a few
+# very bright pixels do not decide the scale). An image whose background is bright is then
+# inverted, so that nuclei are bright on dark in every modality. Values beyond [-0.5, 1.5]
+# are clipped.
 
 # %%
 raw = {row.modality: (row.id, train.image(row.id)) for row in examples.itertuples()}
+modality = "stained" if "stained" in raw else next(iter(raw))
+img = raw[modality][1]
+
+lo, hi = np.percentile(img, [1, 99.8])
+x = (img - lo) / (hi - lo)
+grey = img.mean(axis=-1)
+g_lo, g_hi = np.percentile(grey, [1, 99])
+bright_background = np.median(grey) > (g_lo + g_hi) / 2
+if bright_background:
+    x = 1 - x
+x = np.clip(x, -0.5, 1.5)
+
+print(f"{modality}: 1st percentile {lo:.3f} -> 0, 99.8th {hi:.3f} -> 1; median grey "
+      f"{np.median(grey):.2f}, bright background: {bright_background}")
+assert np.allclose(x, preprocessing.normalize(img, "percentile"), atol=1e-5)
+
+# %% [markdown]
+# `preprocessing.normalize` does the same for every example. Each row: the raw image and the
+# normalised one, both shown as they are (clipped to [0, 1], no display stretch), then the
+# histograms of the pixel values (all channels, log scale) before and after. Look at where
+# the dashed 1st and 99.8th percentiles sit in the raw histogram, and at which backgrounds
+# were inverted.
+
+# %%
 figures.normalisation([(m, sid, img) for m, (sid, img) in raw.items()],
                       ctx.figure("normalisation"), ctx.stamp, prof["normalization"])
 
@@ -121,13 +154,46 @@ figures.colour_augmentation(train.image(colour_id), ctx.figure("colour"), ctx.st
 # clipped to the profile's `scale_limits`). Both rows show 160-px windows at one pixel scale:
 # above, the nuclei at native size differ several-fold; below, they should all be about as
 # long as the white bar.
+#
+# **The factor, step by step**: an image's nucleus size is the median equivalent diameter of
+# its true nuclei (the diameter of a disc of the same area); the factor brings it to the
+# target, within the profile's limits, so a few odd images are not blown up or shrunk to
+# nothing.
 
 # %%
 by_size = [train.sample(i) for i in data.examples_by_size(index, (0.05, 0.5, 0.95))]
+rescales = bool(prof.get("target_diameter")) and prof["input_mode"] == "crop"
+target, limits = prof.get("target_diameter"), prof["scale_limits"]
+by_hand = []
+for s in by_size:
+    areas = np.bincount(s.labels.ravel())[1:]
+    areas = areas[areas > 0]
+    diameter = float(np.median(2 * np.sqrt(areas / np.pi)))
+    by_hand.append(float(np.clip(target / diameter, *limits)) if rescales else 1.0)
+    print(f"{s.id[:8]}: median diameter {diameter:5.1f} px -> factor {by_hand[-1]:.2f}")
+
 factors = augmentation.image_scales([s.labels for s in by_size], prof)
-if not prof.get("target_diameter") or prof["input_mode"] != "crop":
+assert np.allclose(by_hand, factors)
+if not rescales:
     print(f"The {ctx.profile_name} profile keeps every image at its native scale: "
-          f"the factors below are all 1.")
+          f"the factors are all 1.")
+
+# %% [markdown]
+# **The resize itself**, on the image with the largest nuclei (the one shrunk most): blur
+# first when shrinking (a Gaussian of sigma (1/f - 1)/2, so that fine detail does not alias
+# into false patterns), then resize bilinearly to round(f x height) x round(f x width).
+
+# %%
+s, f = by_size[-1], factors[-1]
+img = preprocessing.normalize(s.image, prof["normalization"])
+sigma = (1 / f - 1) / 2 if f < 1 else 0.0
+blurred = ndi.gaussian_filter(img, (sigma, sigma, 0)) if sigma else img
+shape = (max(1, round(img.shape[0] * f)), max(1, round(img.shape[1] * f)))
+rescaled = preprocessing.resize_image(blurred, shape)
+print(f"{s.id[:8]}: {img.shape[:2]} x {f:.2f} (blur sigma {sigma:.2f}) -> {rescaled.shape[:2]}")
+assert np.allclose(rescaled, scale.rescale_image(img, f), atol=1e-5)
+
+# %%
 figures.rescaling([(s.id, preprocessing.normalize(s.image, prof["normalization"]), s.labels)
                    for s in by_size], factors, ctx.figure("rescaling"), ctx.stamp,
                   prof.get("target_diameter"))
@@ -140,11 +206,11 @@ figures.rescaling([(s.id, preprocessing.normalize(s.image, prof["normalization"]
 # nearest-neighbour resize of the labels (what this repository does).
 
 # %%
-import pandas as pd
-
 rows = []
 for s in samples:
-    soft = preprocessing.paper_soft_resize(s.labels > 0, (256, 256))
+    # the paper: the mask resized with interpolation, then every pixel > 0 kept
+    soft = preprocessing.resize_image((s.labels > 0).astype(np.float32), (256, 256)) > 0
+    # here: the labels resized by nearest neighbour (each output pixel takes one input label)
     near = preprocessing.resize_labels(s.labels, (256, 256)) > 0
     rows.append({"id": s.id[:8], "size": f"{s.image.shape[0]}x{s.image.shape[1]}",
                  "area_nearest": int(near.sum()), "area_paper": int(soft.sum()),
@@ -154,13 +220,55 @@ runs.write_table(dilation, ctx.table("dilation"))
 dilation
 
 # %% [markdown]
-# Augmented patches of the run's profile, with their target channels: the nucleus mask and,
-# for two-channel profiles, the zone where two nuclei touch (used to split them later).
+# ## One affine map for the image and its labels
+#
+# The geometric augmentation is one affine map from patch pixels to image pixels: a rotation,
+# a shear and a zoom composed into one 2x2 matrix, with an offset that puts the patch's centre
+# where it is wanted. The image is sampled through it bilinearly (smooth), the label image
+# with the *same* map by nearest neighbour: every patch pixel takes one existing label, so
+# nuclei keep their identity and the mask stays binary. Bilinear sampling of the labels would
+# invent values between two labels (a pixel 2.5 between nuclei 2 and 3). Here with fixed
+# angles on the most crowded of the examples; training draws them at random
+# (`augmentation.sample_patch`).
+
+# %%
+s = max(samples, key=lambda s: int(s.labels.max()))
+img, lab = preprocessing.normalize(s.image, prof["normalization"]), s.labels.astype(np.int32)
+size = prof["input_size"]
+theta, shear, zoom = np.deg2rad(30), np.deg2rad(8), 1.2
+rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+shearing = np.array([[1.0, 0.0], [np.tan(shear), 1.0]])
+matrix = rotation @ shearing / zoom                  # patch (row, col) -> image (row, col)
+centre = np.array(lab.shape) / 2
+offset = centre - matrix @ np.array([size / 2, size / 2])
+
+patch = np.stack([ndi.affine_transform(img[..., c], matrix, offset, output_shape=(size, size),
+                                       order=1, mode="mirror") for c in range(3)], axis=-1)
+patch_labels = ndi.affine_transform(lab, matrix, offset, output_shape=(size, size), order=0,
+                                    mode="mirror")
+smooth = ndi.affine_transform(lab.astype(float), matrix, offset, output_shape=(size, size),
+                              order=1, mode="mirror")
+print(f"nearest neighbour: {len(np.unique(patch_labels)) - 1} nuclei, every value a label "
+      f"of the image: {set(np.unique(patch_labels)) <= set(np.unique(lab))}")
+print(f"bilinear: {int((smooth != np.round(smooth)).sum())} pixels between two labels")
+
+# the targets come from the transformed labels: the mask and the touching zone
+mask = patch_labels > 0
+touching = preprocessing.touching_zone(patch_labels)
+print(f"targets: {int(mask.sum())} nucleus pixels, {int(touching.sum())} in touching zones")
+same_img, same_lab = augmentation.warp(img, lab, matrix, offset, size)
+assert np.allclose(patch, same_img, atol=1e-5) and np.array_equal(patch_labels, same_lab)
+
+# %% [markdown]
+# Augmented patches of the run's profile (`augmentation.example_patches`: random crop,
+# rotation, shear, zoom, flips and colour, as training draws them), with their target
+# channels: the nucleus mask and, for two-channel profiles, the zone where two nuclei touch
+# (used to split them later).
 
 # %%
 images = [preprocessing.normalize(s.image, prof["normalization"]) for s in samples]
 labels = [s.labels.astype(np.int32) for s in samples]
-patches = augmentation.example_patches(images, labels, prof, n=8, seed=seed)
+patches = augmentation.example_patches(images, labels, prof, n=6, seed=seed)
 figures.augmentation(patches, ctx.figure("augmentation"), ctx.stamp, prof["targets"])
 
 # %% [markdown]

@@ -15,8 +15,9 @@
 # `nucseg train --profile cpu`) to reproduce it.
 #
 # The notebook opens the box in the order training uses it: the settings (Table I), the
-# network, one batch with its targets, the loss on that batch, the learning-rate schedule,
-# the loop, and then the curves of the run.
+# network, one batch with its targets, the loss on that batch, **one training step written
+# out** (forward pass, loss, gradient, Adam's update), the learning-rate schedule, the loop
+# (one package call that repeats that step), and then the curves of the run.
 
 # %% [markdown]
 # <a href="https://colab.research.google.com/github/nucseg/nucseg/blob/main/notebooks/03_training.ipynb" target="_parent"><img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>
@@ -48,7 +49,7 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
-data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
+data_root = None          # None: $NUCSEG_DATA or ./data; without data, the synthetic set
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
 run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
@@ -56,11 +57,15 @@ seed = 42
 retrain = False           # True: train even where a committed model exists
 
 # %%
+import numpy as np
+import pandas as pd
 from IPython.display import Markdown
 
 from nucseg_utils import data, figures, model, report, runs, training, training_steps
 
+pd.set_option("display.max_colwidth", None)  # tables whole, also on GitHub
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
+prof = ctx.profile
 train = ctx.split("stage1_train")
 
 # %% [markdown]
@@ -118,6 +123,47 @@ training_steps.batch_loss({"untrained (random weights)": net}, batch["x"], batch
                           ctx.profile)
 
 # %% [markdown]
+# ## One training step, written out
+#
+# Everything the loop does with a batch, in the notebook's own cells: the network's forward
+# pass on the batch above, recorded by `tf.GradientTape`; the profile's loss (`model.loss_for`:
+# binary cross-entropy + Jaccard for `cpu`, Jaccard alone for `paper`); the gradient of that
+# loss with respect to every trainable weight; and Adam's update of the weights. The network
+# is a fresh copy of the untrained one above (same seed, same random weights), so the tables
+# below still compare the untouched network with the trained model. The step size is the
+# profile's peak learning rate (what the schedule below reaches after its warm-up).
+
+# %%
+tf = model.tf_setup()
+student = model.build_model({**prof, "encoder_weights": None}, seed=seed)
+assert all(np.array_equal(a, b) for a, b in zip(student.get_weights(), net.get_weights()))
+loss_fn = model.loss_for(prof["loss"])
+optimizer = tf.keras.optimizers.Adam(learning_rate=prof["learning_rate"])
+x, y = tf.constant(batch["x"]), tf.constant(batch["y"])
+
+loss_before = float(loss_fn(y, student(x, training=True)))
+
+with tf.GradientTape() as tape:
+    prediction = student(x, training=True)       # forward: one probability per target, pixel
+    loss = loss_fn(y, prediction)                # one number for the whole batch
+gradients = tape.gradient(loss, student.trainable_variables)    # d loss / d each weight
+optimizer.apply_gradients(zip(gradients, student.trainable_variables))  # Adam's update
+
+loss_after = float(loss_fn(y, student(x, training=True)))
+print(f"prediction {tuple(prediction.shape)}, {len(gradients)} weight tensors, "
+      f"{sum(int(np.prod(g.shape)) for g in gradients):,} numbers in the gradient")
+print(f"loss on this batch: {loss_before:.4f} before the step, {loss_after:.4f} after "
+      f"({'lower' if loss_after < loss_before else 'not lower'})")
+
+# %% [markdown]
+# The step moved every weight a little against its gradient, which lowers the loss on the
+# batch the gradient was computed on (the two numbers above; on another batch one step may
+# not). Both losses are measured as the step sees the batch, `training=True`: batch
+# normalisation uses this batch's own statistics (the loss tables use `training=False`, as
+# prediction does). Training repeats this step on a new batch each time,
+# `steps_per_epoch` times an epoch (100 for `cpu`).
+
+# %% [markdown]
 # ## The learning-rate schedule
 #
 # Adam's step size at every training step (`training.learning_rate`): a short warm-up, then
@@ -133,9 +179,11 @@ figures.learning_rate(schedule, ctx.figure("lr"), ctx.stamp)
 # 1. Split the training images into training and validation (`val_fraction`, seeded) and
 #    write `split.csv`; the validation images are never trained on.
 # 2. Cut a fixed set of validation patches (no augmentation).
-# 3. For each step: set the learning rate from the schedule, draw a batch as above (a pure
-#    function of seed and step, so an interrupted run resumes with the same batches), take
-#    one Adam step on it.
+# 3. For each step: set the learning rate from the schedule, draw a batch as above
+#    (`augmentation.PatchSampler.batch(step)`, a pure function of seed and step, so an
+#    interrupted run resumes with the same batches), take one Adam step on it: the step
+#    written out above (Keras' `train_on_batch` runs the same forward pass, loss, gradient
+#    and update).
 # 4. After each epoch: the loss and IoU on the validation patches; when the validation loss
 #    is the lowest so far, save the weights as `model.npz` (the kept checkpoint); always
 #    save `checkpoint.npz` (for `--resume`) and a row of `history.csv`.
@@ -147,33 +195,50 @@ figures.learning_rate(schedule, ctx.figure("lr"), ctx.stamp)
 model_path, history, how = training.obtain_model(ctx.profile, ctx.run, ctx.root,
                                                  committed=ctx.committed_model, retrain=retrain)
 print(f"model: {how}")
-history
+words = {"iou": "IoU of the mask", "f1": "pixel F1 of the mask"}  # pixels at p > 0.5
+history.rename(columns={**words, **{f"val_{k}": f"validation {v}" for k, v in words.items()},
+                        "val_loss": "validation loss"})
 
 # %% [markdown]
 # The same batch through the trained model, beside the untrained network:
 
 # %%
-trained, _ = model.load_model(model_path)
-training_steps.batch_loss({"untrained (random weights)": net, "trained model": trained},
+trained = model.NucleusModel.load(model_path)
+training_steps.batch_loss({"untrained (random weights)": net, "trained model": trained.keras},
                           batch["x"], batch["y"], ctx.profile)
 
 # %% [markdown]
 # ## The curves
 #
-# Fig. 5-6 and 7-8 of the paper: loss and IoU per epoch for training and validation, and the
-# metrics at the best epoch (the checkpoint that is kept). All numbers come from this one run.
+# Fig. 5-6 and 7-8 of the paper: per epoch, for training and validation, the loss, the IoU
+# of the nucleus mask and the **pixel F1 of the mask** (both count pixels whose nucleus
+# probability is above 0.5 against the true mask, over all patches of a batch; the *object*
+# F1 of notebook 6 counts matched nuclei instead), each on its own axis; then the three at
+# the best epoch (the checkpoint that is kept). All numbers come from this one run.
 
 # %%
-figures.training_curves(history, ctx.figure("curves"), ctx.stamp)
+figures.training_curves(history, ctx.figure("curves"), ctx.stamp, prof["loss"])
 
 # %%
-figures.training_metrics(history, ctx.figure("metrics"), ctx.stamp)
+figures.training_metrics(history, ctx.figure("metrics"), ctx.stamp, prof["loss"])
 
 # %% [markdown]
-# What these curves say, read from the history:
+# Would more epochs have helped? A validation loss still falling at the end does not say:
+# the lever table (`models/cpu/ablation.md`) trained the same recipe for other numbers of
+# epochs and judged each on the validation DSB. Its rows for this run's recipe (none for a
+# profile it has not measured):
 
 # %%
-Markdown(training_steps.history_markdown(history))
+levers = ctx.committed_model / "ablation.csv" if ctx.committed_model else None
+lengths = training_steps.training_lengths(
+    pd.read_csv(levers) if levers and levers.exists() else None, prof)
+lengths
+
+# %% [markdown]
+# What these curves say, read from the history and the lever table:
+
+# %%
+Markdown(training_steps.history_markdown(history, lengths))
 
 # %% [markdown]
 # **What to notice.** Training IoU is measured on augmented crops and validation IoU on fixed

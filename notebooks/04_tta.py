@@ -4,15 +4,18 @@
 # A network is not exactly invariant to rotations and flips. Test-time augmentation (TTA)
 # predicts the image in the 8 orientations of the square (rotations by 0, 90, 180, 270 degrees,
 # with and without a flip), maps each prediction back, and averages them. The paper lists
-# this step; its code had it commented out. Here each test image is predicted at its native
-# size, with and without TTA, and the probability maps are saved in the run folder for the
-# next notebooks. Profiles with a `target_diameter` (the `cpu` profile) first rescale the image
-# so that its nuclei have the size the network was trained on: a first pass measures the
-# nuclei, the image is rescaled by the factor that brings them to the standard size, and the
-# probabilities are resized back to the native size before any threshold.
+# this step; its code had it commented out. This notebook predicts every scored image with
+# and without TTA (the probability maps go to the run folder for notebooks 5 and 6), then
+# does the 8 variants by hand, in numpy, on the image where they disagree most, and checks
+# that the result is the package's TTA.
+#
+# Profiles with a `target_diameter` (the `cpu` profile) first rescale the image so that its
+# nuclei have the size the network was trained on: a first pass measures the nuclei, the
+# image is rescaled by the factor that brings them to the standard size, TTA predicts at that
+# scale, and the probabilities are resized back to the native size before any threshold.
 #
 # Which images are scored is decided once, from the model's training splits
-# (`evaluation.evaluation_set`): the profile's test split when the model never saw it, else
+# (`protocol.evaluation_set`): the profile's test split when the model never saw it, else
 # the run's validation images, labelled as such in every table. Opened on its own, with no
 # model in the run folder (notebook 3 puts one there), this notebook uses the committed `cpu`
 # model and says so.
@@ -47,7 +50,7 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
-data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
+data_root = None          # None: $NUCSEG_DATA or ./data; else the built-in synthetic set
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
 run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
@@ -55,64 +58,117 @@ seed = 42
 retrain = False           # True: train even where a committed model exists
 
 # %%
+import numpy as np
 from IPython.display import Markdown
 
-from nucseg_utils import evaluation, figures, model, prose, report, runs
+from nucseg_utils import figures, forward, inference, prose, protocol, report, runs, scoring, tta
+from nucseg_utils.model import NucleusModel
+from nucseg_utils.preprocessing import normalize, resize_image
+from nucseg_utils.scale import rescale_image
 
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
-net, config = model.load_model(ctx.model_file())
-scored = evaluation.evaluation_set(ctx.model_file(), ctx.root, ctx.profile)
+model = NucleusModel.load(ctx.model_file())
+config = model.config
+scored = protocol.evaluation_set(ctx.model_file(), ctx.root, ctx.profile)
 test = ctx.split(scored["split"])
+print(model)
 print(f"scored images: {scored['label']}")
-config
 
 # %% [markdown]
-# Predict every scored image both ways; notebooks 5 and 6 read the maps from the run folder.
+# ## Every scored image, with and without TTA
+#
+# The package predicts every scored image both ways (`model.predict_probabilities(image,
+# tta=...)` over the split); notebooks 5 and 6 read the maps from the run folder.
 
 # %%
-probs_tta = evaluation.predict_split(net, config, test, ctx.predictions(tta=True),
-                                     tta=True, ids=scored["ids"])
-probs_plain = evaluation.predict_split(net, config, test, ctx.predictions(tta=False),
-                                       tta=False, ids=scored["ids"])
+probs_tta = inference.predict_split(model, test, ctx.predictions(tta=True), tta=True,
+                                    ids=scored["ids"])
+probs_plain = inference.predict_split(model, test, ctx.predictions(tta=False), tta=False,
+                                      ids=scored["ids"])
 len(probs_tta), len(probs_plain)
 
 # %% [markdown]
-# ## Where the variants disagree
-#
 # The example is chosen where TTA matters most: among the 3 images whose prediction changes
 # most with TTA (mean absolute difference of the two maps), the one whose 8 variants
 # disagree most (largest mean standard deviation across them).
 
 # %%
-candidates = evaluation.tta_change(probs_tta, probs_plain).index[:3]
-spread = {sid: evaluation.tta_disagreement(net, config, test.image(sid)) for sid in candidates}
+candidates = inference.tta_change(probs_tta, probs_plain).index[:3]
+spread = {sid: inference.tta_disagreement(model, test.image(sid)) for sid in candidates}
 sid = max(spread, key=lambda s: spread[s]["mean_std"])
 print(f"image {sid[:8]}: mean std across the variants {spread[sid]['mean_std']:.4f}")
 
 # %% [markdown]
-# The scale step on that image: what the first pass measured (the median nucleus diameter,
-# estimated from the predicted foreground) and the factor the final passes use.
+# The scale step on that image: what the first passes measured (the median nucleus diameter,
+# estimated from the predicted foreground) and the factor TTA then predicts at.
 
 # %%
-evaluation.scale_steps_table(spread[sid]["steps"])
+factor = spread[sid]["factor"]
+inference.scale_steps_table(spread[sid]["steps"])
+
+# %% [markdown]
+# ## The 8 variants by hand
+#
+# The network's input: the image normalised as in training and rescaled by that factor.
+# Each variant flips it (or not), turns it by k quarter turns (`np.rot90`), is predicted by
+# one forward pass of the network, and is mapped back by the inverse moves in the reverse
+# order. TTA is their average. Leave out the flips (`for flip in (False,):`) and see what
+# the average becomes.
 
 # %%
-figures.tta_variants(test.image(sid), spread[sid]["variants"], spread[sid]["mean"],
-                     ctx.figure("tta"), ctx.stamp)
+image = test.image(sid)
+x = rescale_image(normalize(image, config["normalization"]), factor)
+
+variants = []                                          # (name, probability map), mapped back
+for flip in (False, True):
+    for k in range(4):                                 # k quarter turns
+        v = np.rot90(x[:, ::-1] if flip else x, k)     # forward: flip, then rotate
+        p = forward.predict_probabilities(model, np.ascontiguousarray(v), config)  # one pass
+        p = np.rot90(p, -k)                            # inverse: rotate back,
+        p = p[:, ::-1] if flip else p                  #   then unflip
+        variants.append((f"{'flip + ' if flip else ''}rot {90 * k}°", p))
+average = np.mean([p for _, p in variants], axis=0)    # TTA
+x.shape, average.shape
+
+# %% [markdown]
+# The package's TTA (`tta.predict`, which `model.predict_probabilities` calls at the chosen
+# scale) on the same input; it sends the variants of one shape through the network
+# together, so the two may differ by rounding only:
 
 # %%
-figures.tta_disagreement(test.image(sid), spread[sid]["mean"], spread[sid]["std"],
+package = tta.predict(model, x, config, tta=True)
+print(f"largest difference, by hand vs the package's TTA: {np.abs(average - package).max():.1e}")
+h, w = image.shape[:2]
+saved = np.clip(resize_image(average, (h, w)), 0, 1).astype(np.float16).astype(np.float32)
+print(f"largest difference to the map saved for notebooks 5 and 6 (resized back to "
+      f"{h}x{w}, stored in float16, whose step near 1 is 4.9e-04): "
+      f"{np.abs(saved - probs_tta[sid]).max():.1e}")
+
+# %% [markdown]
+# ## Where the variants disagree
+#
+# Each variant's nucleus probability at the image's native size; the figure shows the part
+# of the image where they differ most (the window outlined in the second figure).
+
+# %%
+native = [(name, np.clip(resize_image(p, (h, w))[..., 0], 0, 1)) for name, p in variants]
+stack = np.stack([p for _, p in native])
+figures.tta_variants(image, native, stack.mean(axis=0), ctx.figure("tta"), ctx.stamp)
+
+# %%
+figures.tta_disagreement(image, stack.mean(axis=0), stack.std(axis=0),
                          ctx.figure("disagreement"), ctx.stamp, f"{sid[:8]}")
 
 # %% [markdown]
 # ## What TTA buys
 #
-# Both sets of maps post-processed the same way (the model's method) and scored:
+# Both sets of maps post-processed the same way (the model's method) and scored (object
+# scores: nuclei matched at IoU > 0.5):
 
 # %%
-gain = evaluation.tta_gain(probs_tta, probs_plain, config, test)
-runs.write_table(gain, ctx.layout.tta_gain)
-gain
+gain = scoring.tta_gain(probs_tta, probs_plain, config, test)
+runs.write_table(report.readable(gain), ctx.layout.tta_gain)
+report.readable(gain)
 
 # %%
 Markdown(prose.tta(gain, scored["label"]))

@@ -2,15 +2,21 @@
 # # 5. From probabilities to nuclei: post-processing
 #
 # The network gives a probability per pixel; the DSB score wants one label per nucleus, and
-# touching nuclei must be split. **The paper**: Otsu threshold, hole filling, the distance
-# transform of the foreground, markers at its maxima spaced by the mean nucleus size, a
-# marker-controlled watershed and labelling (`postprocess(prob, "paper")`). Two-output models
-# (the `cpu` profile) also predict the zone where nuclei touch; removing it from the nucleus
-# probability leaves one seed per nucleus, and a watershed grows the seeds back to the
-# nucleus outline (`"touching"`). Plain connected components (`"cc"`) are the baseline. All
-# three return an empty label image for an image without nuclei (the paper's code crashed
-# there). The method, its threshold and a final dilation were chosen on the validation
-# images when the model was published (`nucseg publish`); they are in the model's config.
+# touching nuclei must be split. Two-output models (the `cpu` profile) also predict the zone
+# where nuclei touch: removing it from the nucleus probability leaves one **seed** per
+# nucleus, and a watershed grows the seeds back to the nucleus outline (the `touching`
+# method). This notebook does those steps by hand on a crowded image, with calls you can
+# change, checks that the result is the package's, and then lets the package run the same on
+# every image. **The paper's** method (Otsu threshold, hole filling, the distance transform,
+# markers at its maxima spaced by the mean nucleus size, a marker-controlled watershed) is
+# shown beside it; plain connected components (`cc`) are the baseline. Every method returns
+# an empty label image for an image without nuclei (the paper's code crashed there). The
+# method, its threshold and a final dilation were chosen on the validation images when the
+# model was published (`nucseg publish`); they are in the model's settings.
+#
+# Opened on its own (no maps of notebook 4 in the run folder, as from its Colab badge), this
+# notebook predicts the few images it needs itself (the most crowded of the scored set) and
+# says so.
 
 # %% [markdown]
 # <a href="https://colab.research.google.com/github/nucseg/nucseg/blob/main/notebooks/05_postprocessing.ipynb" target="_parent"><img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>
@@ -42,7 +48,7 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
-data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
+data_root = None          # None: $NUCSEG_DATA or ./data; else the built-in synthetic set
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
 run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
@@ -52,113 +58,136 @@ retrain = False           # True: train even where a committed model exists
 # %%
 import numpy as np
 from IPython.display import Markdown
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
 
-from nucseg_utils import evaluation, figures, metrics, model, postprocessing, prose, report
+from nucseg_utils import examples, figures, outputs, postprocessing, prose, protocol, report
+from nucseg_utils import scoring
+from nucseg_utils.model import ModelSettings, read_config
 
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
-config = model.read_config(ctx.model_file())
-scored = evaluation.evaluation_set(ctx.model_file(), ctx.root, ctx.profile)
+config = read_config(ctx.model_file())
+settings = ModelSettings.from_config(config)
+scored = protocol.evaluation_set(ctx.model_file(), ctx.root, ctx.profile)
 test = ctx.split(scored["split"])
-probs = evaluation.load_prob_dir(ctx.probs(tta=True), ids=scored["ids"])
-{k: config.get(k) for k in ("postprocess", "threshold", "dilation", "min_size",
-                            "min_distance_factor")}
+probs = ctx.probabilities(scored)  # notebook 4's maps (opened alone: a few, predicted now)
+scored = ctx.part(scored, probs)
+print(f"{len(probs)} probability maps: {scored['label']}")
+{k: getattr(settings, k) for k in ("postprocess", "threshold", "dilation", "min_size",
+                                   "min_distance_factor")}
 
 # %% [markdown]
-# ## Both methods, step by step, on a crowded image
+# ## The seeded watershed by hand, on a crowded image
 #
 # The image is the one whose ground truth has the most nuclei touching another nucleus
-# (`evaluation.most_crowded`): where splitting matters. The figure zooms into its densest
-# cluster of touching nuclei so that seeds and markers are visible.
+# (`examples.most_crowded`): where splitting matters. The figures zoom into its densest
+# cluster of touching nuclei so that the seeds are visible.
 
 # %%
-sid, n_touching = evaluation.most_crowded(test, sorted(probs))
-window = evaluation.crowded_window(test.labels(sid))
-settings = postprocessing.settings(config)
-if settings["postprocess"] == "distance":
-    touch = postprocessing.distance_steps(probs[sid], settings["threshold"],
-                                          settings["min_size"], settings["distance_seed"])
-elif probs[sid].shape[-1] > 1:
-    touch = postprocessing.touching_steps(probs[sid], settings["threshold"],
-                                          settings["min_size"])
-else:
-    touch = None
-paper = postprocessing.paper_steps(probs[sid][..., 0], config["min_distance_factor"],
-                                   config["min_size"])
+sid, n_touching = examples.most_crowded(test, list(probs))
+window = examples.crowded_window(test.labels(sid))
+prob = probs[sid]
+nucleus = prob[..., 0]  # channel 0: the nucleus probability; channel 1: the touching zone
+touching = prob[..., 1] if prob.shape[-1] > 1 else np.zeros_like(nucleus)  # one output: none
+print(f"{sid[:8]}: {n_touching} nuclei touching another in the truth; map {prob.shape}")
 
 # %% [markdown]
-# **The touching method** (top row), as `postprocessing.touching_steps` returns its steps:
-# (1) the nucleus probability and (2) the touching-zone probability are the network's two
-# outputs; (3) where the nucleus probability minus the touching probability is above the
-# threshold, what is left are the cores of the nuclei, cut apart at the zones where they
-# touch: each connected core is a **seed**; (4) a watershed grows every seed over the inverted
-# nucleus probability inside the foreground (nucleus probability above the threshold), so two
-# touching nuclei meet where the probability dips between them. **The paper's method**
-# (bottom row): (1) Otsu's threshold of the nucleus probability, holes filled; (2) the
-# distance of every foreground pixel to the background; (3) its local maxima, at least a
-# fraction of the mean nucleus radius apart, are the **markers**; (4) the watershed of the
-# inverted distance from the markers. The ground truth is at the bottom left. (A model
-# trained with a third output, the distance to the nucleus' edge, `nucseg train --targets
-# mask,touching,distance`, may be split by it instead, as `publish` chooses on validation:
-# seeds where the predicted distance is above a level, grown over the inverted distance,
-# `postprocessing.distance_steps`; the top row then shows those steps. On the one network
-# trained so, both splits scored alike on the validation images: `models/cpu/ablation.md`.)
+# The steps. Change `threshold` (the model's is calibrated: try 0.4 or 0.8), the seed map
+# (a seed level of its own, `(nucleus - touching) > 0.7`) or the relief the watershed floods
+# (`-nucleus` follows the probability; `-ndi.distance_transform_edt(foreground)` the shape),
+# and run the cells again.
 
 # %%
-if touch is not None:
-    fig = figures.seeded_vs_paper(test.image(sid), test.labels(sid), touch, paper,
-                                  ctx.figure("touching"), ctx.stamp, window,
-                                  f"{sid[:8]}: {n_touching} touching nuclei in the truth")
-else:
-    fig = "a one-output model: no touching zone, only the paper's method applies"
-fig
+threshold = settings.threshold  # the nucleus-probability threshold
+min_size = settings.min_size    # nuclei smaller than this (px) are dropped
+
+foreground = ndi.binary_fill_holes(nucleus > threshold)      # 1. what is nucleus
+seed_map = (nucleus - touching) > threshold                  # 2. nuclei minus touching zones
+seeds, _ = ndi.label(seed_map)                               # 3. one seed per connected part,
+seeds = postprocessing.remove_small(                         #    none smaller than half a
+    seeds, postprocessing.seed_min_size(min_size)).astype(np.int32)  # nucleus (noise)
+parts, n_parts = ndi.label(foreground)                       #    a part of the foreground
+orphans = np.isin(parts, np.setdiff1d(np.arange(1, n_parts + 1), parts[seeds > 0]))
+seeds[orphans] = parts[orphans] + seeds.max()                #    without a seed is one
+grown = watershed(-nucleus, seeds, mask=foreground)          # 4. flood the foreground from
+labels = postprocessing.remove_small(grown, min_size)        #    the seeds; 5. drop specks
+print(f"{len(np.unique(seeds)) - 1} seeds, {labels.max()} nuclei")
+
+# %% [markdown]
+# The package's `touching` method on the same two maps and settings: the same label image,
+# pixel for pixel (after the watershed the model's settings grow every nucleus by
+# `dilation` pixels, here as in the package).
+
+# %%
+package = postprocessing.touching_steps(np.dstack([nucleus, touching]), threshold, min_size)
+print(f"the same as the package's: {np.array_equal(labels, package['labels'])}")
+
+# %%
+mine = {"nucleus": nucleus, "touching": touching, "foreground": foreground,
+        "seed_map": seed_map, "seeds": seeds, "watershed": grown, "labels": labels}
+figures.seeded_watershed(test.image(sid), test.labels(sid), mine, ctx.figure("touching"),
+                         ctx.stamp, window, f"{sid[:8]}: the touching method by hand "
+                                            f"(threshold {threshold:g})")
+
+# %% [markdown]
+# **The paper's method** on the same map, as the package runs it
+# (`postprocessing.paper_steps`): Otsu's threshold of the nucleus probability with its holes
+# filled, the distance of every foreground pixel to the background, its local maxima at
+# least `min_distance_factor` x the mean nucleus radius apart as **markers**, and the
+# watershed of the inverted distance from the markers. (A model trained with a third output,
+# the distance to the nucleus' edge, `nucseg train --targets mask,touching,distance`, may be
+# split by it instead, as `publish` chooses on validation: seeds where the predicted distance
+# is above a level, grown over the inverted distance, `postprocessing.distance_steps`. On the
+# one network trained so, both splits scored alike on the validation images:
+# `models/cpu/ablation.md`.)
+
+# %%
+paper = postprocessing.paper_steps(nucleus, settings.min_distance_factor, min_size)
+figures.paper_watershed(test.image(sid), test.labels(sid), paper, ctx.figure("watershed"),
+                        ctx.stamp, window, f"{sid[:8]}: the paper's method")
 
 # %% [markdown]
 # How many nuclei each method finds on this image, and its DSB score there:
 
 # %%
-crowded = evaluation.method_scores(probs[sid], test.labels(sid), config)
+crowded = scoring.method_scores(prob, test.labels(sid), config)
 Markdown(prose.crowded(sid, n_touching, crowded))
 
 # %% [markdown]
-# The paper's steps on the whole image (the figure of the paper's method alone):
-
-# %%
-figures.postprocessing_steps(test.image(sid), probs[sid][..., 0],
-                             [("foreground (Otsu + holes)", paper["foreground"]),
-                              ("distance transform", paper["distance"]),
-                              ("markers", figures.visible_marks(paper["markers"] > 0))],
-                             paper["labels"], ctx.figure("watershed"), ctx.stamp)
-
-# %% [markdown]
-# Every method on every scored image; the labels go to the run folder. No map makes a method
-# fail: an empty map gives no nucleus, and a constant map of 0.7 one nucleus covering the
-# whole image (it holds no boundary), for each method (the largest label of each):
+# ## Every image, by the package
+#
+# Every method on every scored image (`postprocessing.postprocess_all`, the model's
+# settings); the labels go to the run folder for notebook 6. No map makes a method fail: an
+# empty map gives no nucleus, and a constant map of 0.7 one nucleus covering the whole image
+# (it holds no boundary), for each method (the largest label of each):
 
 # %%
 methods = postprocessing.methods_for(len(config["targets"]))
 for name in methods:
-    evaluation.save_label_dir(evaluation.postprocess_all(probs, config, name),
-                              ctx.labels(name))
+    outputs.save_label_dir(postprocessing.postprocess_all(probs, config, name),
+                           ctx.labels(name))
 [int(postprocessing.postprocess(np.full((64, 64, 3), v, np.float32), m).max())
  for v in (0.0, 0.7) for m in methods]
 
 # %% [markdown]
 # Fig. 9 of the paper: the best, the median and the worst scored image of the model's
-# method (`evaluation.examples_by_score`), with the difference to the ground truth:
-# **blue = extra** (predicted, not true), **red = missing** (true, not predicted).
+# method (`examples.examples_by_score`), with the difference to the ground truth:
+# **blue = extra** (predicted, not true), **red = missing** (true, not predicted); every
+# predicted nucleus outlined in black. A large image is shown in part, where its nuclei are.
 
 # %%
-chosen = evaluation.load_label_dir(ctx.labels(config["postprocess"]), ids=scored["ids"])
-_, table = evaluation.score_labels(chosen, test)
+chosen = outputs.load_label_dir(ctx.labels(settings.postprocess), ids=scored["ids"])
+_, table = scoring.score_labels(chosen, test)
 items = [(i, test.image(i), test.labels(i), chosen[i],
           float(table.loc[table["id"] == i, "dsb"].iloc[0]))
-         for i in evaluation.examples_by_score(table, 3)]
+         for i in examples.examples_by_score(table, 3)]
 figures.difference(items, ctx.figure("difference"), ctx.stamp)
 
 # %% [markdown]
-# **What to notice.** In the step-by-step figure, the paper's markers depend on the shape of
-# the foreground alone: two round nuclei that touch along a short neck get two distance
+# **What to notice.** The seeds come from what the network learned about where nuclei
+# touch: where the touching zone is faint, two nuclei share one seed (merged); where it cuts
+# through a nucleus, one nucleus gets two (split). The paper's markers depend on the shape
+# of the foreground alone: two round nuclei that touch along a short neck get two distance
 # maxima, but a long contact gives one marker (merged) and an elongated nucleus several
-# (split). The touching method's seeds come from what the network learned about where
-# nuclei touch. In Fig. 9, red rims mean the mask is too small, blue rims too large; a red or
-# blue whole nucleus is a missed or invented one.
+# (split). In Fig. 9, red rims mean the mask is too small, blue rims too large; a red or blue
+# whole nucleus is a missed or invented one.

@@ -3,15 +3,22 @@
 #
 # Kaggle's metric, per image: the IoU of every true and predicted nucleus; at each threshold
 # t = 0.50, 0.55 ... 0.95 a pair matches when IoU > t (strictly); score(t) = TP / (TP + FP +
-# FN); the image scores the mean over t, the data set the mean over images. Also object
-# precision, recall and F1 at IoU > 0.5 and pixel accuracy.
+# FN); the image scores the mean over t, the data set the mean over images. This notebook
+# computes it by hand on one image, checks it against `nucseg_utils.metrics`, and then lets
+# the package score the set. Two kinds of score appear, each under its own name: **object**
+# scores count nuclei matched at IoU > 0.5 (object precision, recall and F1), **pixel**
+# scores count foreground pixels (pixel accuracy, precision, recall and F1: what the paper
+# reported besides the DSB).
 #
 # Every number below comes from this run's model **at native resolution** (as Kaggle
-# scored), on the images `evaluation.evaluation_set` chose: the profile's test split when the
+# scored), on the images `protocol.evaluation_set` chose: the profile's test split when the
 # model never saw it, otherwise the run's validation images, and then every table says
-# "no untouched test set". The paper scored masks resized to 256x256; that column is here
+# "no untouched test set". The paper scored masks resized to 256x256; those rows are here
 # too, labelled, and so are the published scores of the paper and of the Kaggle winner,
-# which were measured on the harder stage-2 set.
+# which were measured on the harder stage-2 set. Opened on its own (no outputs of notebooks
+# 4 and 5 in the run folder, as from its Colab badge), this notebook predicts and
+# post-processes the few images it needs itself (the most crowded of the scored set) and
+# says so; its tables then say how many images they hold.
 
 # %% [markdown]
 # <a href="https://colab.research.google.com/github/nucseg/nucseg/blob/main/notebooks/06_evaluation.ipynb" target="_parent"><img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>
@@ -43,7 +50,7 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
-data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
+data_root = None          # None: $NUCSEG_DATA or ./data; else the built-in synthetic set
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
 run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
@@ -51,42 +58,144 @@ seed = 42
 retrain = False           # True: train even where a committed model exists
 
 # %%
+import numpy as np
+import pandas as pd
 from IPython.display import Markdown
+from skimage.segmentation import relabel_sequential
 
-from nucseg_utils import evaluation, figures, metrics, model, prose, report, runs
+from nucseg_utils import examples, figures, metrics, outputs, postprocessing, prose, protocol
+from nucseg_utils import report, runs, scoring
+from nucseg_utils.model import read_config
+from nucseg_utils.preprocessing import resize_labels
 
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
-config = model.read_config(ctx.model_file())
-scored = evaluation.evaluation_set(ctx.model_file(), ctx.root, ctx.profile)
+config = read_config(ctx.model_file())
+scored = protocol.evaluation_set(ctx.model_file(), ctx.root, ctx.profile)
 test = ctx.split(scored["split"])
-labels_dir = ctx.labels()
+methods = sorted(postprocessing.methods_for(len(config["targets"])))
+label_sets = ctx.label_sets(scored, methods)  # notebook 5's (opened alone: a few, made now)
+scored = ctx.part(scored, label_sets[config["postprocess"]])
+main = label_sets[config["postprocess"]]      # the model's own method, with TTA
 print(f"scored images: {scored['label']}")
 
 # %% [markdown]
-# The ablation: TTA on or off, each post-processing method, native resolution or 256x256.
+# ## The score of one image, by hand
+#
+# An image of typical crowding: the one with the median number of true nuclei among the
+# scored images. Both label images are numbered 1..N first (any labels would do for the
+# helper; the counting below wants them consecutive).
 
 # %%
-sets = {f"TTA, {m}": evaluation.load_label_dir(labels_dir / m, ids=scored["ids"])
-        for m in sorted(p.name for p in labels_dir.iterdir())}
-probs_plain = evaluation.load_prob_dir(ctx.probs(tta=False), ids=scored["ids"])
-sets[f"no TTA, {config['postprocess']}"] = evaluation.postprocess_all(probs_plain, config)
-ablation = evaluation.ablation(sets, test)
+n_true = {i: len(np.unique(test.labels(i))) - 1 for i in scored["ids"]}
+sid = sorted(n_true, key=lambda i: (n_true[i], i))[len(n_true) // 2]
+true = relabel_sequential(test.labels(sid))[0]
+pred = relabel_sequential(main[sid])[0]
+print(f"{sid[:8]}: {true.max()} true nuclei, {pred.max()} predicted")
+
+# %% [markdown]
+# **The IoU matrix.** Every pixel has a (true label, predicted label) pair; counting the
+# pixels of each pair gives the overlap of every true nucleus with every predicted one, and
+# the row and column sums their areas.
+
+# %%
+pairs = np.zeros((true.max() + 1, pred.max() + 1), np.int64)
+np.add.at(pairs, (true.ravel(), pred.ravel()), 1)  # pixels of each (true, predicted) pair
+overlap = pairs[1:, 1:]                           # row i, column j: true i+1 with predicted j+1
+area_true, area_pred = pairs[1:].sum(axis=1), pairs[:, 1:].sum(axis=0)
+iou = overlap / (area_true[:, None] + area_pred[None, :] - overlap)
+print(f"IoU matrix {iou.shape}: {np.count_nonzero(iou)} pairs overlap, "
+      f"{int((iou > 0.5).sum())} of them with IoU > 0.5")
+
+# %% [markdown]
+# **Matches, threshold by threshold.** At t >= 0.5 a nucleus can match at most one other
+# (IoU > 0.5 needs more than half of both), so the matches are just the entries above t: no
+# assignment to solve. The comparison is strict: a pair with IoU exactly 0.6, frequent on
+# small nuclei (6 pixels of 10), does not match at 0.6. (The thresholds are rounded so that
+# each is the number it names; `np.arange` alone gives 0.6000000000000001 and so on.)
+
+# %%
+thresholds = np.round(np.arange(0.50, 1.00, 0.05), 2)  # 0.5, 0.55, ..., 0.95
+rows = []
+for t in thresholds:
+    tp = int((iou > t).sum())  # matched pairs
+    fp = iou.shape[1] - tp     # predicted nuclei that match nothing
+    fn = iou.shape[0] - tp     # true nuclei that nothing matches
+    rows.append({"threshold": t, "TP": tp, "FP": fp, "FN": fn, "score": tp / (tp + fp + fn)})
+by_hand = pd.DataFrame(rows)
+dsb = by_hand["score"].mean()  # the image's DSB score
+by_hand
+
+# %% [markdown]
+# The same image scored by `nucseg_utils.metrics` (one `bincount` for every pair at once, on
+# the labels as they are): the same table, and the same DSB to the last digit. This table is
+# Fig. 10 of the paper.
+
+# %%
+helper = metrics.image_scores(test.labels(sid), main[sid])
+pd.testing.assert_frame_equal(by_hand, metrics.threshold_table(test.labels(sid), main[sid]))
+runs.write_table(by_hand, ctx.table("thresholds"))
+print(f"DSB of {sid[:8]}: by hand {dsb:.6f}, by nucseg_utils.metrics {helper['dsb']:.6f} "
+      f"(equal: {dsb == helper['dsb']}); the tables are equal too")
+
+# %% [markdown]
+# ## The set, by the package
+#
+# The ablation: TTA on or off, each post-processing method, native resolution or 256x256
+# (object scores at IoU > 0.5; DSB per modality at native resolution).
+
+# %%
+sets = {f"TTA, {m}": label_sets[m] for m in methods}
+probs_plain = ctx.probabilities(scored, tta=False)
+sets[f"no TTA, {config['postprocess']}"] = postprocessing.postprocess_all(probs_plain, config)
+ablation = report.readable(scoring.ablation(sets, test))
 runs.write_table(ablation, ctx.layout.ablation)
 ablation
 
 # %% [markdown]
-# Table II: the model's own method (TTA + its post-processing) beside the published numbers.
-# The `data` column says which images were scored and whether they are a test set.
+# **Pixel scores**, the kind the paper published besides the DSB: per image, the foreground
+# pixels of the prediction against those of the truth, averaged over the images.
 
 # %%
-main = sets[f"TTA, {config['postprocess']}"]
-summary = evaluation.summarize(main, test, True, config["postprocess"], scored["split"],
-                               ctx.dataset)
+def pixel_scores(true, pred):
+    t, p = true > 0, pred > 0
+    both = int(np.sum(t & p))
+    return {"pixel_precision": both / max(int(p.sum()), 1),
+            "pixel_recall": both / max(int(t.sum()), 1),
+            "pixel_f1": 2 * both / max(int(t.sum() + p.sum()), 1)}
+
+
+def at_256(labels):  # the paper's way: both label images resized to 256x256
+    return resize_labels(labels, (256, 256))
+
+
+pixel = {"native": pd.DataFrame([pixel_scores(test.labels(i), main[i]) for i in main]).mean(),
+         "256x256": pd.DataFrame([pixel_scores(at_256(test.labels(i)), at_256(main[i]))
+                                  for i in main]).mean()}
+report.readable(pd.DataFrame(pixel).T)
+
+# %% [markdown]
+# **Table II**: the model's own method (TTA + its post-processing) beside the published
+# numbers, each under the name of what it measured; a dash where a source did not publish
+# that number. The `data` column says which images were scored and whether they are a test
+# set.
+
+# %%
+summary = scoring.summarize(main, test, True, config["postprocess"], scored["split"],
+                            ctx.dataset)
 per_image = summary.pop("per_image")
-table2 = evaluation.results_table(summary, scored["label"], ctx.dataset, ctx.profile_name)
+table2 = scoring.results_table(summary, scored["label"], ctx.dataset, ctx.profile_name)
+ours = table2["method"].str.startswith("nucseg")
+for key in ("pixel_precision", "pixel_recall", "pixel_f1"):
+    table2.loc[ours, key] = [pixel[res][key] for res in table2.loc[ours, "resolution"]]
+# the paper's Table II (stage 2, masks at 256x256): pixel scores as its Keras metrics
+# computed them, and the DSB; the Kaggle winner published the DSB only
+paper = table2["method"].str.startswith("paper")
+table2.loc[paper, ["pixel_accuracy", "pixel_precision", "pixel_recall", "pixel_f1"]] = [
+    0.9624, 0.8873, 0.9192, 0.8961]
+table2 = report.readable(table2)
 runs.write_table(table2, ctx.table("results"))
 runs.write_table(per_image, ctx.layout.per_image)
-evaluation.write_submission(main, ctx.layout.submission)
+outputs.write_submission(main, ctx.layout.submission)
 runs.write_json(ctx.layout.summary, {**summary, "label": scored["label"],
                                      "is_test": scored["is_test"],
                                      "model_fingerprint": ctx.model_fingerprint})
@@ -95,14 +204,15 @@ table2
 # %% [markdown]
 # ## Over the IoU thresholds
 #
-# The data set at each threshold: TP, FP and FN summed over images, precision, recall and F1
-# from those sums, and the DSB term (the mean over images of TP / (TP + FP + FN)); the DSB
-# score is the mean of the ten DSB terms.
+# The data set at each threshold t: TP, FP and FN summed over images, object precision,
+# recall and F1 from those sums, and the DSB term (the mean over images of TP / (TP + FP +
+# FN), the score of the one image above); the DSB score is the mean of the ten DSB terms.
 
 # %%
-per_threshold = evaluation.per_threshold_table(summary["native"])
-runs.write_table(per_threshold, ctx.table("per_threshold"))
-per_threshold
+per_threshold = scoring.per_threshold_table(summary["native"])
+runs.write_table(report.readable(per_threshold, report.THRESHOLD_NAMES),
+                 ctx.table("per_threshold"))
+report.readable(per_threshold, report.THRESHOLD_NAMES)
 
 # %%
 figures.iou_threshold_curve(per_threshold, ctx.figure("iou_curve"), ctx.stamp)
@@ -111,26 +221,17 @@ figures.iou_threshold_curve(per_threshold, ctx.figure("iou_curve"), ctx.stamp)
 Markdown(prose.evaluation(summary, per_image, per_threshold, scored["label"]))
 
 # %% [markdown]
-# Fig. 10 of the paper: TP, FP and FN at each threshold for one image, the median one by DSB.
-
-# %%
-sid = evaluation.examples_by_score(per_image, 3)[1]
-fig10 = metrics.threshold_table(test.labels(sid), main[sid])
-runs.write_table(fig10, ctx.table("thresholds"))
-print(sid)
-fig10
-
-# %% [markdown]
 # ## What goes wrong, object by object
 #
-# The three images with the lowest DSB (`evaluation.worst_images`), every object classed
+# The three images with the lowest DSB (`examples.worst_images`), every object classed
 # at IoU > 0.5 by `metrics.object_errors`: **matched** (green), **missed** (red: a true
 # nucleus nothing predicted matches), **false** (blue: a predicted nucleus that is not
-# there), **merged** (magenta: one prediction covering two or more true nuclei) and
-# **split** (orange: one true nucleus cut into two or more predictions).
+# there), **merged** (magenta: one prediction, outlined, covering two or more true nuclei)
+# and **split** (orange: one true nucleus cut into two or more predictions, each piece
+# outlined). A large image is shown where its errors are densest.
 
 # %%
-worst = evaluation.worst_images(per_image, 3)
+worst = examples.worst_images(per_image, 3)
 items = [(i, test.image(i), test.labels(i), main[i],
           metrics.object_errors(test.labels(i), main[i]),
           float(per_image.set_index("id").loc[i, "dsb"])) for i in worst]
@@ -138,19 +239,22 @@ figures.object_errors(items, ctx.figure("errors"), ctx.stamp)
 
 # %% [markdown]
 # Fig. 4: six scored images spread over the DSB ranking (best to worst) with their predicted
-# nuclei; then the score of every image by modality.
+# nuclei outlined; then the score of every image by modality.
 
 # %%
-ids = evaluation.examples_by_score(per_image, 6)
-figures.predictions([(i, test.image(i), main[i], f"DSB {per_image.set_index('id').loc[i, 'dsb']:.2f}")
-                     for i in ids], ctx.figure("predictions"), ctx.stamp)
+dsb_of = per_image.set_index("id")["dsb"]
+figures.predictions([(i, test.image(i), main[i], f"DSB {dsb_of[i]:.2f}")
+                     for i in examples.examples_by_score(per_image, 6)],
+                    ctx.figure("predictions"), ctx.stamp)
 
 # %%
 figures.per_image_scores(per_image, ctx.figure("per_image"), ctx.stamp)
 
 # %% [markdown]
 # **What to notice.** The score at 256x256 is not the score Kaggle would give: resizing both
-# label images changes small nuclei most. The threshold curve shows how much of the score is
-# lost to outlines rather than to missed nuclei, and the error overlays show which kind of
-# mistake dominates the worst images. The submission file in the run folder scores the same
-# with `nucseg score`.
+# label images changes small nuclei most. Pixel scores are high even where the DSB is low:
+# a pixel F1 near 0.9 can come with nuclei merged or split, which the object scores and the
+# DSB count as errors. The threshold curve shows how much of the score is lost to outlines
+# rather than to missed nuclei, and the error overlays show which kind of mistake dominates
+# the worst images. The submission file in the run folder scores the same with
+# `nucseg score`.

@@ -1,12 +1,14 @@
 # %% [markdown]
 # # 7. Segment your own images
 #
-# Point `images` at a folder of PNG or TIFF files (grey, RGB, RGBA, 8 or 16 bit), a DSB split
-# folder or zip. Each image, one at a time, is predicted at its own size (large ones in tiles)
-# with the committed `cpu` model (or the run's model), post-processed, and written in the
-# formats a bio-image tool opens: a label TIFF with the pixel size (Fiji, napari), an ImageJ
-# ROI set, an outline overlay, a table of measurements per nucleus, and the 16-bit label PNG
-# behind `submission.csv` (Kaggle's format). The command line does the same:
+# The steps a user takes: load the model, read an image, `model.predict_instances(image)`,
+# look at the labels; then one call for a whole folder, which writes every image's nuclei in
+# the formats a bio-image tool opens: a label TIFF with the pixel size (Fiji, napari), an
+# ImageJ ROI set, an outline overlay, a table of measurements per nucleus, and the 16-bit
+# label PNG behind `submission.csv` (Kaggle's format). Point `images` at a folder of PNG or
+# TIFF files (grey, RGB, RGBA, 8 or 16 bit), a DSB split folder or zip. Each image is
+# predicted at its own size (large ones in tiles) with the committed `cpu` model (or the
+# run's model). The command line does the same as the folder call:
 # `nucseg predict --images PATH --out DIR [--pixel-size UM]`.
 
 # %% [markdown]
@@ -39,7 +41,7 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 profile = "cpu"           # smoke (seconds) | cpu (the committed model) | paper (Colab T4)
-data_root = None          # None: $NUCSEG_DATA, ./data, ../shared/data/dsb2018; else synthetic
+data_root = None          # None: $NUCSEG_DATA or ./data; else the built-in synthetic set
 synthetic = False         # True: the built-in synthetic set even if DSB2018 is present
 run_dir = None            # None: runs/notebooks-<profile>, one per profile and data set
 figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them to figures/)
@@ -54,22 +56,52 @@ out = None         # None: <run_dir>/segmented
 # %%
 from pathlib import Path
 
-from nucseg_utils import data, evaluation, figures, model, predict, report
+import numpy as np
+
+from nucseg_utils import NucleusModel, data, figures, outputs, predict, report
 
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
-model_file = model_file or ctx.model_file()
-source = data.open_images(images) if images else ctx.split("stage1_test")
-out = Path(out or ctx.layout.segmented)
-net, config = model.load_model(model_file)
-ids = source.ids[:max_images]
+model = NucleusModel.load(model_file or ctx.model_file())
+model
 
 # %% [markdown]
-# One call segments the images and writes every output; `summary` has one row per image
-# (`overwrite=True`: a rerun of the notebook redoes them, even with a retrained model).
+# ## One image
+#
+# `from nucseg_utils import read_image; image = read_image("my_image.tif")` reads a file of
+# your own as one 2-D plane, grey or colour, in the file's own values. Here the images come
+# from `images` (or a few test images of the data, inside their zip), so the first one is
+# read from there.
 
 # %%
-result = predict.predict_folder(net, config, source, out, ids=ids, pixel_size=pixel_size,
-                                overwrite=True, model_path=model_file)
+source = data.open_images(images) if images else ctx.split("stage1_test")
+ids = source.ids[:max_images]
+sid = ids[0]
+image = source.image(sid)  # a file of your own: image = read_image("my_image.tif")
+labels, details = model.predict_instances(image)
+print(f"{sid[:8]}: {image.shape[0]}x{image.shape[1]} px, {labels.max()} nuclei "
+      f"({details['method']} method; its steps: {', '.join(details['steps'])})")
+
+# %% [markdown]
+# `labels` is an image of the same size: 0 is the background, 1..N one nucleus each;
+# `details` holds the probability maps and the post-processing's intermediate steps.
+
+# %%
+figures.overlay(image, labels, ctx.figure("overlay"), ctx.stamp, sid[:8])
+
+# %% [markdown]
+# ## A folder of images
+#
+# One call segments the images, one at a time, and writes every output; `summary` has one
+# row per image (`overwrite=True`: a rerun of the notebook redoes them, even with a retrained
+# model). The first image's labels are those above.
+
+# %%
+options = predict.PredictOptions(pixel_size=pixel_size, overwrite=True)
+out = Path(out or ctx.layout.segmented)
+result = predict.predict_folder(model, source, out, options, ids=ids)
+same = np.array_equal(outputs.read_labels_png(out / "labels" / f"{sid}.png"), labels)
+print(f"{len(result.done)} images, {result.nuclei} nuclei written to {out}; "
+      f"{sid[:8]} as above: {same}")
 result.summary
 
 # %% [markdown]
@@ -84,15 +116,11 @@ measurements.head()
 figures.nucleus_measurements(measurements, result.summary, ctx.figure("measurements"),
                              ctx.stamp)
 
-# %%
-labels = evaluation.read_labels_png(out / "labels" / f"{ids[0]}.png")
-figures.overlay(source.image(ids[0]), labels, ctx.figure("overlay"), ctx.stamp, ids[0][:8])
-
 # %% [markdown]
 # Where each exported file is, for the first image (every path is under `out`):
 
 # %%
-{fmt: str(path.relative_to(out)) for fmt, path in predict.output_paths(out, ids[0]).items()}
+{fmt: str(path.relative_to(out)) for fmt, path in predict.output_paths(out, sid).items()}
 
 # %% [markdown]
 # **Open them in napari** (not a dependency of nucseg; `pip install "napari[all]"`), the image
@@ -101,8 +129,8 @@ figures.overlay(source.image(ids[0]), labels, ctx.figure("overlay"), ctx.stamp, 
 # ```python
 # import napari, tifffile
 # viewer = napari.Viewer()
-# viewer.add_image(source.image(ids[0]), name=ids[0][:8])
-# viewer.add_labels(tifffile.imread(out / "labels" / f"{ids[0]}.tif"), name="nuclei")
+# viewer.add_image(image, name=sid[:8])
+# viewer.add_labels(tifffile.imread(out / "labels" / f"{sid}.tif"), name="nuclei")
 # napari.run()
 # ```
 #

@@ -18,7 +18,9 @@ not.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,12 +62,20 @@ def tf_setup(threads: int | None = None):
     return tf
 
 
+def segmentation_models():
+    """``segmentation_models``, imported without the line it prints on import (lazy: it
+    imports TensorFlow, seconds)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        import segmentation_models as sm
+    return sm
+
+
 def build_model(profile: dict, seed: int | None = None):
     """Build the U-Net of a profile (uncompiled); ``seed`` fixes its random initial weights."""
     tf = tf_setup()
     if seed is not None:
         tf.keras.utils.set_random_seed(int(seed))
-    import segmentation_models as sm
+    sm = segmentation_models()
     weights = profile.get("encoder_weights")
     try:
         return sm.Unet(profile["backbone"], encoder_weights=weights,
@@ -105,7 +115,7 @@ _mask_f1.__name__ = "f1"
 
 
 def loss_for(name: str):
-    import segmentation_models as sm
+    sm = segmentation_models()
     if name == "jaccard":
         return sm.losses.JaccardLoss()
     if name == "bce_jaccard":

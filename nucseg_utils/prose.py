@@ -39,13 +39,13 @@ def eda(summary) -> str:
 
 
 def tta(gain, label: str) -> str:
-    """The measured effect of TTA (the table of :func:`nucseg_utils.evaluation.tta_gain`)."""
+    """The measured effect of TTA (the table of :func:`nucseg_utils.scoring.tta_gain`)."""
     on, off, d = gain.iloc[0], gain.iloc[1], gain.iloc[2]
     verb = "raises" if d["dsb"] > 0 else "lowers" if d["dsb"] < 0 else "leaves"
     return (f"**Measured here** ({int(on['images'])} images: {label}): TTA {verb} the DSB "
-            f"score from {_n(off['dsb'])} to {_n(on['dsb'])} ({d['dsb']:+.4f}); object F1 at "
-            f"IoU > 0.5 goes from {_n(off['f1'])} to {_n(on['f1'])} ({d['f1']:+.4f}). It costs "
-            f"8 forward passes per image instead of one.")
+            f"score from {_n(off['dsb'])} to {_n(on['dsb'])} ({d['dsb']:+.4f}); the object F1 "
+            f"(IoU > 0.5) goes from {_n(off['f1'])} to {_n(on['f1'])} ({d['f1']:+.4f}). It "
+            f"costs 8 forward passes per image instead of one.")
 
 
 def crowded(sid: str, touching: int, scores) -> str:
@@ -64,9 +64,9 @@ def evaluation(summary: dict, per_image, per_threshold, label: str) -> str:
     first, last = per_threshold.iloc[0], per_threshold.iloc[-1]
     text = [f"**This run** ({label}, {summary['images']} images): DSB "
             f"**{_n(nat['dsb'])}** at native resolution, {_n(small['dsb'])} with both label "
-            f"images resized to 256x256 (the paper's way); object precision "
-            f"{_n(nat['precision'])}, recall {_n(nat['recall'])}, F1 {_n(nat['f1'])} at "
-            f"IoU > 0.5."]
+            f"images resized to 256x256 (the paper's way). Nuclei matched at IoU > 0.5: "
+            f"object precision {_n(nat['precision'])}, object recall {_n(nat['recall'])}, "
+            f"object F1 {_n(nat['f1'])}."]
     mods = per_image.groupby("modality")["dsb"].agg(["mean", "size"]).sort_values("mean")
     if len(mods) > 1:
         text.append("Per modality: " + ", ".join(

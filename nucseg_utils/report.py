@@ -8,7 +8,13 @@ data set, :func:`nucseg_utils.runs.default_run_dir`) and its layout
 file's fingerprint), where each figure goes and the stamp printed on it. It records what it
 resolved in the run's ``context.json``; ``run.json`` belongs to training. Under the test suite
 the environment variables of :data:`OVERRIDES` replace parameters (nbval cannot pass any); when
-one changes a value, the notebook prints one line saying so.
+one changes a value, the notebook prints one line saying so. A notebook that reads an earlier
+notebook's outputs gets them from the context (:meth:`Context.probabilities`,
+:meth:`Context.label_sets`); opened alone (as from its Colab badge, with nothing in its run
+folder) it predicts and post-processes the few images it needs (:data:`FEW`) there and then,
+saying so in one line. Tables are shown whole (:func:`show_tables_whole`) and with one name
+per metric (:func:`readable`: object F1 and pixel F1 written out, a dash where nothing was
+measured or published).
 
 In (``nucseg report`` / ``make report``): a profile. :func:`run_all` executes the numbered
 notebooks in order with papermill into ``runs/report-<profile>/``, keeps the executed copies
@@ -28,6 +34,7 @@ warning are silenced.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 import shutil
@@ -37,9 +44,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import nbformat
+import numpy as np
+import pandas as pd
+
 from . import data as data_mod
+from . import examples
 from . import figures as fig_mod
-from . import profiles, runs, synthetic
+from . import inference, outputs, postprocessing, profiles, runs, synthetic
+from .model import NucleusModel, read_config
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = [
@@ -53,6 +66,59 @@ NOTEBOOKS = [
 ]
 COMMITTED_MODELS = {"cpu": REPO / "models" / "cpu"}
 OVERRIDES = ("NUCSEG_PROFILE", "NUCSEG_SYNTHETIC", "NUCSEG_RUN_DIR")
+# How many scored images a notebook opened alone (no outputs of notebook 4 in its run folder,
+# as from its Colab badge) predicts for itself: those whose ground truth has the most nuclei
+# touching another (where post-processing has work to do). Notebook 4 predicts them all.
+FEW = 6
+
+# One name per metric in every table a notebook shows or publishes: object scores count
+# nuclei matched at an IoU threshold, pixel scores count foreground pixels; neither is ever a
+# bare "f1".
+METRIC_NAMES = {
+    "dsb": "DSB", "precision": "object precision (IoU > 0.5)",
+    "recall": "object recall (IoU > 0.5)", "f1": "object F1 (IoU > 0.5)",
+    "tp": "TP (IoU > 0.5)", "fp": "FP (IoU > 0.5)", "fn": "FN (IoU > 0.5)",
+    "n_true": "true nuclei", "n_pred": "predicted nuclei",
+    "pixel_accuracy": "pixel accuracy", "pixel_iou": "pixel IoU",
+    "pixel_precision": "pixel precision", "pixel_recall": "pixel recall",
+    "pixel_f1": "pixel F1"}
+# the same over IoU thresholds: each row's counts and scores at its own threshold t
+THRESHOLD_NAMES = {**METRIC_NAMES, "threshold": "IoU threshold t", "tp": "TP", "fp": "FP",
+                   "fn": "FN", "precision": "object precision (IoU > t)",
+                   "recall": "object recall (IoU > t)", "f1": "object F1 (IoU > t)",
+                   "dsb_term": "DSB term: mean of TP / (TP + FP + FN)"}
+DASH = "–"  # a number not measured, or not published
+
+
+def show_tables_whole():
+    """pandas options under which a notebook's tables are shown whole (no column cut at 50
+    characters, no column left out), on GitHub too: it renders the HTML the kernel made."""
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_columns", None)
+    pd.set_option("display.width", None)
+
+
+def readable(table, names: dict | None = None, digits: int = 4):
+    """A table as a notebook shows and publishes it: each metric column under its one name
+    (:data:`METRIC_NAMES`, or ``names``; ``dsb_<modality>`` becomes ``DSB <modality>``),
+    numbers to ``digits`` decimals, and a dash where a value was not measured or not
+    published (never ``nan``)."""
+    names = METRIC_NAMES if names is None else names
+
+    def column(c):
+        c = str(c)
+        return names.get(c, f"DSB {c[4:]}" if c.startswith("dsb_") else c)
+
+    def cell(v, places):
+        if isinstance(v, (float, np.floating)):
+            return DASH if v != v else f"{v:.{places}f}"
+        return DASH if v is None else v
+
+    shown = table.copy()
+    for c in shown.columns:  # IoU thresholds to 2 decimals (0.55), scores to ``digits``
+        places = 2 if str(c) == "threshold" else digits
+        shown[c] = [cell(v, places) for v in shown[c]]
+    return shown.rename(columns=column)
 
 
 @dataclass
@@ -70,8 +136,10 @@ class Context:
     overrides: dict = field(init=False)
     _said: set = field(init=False, default_factory=set, repr=False)
     _fingerprint: tuple = field(init=False, default=(), repr=False)
+    _model: object = field(init=False, default=None, repr=False)
 
     def __post_init__(self):
+        show_tables_whole()
         self.overrides = self._apply_overrides()
         self.profile = profiles.get_profile(self.profile_name, seed=self.seed)
         root = None
@@ -185,6 +253,86 @@ class Context:
         """This model's label images, one folder per post-processing method (notebook 5)."""
         return self.layout.labels(self.model_fingerprint, method)
 
+    def model(self) -> NucleusModel:
+        """The model of :meth:`model_file`, loaded once (:class:`NucleusModel`)."""
+        if self._model is None or self._model.path != self.model_file():
+            self._model = NucleusModel.load(self.model_file())
+        return self._model
+
+    def probabilities(self, scored: dict, tta: bool = True) -> dict:
+        """{id: probability map} of the scored images (``scored``:
+        :func:`nucseg_utils.protocol.evaluation_set`), as notebook 4 saved them in the run
+        folder. When they are not all there (a notebook opened alone, as from its Colab
+        badge), :data:`FEW` of the scored images only, the most crowded (:meth:`few`): those
+        not yet predicted are predicted now with the model and saved where notebook 4 puts
+        them, and one line says so. :meth:`part` then labels the tables for the images
+        used."""
+        folder, ids = self.probs(tta), list(scored["ids"])
+        scored = {"of": len(ids), **scored}
+        saved = {p.stem for p in folder.glob("*.npz")}
+        if not set(ids) <= saved:
+            ids = self.few(scored)
+            todo = [i for i in ids if i not in saved]
+            if todo:
+                self._say_once(f"This run folder has no probability maps of notebook 4: "
+                               f"predicting the {len(ids)} most crowded of the "
+                               f"{scored.get('of', len(ids))} scored images now with "
+                               f"{self._model_name()} (notebook 4 predicts them all).")
+                inference.predict_split(self.model(), self.split(scored["split"]),
+                                        self.predictions(tta), tta=tta, ids=todo,
+                                        progress=False)
+        return outputs.load_prob_dir(folder, ids=ids)
+
+    def few(self, scored: dict) -> list[str]:
+        """The :data:`FEW` scored images whose ground truth has the most nuclei touching
+        another (:func:`nucseg_utils.examples.touching_nuclei`; ties by id), in the set's
+        order: what a notebook opened alone predicts."""
+        source = self.split(scored["split"])
+        crowd = {i: examples.touching_nuclei(source.labels(i)) for i in scored["ids"]}
+        chosen = set(sorted(crowd, key=lambda i: (-crowd[i], i))[:FEW])
+        return [i for i in scored["ids"] if i in chosen]
+
+    def part(self, scored: dict, ids) -> dict:
+        """``scored`` restricted to ``ids`` (in its order), with a label that says how many of
+        its images they are: what the tables of a notebook opened alone are captioned with.
+        Unchanged when ``ids`` are all of them."""
+        keep = set(ids)
+        ids = [i for i in scored["ids"] if i in keep]
+        if len(ids) == len(scored["ids"]):
+            return scored
+        return {**scored, "ids": ids, "of": len(scored["ids"]),
+                "label": f"{scored['label']}; {len(ids)} of its {len(scored['ids'])} images "
+                         f"(notebook 4 not run in this run folder)"}
+
+    def label_sets(self, scored: dict, methods) -> dict:
+        """{method: {id: label image}} of the scored images, as notebook 5 saved them, for
+        each post-processing method in ``methods``. Where they are not all there, the maps of
+        :meth:`probabilities` (all, or a few) are post-processed now by each method that
+        lacks them, saved where notebook 5 puts them, and one line says so."""
+        ids = list(scored["ids"])
+        if not all(self._have_labels(m, ids) for m in methods):
+            probs = self.probabilities(scored, tta=True)
+            ids = list(probs)
+            config = read_config(self.model_file())
+            for m in methods:
+                if not self._have_labels(m, ids):
+                    self._say_once(f"This run folder has no label images of notebook 5: "
+                                   f"post-processing the {len(ids)} maps now.")
+                    outputs.save_label_dir(postprocessing.postprocess_all(probs, config, m),
+                                           self.labels(m))
+        return {m: outputs.load_label_dir(self.labels(m), ids=ids) for m in methods}
+
+    def _have_labels(self, method: str, ids) -> bool:
+        folder = self.labels(method)
+        return all((folder / f"{i}.png").is_file() for i in ids)
+
+    def _model_name(self) -> str:
+        path = self.model_file()
+        try:
+            return str(path.resolve().relative_to(REPO))
+        except ValueError:
+            return str(path)
+
     @property
     def committed_model(self) -> Path | None:
         """The committed model for this profile, if any and if the data is real."""
@@ -270,7 +418,6 @@ def _papermill_run(nb: Path, out: Path, params: dict, cwd: Path, log_output: boo
     import papermill as pm
     extra = {"kernel_manager_class": _kernel_manager(Path(out).with_suffix(".kernel.log"))}
     if log_output:  # papermill logs each cell's output at INFO: make that visible
-        import logging
         log = logging.getLogger("papermill")
         if not log.handlers and not logging.getLogger().handlers:
             handler = logging.StreamHandler(sys.stdout)
@@ -416,7 +563,6 @@ def clean_outputs(outputs, replacements: dict | None = None) -> list:
     Markdown and plain text, without output metadata; stderr (progress bars, library
     warnings) and widget views dropped. ``replacements`` {old: new} are applied to all text
     (e.g. absolute paths made relative)."""
-    import nbformat
     replacements = replacements or {}
     out = []
     for o in outputs:
@@ -484,7 +630,6 @@ def clean_executed(executed, source, replacements: dict | None = None):
 def write_back(executed_dir: Path, dest: Path, names, replacements: dict | None = None):
     """Write each executed notebook, cleaned (:func:`clean_executed`), over its committed
     source in ``dest`` (atomically). Returns the paths written."""
-    import nbformat
     written = []
     for name in names:
         source_path = dest / name

@@ -27,7 +27,7 @@ from . import calibration
 from . import data as data_mod
 from . import profiles as profiles_mod
 from .augmentation import PatchSampler, sample_patch
-from .model import _mask_iou, tf_setup
+from .model import _mask_iou, segmentation_models, tf_setup
 from .preprocessing import make_targets, normalize
 from .profiles import split_seed
 from .training import learning_rate, split_ids
@@ -152,7 +152,7 @@ def batch_loss(models: dict, x, y, profile: dict):
     ``models`` ({name: Keras model}); one row per model. Columns: binary cross-entropy and
     Jaccard loss (1 - soft IoU) over all target channels, their sum or the Jaccard loss
     alone as the profile's ``loss`` says, and the nucleus-mask IoU at 0.5."""
-    import segmentation_models as sm
+    sm = segmentation_models()
     tf = tf_setup()
     yt = tf.constant(np.asarray(y, np.float32))
     rows = []

@@ -155,6 +155,86 @@ def test_report_run_produces_every_figure_and_table(tmp_path):
                    for c in nb.cells for o in c.get("outputs", [])), f"{name}: no figure shown"
 
 
+def _printed(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")
+
+
+# What each notebook opened alone must show: the line that says it made what it lacked (or
+# nothing), and its own cells' check against the package.
+ALONE = {
+    "04_tta.ipynb": (None, r"by hand vs the package's TTA: ([0-9.e+-]+)"),
+    "05_postprocessing.ipynb": ("no probability maps of notebook 4",
+                                r"the same as the package's: (True)"),
+    "06_evaluation.ipynb": ("no probability maps of notebook 4", r"\(equal: (True)\)"),
+    "07_segment_your_images.ipynb": (None, r"as above: (True)"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ALONE))
+def test_a_notebook_opened_alone_in_a_fresh_run_folder_runs(name, tmp_path, monkeypatch):
+    """As from its Colab badge: a fresh run folder that holds nothing of the notebooks
+    before it (the smoke profile on the synthetic set, with the committed model). Notebooks
+    5 and 6 then predict the few images they need themselves, say so in one line, and score
+    what they made; every notebook's own cells agree with the package."""
+    import re
+
+    import papermill as pm
+    for var in report.OVERRIDES:  # conftest's nbval overrides must not reach the kernel
+        monkeypatch.delenv(var, raising=False)
+    run, out = tmp_path / "run", tmp_path / name
+    pm.execute_notebook(str(REPO / "notebooks" / name), str(out),
+                        parameters={"profile": "smoke", "synthetic": True, "run_dir": str(run)},
+                        cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
+    printed = _printed(nbformat.read(out, as_version=4))
+    said, check = ALONE[name]
+    if said:
+        assert printed.count(said) == 1, printed
+        maps = list((run / "predictions").rglob("*.npz"))
+        assert len(maps) == report.FEW * (2 if name.startswith("06") else 1)
+        assert f"{report.FEW} of its" in printed  # the tables say how many images they hold
+    else:
+        assert "no probability maps" not in printed
+    found = re.search(check, printed)
+    assert found, printed
+    if name.startswith("04"):
+        assert float(found.group(1)) < 1e-4  # by hand = the package's TTA, up to rounding
+    produced = {p.name for p in (run / "figures").iterdir()}
+    expected = {"04": {"tta", "disagreement"}, "05": {"touching", "watershed", "difference"},
+                "06": {"iou_curve", "errors", "predictions", "per_image"},
+                "07": {"overlay", "measurements"}}[name[:2]]
+    assert {figures.NAMES[k] for k in expected} <= produced
+
+
+def test_tables_are_shown_with_one_name_per_metric_and_a_dash_for_what_was_not_measured():
+    import pandas as pd
+    table = pd.DataFrame({"method": ["ours", "published"], "dsb": [0.39561, 0.5187],
+                          "f1": [0.7345, float("nan")], "pixel_f1": [0.81, 0.8961],
+                          "dsb_stained": [0.2, float("nan")], "images": [65, 106]})
+    shown = report.readable(table)
+    assert list(shown.columns) == ["method", "DSB", "object F1 (IoU > 0.5)", "pixel F1",
+                                   "DSB stained", "images"]
+    assert shown.iloc[0].tolist() == ["ours", "0.3956", "0.7345", "0.8100", "0.2000", 65]
+    assert shown.iloc[1].tolist() == ["published", "0.5187", report.DASH, "0.8961",
+                                      report.DASH, 106]
+    per_t = report.readable(pd.DataFrame({"threshold": [0.55], "f1": [0.7]}),
+                            report.THRESHOLD_NAMES)
+    assert list(per_t.columns) == ["IoU threshold t", "object F1 (IoU > t)"]
+    assert per_t.iloc[0].tolist() == ["0.55", "0.7000"]
+
+
+def test_a_notebooks_context_shows_tables_whole(tmp_path, monkeypatch):
+    import pandas as pd
+    for var in report.OVERRIDES:
+        monkeypatch.delenv(var, raising=False)
+    with pd.option_context("display.max_colwidth", 50):
+        report.Context("smoke", run_dir=str(tmp_path / "run"), synthetic=True)
+        assert pd.get_option("display.max_colwidth") is None
+        long = pd.DataFrame({"augmentation": ["x" * 120]})
+        assert "x" * 120 in long.to_html() and "..." not in long.to_html()
+
+
 @pytest.mark.slow
 def test_colab_notebook_runs_its_non_colab_path_in_smoke(tmp_path):
     import papermill as pm
