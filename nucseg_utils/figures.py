@@ -64,6 +64,8 @@ TABLES = {
     "eda": "eda_summary.csv",
     "per_threshold": "scores_over_iou_thresholds.csv",  # notebook 6
     "dilation": "paper_resize_dilation.csv",         # notebook 2: the paper's mask growth
+    "image_types": "image_types.csv",                # notebook 1: acquisition types
+    "per_type": "scores_per_image_type.csv",         # notebook 6: scores by image type
 }
 
 SAVE_DPI = 90      # the PNG files in figures/

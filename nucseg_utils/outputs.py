@@ -116,3 +116,7 @@ def load_label_dir(folder, ids=None) -> dict:
     if not files:
         raise FileNotFoundError(f"{folder}: no label images (run the post-processing notebook)")
     return {i: read_labels_png(f) for i, f in _select(files, ids, folder, "label image").items()}
+
+
+def done_marker(out, sid: str) -> Path:
+    return Path(out) / "done" / f"{sid}.json"

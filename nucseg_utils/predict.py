@@ -18,10 +18,17 @@ and for the whole folder ``summary.csv`` (one row per image; a failed one with i
 settings: a rerun with other ones is refused unless ``overwrite``).
 
 Memory holds two images at a time: the network predicts one while a second thread
-post-processes and writes the one before. A rerun skips the images that are done. The inputs are
-checked first from their headers (without decoding the pixels); an image that cannot be used
-(unreadable, a z-stack or time series, too many channels, NaN values) is reported in one line
-naming its file and left out, and the others are still written.
+post-processes and writes the one before. An image of more than :data:`TILE_ABOVE` pixels (or
+every image, with ``PredictOptions(tile=N)``) is segmented tile by tile instead
+(:func:`nucseg_utils.big.predict_big`: memory bounded by the tile, nuclei stitched across the
+seams), into ``labels/<id>.ome.zarr`` (for ``labels-png`` or ``tiff``), ``measurements/<id>.csv``
+and ``geojson/<id>.geojson`` (QuPath's outlines, for ``rois``); it has no overlay and no rows in
+``submission.csv``. :mod:`nucseg_utils.distributed` runs the same over a Dask cluster.
+
+A rerun skips the images that are done. The inputs are checked first from their headers
+(without decoding the pixels); an image that cannot be used (unreadable, a z-stack or time
+series, too many channels, NaN values) is reported in one line naming its file and left out,
+and the others are still written.
 """
 from __future__ import annotations
 
@@ -37,20 +44,23 @@ import pandas as pd
 import tifffile
 from tqdm.auto import tqdm
 
-from . import engines, export, outputs, runs
-from .data import DataError, to_rgb_float
+from . import big, engines, export, outputs, runs
+from .data import DataError
+from .data import plane_layout as _layout
+from .data import to_rgb_float
 from .model import NucleusModel
+from .outputs import done_marker
 
 FORMATS = ("labels-png", "tiff", "rois", "overlay", "measurements")
 # settings newer than some output folders, with the value those folders were made with
-ADDED_SETTINGS = {"bfloat16": False}
+ADDED_SETTINGS = {"bfloat16": False, "tile": None}
 _PLACES = {"labels-png": ("labels", ".png"), "tiff": ("labels", ".tif"),
            "rois": ("rois", ".zip"), "overlay": ("overlays", ".png"),
-           "measurements": ("measurements", ".csv")}
-# tifffile's axis letters: channels; letters that may be channels or planes (unknown, pages);
-# the rest (Z depth, T time, ...) are planes of a stack
-_CHANNEL_AXES, _AMBIGUOUS_AXES = "CS", "QI"
-_STACK_NAMES = {"Z": "z-stack", "T": "time series"}
+           "measurements": ("measurements", ".csv"), **big.PLACES}
+# images of more pixels than this are segmented tile by tile (:mod:`nucseg_utils.big`): the
+# whole image at once would take more than about 4 GB (a 3000 x 3000 one took 2.2 GB)
+TILE_ABOVE = 4096 * 4096
+
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -68,8 +78,18 @@ def output_paths(out, sid: str, formats=FORMATS) -> dict[str, Path]:
     return {f: Path(out) / _PLACES[f][0] / f"{sid}{_PLACES[f][1]}" for f in formats}
 
 
-def done_marker(out, sid: str) -> Path:
-    return Path(out) / "done" / f"{sid}.json"
+def tiled_formats(formats) -> tuple[str, ...]:
+    """The outputs of an image segmented tile by tile for the ``formats`` asked for: its labels
+    as OME-Zarr (always), its measurements, and its outlines as GeoJSON for ``rois``."""
+    asked = set(formats)
+    return tuple(f for f, wanted in (("ome-zarr", True),
+                                     ("measurements", "measurements" in asked),
+                                     ("geojson", "rois" in asked)) if wanted)
+
+
+def is_tiled(opts, size) -> bool:
+    """Whether an image of ``size`` (height, width) is segmented tile by tile."""
+    return opts.tile is not None or (size is not None and size[0] * size[1] > TILE_ABOVE)
 
 
 def is_done(out, sid: str, formats) -> bool:
@@ -83,41 +103,6 @@ def is_done(out, sid: str, formats) -> bool:
 
 
 # --------------------------------------------------------------------------- reading an image
-def _layout(axes: str, shape, name: str, channel: int | None):
-    """How to get one 2-D plane out of an image of ``axes``/``shape``: returns (the channel
-    axis letter or None, the channel to keep or None, whether its last channel is alpha).
-    DataError naming the file for a stack or a channel choice that cannot be made."""
-    dims = {a: int(n) for a, n in zip(axes, shape) if int(n) > 1 or a in "YX"}
-    if "Y" not in dims or "X" not in dims:
-        raise DataError(f"{name}: not a 2-D image (axes {axes}, shape {tuple(shape)})")
-    h, w = dims["Y"], dims["X"]
-    planes = {a: n for a, n in dims.items() if a not in "YX" + _CHANNEL_AXES + _AMBIGUOUS_AXES}
-    if planes:
-        kind = next((_STACK_NAMES[a] for a in planes if a in _STACK_NAMES), "stack")
-        raise DataError(f"{name}: is a {kind} ({' x '.join(f'{n} {a}' for a, n in planes.items())}"
-                        f" planes of {h}x{w}); nucseg segments one 2-D image per file: save "
-                        f"one plane per file")
-    chans = [a for a in dims if a in _CHANNEL_AXES + _AMBIGUOUS_AXES]
-    if len(chans) > 1:
-        raise DataError(f"{name}: has more than one channel axis (axes {axes}, shape "
-                        f"{tuple(shape)}); save one 2-D image (grey, RGB or channels) per file")
-    axis = chans[0] if chans else None
-    n = dims[axis] if axis else 1
-    if channel is not None:
-        if not 0 <= channel < n:
-            raise DataError(f"{name}: has {n} channel{'s' if n > 1 else ''}; --channel "
-                            f"{channel} does not exist (0 to {n - 1})")
-        return axis, channel, False
-    if n > 4:
-        if axis in _AMBIGUOUS_AXES:
-            raise DataError(f"{name}: holds {n} planes of {h}x{w} (a z-stack, a time series "
-                            f"or channels); choose the nuclear channel with --channel N "
-                            f"(0 to {n - 1}) or save one plane per file")
-        raise DataError(f"{name}: has {n} channels; choose the nuclear channel with "
-                        f"--channel N (0 to {n - 1})")
-    return axis, None, axis == "S" and n in (2, 4)  # grey + alpha, RGBA
-
-
 def _header(f, name: str):
     """(axes, shape) of an image file from its header, without decoding the pixels."""
     try:
@@ -187,6 +172,7 @@ class Checked:
     ok: list = field(default_factory=list)
     failed: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
+    sizes: dict = field(default_factory=dict)  # {id: (height, width)} of the usable ones
 
 
 def check_inputs(source, channel: int | None = None, ids=None) -> Checked:
@@ -206,6 +192,7 @@ def check_inputs(source, channel: int | None = None, ids=None) -> Checked:
             res.failed[sid] = _one_line(err)
             continue
         res.ok.append(sid)
+        res.sizes[sid] = (h, w)
         if min(h, w) < 2:
             res.notes[sid] = (f"{name}: is {h}x{w} pixels, too thin to hold a nucleus; "
                               f"segmented anyway (expect none)")
@@ -244,13 +231,16 @@ class PredictOptions:
     post-processing of :data:`nucseg_utils.postprocessing.METHODS`): None is the model's
     setting; ``channel``: the channel of multi-channel images to segment (None: all, as
     grey/RGB); ``pixel_size`` (micrometres) overrides the one a TIFF records; ``overwrite``
-    redoes images that are done and accepts a folder made with other settings."""
+    redoes images that are done and accepts a folder made with other settings; ``tile``
+    segments every image tile by tile with cores of that many pixels (None: only those over
+    :data:`TILE_ABOVE` pixels, with the automatic tile of :mod:`nucseg_utils.big`)."""
     formats: tuple = FORMATS
     tta: bool | None = None
     method: str | None = None
     channel: int | None = None
     pixel_size: float | None = None
     overwrite: bool = False
+    tile: int | None = None
 
     def resolved(self, model: NucleusModel) -> "PredictOptions":
         """These options with the model's settings for what they leave to it, checked."""
@@ -293,6 +283,26 @@ def write_one(job: _Job, model: NucleusModel, out, opts: PredictOptions) -> dict
            "file": job.name}
     runs.write_json(done_marker(out, sid), {"formats": list(opts.formats), "summary": row})
     return row
+
+
+def segment_tiled(model: NucleusModel, source, sid: str, out, opts: PredictOptions,
+                  progress: bool = False, log=None) -> dict:
+    """One image of a folder segmented tile by tile (:func:`nucseg_utils.big.predict_big`,
+    its outputs :func:`tiled_formats`); returns its summary row. A TIFF is read region by
+    region from its file; other files are decoded whole first."""
+    name = source.image_name(sid)
+    with source.image_file(sid) as f:
+        if name.lower().endswith((".tif", ".tiff")):
+            image = big.open_lazy(f, opts.channel, name=name)
+        else:
+            plane, _ = read_plane(f, name, opts.channel)
+            image = big.LazyImage(plane, big.guess_axes(plane.shape), name)
+        res = big.predict_big(model, image, out, sid=sid, tile=opts.tile, tta=opts.tta,
+                              method=opts.method, channel=opts.channel,
+                              pixel_size=opts.pixel_size, formats=tiled_formats(opts.formats),
+                              overwrite=opts.overwrite, progress=progress,
+                              log=log or _log_stderr)
+    return res.summary
 
 
 # --------------------------------------------------------------------------- a folder
@@ -338,19 +348,32 @@ def predict_folder(model: NucleusModel, source, out, options: PredictOptions | N
     todo = checked.ok
     if progress:
         todo = tqdm(todo, desc=f"predict{' (TTA)' if opts.tta else ''}", unit="img")
-    done, skipped = _segment(model, source, out, opts, todo, failed, log)
-    summary = _summary(out, source, ids, failed)
-    if "labels-png" in opts.formats:
-        write_submission(out / "labels", [s for s in ids if s not in failed],
-                         out / "submission.csv")
+    done, skipped = _segment(model, source, out, opts, todo, failed, log, checked.sizes,
+                             progress)
+    summary = finish_folder(out, source, ids, failed, opts)
     return PredictResult(out, done, skipped, failed, summary)
 
 
-def _segment(model, source, out, opts: PredictOptions, todo, failed: dict, log):
+def finish_folder(out: Path, source, ids, failed: dict, opts: PredictOptions):
+    """The folder's tables once its images are done: ``summary.csv`` (in id order) and, with
+    ``labels-png``, ``submission.csv`` of the images not segmented tile by tile. Returns the
+    summary table."""
+    summary = _summary(out, source, ids, failed)
+    if "labels-png" in opts.formats:
+        whole = [s for s in ids if s not in failed
+                 and not runs.read_json(done_marker(out, s)).get("big")]
+        write_submission(out / "labels", whole, out / "submission.csv")
+    return summary
+
+
+def _segment(model, source, out, opts: PredictOptions, todo, failed: dict, log, sizes=None,
+             progress: bool = False):
     """The loop of :func:`predict_folder`: the network works on image i+1 while a second
     thread post-processes and writes image i (both release the GIL in their heavy parts); at
-    most two images are held at a time. Returns (done, skipped) ids; ``failed`` gets the
-    images that could not be segmented."""
+    most two images are held at a time; an image to tile (:func:`is_tiled`) is segmented
+    alone, tile by tile. Returns (done, skipped) ids; ``failed`` gets the images that could
+    not be segmented."""
+    sizes = sizes or {}
     done, skipped = [], []
 
     def fail(sid, err):
@@ -370,8 +393,21 @@ def _segment(model, source, out, opts: PredictOptions, todo, failed: dict, log):
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nucseg-write") as writer:
         try:
             for sid in todo:
-                if not opts.overwrite and is_done(out, sid, opts.formats):
+                tiled = is_tiled(opts, sizes.get(sid))
+                formats = tiled_formats(opts.formats) if tiled else opts.formats
+                if not opts.overwrite and is_done(out, sid, formats):
                     skipped.append(sid)
+                    continue
+                if tiled:
+                    if writing:
+                        finish(writing)
+                        writing = None
+                    try:
+                        segment_tiled(model, source, sid, out, opts, progress, log)
+                    except DataError as err:
+                        fail(sid, err)
+                    else:
+                        done.append(sid)
                     continue
                 try:
                     job = predict_one(model, source, sid, opts)
@@ -421,7 +457,7 @@ def _settings(model: NucleusModel, source, opts: PredictOptions) -> tuple[dict, 
     """(the settings a folder's predictions depend on, what else ``predict.json`` records)."""
     settings = {"model_fingerprint": model.fingerprint, "tta": opts.tta,
                 "postprocess": opts.method, "channel": opts.channel,
-                "pixel_size_um": opts.pixel_size,
+                "pixel_size_um": opts.pixel_size, "tile": opts.tile,
                 # the one engine whose maps differ from the others'
                 "bfloat16": not engines.ENGINES[model.engine].exact}
     info = {"model": str(model.path) if model.path else None,

@@ -60,11 +60,21 @@ batches, augmentation), so that two trainings of one recipe with different seeds
 on the same validation images; runs recorded before the key existed (None) drew their split
 with ``seed``, as :func:`split_seed` says.
 
+``train_labels`` chooses stage1_train's ground truth: ``original`` (Kaggle's masks) or
+``fixed`` (the community-fixed masks, ``stage1_train_fixed.zip``: 664 images, 109 of them
+corrected; :mod:`nucseg_utils.data`). Every profile keeps ``original`` until the fixed labels
+measure better (issue 22). ``split_by`` chooses how the validation images are drawn:
+``random`` (``val_fraction`` of all images, as every run before the key) or ``type``
+(stratified by image type, :mod:`nucseg_utils.image_types`, so that every type has validation
+images to be scored on its own; :func:`nucseg_utils.training.split_ids`). Both are
+``nucseg train`` options (``--train-labels``, ``--split-by``).
+
 Three keys only the paper profile sets, neutral elsewhere: ``micro_batch`` (None: the whole
 batch in one step, with ``train_on_batch``), ``mixed_precision`` (False) and
 ``checkpoint_every`` (1: a full checkpoint after every epoch). :data:`ADDED_KEYS` holds these
-neutral values, and segmentation_models' default ``decoder_filters``; they stand for the keys
-in runs recorded before they existed.
+neutral values, segmentation_models' default ``decoder_filters``, and ``train_labels``
+``original`` and ``split_by`` ``random``; they stand for the keys in runs recorded before they
+existed.
 """
 from __future__ import annotations
 
@@ -123,6 +133,8 @@ PROFILES: dict[str, dict] = {
         "size_probe": None,
         "seed": 42,
         "split_seed": 42,              # the train/validation split's own seed
+        "train_labels": "original",    # stage1_train's masks: "original" | "fixed"
+        "split_by": "random",          # validation images: "random" | "type" (stratified)
     },
     "cpu": {
         "backbone": "resnet18",
@@ -157,6 +169,8 @@ PROFILES: dict[str, dict] = {
         "scale_limits": [0.25, 2.0],
         "seed": 42,
         "split_seed": 42,              # the train/validation split's own seed
+        "train_labels": "original",    # not measured against "fixed" yet (issue 22)
+        "split_by": "random",
     },
     "smoke": {
         "backbone": "resnet18",
@@ -191,13 +205,19 @@ PROFILES: dict[str, dict] = {
         "size_probe": None,
         "seed": 42,
         "split_seed": 42,              # the train/validation split's own seed
+        "train_labels": "original",
+        "split_by": "random",
     },
 }
 
 # Keys added after the first runs, with the values that keep the behaviour of before: what
 # ``training.check_resume`` assumes for a run whose run.json does not record them.
 ADDED_KEYS = {"micro_batch": None, "mixed_precision": False, "checkpoint_every": 1,
-              "decoder_filters": [256, 128, 64, 32, 16], "split_seed": None}
+              "decoder_filters": [256, 128, 64, 32, 16], "split_seed": None,
+              "train_labels": "original", "split_by": "random"}
+
+TRAIN_LABELS = ("original", "fixed")  # stage1_train's masks (nucseg_utils.data.LABELS)
+SPLIT_BY = ("random", "type")          # how the validation images are drawn
 
 TTA_VARIANTS = 8  # rotations 0/90/180/270, each with and without a flip
 
@@ -231,12 +251,25 @@ def filter_list(text: str) -> list[int]:
     return counts
 
 
+def choice(key: str, allowed: tuple[str, ...]):
+    """A parser of one of ``allowed`` for the option of ``key``: a ValueError naming them."""
+    def parse(text: str) -> str:
+        value = str(text).strip().lower()
+        if value not in allowed:
+            raise ValueError(f"{key.replace('_', '-')} '{text}': one of {', '.join(allowed)}")
+        return value
+    parse.__name__ = key
+    return parse
+
+
 # the profile values `nucseg train` can override (--epochs, --steps-per-epoch, ...), and their
 # types; `--stain S` sets augmentation["stain"]
 TRAIN_OPTIONS = {"epochs": int, "steps_per_epoch": int, "batch_size": int, "input_size": int,
                  "learning_rate": float, "seed": int, "backbone": str, "encoder_weights": str,
                  "targets": target_list, "normalization": str, "split_seed": int,
-                 "decoder_filters": filter_list}
+                 "decoder_filters": filter_list,
+                 "train_labels": choice("train_labels", TRAIN_LABELS),
+                 "split_by": choice("split_by", SPLIT_BY)}
 
 DESCRIPTIONS = {
     "backbone": "encoder of the U-Net",
@@ -253,7 +286,9 @@ DESCRIPTIONS = {
     "epochs": "epochs",
     "steps_per_epoch": "steps per epoch",
     "train_splits": "training data",
+    "train_labels": "stage1_train labels",
     "val_fraction": "validation fraction",
+    "split_by": "validation images drawn",
     "augmentation": "augmentation",
     "tta": "test-time augmentation",
     "postprocess": "post-processing",
@@ -363,6 +398,12 @@ def describe(profile: dict):
             v = ", ".join(map(str, v))
         elif key == "tta":
             v = f"{TTA_VARIANTS} variants (rot90 x flip), averaged" if v else "off"
+        elif key in ("train_labels", "split_by"):
+            v = {"original": "original (Kaggle's masks)",
+                 "fixed": "fixed (community-fixed masks: 664 images, 109 corrected)",
+                 "random": "at random",
+                 "type": "stratified by image type (each type scored on its own)"}.get(
+                     v or ADDED_KEYS[key], v)
         elif isinstance(v, (list, tuple)):
             v = " + ".join(map(str, v))
         elif v is None:

@@ -106,10 +106,11 @@ def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
     one: a first pass without TTA at native scale gives a foreground whose size sets a factor;
     when that factor is far from 1 a second pass at the new scale refines the estimate (a
     network sees nuclei far from its standard size badly, so the first estimate is rough);
-    then the final prediction (with TTA when ``tta``) at that scale, resized back. A
-    ``tta_scales`` list in ``config`` (none by default) makes that final TTA prediction at the
-    factor times each of its scales, averaged at native size (test-time scaling; measured in
-    ``benchmarks/tta_scales.md``: it did not pay for the committed model).
+    then the final prediction (with TTA when ``tta``) at that scale, resized back
+    (:func:`predict_at`). A ``tta_scales`` list in ``config`` (none by default) makes that
+    final TTA prediction at the factor times each of its scales, averaged at native size
+    (test-time scaling; measured in ``benchmarks/tta_scales.md``: it did not pay for the
+    committed model).
 
     ``return_steps`` also returns a dict of the passes (diameters, factors, first-pass map).
     """
@@ -117,8 +118,49 @@ def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
     if not target:
         prob = predict(model, image, config, tta=tta)
         return (prob, {"factor": 1.0, "passes": []}) if return_steps else prob
-    limits = tuple(config.get("scale_limits", DEFAULT_LIMITS))
+    factor, passes, first, p = _size_passes(model, image, config, tta)
+    if p is not None and not tta:  # the last size pass stands as the prediction
+        prob = np.clip(resize_image(p, image.shape[:2]) if p.shape[:2] != image.shape[:2]
+                       else p, 0.0, 1.0)
+    else:
+        prob = predict_at(model, image, config, factor, tta)
+    if return_steps:
+        return prob, {"factor": factor, "passes": passes, "first_pass": first}
+    return prob
+
+
+def estimate_factor(model, image: np.ndarray, config: dict, tta: bool = True) -> float:
+    """The rescaling factor :func:`predict_scaled` predicts ``image`` at (1 without a
+    ``target_diameter``), from its size passes alone: ``predict_at(model, image, config,
+    estimate_factor(model, image, config, tta), tta)`` is ``predict_scaled(model, image,
+    config, tta)``. :mod:`nucseg_utils.big` estimates it once per image and predicts every
+    tile at it."""
+    if not config.get("target_diameter"):
+        return 1.0
+    return _size_passes(model, image, config, tta)[0]
+
+
+def predict_at(model, image: np.ndarray, config: dict, factor: float,
+               tta: bool = True) -> np.ndarray:
+    """Native-size probabilities for one normalised image predicted at a given rescaling
+    ``factor`` (with TTA when ``tta``; and, with TTA, at ``factor`` times each of the config's
+    ``tta_scales``, averaged), resized back to the image's size and clipped to [0, 1]."""
     h, w = image.shape[:2]
+    prob = None
+    scales = (config.get("tta_scales") or [1.0]) if tta else [1.0]
+    for s in scales:
+        q = predict(model, rescale_image(image, factor * s), config, tta=tta)
+        q = resize_image(q, (h, w)) if q.shape[:2] != (h, w) else q
+        prob = q / len(scales) if prob is None else prob + q / len(scales)
+    return np.clip(prob, 0.0, 1.0)
+
+
+def _size_passes(model, image: np.ndarray, config: dict, tta: bool):
+    """The size passes of :func:`predict_scaled` (a model with a ``target_diameter``):
+    (the factor of the final prediction, the passes, the first pass's map, the last pass's
+    map when it stands as the prediction without TTA, else None)."""
+    target = config["target_diameter"]
+    limits = tuple(config.get("scale_limits", DEFAULT_LIMITS))
     passes, factor, first, p = [], 1.0, None, None
     probe = config.get("size_probe")
     if probe:  # large nuclei: a coarse look first (see :func:`probe_diameter`)
@@ -135,20 +177,6 @@ def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
         if abs(np.log(new / factor)) < np.log(1.3):  # close enough: this pass stands
             break
         factor, p = new, None
-    if tta:  # the final pass at the last estimate's factor (and around it: tta_scales)
-        factor = passes[-1]["next"]
-        prob = None
-        scales = config.get("tta_scales") or [1.0]
-        for s in scales:
-            q = predict(model, rescale_image(image, factor * s), config, tta=True)
-            q = resize_image(q, (h, w)) if q.shape[:2] != (h, w) else q
-            prob = q / len(scales) if prob is None else prob + q / len(scales)
-    else:
-        prob = p if p is not None else predict(model, rescale_image(image, factor), config,
-                                               tta=False)
-    if prob.shape[:2] != (h, w):
-        prob = resize_image(prob, (h, w))
-    prob = np.clip(prob, 0.0, 1.0)
-    if return_steps:
-        return prob, {"factor": factor, "passes": passes, "first_pass": first}
-    return prob
+    if tta:  # the final pass at the last estimate's factor
+        factor, p = passes[-1]["next"], None
+    return factor, passes, first, p

@@ -4,7 +4,8 @@ In: {id: label image} and the source with the ground truth (a DSB split).
 Out: the data-set numbers at native resolution (Kaggle's way) and resized to 256x256 (the
 paper's way): DSB, object precision, recall and F1 at IoU > 0.5, pixel accuracy, the DSB per
 modality, the per-image table; Table II beside the published numbers; TTA's gain; every
-post-processing method on one image.
+post-processing method on one image; the scores per image type at IoU 0.7 beside Caicedo et
+al.'s per-type recall on stage 2 (:func:`type_table`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pandas as pd
 
 from . import data as data_mod
 from . import metrics
+from .image_types import TYPE_ORDER
 from .postprocessing import methods_for, postprocess_all, postprocess_as
 from .preprocessing import resize_labels
 
@@ -143,3 +145,95 @@ def method_scores(prob: np.ndarray, truth: np.ndarray, config: dict):
     rows.append({"method": "ground truth", "nuclei": int(len(np.unique(truth)) - 1),
                  "dsb": 1.0})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- per image type
+# Caicedo et al. 2019, "Nucleus segmentation across imaging experiments: the 2018 Data Science
+# Bowl", Nature Methods 16, 1247-1253 (https://doi.org/10.1038/s41592-019-0612-7): recall at
+# IoU 0.7 per image type on the 106 scored stage-2 images, the mean over the images of a type of
+# TP / (TP + FN), from the authors' analysis (carpenterlab/2019_caicedo_dsb, 06-analysis.ipynb,
+# the table of recall by group and submission): the winner (topcoders, submission 7193229) and
+# their U-Net trained from scratch ("unets"). Keys: nucseg_utils.image_types.TYPES; "Default" is
+# every stage-2 image of no other group (mostly fluorescence with small nuclei). Context only:
+# another test set (stage 2) than any this repository scores.
+CAICEDO_RECALL_07 = {
+    "fluorescence small nuclei": {"group": "Default", "winner": 0.893, "unet": 0.765},
+    "fluorescence large nuclei": {"group": "Superbig", "winner": 0.494, "unet": 0.531},
+    "grey tissue (brightfield)": {"group": "TissueBW", "winner": 0.454, "unet": 0.037},
+    "purple tissue": {"group": "Purple", "winner": 0.659, "unet": 0.360},
+    "pink-and-purple H&E": {"group": "PinkAndPurple", "winner": 0.769, "unet": 0.125},
+}
+TYPE_IOU = 0.7
+WINNER_COLUMN = "winner's recall (IoU > 0.7), stage 2 [context]"
+UNET_COLUMN = "from-scratch U-Net recall (IoU > 0.7), stage 2 [context]"
+
+
+def image_results(pred: dict, source) -> dict:
+    """{id: :func:`nucseg_utils.metrics.image_scores`} of predicted label images against the
+    source's ground truth at native resolution (the per-threshold TP, FP and FN that
+    :func:`type_table` reads)."""
+    out = {}
+    for sid in sorted(pred):
+        truth = source.labels(sid)
+        out[sid] = metrics.image_scores(truth, pred[sid])
+    return out
+
+
+def counts_at(result: dict, iou: float = TYPE_IOU) -> tuple[int, int, int]:
+    """(TP, FP, FN) of one :func:`nucseg_utils.metrics.image_scores` result at IoU > ``iou``,
+    one of its thresholds."""
+    th = np.round(np.asarray(result["thresholds"], float), 4)
+    hit = np.flatnonzero(np.isclose(th, iou))
+    if not hit.size:
+        raise ValueError(f"IoU {iou:g} is not one of the thresholds scored "
+                         f"({', '.join(f'{t:g}' for t in th)})")
+    k = int(hit[0])
+    return int(result["tp"][k]), int(result["fp"][k]), int(result["fn"][k])
+
+
+def _image_rate(num: int, den: int, n_true: int, n_pred: int) -> float:
+    """A per-image ratio as :mod:`nucseg_utils.metrics` gives it: 1.0 for an empty image with
+    an empty prediction, 0.0 for any other zero denominator."""
+    if den:
+        return num / den
+    return 1.0 if n_true == 0 and n_pred == 0 else 0.0
+
+
+def type_table(results: dict, types, iou: float = TYPE_IOU, anchors: bool = True):
+    """The scores per image type, beside Caicedo et al.'s (:data:`CAICEDO_RECALL_07`).
+
+    ``results``: {id: :func:`nucseg_utils.metrics.image_scores`} (:func:`image_results`);
+    ``types``: {id: type} or a Series indexed by id (:mod:`nucseg_utils.image_types`). One row
+    per type present (in :data:`nucseg_utils.image_types.TYPE_ORDER`), then ``all``: images,
+    true nuclei, DSB (mean over images), recall and object F1 at IoU > ``iou``, each the mean
+    over the images of the per-image TP / (TP + FN) and 2TP / (2TP + FP + FN) (Caicedo et al.'s
+    way), and with ``anchors`` the winner's and the from-scratch U-Net's recall at 0.7 on
+    stage 2 (columns marked context: another test set)."""
+    types = dict(types.items()) if hasattr(types, "items") else dict(types)
+    missing = sorted(set(results) - set(types))
+    if missing:
+        raise ValueError(f"no image type for {len(missing)} scored image(s), e.g. "
+                         f"'{missing[0]}'")
+    rows = []
+    for sid, r in results.items():
+        tp, fp, fn = counts_at(r, iou)
+        rows.append({"id": sid, "type": types[sid], "dsb": float(r["dsb"]),
+                     "n_true": int(r["n_true"]),
+                     "recall": _image_rate(tp, tp + fn, r["n_true"], r["n_pred"]),
+                     "f1": _image_rate(2 * tp, 2 * tp + fp + fn, r["n_true"], r["n_pred"])})
+    per_image = pd.DataFrame(rows, columns=["id", "type", "dsb", "n_true", "recall", "f1"])
+    present = [t for t in TYPE_ORDER if t in set(per_image["type"])]
+    present += sorted(set(per_image["type"]) - set(present))
+    groups = [(t, per_image[per_image["type"] == t]) for t in present] + [("all", per_image)]
+    out = []
+    for name, g in groups:
+        row = {"image type": name, "images": int(len(g)), "nuclei": int(g["n_true"].sum()),
+               "DSB": float(g["dsb"].mean()) if len(g) else float("nan"),
+               f"recall (IoU > {iou:g})": float(g["recall"].mean()) if len(g) else float("nan"),
+               f"F1 (IoU > {iou:g})": float(g["f1"].mean()) if len(g) else float("nan")}
+        if anchors:
+            ref = CAICEDO_RECALL_07.get(name, {})
+            row[WINNER_COLUMN] = ref.get("winner", float("nan"))
+            row[UNET_COLUMN] = ref.get("unet", float("nan"))
+        out.append(row)
+    return pd.DataFrame(out)

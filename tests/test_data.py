@@ -408,3 +408,94 @@ def test_most_colourful_picks_the_stained_image():
     assert data.modality_of(purple) == "stained" and data.colourfulness(purple) > 0.04
     assert data.most_colourful({"a": grey, "b": purple, "c": grey}) == "b"
     assert data.most_colourful({"b": grey, "a": grey}) == "a"
+
+
+# --------------------------------------------------------------------------- fixed labels
+FIXED_CHANGED = "0a7d30b252359a10fd298b638b90cb9ada3acced4e0c0e5a3692013f432ee4e9"  # 1 of 109
+
+
+@pytest.fixture(scope="module")
+def real_fixed(real_data):
+    """stage1_train with the community-fixed labels; skipped without stage1_train_fixed.zip."""
+    try:
+        split = data.open_split("stage1_train", root=real_data, labels="fixed")
+    except DataError:
+        pytest.skip("stage1_train_fixed.zip not found beside the data")
+    yield split
+    split.close()
+
+
+def test_fixed_labels_hold_664_images_without_the_6_removed(real_fixed, real_train):
+    assert real_fixed.name == "stage1_train" and real_fixed.labels_variant == "fixed"
+    assert real_fixed.source.name == "stage1_train_fixed.zip"
+    assert real_fixed.solution_path is None  # Kaggle's CSV describes the original masks
+    assert len(real_fixed.ids) == 664
+    removed = data.FIXED_REMOVED["stage1_train"]
+    assert len(removed) == 6 and not set(removed) & set(real_fixed.ids)
+    assert set(real_fixed.ids) | set(removed) == set(real_train.ids)
+    assert "fixed labels" in repr(real_fixed)
+
+
+def test_a_changed_image_has_other_masks_and_the_same_pixels(real_fixed, real_train):
+    fixed, original = real_fixed.sample(FIXED_CHANGED), real_train.sample(FIXED_CHANGED)
+    assert np.array_equal(fixed.image, original.image)
+    assert fixed.labels.shape == original.labels.shape
+    assert object_sets(fixed.labels) != object_sets(original.labels)
+    assert (int(fixed.labels.max()), int(original.labels.max())) == (28, 27)
+    # two of its masks overlap by 2 pixels: they stay with the first mask, none is lost
+    assert real_fixed.resolved_overlaps == {FIXED_CHANGED: 2}
+    assert len(np.unique(fixed.labels[fixed.labels > 0])) == 28
+
+
+def test_an_unchanged_image_reads_the_same_from_both_labels_a_changed_one_does_not(
+        real_fixed, real_train):
+    sid = "003cee89357d9fe13516167fd67b609a164651b21934585648c740d2c3d86dc1"  # unchanged
+    assert object_sets(real_fixed.labels(sid)) == object_sets(real_train.labels(sid))
+    sid = "00071198d059ba7f5914a526d124d28e6d010c92466da21d4a04cd5413362552"  # changed
+    assert object_sets(real_fixed.labels(sid)) != object_sets(real_train.labels(sid))
+
+
+def test_missing_fixed_labels_name_the_zip(tiny):
+    root, _, _ = tiny
+    with pytest.raises(DataError) as err:
+        data.open_split("stage1_train", root=root, labels="fixed")
+    assert str(root / "stage1_train_fixed.zip") in str(err.value)
+    assert "train_labels" in str(err.value)
+    with pytest.raises(DataError, match="stage1_test has no fixed labels"):
+        data.open_split("stage1_test", root=root, labels="fixed")
+    with pytest.raises(DataError, match="unknown labels 'clean'"):
+        data.open_split("stage1_train", root=root, labels="clean")
+    with pytest.raises(DataError, match="labels='fixed'"):
+        data.open_split("stage1_train_fixed", root=root)
+
+
+def test_fixed_folder_or_zip_is_read_and_overlaps_stay_with_the_first_mask(tiny):
+    root, split_dir, truth = tiny
+    fixed_dir = root / "stage1_train_fixed"
+    shutil.copytree(split_dir, fixed_dir)
+    shutil.rmtree(fixed_dir / "bbb")  # a removed image
+    # a corrected nucleus that overlaps the first one by one pixel
+    m = np.zeros((8, 10), bool)
+    m[3:5, 4:7] = True
+    write_png(fixed_dir / "aaa" / "masks" / "m2.png", m.astype(np.uint8) * 255)
+    for form in ("folder", "zip"):
+        if form == "zip":
+            zip_folder(fixed_dir, root / "stage1_train_fixed.zip")
+            shutil.rmtree(fixed_dir)
+        split = data.open_split("stage1_train", root=root, labels="fixed")
+        assert split.ids == ["aaa"] and split.labels_variant == "fixed", form
+        lab = split.labels("aaa")
+        assert lab.max() == 3 and lab[3, 4] == 1  # the shared pixel stays with mask m0
+        assert int((lab == 3).sum()) == 5 and split.resolved_overlaps == {"aaa": 1}
+    # the original labels still refuse an overlap
+    write_png(split_dir / "aaa" / "masks" / "m2.png", m.astype(np.uint8) * 255)
+    with pytest.raises(DataError, match="overlaps"):
+        data.open_split("stage1_train", root=root).labels("aaa")
+
+
+def test_labels_for_gives_the_fixed_labels_to_stage1_train_only():
+    assert data.labels_for("stage1_train", "fixed") == "fixed"
+    assert data.labels_for("stage1_test", "fixed") == "original"
+    assert data.labels_for("stage1_train", "original") == "original"
+    assert data.base_split("stage1_train_fixed") == "stage1_train"
+    assert data.base_split("stage1_test") == "stage1_test"

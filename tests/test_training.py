@@ -370,3 +370,176 @@ def test_settings_that_cannot_train_are_refused_before_the_run_folder_is_touched
 def test_targets_the_post_processing_cannot_read_are_refused(text):
     with pytest.raises(ValueError, match="one of mask, mask,touching"):
         profiles.target_list(text)
+
+
+# --------------------------------------------------------------------------- labels and split
+@pytest.fixture
+def fixed_data(tmp_path, smoke_data):
+    """A copy of the synthetic set with a ``stage1_train_fixed/`` beside it: one image removed
+    (one of the random validation images) and one image with a mask less. Returns (root,
+    removed id, changed id)."""
+    root = tmp_path / "syn"
+    shutil.copytree(smoke_data, root)
+    ids = sorted(p.name for p in (root / "stage1_train").iterdir() if p.is_dir())
+    _, val = training.split_ids(ids, profiles.get_profile("smoke")["val_fraction"], 42)
+    removed, changed = val[0], [i for i in ids if i not in val][0]
+    fixed = root / "stage1_train_fixed"
+    shutil.copytree(root / "stage1_train", fixed)
+    shutil.rmtree(fixed / removed)
+    sorted((fixed / changed / "masks").iterdir())[0].unlink()
+    return root, removed, changed
+
+
+def subsets(profile, root):
+    table, samples = training.load_training_data(profile, root, progress=False)
+    return table.set_index("id")["subset"], table, {s.id: s for s in samples}
+
+
+@pytest.mark.parametrize("split_by", ["random", "type"])
+def test_fixed_labels_are_read_and_hold_out_the_original_images_less_the_removed(
+        fixed_data, monkeypatch, split_by):
+    root, removed, changed = fixed_data
+    original, table, samples = subsets(profiles.get_profile("smoke", split_by=split_by), root)
+    fixed_prof = profiles.get_profile("smoke", train_labels="fixed", split_by=split_by)
+    # the removed image, known as removed (as the six of the real set are), still takes part
+    # in the draw: the same validation images, less the removed one
+    monkeypatch.setitem(training.data_mod.FIXED_REMOVED, "stage1_train", (removed,))
+    monkeypatch.setitem(training.image_types.FIXED_REMOVED_TYPES, removed,
+                        table.set_index("id").loc[removed, "type"])
+    fixed, fixed_table, fixed_samples = subsets(fixed_prof, root)
+    assert removed not in fixed.index and set(fixed.index) == set(original.index) - {removed}
+    assert fixed.equals(original.drop(removed))
+    assert (fixed_table["type"] == table.set_index("id").loc[fixed_table["id"], "type"]
+            .to_numpy()).all()
+    # the changed image's labels come from the fixed masks, the others are the original ones
+    assert fixed_samples[changed].labels.max() == samples[changed].labels.max() - 1
+    other = [i for i in fixed.index if i != changed][0]
+    assert objects(fixed_samples[other].labels) == objects(samples[other].labels)
+
+
+def objects(labels) -> set[frozenset]:
+    """The objects of a label image as pixel sets (the CSV and the masks number them
+    differently)."""
+    flat = np.asarray(labels).ravel()
+    return {frozenset(np.flatnonzero(flat == v).tolist()) for v in np.unique(flat[flat > 0])}
+
+
+def test_a_split_by_type_is_recorded_per_image(smoke_data):
+    base, table, _ = subsets(profiles.get_profile("smoke"), smoke_data)
+    by_type, typed, _ = subsets(profiles.get_profile("smoke", split_by="type"), smoke_data)
+    assert {"modality", "type"} <= set(table.columns)
+    assert typed["type"].tolist() == table["type"].tolist()  # the split does not set the type
+    assert not by_type.equals(base)
+    # every type of two images or more has validation images
+    counts = typed.groupby("type")["subset"].apply(lambda s: (s == "val").sum())
+    sizes = typed["type"].value_counts()
+    assert all(counts[t] >= 1 for t in sizes.index if sizes[t] >= 2)
+
+
+def test_the_removed_images_of_the_real_fixed_labels_take_part_in_the_draw(real_data):
+    from nucseg_utils import data
+    try:
+        fixed = data.open_split("stage1_train", real_data, labels="fixed")
+    except data.DataError:
+        pytest.skip("stage1_train_fixed.zip not found")
+    original = data.open_split("stage1_train", real_data)
+    removed = training._removed_ids("stage1_train", real_data, fixed.ids)
+    assert sorted(removed) == sorted(data.FIXED_REMOVED["stage1_train"])
+    pool = fixed.ids + removed
+    assert sorted(pool) == original.ids
+    _, val = training.split_ids(pool, 0.1, 42)
+    _, val_original = training.split_ids(original.ids, 0.1, 42)
+    assert val == val_original  # the same draw; the removed are dropped from it afterwards
+
+
+def test_labels_and_split_are_train_options_recorded_with_old_runs_neutral(tmp_path):
+    from nucseg_utils import cli
+    cpu = profiles.get_profile("cpu")
+    assert (cpu["train_labels"], cpu["split_by"]) == ("original", "random")
+    assert profiles.ADDED_KEYS["train_labels"] == "original"
+    assert profiles.ADDED_KEYS["split_by"] == "random"
+    tried = profiles.get_profile("cpu", train_labels="fixed", split_by="type")
+    command = profiles.train_command(tried, "r")
+    assert command == "nucseg train --profile cpu --out r --train-labels fixed --split-by type"
+    args = cli.build_parser().parse_args(command.split()[1:])
+    assert (args.train_labels, args.split_by) == ("fixed", "type")
+    with pytest.raises(ValueError, match="train-labels 'clean': one of original, fixed"):
+        profiles.TRAIN_OPTIONS["train_labels"]("clean")
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["train", "--split-by", "modality"])
+    rows = profiles.describe(tried).set_index("parameter")["value"]
+    assert rows["stage1_train labels"].startswith("fixed")
+    assert rows["validation images drawn"].startswith("stratified by image type")
+    # a run recorded before the keys trained on the original labels, split at random
+    old = {k: v for k, v in cpu.items() if k not in ("train_labels", "split_by")}
+    assert profiles.train_command(old, "r") == "nucseg train --profile cpu --out r"
+    runs.update_run_json(tmp_path, profile=old, data_fingerprint={"x": 1})
+    training.check_resume(cpu, {"x": 1}, tmp_path)  # no error
+    with pytest.raises(ModelError, match="train_labels: 'original' -> 'fixed'"):
+        training.check_resume(profiles.get_profile("cpu", train_labels="fixed"), {"x": 1},
+                              tmp_path)
+    with pytest.raises(ModelError, match="split_by: 'random' -> 'type'"):
+        training.check_resume(profiles.get_profile("cpu", split_by="type"), {"x": 1}, tmp_path)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train_labels": "clean"}, "unknown train_labels"),
+    ({"split_by": "modality"}, "unknown split_by")])
+def test_unknown_labels_or_split_are_refused_before_the_run_folder_is_touched(
+        tmp_path, overrides, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(profiles.SettingsError, match=message):
+        training.train(profiles.get_profile("smoke", **overrides), run, root=tmp_path / "none")
+    assert list(run.iterdir()) == []
+
+
+def test_a_missing_fixed_zip_is_named_when_training_asks_for_it(tmp_path, smoke_data):
+    from nucseg_utils.data import DataError
+    with pytest.raises(DataError, match="stage1_train_fixed.zip: no such file"):
+        training.train(profiles.get_profile("smoke", train_labels="fixed"), tmp_path / "run",
+                       root=smoke_data, progress=False)
+
+
+@pytest.mark.slow
+def test_a_training_on_fixed_labels_split_by_type_records_both_and_is_scored_on_them(
+        tmp_path, fixed_data):
+    from nucseg_utils import calibration, protocol
+    from nucseg_utils.model import NucleusModel
+    root, removed, changed = fixed_data
+    prof = profiles.get_profile("smoke", train_labels="fixed", split_by="type",
+                                epochs=1, steps_per_epoch=1, batch_size=2)
+    run = tmp_path / "run"
+    training.train(prof, run, root=root, progress=False)
+    info = runs.read_json(run / "run.json")
+    assert (info["profile"]["train_labels"], info["profile"]["split_by"]) == ("fixed", "type")
+    assert protocol.run_labels(run) == "fixed"
+    table = pd.read_csv(run / "split.csv", dtype={"id": str})
+    assert removed not in set(table["id"]) and "type" in table
+    val = table[table["subset"] == "val"]
+    assert info["n_val_by_type"] == {t: int((val["type"] == t).sum())
+                                     for t in info["n_val_by_type"]}
+    assert sum(info["n_val_by_type"].values()) == info["n_val"] == len(val)
+    # the data fingerprint is the fixed labels': another labelling is other data
+    fixed_fp = runs.file_fingerprint(root / "stage1_train_fixed")
+    assert info["data_fingerprint"] == {"stage1_train": fixed_fp}
+    # the model has seen the stage1_train images, whatever their labels
+    assert protocol.training_splits(run / "model.npz") == ["stage1_train"]
+    with pytest.raises(protocol.ProtocolError):
+        protocol.check_untouched("stage1_train", ["stage1_train_fixed"])
+    # calibration scores the validation images against the run's labels, or those asked for
+    model = NucleusModel.load(run / "model.npz")
+    for labels, variant in ((None, "fixed"), ("fixed", "fixed"), ("original", "original")):
+        [(source, probs)] = calibration.predict_validation(model, run, root, tta=False,
+                                                           progress=False, labels=labels)
+        assert source.labels_variant == variant and sorted(probs) == sorted(val["id"])
+    # an image the fixed labels left out is not scored against them
+    rows = pd.concat([table, pd.DataFrame([{"id": removed, "split": "stage1_train",
+                                            "subset": "val"}])])
+    runs.write_table(rows, run / "split.csv")
+    [(source, probs)] = calibration.predict_validation(model, run, root, tta=False,
+                                                       progress=False, labels="fixed")
+    assert removed not in probs
+    [(source, probs)] = calibration.predict_validation(model, run, root, tta=False,
+                                                       progress=False, labels="original")
+    assert removed in probs
