@@ -142,6 +142,40 @@ items = [(i, s.image, s.labels, data.modality_of(s.image)) for i in ids for s in
 figures.samples(items, ctx.figure("samples"), ctx.stamp)
 
 # %% [markdown]
+# ## Image types
+#
+# `image_types` gives every image an acquisition type from the image itself: its modality, for
+# stained tissue the share of pink (eosin) among its stained pixels, and for fluorescence the
+# median nucleus diameter (from the labels here). The type names are those of Caicedo et al.
+# 2019 (Nature Methods 16, 1247-1253), who scored the stage-2 images per type; the stage-1 grey
+# brightfield images are what they call grey tissue. The groups, over both splits:
+
+# %%
+from nucseg_utils import image_types, profiles, training
+
+types = pd.concat([image_types.split_types(s) for s in (train, test)], ignore_index=True)
+groups = image_types.type_table(types)
+runs.write_table(groups, ctx.table("image_types"))
+groups
+
+# %% [markdown]
+# A random tenth of stage1_train holds only one or two images of the rare types; a split by
+# type (`nucseg train --split-by type`) gives each type validation images of its own. The
+# validation images each split draws, by type:
+
+# %%
+tr = types[types["split"] == types["split"].iloc[0]]
+split_seed = profiles.split_seed(ctx.profile)
+_, random_val = training.split_ids(tr["id"], ctx.profile["val_fraction"], split_seed)
+_, type_val = training.split_ids(tr["id"], ctx.profile["val_fraction"], split_seed,
+                                 types=dict(zip(tr["id"], tr["type"])))
+pd.DataFrame({
+    "images": tr["type"].value_counts(),
+    "validation, at random": tr.loc[tr["id"].isin(random_val), "type"].value_counts(),
+    "validation, by type": tr.loc[tr["id"].isin(type_val), "type"].value_counts(),
+}).reindex([t for t in image_types.TYPE_ORDER if t in set(tr["type"])]).fillna(0).astype(int)
+
+# %% [markdown]
 # **What to notice.** Most images are fluorescence, and the splits do not hold the modalities
 # in the same proportions (the table and the sentences above give the counts of this data).
 # Nucleus sizes differ by more than an order of magnitude between images. A model that only
