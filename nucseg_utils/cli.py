@@ -32,7 +32,7 @@ from pathlib import Path
 from . import __version__, engines, quiet
 from .model import DEFAULT_MODEL, REPO
 from .postprocessing import METHODS
-from .profiles import TRAIN_OPTIONS
+from .profiles import PROFILES, TRAIN_OPTIONS
 
 
 def _add_tta(p):
@@ -111,7 +111,7 @@ def _add_score(sub):
 
 def _add_train(sub):
     p = sub.add_parser("train", help="train a model with a profile")
-    p.add_argument("--profile", default="cpu", choices=["cpu", "paper", "smoke"])
+    p.add_argument("--profile", default="cpu", choices=list(PROFILES))
     p.add_argument("--out", help="run folder (default runs/<profile>; layout in "
                    "nucseg_utils/runs.py)")
     p.add_argument("--data", help="data root (default: $NUCSEG_DATA, else ./data)")
@@ -186,7 +186,7 @@ def _add_predict_and_evaluate(sub):
 
 def _add_report_and_publish(sub):
     p = sub.add_parser("report", help="run every notebook with papermill; refresh figures/")
-    p.add_argument("--profile", default="cpu", choices=["cpu", "paper", "smoke"])
+    p.add_argument("--profile", default="cpu", choices=list(PROFILES))
     p.add_argument("--run", help="run folder (default runs/report-<profile>)")
     p.add_argument("--data")
     p.add_argument("--synthetic", action="store_true", help="use the synthetic set even if "

@@ -54,7 +54,7 @@ def evaluate(model_path, split: str | None = None, root=None, out_dir=None,
     model = NucleusModel.load(model_path, engine=engine)
     config = model.config
     tta = config.get("tta", True) if tta is None else tta
-    method = method or config.get("postprocess", "paper")
+    method = method or model.settings.postprocess
     out_dir = Path(out_dir or Path("runs") / "evaluate" / f"{split}{'_tta' if tta else ''}")
     made_by = {"model_fingerprint": runs.file_fingerprint(model_path), "split": split,
                "data_fingerprint": (runs.file_fingerprint(source.source)
