@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, engines, quiet
+from . import __version__, engines, quiet, runs
 from .model import DEFAULT_MODEL, REPO
 from .postprocessing import METHODS
 from .profiles import PROFILES, TRAIN_OPTIONS
@@ -229,7 +229,7 @@ def _add_synthetic_and_export(sub):
 
 
 def cmd_score(a) -> int:
-    from . import metrics, runs
+    from . import metrics
     if a.per_image and Path(a.per_image).resolve() in (Path(a.solution).resolve(),
                                                        Path(a.submission).resolve()):
         raise FileExistsError(f"{a.per_image}: is the solution or the submission; not "
@@ -250,7 +250,7 @@ def cmd_score(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from . import data, profiles, runs, synthetic, training
+    from . import data, profiles, synthetic, training
 
     # options not given keep the profile's value; encoder_weights is set below ("none": None)
     overrides = {k: getattr(a, k) for k in profiles.TRAIN_OPTIONS
@@ -327,22 +327,13 @@ def cmd_predict(a) -> int:
     written = list(dict.fromkeys(places)) + ["summary.csv"] + (
         ["submission.csv"] if "labels-png" in options.formats else [])
     print(f"nucseg predict: {ok} image(s), {res.nuclei} nuclei ({len(res.done)} segmented now, "
-          f"{len(res.skipped)} done before) with {_shown(a.model)} ({model.engine}) -> {out}: "
+          f"{len(res.skipped)} done before) with {runs.shown(a.model)} ({model.engine}) -> {out}: "
           f"{', '.join(written)}")
     if res.failed:
         print(f"{len(res.failed)} image(s) could not be segmented (see above and "
               f"{out / 'summary.csv'})")
         return 1
     return 0
-
-
-def _shown(path) -> str:
-    """A model file as a user reads it: relative to the repository when it is inside."""
-    p = Path(path).resolve()
-    try:
-        return str(p.relative_to(REPO))
-    except ValueError:
-        return str(path)
 
 
 def _places(formats) -> list[str]:

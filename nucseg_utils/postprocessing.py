@@ -305,22 +305,24 @@ def _explain_paper(pp: dict) -> str:
             f"inside the foreground; objects under {pp['min_size']} px dropped{_grown(pp)}")
 
 
-def _explain_touching(pp: dict) -> str:
+def _explain_seeded(pp: dict, seeds: str, relief: str) -> str:
+    """The words of a seeded watershed (``touching``, ``distance``): ``seeds`` says what its
+    seeds are the connected parts of, ``relief`` what it floods."""
     return (f"foreground = nucleus probability > {pp['threshold']:g} (holes filled); seeds = "
-            f"connected parts of (nucleus - touching zone) > {pp['threshold']:g} (parts under "
-            f"{seed_min_size(pp['min_size'])} px dropped; a foreground part without a seed "
-            f"becomes its own seed); watershed of the inverted nucleus probability from the "
-            f"seeds inside the foreground; objects under {pp['min_size']} px dropped"
-            f"{_grown(pp)}")
+            f"connected parts of {seeds} (parts under {seed_min_size(pp['min_size'])} px "
+            f"dropped; a foreground part without a seed becomes its own seed); watershed of the "
+            f"inverted {relief} from the seeds inside the foreground; objects under "
+            f"{pp['min_size']} px dropped{_grown(pp)}")
+
+
+def _explain_touching(pp: dict) -> str:
+    return _explain_seeded(pp, f"(nucleus - touching zone) > {pp['threshold']:g}",
+                           "nucleus probability")
 
 
 def _explain_distance(pp: dict) -> str:
-    return (f"foreground = nucleus probability > {pp['threshold']:g} (holes filled); seeds = "
-            f"connected parts of centre distance > {pp['distance_seed']:g} inside the "
-            f"foreground (parts under {seed_min_size(pp['min_size'])} px dropped; a foreground "
-            f"part without a seed becomes its own seed); watershed of the inverted centre "
-            f"distance from the seeds inside the foreground; objects under {pp['min_size']} "
-            f"px dropped{_grown(pp)}")
+    return _explain_seeded(pp, f"centre distance > {pp['distance_seed']:g} inside the "
+                               f"foreground", "centre distance")
 
 
 def _explain_cc(pp: dict) -> str:

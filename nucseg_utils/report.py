@@ -277,7 +277,7 @@ class Context:
                 self._say_once(f"This run folder has no probability maps of notebook 4: "
                                f"predicting the {len(ids)} most crowded of the "
                                f"{scored.get('of', len(ids))} scored images now with "
-                               f"{self._model_name()} (notebook 4 predicts them all).")
+                               f"{runs.shown(self.model_file())} (notebook 4 predicts them all).")
                 inference.predict_split(self.model(), self.split(scored["split"]),
                                         self.predictions(tta), tta=tta, ids=todo,
                                         progress=False)
@@ -325,13 +325,6 @@ class Context:
     def _have_labels(self, method: str, ids) -> bool:
         folder = self.labels(method)
         return all((folder / f"{i}.png").is_file() for i in ids)
-
-    def _model_name(self) -> str:
-        path = self.model_file()
-        try:
-            return str(path.resolve().relative_to(REPO))
-        except ValueError:
-            return str(path)
 
     @property
     def committed_model(self) -> Path | None:

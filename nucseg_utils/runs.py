@@ -125,6 +125,18 @@ def to_markdown(df) -> str:
     return "\n".join(lines)
 
 
+REPO = Path(__file__).resolve().parent.parent  # the repository (or installed tree) root
+
+
+def shown(path) -> str:
+    """A path as a user reads it: relative to the repository when it is inside, else as
+    given."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def file_fingerprint(path, chunk: int = 1 << 20) -> str:
     """sha256 of a file (first 16 hex digits), or of a folder's file names and sizes."""
     path = Path(path)
