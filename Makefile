@@ -10,7 +10,7 @@ PROFILE ?= cpu
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: report test benchmark model sync clean-runs colab-check
+.PHONY: report test benchmark model release sync clean-runs colab-check
 
 # Colab's own versions, which the set-up cell must leave alone (colab/check_colab_stack.py).
 # Python 3.13 as on Colab when the machine has it, else $(PYTHON) (the script says which).
@@ -35,6 +35,12 @@ test: $(VENV)/.installed
 model: $(VENV)/.installed
 	$(BIN)/nucseg train --profile cpu --out runs/cpu --resume
 	$(BIN)/nucseg publish --run runs/cpu --out models/cpu
+
+# reproduce the committed release model (the cpu recipe on every labelled stage-1 image, about
+# 25 minutes here) and its validation results
+release: $(VENV)/.installed
+	$(BIN)/nucseg train --profile release --out runs/release --resume
+	$(BIN)/nucseg publish --run runs/release --out models/release
 
 benchmark: $(VENV)/.installed
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt

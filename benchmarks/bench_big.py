@@ -10,9 +10,12 @@ Run by ``run_benchmarks.py`` (``--only big``) or alone::
 
 Sizes (``ctx.sizes``, with these defaults): ``big_tile`` (the forced tile of the tiled-vs-
 untiled comparison, 128 px), ``big_seam_images`` and ``big_seam_size`` (3 synthetic images of
-768 px), ``big_mosaic`` (20000 px a side; 2048 quick), ``big_mosaic_tta`` (True: the model's
-8-fold TTA; the 2048-px quick mosaic took 6 s a tile with it on 2 cores, so the full one, some
-1,500 tiles, takes hours; ``--mosaic-no-tta`` about 8x less), ``big_dask_images`` (24; 4 quick).
+768 px), ``big_mosaic`` (20000 px a side; 2048 quick) and ``big_mosaic_tta`` (False: the
+model's 8-fold TTA took about 6 s a tile on 2 cores, so the full mosaic's tiles would take
+hours with it; ``--mosaic-tta`` turns it on), ``big_small_mosaic`` (2048 px; 1024 quick: the
+same mosaic, smaller, segmented with and without TTA, so the report shows that the peak
+memory does not grow with the image, and what TTA adds to it; and split by tiles across 1 and
+2 Dask workers against the serial run), ``big_dask_images`` (24; 4 quick).
 """
 from __future__ import annotations
 
@@ -43,9 +46,9 @@ SKIPPED_TARGETS = ()
 DSB_TOLERANCE = 0.002        # tiled DSB within this of untiled (issue 23)
 MOSAIC_GB_TARGET = 3.0       # peak memory of the 20,000 x 20,000 mosaic (issue 23)
 DEFAULTS = dict(big_tile=128, big_seam_images=3, big_seam_size=768, big_mosaic=20000,
-                big_mosaic_tta=True, big_dask_images=24)
+                big_mosaic_tta=False, big_small_mosaic=2048, big_dask_images=24)
 QUICK = dict(big_tile=128, big_seam_images=1, big_seam_size=384, big_mosaic=2048,
-             big_mosaic_tta=True, big_dask_images=4)
+             big_mosaic_tta=False, big_small_mosaic=1024, big_dask_images=4)
 
 # predict_big of a TIFF in a child process that reports its peak resident memory (VmHWM)
 MOSAIC_CHILD = (
@@ -195,42 +198,70 @@ def write_mosaic(ctx: Context, path: Path, side: int) -> tuple[int, int]:
     return n * 256, sum(counts[i] for i in order)
 
 
-def mosaic(ctx: Context, res: Result, work: Path) -> list:
-    side = _size(ctx, "big_mosaic")
-    path = work / "mosaic.tif"
-    ctx.log(f"big: writing a {side} x {side} mosaic")
-    side, planted = write_mosaic(ctx, path, side)
-    ctx.log(f"big: segmenting the {side} x {side} mosaic in a child process")
+def mosaic_file(ctx: Context, work: Path, side: int) -> tuple[Path, int, int]:
+    """The mosaic of ``side`` px in ``work`` (written once): (its path, its side, the
+    nuclei planted)."""
+    path, note = work / f"mosaic{side}.tif", work / f"mosaic{side}.json"
+    if not note.exists():
+        ctx.log(f"big: writing a {side} x {side} mosaic")
+        note.write_text(json.dumps(write_mosaic(ctx, path, side)))
+    made, planted = json.loads(note.read_text())
+    return path, made, planted
+
+
+def _segment_mosaic(ctx: Context, path: Path, out: Path, tta: bool) -> tuple[dict, float]:
+    """predict_big of the mosaic in a child process: (its report, the wall time)."""
     t0 = time.perf_counter()
-    tta = bool(_size(ctx, "big_mosaic_tta"))
     done = subprocess.run([sys.executable, "-c", MOSAIC_CHILD, str(ctx.model_path), str(path),
-                           str(work / "mosaic-out"), "tta" if tta else "no-tta"], cwd=REPO,
+                           str(out), "tta" if tta else "no-tta"], cwd=REPO,
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
     found = re.findall(r"^RESULT (.*)$", done.stdout, re.M)
     if done.returncode or not found:
         raise RuntimeError(f"the mosaic run failed (exit {done.returncode}):\n"
                            f"{done.stderr[-2000:]}")
-    out = json.loads(found[-1])
-    s, gb = out["summary"], out["hwm_kib"] / 2 ** 20
-    res.add(NAME, f"mosaic {side} x {side}: wall time", wall, "s",
-            f"child process, model load {out['load_s']:.0f} s included; "
-            f"{'TTA' if tta else 'no TTA'}")
-    res.add(NAME, f"mosaic {side} x {side}: peak RSS", gb * 1024, "MiB", "VmHWM")
-    res.add(NAME, f"mosaic {side} x {side}: nuclei found", s["nuclei"], "",
-            f"{planted} planted (the cells' true nuclei)")
-    res.add(NAME, f"mosaic {side} x {side}: tiles", s["tiles"], "",
-            f"tile {s['tile']} px, overlap {s['overlap']} px, factor {s['factor']:.3f}")
-    res.verdict(f"a {side} x {side} mosaic in under {MOSAIC_GB_TARGET:g} GB",
-                f"{gb:.2f} GB", gb < MOSAIC_GB_TARGET, f"{gb - MOSAIC_GB_TARGET:.2f} GB")
-    return [f"A {side} x {side} BigTIFF mosaic of the stage1_test grey 256 x 256 images "
-            f"({planted:,} true nuclei planted) segmented by `big.predict_big` with the "
-            f"default tile in a child process, {'with' if tta else 'without'} TTA: "
-            f"**{wall / 60:.1f} min** (model load "
-            f"{out['load_s']:.0f} s), peak resident memory **{gb:.2f} GB**, "
-            f"{s['nuclei']:,} nuclei found ({s['tiles']} tiles of {s['tile']} px, overlap "
-            f"{s['overlap']} px, factor {s['factor']:.3f}, {s['too_large']} too large for "
-            f"the overlap).", ""]
+    return json.loads(found[-1]), wall
+
+
+def mosaic(ctx: Context, res: Result, work: Path) -> list:
+    """The slide-sized mosaic, and the same mosaic smaller with and without TTA (peak memory
+    against the image's size)."""
+    rows, big_gb = [], None
+    runs_ = [(_size(ctx, "big_mosaic"), bool(_size(ctx, "big_mosaic_tta")))]
+    small = _size(ctx, "big_small_mosaic")
+    runs_ += [(small, False), (small, True)]
+    for side, tta in runs_:
+        path, side, planted = mosaic_file(ctx, work, side)
+        ctx.log(f"big: segmenting the {side} x {side} mosaic in a child process"
+                f"{' (TTA)' if tta else ''}")
+        out, wall = _segment_mosaic(ctx, path, work / f"mosaic-out-{side}-{tta}", tta)
+        s, gb = out["summary"], out["hwm_kib"] / 2 ** 20
+        how = f"mosaic {side} x {side}{', TTA' if tta else ''}"
+        res.add(NAME, f"{how}: wall time", wall, "s",
+                f"child process, model load {out['load_s']:.0f} s included")
+        res.add(NAME, f"{how}: peak RSS", gb * 1024, "MiB", "VmHWM")
+        res.add(NAME, f"{how}: nuclei found", s["nuclei"], "",
+                f"{planted} planted (the cells' true nuclei)")
+        res.add(NAME, f"{how}: tiles", s["tiles"], "",
+                f"tile {s['tile']} px, overlap {s['overlap']} px, factor {s['factor']:.3f}")
+        rows.append([f"{side:,} x {side:,}", "8-fold" if tta else "none",
+                     f"{wall / 60:.1f}", f"{out['load_s']:.0f}", f"{gb:.2f}",
+                     f"{planted:,}", f"{s['nuclei']:,}",
+                     f"{s['tiles']} of {s['tile']} px", f"{s['overlap']}",
+                     f"{s['factor']:.3f}", f"{s['too_large']}"])
+        res.verdict(f"a {side} x {side} mosaic{' with TTA' if tta else ''} in under "
+                    f"{MOSAIC_GB_TARGET:g} GB", f"{gb:.2f} GB", gb < MOSAIC_GB_TARGET,
+                    f"{gb - MOSAIC_GB_TARGET:.2f} GB")
+        big_gb = gb if big_gb is None else big_gb
+    return ["BigTIFF mosaics of the stage1_test grey 256 x 256 images (their true nuclei "
+            "planted, cell after cell) segmented by `big.predict_big` with the default "
+            "tile, each in a child process that reports its peak resident memory (VmHWM):",
+            "", *md_table(["mosaic", "TTA", "wall (min)", "model load (s)", "peak RSS (GB)",
+                           "nuclei planted", "nuclei found", "tiles", "overlap (px)",
+                           "factor", "too large"], rows), "",
+            "The peak memory is set by the tile, not by the image: the slide-sized mosaic "
+            "and the small one peak alike without TTA, and TTA adds the network's batch of 4 "
+            "variants of a window.", ""]
 
 
 # --------------------------------------------------------------------------- 4. Dask
@@ -270,7 +301,47 @@ def dask_throughput(ctx: Context, res: Result, work: Path) -> list:
     return [f"Throughput on {n} stage1_test images (8-fold TTA, every output), the model "
             f"loaded beforehand in every process (worker start-up not timed), on "
             f"{os.cpu_count()} cores:", "", *md_table(["how", "images/s", "x serial"], rows),
-            ""]
+            "", *dask_tiles(ctx, res, work)]
+
+
+def dask_tiles(ctx: Context, res: Result, work: Path) -> list:
+    """One big image (the small mosaic) split by tiles across 1 and 2 workers against the
+    serial tiled run: tiles/s and identical outputs."""
+    from distributed import Client, LocalCluster
+    from nucseg_utils import distributed
+    path, side, _ = mosaic_file(ctx, work, _size(ctx, "big_small_mosaic"))
+    model, _ = ctx.model()
+    kw = dict(tta=False, progress=False, formats=big.FORMATS)
+    t0 = time.perf_counter()
+    serial = big.predict_big(model, path, work / "tiles-serial", **kw)
+    t_serial = time.perf_counter() - t0
+    n = len(serial.plan.tiles())
+    rows = [["serial (`big.predict_big`)", f"{n / t_serial:.2f}", "1", "-"]]
+    for workers in (1, 2):
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            client.run(_warm_worker, distributed.model_job(model))  # not timed
+            t0 = time.perf_counter()
+            distributed.predict_big_distributed(model, path, work / f"tiles-dask{workers}",
+                                                scheduler=cluster.scheduler_address, **kw)
+            wall = time.perf_counter() - t0
+        same = _same_files(work / "tiles-serial", work / f"tiles-dask{workers}")
+        rows.append([f"Dask, {workers} worker process{'es' if workers > 1 else ''}",
+                     f"{n / wall:.2f}", f"{t_serial / wall:.2f}", "yes" if same else "**no**"])
+        res.add(NAME, f"one {side}-px image by tiles, Dask {workers} worker(s): tiles/s",
+                n / wall, "tile/s", f"{t_serial / wall:.2f}x serial; files identical: {same}")
+    res.add(NAME, f"one {side}-px image by tiles, serial: tiles/s", n / t_serial, "tile/s",
+            f"{n} tiles, no TTA")
+    return [f"One big image split across the workers by tiles: the {side} x {side} mosaic "
+            f"({n} tiles, no TTA; the client plans the image, reads the windows and "
+            f"stitches, the workers segment the windows):", "",
+            *md_table(["how", "tiles/s", "x serial", "outputs identical to serial"], rows), ""]
+
+
+def _warm_worker(job):
+    """Load the model in a worker before the timing (as its first tile would)."""
+    from nucseg_utils import distributed
+    distributed.worker_model(job)
 
 
 def _same_files(a: Path, b: Path) -> bool:
@@ -360,8 +431,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", help=f"comma-separated parts of: {', '.join(PARTS)}")
     ap.add_argument("--mosaic", type=int, help="the mosaic's side (px)")
-    ap.add_argument("--mosaic-no-tta", action="store_true",
-                    help="segment the mosaic without TTA (about 8x faster)")
+    ap.add_argument("--mosaic-tta", action="store_true",
+                    help="segment the big mosaic with TTA (about 8x slower)")
     ap.add_argument("--tile", type=int, help="the forced tile of the tiled comparison")
     ap.add_argument("--data")
     a = ap.parse_args(argv)
@@ -370,8 +441,8 @@ def main(argv=None):
         sizes["big_mosaic"] = a.mosaic
     if a.tile:
         sizes["big_tile"] = a.tile
-    if a.mosaic_no_tta:
-        sizes["big_mosaic_tta"] = False
+    if a.mosaic_tta:
+        sizes["big_mosaic_tta"] = True
     ctx = Context(a.model, sizes, a.data)
     res = run(ctx, a.only.split(",") if a.only else None)
     print("\n".join(res.md))

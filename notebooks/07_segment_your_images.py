@@ -7,8 +7,10 @@
 # ImageJ ROI set, an outline overlay, a table of measurements per nucleus, and the 16-bit
 # label PNG behind `submission.csv` (Kaggle's format). Point `images` at a folder of PNG or
 # TIFF files (grey, RGB, RGBA, 8 or 16 bit), a DSB split folder or zip. Each image is
-# predicted at its own size (large ones in tiles) with the committed `cpu` model (or the
-# run's model). The command line does the same as the folder call:
+# predicted at its own size (large ones in tiles) with the committed `release` model, the one
+# `nucseg predict` uses: the `cpu` recipe trained on every labelled stage-1 image (stained
+# tissue included), whose stage1_test is therefore no test set; the report's test scores are
+# the `cpu` model's (notebooks 4-6). The command line does the same as the folder call:
 # `nucseg predict --images PATH --out DIR [--pixel-size UM]`.
 
 # %% [markdown]
@@ -48,7 +50,7 @@ figures_dir = None        # None: <run_dir>/figures (`nucseg report` copies them
 seed = 42
 retrain = False           # True: train even where a committed model exists
 images = None      # a folder / file / zip of images; None: a few test images of the data
-model_file = None  # None: the run's model (notebook 3), else the committed cpu model
+model_file = None  # None: the committed release model (nucseg predict's); or a model file
 max_images = 3
 pixel_size = None  # micrometres per pixel; None: a TIFF's own, else sizes in pixels only
 out = None         # None: <run_dir>/segmented
@@ -58,11 +60,29 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg_utils import NucleusModel, data, figures, outputs, predict, report
+from nucseg_utils import (NucleusModel, data, figures, outputs, predict, publishing, report,
+                         scoring)
+from nucseg_utils.model import DEFAULT_MODEL
 
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
-model = NucleusModel.load(model_file or ctx.model_file())
+model = NucleusModel.load(model_file or DEFAULT_MODEL)
 model
+
+# %% [markdown]
+# ## Can it be trusted on your images?
+#
+# The model was judged on held-out images of every image type of DSB2018 stage 1 (drawn by
+# type, so that each type is scored on its own; `models/release/results.md`). Before trusting
+# its counts and sizes, find your images' type below:
+
+# %%
+trust = publishing.published_results(model.path)
+if trust and trust.get("validation"):
+    for line in scoring.trust_statement(trust["validation"]["by_type"]):
+        print(line)
+else:
+    print(f"{model.path} has no published scores per image type beside it "
+          f"(models/release/results.json is written by `nucseg publish`).")
 
 # %% [markdown]
 # ## One image
@@ -139,6 +159,6 @@ figures.nucleus_measurements(measurements, result.summary, ctx.figure("measureme
 # in the ROI Manager measures every nucleus on the image. `measurements/<id>.csv` and
 # `summary.csv` open in any spreadsheet.
 #
-# **What to notice.** The model was trained on DSB2018 images; on very different images
-# (another magnification, another stain) check a few overlays (`overlays/`) before trusting
-# counts and areas.
+# **What to notice.** The model was trained on DSB2018 images; on the image types it is not
+# reliable on (above), and on very different images (another magnification, another stain),
+# check a few overlays (`overlays/`) before trusting counts and areas.

@@ -91,9 +91,13 @@ overview's statistics and factor it recorded (``tiles/<id>/plan.json``), clears 
 unfinished tile had written, and goes on from there. Once the image is complete its tile
 folder is removed.
 
-**Many big images, many machines.** :func:`nucseg_utils.distributed.predict_distributed` runs one
-image per task on a Dask cluster (a big image is one task, its tiles done in order on one
-worker; splitting one image's tiles across workers is not done). A cluster of several machines::
+**Many big images, many machines.** The tiles of one image are independent until they are
+stitched: :func:`segment_window` (normalise, predict, post-process one window) needs only the
+window's pixels, the plan and the model, so :func:`nucseg_utils.distributed.predict_big_distributed`
+(and ``nucseg predict --workers N`` / ``--scheduler``) gives each tile to a Dask worker while
+this process plans the image, reads the windows, and stitches the labels that come back in
+raster order, as above: the outputs are those of the serial run, byte for byte, whatever the
+number of workers. A cluster of several machines::
 
     dask scheduler                                   # on one machine: prints tcp://HOST:8786
     dask worker tcp://HOST:8786 --nworkers 1 --nthreads 1    # on each machine, as many as wanted
@@ -822,7 +826,7 @@ def predict_big(model, image, out, *, sid: str | None = None, tile: int | None =
                 overlap: int | None = None, tta: bool | None = None, method: str | None = None,
                 channel: int | None = None, pixel_size: float | None = None,
                 formats=FORMATS, overwrite: bool = False, progress: bool = True,
-                log=_log_stderr) -> BigResult:
+                log=_log_stderr, windows=None) -> BigResult:
     """Segment one big image tile by tile into ``out`` (see the module docstring for the
     outputs, the seam rules, the memory bound and resuming).
 
@@ -832,7 +836,12 @@ def predict_big(model, image, out, *, sid: str | None = None, tile: int | None =
     and the image's factor); ``tta``, ``method``: None is the model's setting; ``pixel_size``
     (micrometres) overrides the one the file records; ``formats``: of :data:`FORMATS`
     (``ome-zarr`` is always written: the tiles are stitched in it). A rerun of a complete
-    image does nothing unless ``overwrite``."""
+    image does nothing unless ``overwrite``. ``windows``: who segments the tiles (a function
+    of (model, lazy image, plan, tiles, method, tta) that yields what :func:`serial_windows`
+    yields, in its order; default that one, in this process;
+    :func:`nucseg_utils.distributed.predict_big_distributed` gives them to Dask workers). The
+    plan (statistics, factor) and the stitching stay in this process: the outputs are the
+    same whoever segments the tiles."""
     out = Path(out)
     tta = model.settings.tta if tta is None else bool(tta)
     method = method or model.settings.postprocess
@@ -867,7 +876,7 @@ def predict_big(model, image, out, *, sid: str | None = None, tile: int | None =
             _create_labels(labels_tmp, lazy.shape)
             runs.write_json(work / "plan.json", plan.to_json())
         result = _run_tiles(model, lazy, plan, work, labels_tmp, sid, method, tta, px,
-                            formats, progress, log)
+                            formats, progress, log, windows)
         result.paths = paths
         _finish(out, sid, plan, work, labels_tmp, paths, px, formats, lazy, result, log)
     return result
@@ -887,10 +896,9 @@ def _resume_plan(work: Path, settings: dict, labels_tmp: Path) -> Plan | None:
 
 
 def _run_tiles(model, lazy, plan: Plan, work: Path, labels_tmp: Path, sid, method, tta, px,
-               formats, progress, log) -> BigResult:
+               formats, progress, log, windows=None) -> BigResult:
     tiles = plan.tiles()
     rows, cols = tiles[-1].row + 1, tiles[-1].col + 1
-    grid = Grid(plan.shape[0], plan.shape[1], plan.factor)
     if tta and model.config.get("tta_scales"):
         raise ValueError("tiled prediction does not do test-time scaling (tta_scales): "
                          "predict with tta=False or a model without tta_scales")
@@ -915,16 +923,11 @@ def _run_tiles(model, lazy, plan: Plan, work: Path, labels_tmp: Path, sid, metho
         win = canvas[y0:y1, x0:x1]
         if (win >= next_label).any():
             canvas[y0:y1, x0:x1] = np.where(win >= next_label, 0, win).astype(np.uint32)
-    bar = tqdm(todo, desc=f"{sid} tiles{' (TTA)' if tta else ''}", unit="tile",
+    bar = tqdm(total=len(todo), desc=f"{sid} tiles{' (TTA)' if tta else ''}", unit="tile",
                disable=not progress)
-    for t in bar:
-        y0, y1, x0, x1 = t.window
-        plane = lazy.read(y0, y1, x0, x1)
-        x = plan.stats.normalise(plan.stats.unit_rgb(plane))
-        prob, seen = predict_window(model, x, t.window, grid, tta)
-        del x
-        lab = model.postprocess(prob, method)
-        del prob
+    segmented = (windows or serial_windows)(model, lazy, plan, todo, method, tta)
+    for t, plane, lab, seen in segmented:
+        y0, _, x0, _ = t.window
         ey0, ey1, ex0, ex1 = seen
         plane = plane[ey0 - y0:ey1 - y0, ex0 - x0:ex1 - x0]
         seen_tile = dataclasses.replace(t, window=seen)
@@ -937,8 +940,34 @@ def _run_tiles(model, lazy, plan: Plan, work: Path, labels_tmp: Path, sid, metho
                         {"labels": list(given), "too_large": too_large,
                          "covered": int(((win >= given[0]) & (win < given[1])).sum())})
         next_label = given[1]
+        bar.update()
     bar.close()
     return result
+
+
+def segment_window(model, plane: np.ndarray, tile: Tile, plan: Plan, method: str,
+                   tta: bool) -> tuple[np.ndarray, tuple]:
+    """One tile's window ``plane`` (its pixels in the file's values) normalised with the
+    image's statistics, predicted on the image's grid at its factor (:func:`predict_window`)
+    and post-processed: (its labels, the native window (y0, y1, x0, x1) they cover). It
+    depends on nothing but its arguments, so it runs wherever the model is: in this process
+    (:func:`serial_windows`) or on a Dask worker
+    (:func:`nucseg_utils.distributed.cluster_windows`), with the same result."""
+    grid = Grid(plan.shape[0], plan.shape[1], plan.factor)
+    x = plan.stats.normalise(plan.stats.unit_rgb(plane))
+    prob, seen = predict_window(model, x, tile.window, grid, tta)
+    del x
+    return model.postprocess(prob, method), seen
+
+
+def serial_windows(model, lazy: LazyImage, plan: Plan, todo, method: str, tta: bool):
+    """The tiles ``todo`` segmented one after the other in this process: (tile, its
+    window's pixels, labels, the window they cover), in the order of ``todo``. The stitching
+    takes them in that order whoever segments them (``windows`` of :func:`predict_big`)."""
+    for t in todo:
+        plane = lazy.read(*t.window)
+        lab, seen = segment_window(model, plane, t, plan, method, tta)
+        yield t, plane, lab, seen
 
 
 def _finish(out, sid, plan: Plan, work: Path, labels_tmp: Path, paths, px, formats, lazy,

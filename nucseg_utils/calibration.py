@@ -220,9 +220,12 @@ def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, r
     return rows
 
 
-def write_ablation(rows: list[dict], dest, model_fingerprint: str, command: str):
+def write_ablation(rows: list[dict], dest, model_fingerprint: str, command: str,
+                   profile: str = "cpu",
+                   validation: str = "the 67 held-out stage1_train images"):
     """Merge this model's lever rows into ``dest/ablation.csv`` (rows of earlier models are
-    kept, with their fingerprint and command) and write ``ablation.md``."""
+    kept, with their fingerprint and command) and write ``ablation.md``; ``profile`` and
+    ``validation`` (its images, in words) for its heading."""
     dest = Path(dest)
     path = dest / "ablation.csv"
     old = pd.read_csv(path) if path.is_file() else pd.DataFrame()
@@ -231,8 +234,8 @@ def write_ablation(rows: list[dict], dest, model_fingerprint: str, command: str)
     new = pd.DataFrame([{**r, "model": model_fingerprint, "command": command} for r in rows])
     table = pd.concat([new, old], ignore_index=True)
     runs.write_table(table, path)
-    lines = ["# Levers of the `cpu` recipe, measured on this machine", "",
-             "Validation DSB: the 67 held-out stage1_train images, native resolution, chosen "
+    lines = [f"# Levers of the `{profile}` recipe, measured on this machine", "",
+             f"Validation DSB: {validation}, native resolution, chosen "
              "post-processing unless the row says otherwise. Test DSB (stage1_test) only for "
              "recipes already chosen. Rows of earlier models stay, with their numbers; rows "
              "of a candidate that was judged on validation only, and not published, say so "

@@ -1,13 +1,13 @@
 """The ``nucseg`` command line: the same functions as the notebooks, for people who script.
 
     nucseg score SOLUTION.csv SUBMISSION.csv [--json] [--per-image FILE]
-    nucseg train --profile cpu|paper|smoke [--out RUN_DIR] [--resume | --overwrite] [...]
+    nucseg train --profile cpu|release|paper|smoke [--out RUN_DIR] [--resume | --overwrite] [...]
     nucseg predict [--model MODEL] --images PATH [PATH ...] --out DIR [--tta/--no-tta]
                    [--formats ...] [--pixel-size UM] [--channel N] [--overwrite] [--engine E]
                    [--tile N] [--workers N | --scheduler ADDRESS]
     nucseg evaluate [--model MODEL] [--split SPLIT] [--tta/--no-tta] [--out DIR] [--engine E]
     nucseg report --profile cpu|smoke        (run every notebook, refresh figures/)
-    nucseg publish --run runs/cpu            (copy a run's model to models/cpu + results)
+    nucseg publish --run runs/cpu            (copy a run's model to models/<profile> + results)
                    [--validation-only]       (or only add its validation rows to the levers)
     nucseg synthetic [--out DIR]             (write the built-in synthetic set)
     nucseg export [--model MODEL] [--out FILE.zip] [--weights both|keras_hdf5|...] [--overwrite]
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from . import __version__, engines, quiet, runs
-from .model import DEFAULT_MODEL, REPO
+from .model import CPU_MODEL, DEFAULT_MODEL, REPO
 from .postprocessing import METHODS
 from .profiles import PROFILES, TRAIN_OPTIONS
 
@@ -131,9 +131,10 @@ def _add_predict_and_evaluate(sub):
     for name, helptext in (("predict", "segment images (a folder, a DSB split folder or zip)"),
                            ("evaluate", "predict and score a split with ground truth")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--model", default=str(DEFAULT_MODEL),
-                       help="model file (default: the committed cpu model)")
         if name == "predict":
+            p.add_argument("--model", default=str(DEFAULT_MODEL),
+                           help="model file (default: the committed release model, "
+                                "models/release, trained on every labelled stage-1 image)")
             p.add_argument("--images", required=True, nargs="+", metavar="PATH",
                            help="a folder of images, a DSB split folder or zip, or image "
                                 "files")
@@ -162,6 +163,9 @@ def _add_predict_and_evaluate(sub):
                                 "nucseg_utils/distributed.py for `dask scheduler`, `dask "
                                 "worker` and SLURM/PBS)")
         else:
+            p.add_argument("--model", default=str(CPU_MODEL),
+                           help="model file (default: the committed cpu model, whose test "
+                                "split stage1_test is untouched)")
             p.add_argument("--split", help="the split to score (default: the model's test "
                            "split, stage2_test_final for a model trained on stage1_test, else "
                            "stage1_test); a split the model trained on is refused")
@@ -198,7 +202,7 @@ def _add_report_and_publish(sub):
     p = sub.add_parser("publish", help="copy a finished run's model to models/ and write its "
                        "results (its test split, TTA on and off)")
     p.add_argument("--run", default="runs/cpu")
-    p.add_argument("--out", default=str(REPO / "models" / "cpu"))
+    p.add_argument("--out", help="the model's folder (default models/<the run's profile>)")
     p.add_argument("--split", help="the test split (default: the model's, as for evaluate)")
     p.add_argument("--data")
     p.add_argument("--validation-only", action="store_true",
@@ -216,7 +220,7 @@ def _add_synthetic_and_export(sub):
     p = sub.add_parser("export", help="write a model as a BioImage Model Zoo package (.zip for "
                        "bioimage.io, deepImageJ, bioimageio.core), validated")
     p.add_argument("--model", default=str(DEFAULT_MODEL),
-                   help="model file (default: the committed cpu model)")
+                   help="model file (default: the committed release model)")
     p.add_argument("--out", help="the .zip to write (default "
                    "runs/bioimageio/nucseg-<model folder>.bioimageio.zip)")
     p.add_argument("--weights", default="both",
@@ -385,6 +389,8 @@ def cmd_report(a) -> int:
 
 def cmd_publish(a) -> int:
     from . import publishing
+    if a.out is None:
+        a.out = str(REPO / "models" / publishing.run_profile(a.run))
     res = publishing.publish_model(a.run, a.out, a.split, a.data,
                                    validation_only=a.validation_only)
     if a.validation_only:

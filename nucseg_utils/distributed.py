@@ -24,8 +24,10 @@ files, as predict_folder does. The result is predict's :class:`PredictResult`.
 - **Progress**: one bar over the finished tasks (``tqdm`` over ``distributed.as_completed``),
   in images per second.
 - **Big images** (over :data:`nucseg_utils.predict.TILE_ABOVE` pixels, or all with
-  ``PredictOptions(tile=N)``) are one task each too, segmented tile by tile on their worker
-  (:func:`nucseg_utils.predict.segment_tiled`); one image's tiles are not split across workers.
+  ``PredictOptions(tile=N)``) are split across the workers by tiles: this process plans each
+  one (its statistics and scale), reads its windows and stitches the labels that come back,
+  one task per tile (:func:`cluster_windows`, :func:`predict_big_distributed`), so a whole
+  slide uses the whole cluster; the outputs are the serial tiled run's.
 - **Measured** (``benchmarks/bench_big.py``, 4 stage1_test images with TTA on this 2-core
   machine): 1 worker 0.85x and 2 workers 0.94x the serial predict's images/s; serial already
   keeps both cores busy (the engine's threads, and a writer thread beside the network), so
@@ -62,6 +64,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from . import data, predict
@@ -144,7 +147,7 @@ _MODELS: dict = {}   # per worker process: {(model file, fingerprint, engine, co
 _SOURCES: dict = {}  # per worker process: {source spec: opened source}
 
 
-def _worker_model(job: _Job):
+def worker_model(job: _Job):
     """The job's model, loaded once in this process."""
     key = (job.model_path, job.fingerprint, job.engine, job.config)
     if key not in _MODELS:
@@ -169,26 +172,20 @@ def _worker_source(spec):
     return _SOURCES[key]
 
 
-def segment_task(job: _Job, sid: str, blob: tuple | None = None,
-                 tiled: bool = False) -> tuple[str, str, object]:
+def segment_task(job: _Job, sid: str, blob: tuple | None = None) -> tuple[str, str, object]:
     """One image, on a worker: ("done", id, its summary row), ("skipped", id, None) when it
     was done already, or ("failed", id, the reason naming its file). ``blob``: (name, bytes)
-    of the image when the worker cannot open the source itself; ``tiled``: segment it tile by
-    tile (:func:`nucseg_utils.predict.segment_tiled`)."""
+    of the image when the worker cannot open the source itself."""
     out, opts = Path(job.out), job.options
-    formats = predict.tiled_formats(opts.formats) if tiled else opts.formats
-    if not opts.overwrite and predict.is_done(out, sid, formats):
+    if not opts.overwrite and predict.is_done(out, sid, opts.formats):
         return ("skipped", sid, None)
     name = blob[0] if blob else sid
     try:
-        model = _worker_model(job)
+        model = worker_model(job)
         source = _OneImage(sid, *blob) if blob else _worker_source(job.source)
         name = source.image_name(sid)
-        if tiled:
-            row = predict.segment_tiled(model, source, sid, out, opts, log=_worker_log)
-        else:
-            row = predict.write_one(predict.predict_one(model, source, sid, opts), model,
-                                    out, opts)
+        row = predict.write_one(predict.predict_one(model, source, sid, opts), model,
+                                out, opts)
     except DataError as err:
         return ("failed", sid, " ".join(str(err).split()))
     except Exception as err:  # noqa: BLE001 - one image's failure must not stop the others
@@ -198,6 +195,75 @@ def segment_task(job: _Job, sid: str, blob: tuple | None = None,
 
 def _worker_log(message: str):
     logging.getLogger("nucseg").warning(message)
+
+
+def window_task(job: _Job, plane, tile, plan, method: str, tta: bool):
+    """One tile of a big image, on a worker: :func:`nucseg_utils.big.segment_window` with the
+    job's model (its labels as uint32, the window they cover)."""
+    from . import big
+    lab, seen = big.segment_window(worker_model(job), plane, tile, plan, method, tta)
+    return np.asarray(lab, np.uint32), seen
+
+
+def model_job(model, out="", options: PredictOptions | None = None, source=None,
+               verbose: bool = False) -> _Job:
+    """The :class:`_Job` of ``model`` (loaded from a file, which every worker loads)."""
+    if model.path is None:
+        raise ValueError("a distributed run needs a model loaded from a file "
+                         "(NucleusModel.load(path)): the workers load that file")
+    return _Job(str(Path(model.path).resolve()), model.fingerprint, model.engine,
+                json.dumps(model.config, sort_keys=True, default=str), source, str(out),
+                options or PredictOptions(), verbose)
+
+
+def cluster_windows(client, job, ahead: int | None = None):
+    """A ``windows`` function for :func:`nucseg_utils.big.predict_big` that gives each tile to
+    the cluster of ``client`` (``job``: a :class:`_Job`, or its future scattered to the
+    workers): this process reads a tile's window, sends its pixels with the task, and takes
+    the labels back in the tiles' order, ``ahead`` tasks in flight (default: twice the
+    workers' threads), so that the client holds at most that many windows."""
+    def windows(model, lazy, plan, todo, method, tta):
+        from collections import deque
+        run = uuid.uuid4().hex[:8]
+        n = ahead or max(2, 2 * sum(client.nthreads().values()))
+        queue, tiles = deque(), iter(todo)
+
+        def submit():
+            t = next(tiles, None)
+            if t is not None:
+                plane = lazy.read(*t.window)
+                [where] = client.scatter([plane], hash=False)
+                queue.append((t, plane, client.submit(
+                    window_task, job, where, t, plan, method, tta,
+                    key=f"nucseg-{run}-tile-{t.name}", pure=False)))
+
+        for _ in range(n):
+            submit()
+        try:
+            while queue:
+                t, plane, future = queue.popleft()
+                lab, seen = future.result()
+                submit()
+                yield t, plane, lab, seen
+        finally:
+            client.cancel([f for _, _, f in queue])
+    return windows
+
+
+def predict_big_distributed(model, image, out, *, workers: int | None = None,
+                            scheduler: str | None = None, verbose: bool = False,
+                            **kwargs):
+    """:func:`nucseg_utils.big.predict_big` with its tiles segmented on a Dask cluster
+    (``workers=N``: a local cluster of N processes for the call; ``scheduler``: a running
+    one), the plan and the stitching in this process (:func:`cluster_windows`): the same
+    outputs, byte for byte, as the serial call. ``kwargs``: those of predict_big (tile,
+    overlap, tta, method, formats, overwrite, ...)."""
+    from . import big
+    job = model_job(model, out, verbose=verbose)
+    with cluster_client(workers, scheduler) as client:
+        [where] = client.scatter([job], broadcast=True, hash=False)
+        return big.predict_big(model, image, out, windows=cluster_windows(client, where),
+                               **kwargs)
 
 
 # --------------------------------------------------------------------------- on the client
@@ -236,9 +302,6 @@ def predict_distributed(model, source, out, options: PredictOptions | None = Non
     of a running one. ``source``: what :func:`open_sources` opens (or its result); ``model``
     must come from a file (:meth:`NucleusModel.load`), which every worker loads. ``verbose``
     shows the workers' TensorFlow and OpenVINO start-up lines."""
-    if model.path is None:
-        raise ValueError("a distributed run needs a model loaded from a file "
-                         "(NucleusModel.load(path)): the workers load that file")
     if (workers is None) == (scheduler is None):
         raise ValueError("give either workers=N (a local cluster of N processes) or "
                          "scheduler='tcp://HOST:PORT' (a running one)")
@@ -257,36 +320,54 @@ def predict_distributed(model, source, out, options: PredictOptions | None = Non
         out, sid, predict.tiled_formats(opts.formats) if sid in tiled else opts.formats)]
     todo = [sid for sid in checked.ok if sid not in set(skipped)]
     spec = _source_spec(source)
-    job = _Job(str(Path(model.path).resolve()), model.fingerprint, model.engine,
-               json.dumps(model.config, sort_keys=True, default=str), spec, str(out), opts,
-               verbose)
+    job = model_job(model, out, opts, spec, verbose)
     done = set()
     if todo:
         with cluster_client(workers, scheduler) as client:
-            done = _run(client, job, source, todo, tiled, spec, failed, skipped, progress,
-                        opts, log)
+            done = _run(client, job, model, source, todo, tiled, spec, failed, skipped,
+                        progress, opts, log)
     summary = predict.finish_folder(out, source, ids, failed, opts)
     return PredictResult(out, [s for s in checked.ok if s in done], skipped, failed, summary)
 
 
-def _run(client, job: _Job, source, todo, tiled: set, spec, failed: dict, skipped: list,
-         progress, opts, log) -> set:
-    """Submit one task per image and collect them as they finish; returns the ids done."""
+def _run(client, job: _Job, model, source, todo, tiled: set, spec, failed: dict,
+         skipped: list, progress, opts, log) -> set:
+    """Submit one task per image of ordinary size, then segment the big ones here with their
+    tiles on the cluster (:func:`cluster_windows`), and collect the tasks as they finish;
+    returns the ids done."""
     from distributed import as_completed
     run = uuid.uuid4().hex[:8]  # task keys unique per run: a rerun never reuses old results
-    job_future = client.scatter(job, broadcast=True)
+    [job_future] = client.scatter([job], broadcast=True, hash=False)
     futures = {}
     for sid in todo:
+        if sid in tiled:
+            continue
         blob = None
         if spec is None:
             with source.image_file(sid) as f:
                 blob = (source.image_name(sid), f.read())
-        futures[client.submit(segment_task, job_future, sid, blob, sid in tiled,
+        futures[client.submit(segment_task, job_future, sid, blob,
                               key=f"nucseg-{run}-{sid}", pure=False)] = sid
     done = set()
-    bar = tqdm(total=len(futures), desc=f"predict{' (TTA)' if opts.tta else ''}",
+    bar = tqdm(total=len(todo), desc=f"predict{' (TTA)' if opts.tta else ''}",
                unit="img", disable=not progress)
     try:
+        for sid in [s for s in todo if s in tiled]:
+            bar.set_postfix_str(f"{sid}: tiles on the cluster")
+            try:
+                predict.segment_tiled(model, source, sid, opts=opts, out=job.out, log=log,
+                                      windows=cluster_windows(client, job_future))
+            except DataError as err:
+                failed[sid] = " ".join(str(err).split())
+                log(failed[sid])
+            except Exception as err:  # noqa: BLE001 - e.g. a tile's workers died too often
+                failed[sid] = " ".join(
+                    f"{predict._name(source, sid)}: {type(err).__name__}: {err}".split())
+                log(failed[sid])
+            else:
+                done.add(sid)
+            bar.set_postfix_str("")
+            bar.update()
         for future in as_completed(futures):
             sid = futures[future]
             try:

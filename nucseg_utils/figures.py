@@ -56,6 +56,8 @@ NAMES = {
     "errors": "object_errors.png",                   # notebook 6: error classes, worst images
     "overlay": "segment_overlay.png",                # notebook 7: a user's image, outlined
     "measurements": "segment_measurements.png",      # notebook 7: nucleus areas, counts
+    "big_stitch_rules": "big_stitch_rules.png",      # notebook 8: what a tile keeps
+    "big_seams": "big_seams.png",                    # notebook 8: a big image and its seams
 }
 TABLES = {
     "thresholds": "fig10_threshold_table.csv",       # Fig. 10
@@ -906,4 +908,54 @@ def object_errors(items, path, stamp="", crop=256):
         axes[r, 1].legend(handles=handles, fontsize=9, loc="upper left",
                           bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.suptitle("Object-level errors at IoU > 0.5 (white: true outlines)", fontsize=12)
+    return save(fig, path, stamp)
+
+
+FATE_COLOURS = {"kept": (0.1, 0.8, 0.2), "cut at the window's edge": (0.9, 0.15, 0.1),
+                "centred in another core": (0.55, 0.55, 0.55)}
+
+
+def stitch_rules(window_image, window_labels, fate: dict, core, path, stamp="", title=""):
+    """One tile's window with its objects coloured by what the stitching does with them
+    (``fate``: {label: one of :data:`FATE_COLOURS`}) and its core drawn (``core``: y0, y1, x0,
+    x1 in window pixels)."""
+    from matplotlib.patches import Patch, Rectangle
+    lab = np.asarray(window_labels)
+    base = _outlined(window_image, lab)
+    colour = np.zeros(lab.shape + (3,), np.float32)
+    for k, f in fate.items():
+        colour[lab == k] = FATE_COLOURS[f]
+    shown = np.where((lab > 0)[..., None], 0.45 * base + 0.55 * colour, base)
+    fig, ax = _panels(1, 1, (6.4, 6.4), squeeze=True)
+    ax.imshow(np.clip(shown, 0, 1), interpolation="nearest")
+    y0, y1, x0, x1 = core
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=2,
+                           ec="cyan", ls="--"))
+    counts = {f: sum(v == f for v in fate.values()) for f in FATE_COLOURS}
+    ax.legend(handles=[Patch(color=c, label=f"{f}: {counts[f]}") for f, c in
+                       FATE_COLOURS.items()] + [Patch(fill=False, ec="cyan", ls="--",
+                                                      label="the tile's core")],
+              loc="lower left", fontsize=8, framealpha=0.85)
+    ax.set_title(f"{title}: its window, and what the stitching keeps", fontsize=10)
+    ax.axis("off")
+    return save(fig, path, stamp)
+
+
+def tile_seams(image, labels, tiles, path, stamp="", title=""):
+    """A big image's nuclei outlined with the tile borders (the seams) drawn over them, and
+    its label image (one colour per nucleus) with the same seams: a nucleus across a seam
+    keeps one colour."""
+    fig, axes = _panels(1, 2, (13, 6.4), squeeze=True)
+    axes[0].imshow(_outlined(image, labels), interpolation="nearest")
+    show_labels(axes[1], labels, "labels (one colour per nucleus)")
+    ys = sorted({t.core[0] for t in tiles} - {0})
+    xs = sorted({t.core[2] for t in tiles} - {0})
+    for ax in axes:
+        for y in ys:
+            ax.axhline(y - 0.5, color="cyan", lw=0.8, ls="--")
+        for x in xs:
+            ax.axvline(x - 0.5, color="cyan", lw=0.8, ls="--")
+        ax.axis("off")
+    axes[0].set_title(f"{title}: nuclei outlined, tile borders dashed", fontsize=10)
+    axes[1].title.set_fontsize(10)
     return save(fig, path, stamp)

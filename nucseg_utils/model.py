@@ -33,7 +33,12 @@ from .preprocessing import normalize
 from .scale import predict_scaled
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO / "models" / "cpu" / "model.npz"  # the committed cpu model
+# the committed models: ``cpu`` learnt from stage1_train alone, so stage1_test is its honest
+# test set (the report scores it); ``release`` learnt from every labelled stage-1 image, for
+# people's own images (``nucseg predict``, notebook 7 and ``nucseg export`` use it)
+CPU_MODEL = REPO / "models" / "cpu" / "model.npz"
+RELEASE_MODEL = REPO / "models" / "release" / "model.npz"
+DEFAULT_MODEL = RELEASE_MODEL  # what NucleusModel.load() loads
 
 MODEL_KEYS = ("backbone", "decoder_filters", "targets", "input_mode", "input_size",
               "normalization", "postprocess", "min_distance_factor", "min_size", "threshold",

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, runs
+from . import __version__, runs, scoring
 from .colab import REPO_URL as GIT_REPO  # the one place the repository's address is written
 from .figures import show_image, show_labels
 from .model import DECODER_FILTERS, NucleusModel, read_config, tf_setup
@@ -162,6 +162,17 @@ def _results(model_path: Path, fingerprint: str) -> dict | None:
                for e in ev.values()):
         return None
     return ev
+
+
+def _validation_results(model_path: Path) -> dict | None:
+    """The published validation scores of a model with no untouched test set (the release
+    model: ``results.json``'s ``validation``), when they are this very file's."""
+    from .publishing import published_results  # lazy: cli.main imports this module
+    res = published_results(model_path)
+    if not res or not res.get("validation"):
+        return None
+    return {**res["validation"], "train_splits": res.get("train_splits", []),
+            "missing_test_split": res.get("missing_test_split")}
 
 
 def _write_samples(stage: Path, image, prob) -> None:
@@ -347,10 +358,33 @@ def _doc_validation(info: dict) -> list[str]:
                              f"{n['dsb']:.4f} | {n.get('f1', float('nan')):.4f} |")
         lines += ["", "The package alone (one pass at the scale it is given, no watershed) was "
                   "not scored: these numbers need the steps above.", ""]
+    elif info.get("validation"):
+        lines += _doc_validation_only(info["validation"], info["fingerprint"])
     else:
         lines += ["No published scores were found beside this model file. Measure them with "
                   f"`nucseg evaluate --model {info['model_file']}` (the exact Kaggle DSB2018 "
                   "metric at native resolution).", ""]
+    return lines
+
+
+def _doc_validation_only(v: dict, fingerprint: str) -> list[str]:
+    """The validation scores per image type of a model with no untouched test set, and on
+    which image types to trust it (:func:`nucseg_utils.scoring.trust_statement`)."""
+    lines = [f"This model learnt from every labelled image of DSB2018 stage 1 "
+             f"({' + '.join(v['train_splits'])}), so no untouched DSB2018 test set is left "
+             f"for it here (its test split, `{v.get('missing_test_split')}`, stage 2, is not "
+             f"available). These are **validation** scores, on its {v['images']} held-out "
+             f"images drawn by image type (which also chose its checkpoint and "
+             f"post-processing: optimistic), with nucseg's whole pipeline, for this very "
+             f"model file (fingerprint `{fingerprint}`): DSB {v['dsb']:.4f}, object F1 at "
+             f"IoU 0.5 {v['f1']:.4f}.", "",
+             "| image type | images | DSB | recall (IoU > 0.7) | F1 (IoU > 0.7) |",
+             "|---|---|---|---|---|"]
+    for r in v["by_type"]:
+        lines.append(f"| {r['image type']} | {r['images']} | {r['DSB']:.3f} | "
+                     f"{r['recall (IoU > 0.7)']:.3f} | {r['F1 (IoU > 0.7)']:.3f} |")
+    lines += ["", "**On which images to trust it:**", ""]
+    lines += [f"- {t}" for t in scoring.trust_statement(v["by_type"])] + [""]
     return lines
 
 
@@ -405,7 +439,8 @@ def _package_info(model_path: Path, config: dict) -> dict:
         dataset = "nucseg's built-in synthetic set"
     info = {"model_file": model_path.name, "fingerprint": fingerprint, "channel_names": names,
             "dataset": dataset, "synthetic": synthetic,
-            "results": _results(model_path, fingerprint)}
+            "results": _results(model_path, fingerprint),
+            "validation": _validation_results(model_path)}
     backbone = str(config["backbone"])
     info["name"] = f"nucseg U-Net {backbone} nuclei" + (" (SYNTHETIC test)"
                                                        if info["synthetic"] else "")

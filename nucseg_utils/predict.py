@@ -286,10 +286,11 @@ def write_one(job: _Job, model: NucleusModel, out, opts: PredictOptions) -> dict
 
 
 def segment_tiled(model: NucleusModel, source, sid: str, out, opts: PredictOptions,
-                  progress: bool = False, log=None) -> dict:
+                  progress: bool = False, log=None, windows=None) -> dict:
     """One image of a folder segmented tile by tile (:func:`nucseg_utils.big.predict_big`,
-    its outputs :func:`tiled_formats`); returns its summary row. A TIFF is read region by
-    region from its file; other files are decoded whole first."""
+    its outputs :func:`tiled_formats`; ``windows``: who segments the tiles, as there);
+    returns its summary row. A TIFF is read region by region from its file; other files are
+    decoded whole first."""
     name = source.image_name(sid)
     with source.image_file(sid) as f:
         if name.lower().endswith((".tif", ".tiff")):
@@ -301,7 +302,7 @@ def segment_tiled(model: NucleusModel, source, sid: str, out, opts: PredictOptio
                               method=opts.method, channel=opts.channel,
                               pixel_size=opts.pixel_size, formats=tiled_formats(opts.formats),
                               overwrite=opts.overwrite, progress=progress,
-                              log=log or _log_stderr)
+                              log=log or _log_stderr, windows=windows)
     return res.summary
 
 

@@ -1,6 +1,6 @@
 """Run profiles: every parameter of a run, written once.
 
-In: a profile name (``paper``, ``cpu``, ``smoke``) and optional overrides.
+In: a profile name (``paper``, ``cpu``, ``release``, ``smoke``) and optional overrides.
 Out: a plain dict that training, prediction, post-processing, the notebooks' parameters cells
 and the command line all read. ``describe(profile)`` gives the Table I rows.
 
@@ -53,6 +53,15 @@ and the command line all read. ``describe(profile)`` gives the Table I rows.
   crops then hold whole nuclei of one size whatever the microscope's magnification. The mask
   ``threshold`` and a final ``dilation`` are chosen on the validation images by
   ``nucseg publish`` (:mod:`nucseg_utils.calibration`) and stored in the model's config.
+- ``release``: the ``cpu`` recipe for people's own images (issue 22): it learns from every
+  labelled stage-1 image, the fixed stage1_train labels and stage1_test (664 + 65 = 729
+  images, with the stained-tissue types that only stage1_test has), and chooses its
+  checkpoint, threshold and dilation on a held-out part of that union drawn by image type
+  (``split_by`` "type", so every type is scored on its own). It has no untouched DSB2018 test
+  set here (its test split would be stage 2, which is not available), so its numbers are
+  validation numbers, and they are never put in one table row with the ``cpu`` model's
+  stage1_test scores. ``nucseg predict``, notebook 7 and the model package use it
+  (``models/release``); the report's stage1_test rows and notebooks 4-6 score the ``cpu`` model.
 - ``smoke``: seconds; for the tests and a first read of the notebooks. Its numbers mean nothing.
 
 ``split_seed`` draws the train/validation split, ``seed`` everything else (initial weights,
@@ -209,6 +218,12 @@ PROFILES: dict[str, dict] = {
         "split_by": "random",
     },
 }
+
+# the cpu recipe on every labelled stage-1 image (see the module docstring)
+PROFILES["release"] = {**copy.deepcopy(PROFILES["cpu"]),
+                       "train_splits": ["stage1_train", "stage1_test"],
+                       "train_labels": "fixed",
+                       "split_by": "type"}
 
 # Keys added after the first runs, with the values that keep the behaviour of before: what
 # ``training.check_resume`` assumes for a run whose run.json does not record them.

@@ -75,7 +75,7 @@ def run_labels(run_dir) -> str:
     return complete(profile)["train_labels"]
 
 
-def _labelled(split: str, root) -> bool:
+def has_ground_truth(split: str, root) -> bool:
     try:
         return data_mod.open_split(split, root).has_labels()
     except data_mod.DataError:
@@ -96,7 +96,7 @@ def evaluation_set(model_path, root=None, profile: dict | None = None) -> dict:
     ``run.json`` says ``train_labels`` "fixed")."""
     seen = training_splits(model_path, profile)
     name = test_split_name(seen)
-    if _labelled(name, root):
+    if has_ground_truth(name, root):
         check_untouched(name, seen)
         ids = scored_ids(data_mod.open_split(name, root))
         return {"split": name, "ids": ids, "is_test": True, "train_splits": seen,
@@ -108,7 +108,7 @@ def evaluation_set(model_path, root=None, profile: dict | None = None) -> dict:
     labels = data_mod.labels_for("stage1_train", run_labels(Path(model_path).parent))
     for split in ("stage1_test", "stage1_train"):
         ids = sorted(val.loc[val["split"] == split, "id"]) if len(val) else []
-        if ids and _labelled(split, root):
+        if ids and has_ground_truth(split, root):
             return {"split": split, "ids": ids, "is_test": False, "train_splits": seen,
                     "labels": data_mod.labels_for(split, labels),
                     "label": f"{split}: {len(ids)} validation images (used to choose the "

@@ -6,19 +6,27 @@ Out: ``model.npz`` (with the post-processing chosen on validation in its config)
 ``history.csv``, ``run.json``, ``validation_postprocessing.csv``, ``results.json`` and
 ``results.md``, and its rows in the lever table (``ablation.md``); or, with
 ``validation_only``, a candidate's lever rows alone.
+
+A model that trained on stage1_test (the ``release`` profile) has no untouched DSB2018 test
+set here: its test split would be stage 2, which is not available. Its results file then says
+so in its first lines and gives its validation scores, overall and per image type (its
+held-out images, drawn by type), and never a test score.
 """
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
 from . import calibration
 from . import data as data_mod
-from . import engines, runs
+from . import engines, image_types, metrics, runs, scoring
 from .evaluation import evaluate
-from .model import update_config
+from .model import NucleusModel, update_config
+from .postprocessing import postprocess_all
 from .profiles import train_command
-from .protocol import check_untouched, test_split_name, training_splits
+from .protocol import has_ground_truth, check_untouched, test_split_name, training_splits
 
 CANDIDATE = "candidate, not published: "  # how a --validation-only row starts
 
@@ -56,7 +64,7 @@ def publish_model(run_dir, dest, split: str | None = None, root=None,
     levers = calibration.lever_rows(where / "model.npz", run_dir, chosen, candidates, predicted,
                                     root, progress=progress)
     train_cmd = train_command(info["profile"], run_dir)
-    command = (f"{train_cmd} && nucseg publish --run {run_dir} --out {dest}"
+    command = (f"{train_cmd} && nucseg publish --run {run_dir} --out {runs.shown(dest)}"
                + (" --validation-only" if validation_only else ""))  # of the lever rows
     if validation_only:
         for row in levers:
@@ -67,6 +75,9 @@ def publish_model(run_dir, dest, split: str | None = None, root=None,
         return {"postprocessing_choice": {"chosen": chosen,
                                           "candidates": candidates.to_dict("records")},
                 "levers": levers, "train_seconds": info.get("train_seconds")}
+    if not has_ground_truth(split, root):
+        return _publish_without_test(run, dest, info, split, chosen, candidates, predicted,
+                                     levers, train_cmd, command)
     out = {}
     for tta in (True, False):
         out["tta" if tta else "no_tta"] = evaluate(
@@ -89,6 +100,127 @@ def publish_model(run_dir, dest, split: str | None = None, root=None,
     runs.write_json(dest / "results.json", results)
     runs.write_text(dest / "results.md", results_markdown(results, split))
     return results
+
+
+def published_results(model_path) -> dict | None:
+    """``results.json`` beside a model file (``nucseg publish``'s), when it was written for
+    this very file (the same fingerprint), else None."""
+    path = Path(model_path)
+    try:
+        res = runs.read_json(path.parent / "results.json")
+    except (OSError, ValueError):
+        return None
+    marks = [res.get("model_fingerprint")] + [e.get("model_fingerprint") for e in
+                                              (res.get("evaluations") or {}).values()
+                                              if isinstance(e, dict)]
+    marks = [m for m in marks if m]
+    if not path.is_file() or not marks or set(marks) != {runs.file_fingerprint(path)}:
+        return None
+    return res
+
+
+def run_profile(run_dir) -> str:
+    """The name of the profile a run folder was trained with (its ``run.json``), the folder
+    under ``models/`` it is published to; a DataError when the run has no record."""
+    path = runs.RunLayout(run_dir).run_json
+    if not path.is_file():
+        raise data_mod.DataError(f"{path}: no such file; give the run folder of a training")
+    return runs.read_json(path).get("profile", {}).get("name") or "cpu"
+
+
+def validation_by_type(model_path, run_dir, predicted) -> tuple[dict, pd.DataFrame]:
+    """The model's validation scores (its post-processing, ``predicted``: the validation
+    maps of :func:`nucseg_utils.calibration.predict_validation`): (the data-set scores, the
+    table per image type, :func:`nucseg_utils.scoring.type_table`, with the types of the
+    run's ``split.csv``)."""
+    model = NucleusModel.load(model_path, engine=engines.exact())
+    per_image = {}
+    for source, probs in predicted:
+        per_image.update(scoring.image_results(postprocess_all(probs, model.config), source))
+    table = pd.read_csv(runs.RunLayout(run_dir).split, dtype={"id": str})
+    types = dict(zip(table["id"], table["type"]))
+    return (metrics.dataset_scores([per_image[i] for i in sorted(per_image)]),
+            scoring.type_table(per_image, {i: types[i] for i in per_image}))
+
+
+def _publish_without_test(run, dest, info, split, chosen, candidates, predicted, levers,
+                          train_cmd, command) -> dict:
+    """The results of a model with no untouched test set: validation, overall and per type."""
+    overall, by_type = validation_by_type(dest / "model.npz", run.root, predicted)
+    calibration.write_ablation(levers, dest, runs.file_fingerprint(dest / "model.npz"), command,
+                               profile=info.get("profile", {}).get("name", "cpu"),
+                               validation=f"the {overall['images']} held-out images of "
+                                          f"{' + '.join(info['profile']['train_splits'])}")
+    results = {"train_seconds": info.get("train_seconds"), "best_epoch": info.get("best_epoch"),
+               "postprocessing_choice": {"chosen": chosen,
+                                         "candidates": candidates.to_dict("records")},
+               "levers": levers, "profile": info.get("profile", {}).get("name"),
+               "train_command": train_cmd, "test_split": None, "missing_test_split": split,
+               "train_splits": info["profile"]["train_splits"],
+               "train_labels": info["profile"].get("train_labels", "original"),
+               "model_fingerprint": runs.file_fingerprint(dest / "model.npz"),
+               "machine": runs.machine(), "evaluations": {},
+               "validation": {**{k: overall[k] for k in ("images", "dsb", "precision",
+                                                         "recall", "f1")},
+                              "by_type": by_type.to_dict("records")}}
+    runs.write_json(dest / "results.json", results)
+    runs.write_text(dest / "results.md", validation_markdown(results))
+    return results
+
+
+def _chosen_words(chosen: dict) -> str:
+    """The chosen post-processing in words: `touching`, threshold 0.7, dilation 0 px."""
+    rest = ", ".join(f"{k.replace('_', ' ')} {v:g}" + (" px" if k == "dilation" else "")
+                     for k, v in chosen.items() if k != "postprocess")
+    return f"`{chosen['postprocess']}`" + (f", {rest}" if rest else "")
+
+
+def validation_markdown(results: dict) -> str:
+    """``results.md`` of a model without an untouched test set (:func:`_publish_without_test`)."""
+    v = results["validation"]
+    train = " + ".join(f"{s} (fixed labels)" if s == "stage1_train" and
+                       results["train_labels"] == "fixed" else s
+                       for s in results["train_splits"])
+    lines = [f"# The committed `{results['profile']}` model",
+             "",
+             f"**No untouched DSB2018 test set.** This model learnt from every labelled stage-1 "
+             f"image ({train}); its test split would be `{results['missing_test_split']}` "
+             f"(stage 2), which is not available here. Its numbers below are **validation** "
+             f"numbers: its held-out images, drawn by image type, which chose its checkpoint "
+             f"and post-processing, so they are optimistic. They are never in one row with "
+             f"the `cpu` model's stage1_test scores (`../cpu/results.md`), which stays the "
+             f"report's test model.",
+             "",
+             f"Trained with `{results['train_command']}` in "
+             f"{results['train_seconds'] / 60:.0f} minutes on {results['machine']['cores']} CPU "
+             f"cores (best epoch {results['best_epoch']} by validation loss). Weights in "
+             f"float16 (`model.npz`, fingerprint `{results['model_fingerprint']}`). It is the "
+             f"default model of `nucseg predict`, notebook 7 and `nucseg export`.",
+             "",
+             f"Validation ({v['images']} images, 8-fold TTA, post-processing "
+             f"{_chosen_words(results['postprocessing_choice']['chosen'])}): DSB "
+             f"**{v['dsb']:.4f}**, "
+             f"object precision {v['precision']:.4f}, recall {v['recall']:.4f}, F1 "
+             f"{v['f1']:.4f} (IoU > 0.5).",
+             "",
+             "Per image type (`nucseg_utils/image_types.py`; recall and F1 at IoU > 0.7, "
+             "means over the images; the last two columns are Caicedo et al. 2019's, on the "
+             "106 scored stage-2 images, another test set: context, not a comparison):",
+             ""]
+    rows = v["by_type"]
+    cols = list(rows[0]) if rows else []
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(
+            f"{x:.3f}" if isinstance(x, float) and x == x else "" if isinstance(x, float)
+            else str(x) for x in r.values()) + " |")
+    if results.get("levers"):
+        lines += ["", "Levers, one at a time, on the validation images:", "",
+                  "| lever | validation DSB |", "|---|---|"]
+        lines += [f"| {r['lever']} | {r['validation_dsb']:.4f} |" for r in results["levers"]]
+    lines += ["", "**Which images to trust it on**, from the table above:", ""]
+    lines += [f"- {t}" for t in scoring.trust_statement(rows)]
+    return "\n".join(lines) + "\n"
 
 
 def results_markdown(results: dict, split: str) -> str:

@@ -63,6 +63,7 @@ NOTEBOOKS = [
     "05_postprocessing.ipynb",
     "06_evaluation.ipynb",
     "07_segment_your_images.ipynb",
+    "08_big_images.ipynb",
 ]
 COMMITTED_MODELS = {"cpu": REPO / "models" / "cpu"}
 OVERRIDES = ("NUCSEG_PROFILE", "NUCSEG_SYNTHETIC", "NUCSEG_RUN_DIR")

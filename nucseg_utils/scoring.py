@@ -237,3 +237,40 @@ def type_table(results: dict, types, iou: float = TYPE_IOU, anchors: bool = True
             row[UNET_COLUMN] = ref.get("unet", float("nan"))
         out.append(row)
     return pd.DataFrame(out)
+
+
+# what the plain statement of trust per image type reads off the type table: object F1 at
+# IoU > 0.7 (a nucleus counts when its outline is close), and how few images make a type's
+# score a rough guide only
+TRUST_RELIABLE, TRUST_UNRELIABLE, TRUST_FEW_IMAGES = 0.6, 0.3, 8
+
+
+def trust_statement(by_type) -> list[str]:
+    """Plain sentences for a biologist, from a :func:`type_table` (a DataFrame or its rows):
+    on which image types the model's nuclei can be trusted (F1 at IoU > 0.7 of at least
+    :data:`TRUST_RELIABLE`), on which to check every image (between that and
+    :data:`TRUST_UNRELIABLE`), and on which not to rely on it (below); a type scored on fewer
+    than :data:`TRUST_FEW_IMAGES` images is said to be a rough guide. Images unlike any type
+    of DSB2018 stage 1 were never seen."""
+    rows = by_type.to_dict("records") if hasattr(by_type, "to_dict") else list(by_type)
+    f1_key = f"F1 (IoU > {TYPE_IOU:g})"
+    groups = {"reliable": [], "check": [], "not": []}
+    for r in rows:
+        if r["image type"] == "all" or r[f1_key] != r[f1_key]:
+            continue
+        few = (f", only {r['images']} images: a rough guide"
+               if r["images"] < TRUST_FEW_IMAGES else "")
+        entry = f"{r['image type']} (F1 {r[f1_key]:.2f}{few})"
+        key = ("reliable" if r[f1_key] >= TRUST_RELIABLE else
+               "check" if r[f1_key] >= TRUST_UNRELIABLE else "not")
+        groups[key].append(entry)
+    words = {"reliable": "Reliable on", "check": "Usable with care, checking every image's "
+             "overlay (expect merged, split or missed nuclei), on",
+             "not": "Not reliable on"}
+    out = [f"{words[k]}: {', '.join(v)}." for k, v in groups.items() if v]
+    out.append(f"(Object F1 at IoU > {TYPE_IOU:g} on held-out images per type: reliable from "
+               f"{TRUST_RELIABLE:g}, not reliable below {TRUST_UNRELIABLE:g}.) Image types "
+               f"unlike any of DSB2018 stage 1 (unstained brightfield cells, other stains, "
+               f"other magnifications far from its range, 3-D stacks) were never seen in "
+               f"training: check a few overlays before trusting counts and sizes.")
+    return out

@@ -408,8 +408,24 @@ def test_install_missing_installs_the_package_and_extras_but_never_tensorflow(mo
     pip = []
     monkeypatch.setattr(colab, "_pip", pip.append)
     colab.install_missing(Path("/content/repo"))
-    assert pip == [["-e", "/content/repo", "segmentation-models==1.0.1", "papermill", "kaggle"]]
+    assert pip == [["-e", "/content/repo", "segmentation-models==1.0.1", "papermill", "kaggle",
+                    "roifile", "zarr>=3.1", "distributed"]]
     assert not any("tensorflow" in a or "keras" in a for a in pip[0])
+
+
+def test_install_missing_replaces_a_zarr_older_than_3_1(monkeypatch):
+    import importlib.metadata
+    import importlib.util
+
+    versions = {"nucseg": "0.1.0", "zarr": "2.18.3"}
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: versions[name])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())  # all present
+    pip = []
+    monkeypatch.setattr(colab, "_pip", pip.append)
+    assert colab.install_missing(Path("/content/repo")) == ["zarr>=3.1"]
+    versions["zarr"] = "3.1.6"
+    pip.clear()
+    assert colab.install_missing(Path("/content/repo")) == [] and pip == []
 
 
 # --------------------------------------------------------------------------- opened alone

@@ -165,3 +165,21 @@ def test_the_command_line_predicts_files_on_a_cluster_tile_by_tile(smoke_run, im
     for sid in ("img0", "img1"):
         assert (out / "labels" / f"{sid}.ome.zarr").is_dir()
         assert (out / "geojson" / f"{sid}.geojson").is_file()
+
+
+def test_one_big_image_is_split_across_the_workers_by_tiles(model, images, cluster, tmp_path):
+    from distributed import Client, get_task_stream
+
+    from nucseg_utils import big
+    image = iio.imread(images / "img0.png")
+    kwargs = dict(tile=64, tta=False, progress=False, log=lambda m: None)
+    serial = big.predict_big(model, image, tmp_path / "serial", sid="img0", **kwargs)
+    with Client(cluster) as client, get_task_stream(client) as stream:
+        res = distributed.predict_big_distributed(
+            model, image, tmp_path / "dist", sid="img0",
+            scheduler=cluster.scheduler_address, **kwargs)
+    tiles = [t for t in stream.data if "-tile-" in str(t["key"])]
+    assert len(serial.plan.tiles()) == len({str(t["key"]) for t in tiles}) >= 4
+    assert len({t["worker"] for t in tiles}) == 2  # both workers segmented tiles
+    assert res.summary == serial.summary
+    assert same_files(tmp_path / "serial", tmp_path / "dist") == []

@@ -47,13 +47,17 @@ def test_the_readme_s_result_rows_quote_the_committed_results():
     text = README.read_text()
     section = text[text.index("## Results"):text.index("## The notebooks")]
     rows = [r for r in section.splitlines() if r.startswith("|") and "---" not in r][1:]
-    assert len(rows) == 3, rows  # cpu, the paper, the Kaggle winner
+    assert len(rows) == 4, rows  # cpu, release, the paper, the Kaggle winner
     native = json.loads((REPO / "models" / "cpu" / "results.json").read_text())
     native = native["evaluations"]["tta"]["native"]
     assert f"{native['dsb']:.4f}" in rows[0] and f"{native['f1']:.4f}" in rows[0], rows[0]
-    assert "0.5187" in rows[1] and "0.6313" in rows[2]
+    # the release model's row is its validation (it has no untouched test set) and says so
+    val = json.loads((REPO / "models" / "release" / "results.json").read_text())["validation"]
+    assert f"{val['dsb']:.4f}" in rows[1] and f"{val['f1']:.4f}" in rows[1], rows[1]
+    assert "`release`" in rows[1] and "no untouched test set" in rows[1]
+    assert "0.5187" in rows[2] and "0.6313" in rows[3]
     assert "object F1" in section and not re.search(r"\|\s*f1\s*\|", section)
-    for target in ("models/cpu/results.md", "models/cpu/NOTES.md"):
+    for target in ("models/cpu/results.md", "models/cpu/NOTES.md", "models/release/results.md"):
         assert f"]({target})" in section, target
 
 

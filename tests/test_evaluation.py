@@ -219,6 +219,57 @@ def test_a_candidate_is_judged_on_validation_without_the_test_split_or_the_model
     assert len(table) == len(res["levers"]) and table["test_dsb"].notna().any()
 
 
+def test_a_model_trained_on_stage1_test_is_published_with_validation_scores_only(
+        tmp_path, monkeypatch, smoke_data, smoke_profile):
+    """The release recipe's publishing: a model that learnt from stage1_train + stage1_test
+    has no untouched test set here (stage 2 is absent), so its results say so first and give
+    its validation scores per image type and on which types to trust it, never a test score;
+    ``nucseg publish`` puts it under models/<its profile>."""
+    import json
+
+    from nucseg_utils import cli, modelzoo, scoring, training
+    monkeypatch.chdir(tmp_path)
+    prof = profiles.get_profile(smoke_profile, train_splits=["stage1_train", "stage1_test"],
+                                split_by="type")
+    run = tmp_path / "runs" / "union"
+    training.train(prof, run, root=smoke_data, progress=False)
+    monkeypatch.setattr(cli, "REPO", tmp_path)
+    assert cli.main(["publish", "--run", str(run), "--data", str(smoke_data)]) == 0
+    dest = tmp_path / "models" / "smoke"
+    md = (dest / "results.md").read_text()
+    assert md.splitlines()[2].startswith("**No untouched DSB2018 test set.**")
+    assert "stage2_test_final" in md and "stage1_test" in md
+    saved = json.loads((dest / "results.json").read_text())
+    assert saved["evaluations"] == {} and saved["test_split"] is None
+    val = saved["validation"]
+    split = pd.read_csv(run / "split.csv")
+    assert val["images"] == (split["subset"] == "val").sum()
+    assert {"stage1_train", "stage1_test"} == set(split.loc[split["subset"] == "val", "split"])
+    assert val["by_type"][-1]["image type"] == "all"
+    assert val["by_type"][-1]["images"] == val["images"]
+    assert val["by_type"][-1]["DSB"] == pytest.approx(val["dsb"], abs=1e-12)
+    for line in scoring.trust_statement(val["by_type"]):
+        assert line in md
+    assert not list((tmp_path / "runs" / "publish").glob("stage*"))  # no test split scored
+    assert publishing.published_results(dest / "model.npz") == saved
+    info = modelzoo._package_info(dest / "model.npz", {"backbone": "resnet18",
+                                                       "targets": ["mask", "touching"]})
+    doc = "\n".join(modelzoo._doc_validation(info))
+    assert "no untouched DSB2018 test set" in doc and f"DSB {val['dsb']:.4f}" in doc
+
+
+def test_the_trust_statement_sorts_the_types_by_their_f1():
+    rows = [{"image type": "a", "images": 40, "F1 (IoU > 0.7)": 0.71},
+            {"image type": "b", "images": 12, "F1 (IoU > 0.7)": 0.45},
+            {"image type": "c", "images": 4, "F1 (IoU > 0.7)": 0.1},
+            {"image type": "all", "images": 56, "F1 (IoU > 0.7)": 0.6}]
+    said = publishing.scoring.trust_statement(rows)
+    assert said[0] == "Reliable on: a (F1 0.71)."
+    assert said[1].startswith("Usable with care") and said[1].endswith("on: b (F1 0.45).")
+    assert said[2] == "Not reliable on: c (F1 0.10, only 4 images: a rough guide)."
+    assert len(said) == 4 and "never seen" in said[3]
+
+
 def test_the_densest_window_stays_inside_the_image_and_holds_the_most_mask():
     mask = np.zeros((100, 120), bool)
     mask[5:25, 90:118] = True          # a dense block near the top-right corner

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nucseg_utils import figures, metrics
+from nucseg_utils import big, figures, metrics
 
 
 def _labels():
@@ -60,6 +60,12 @@ DRAW = {
 
     "per_image": lambda path: figures.per_image_scores(_per_image(), path, "profile: smoke"),
     "overlay": lambda path: figures.overlay(_image(_labels()), _labels(), path, "stamp", "x"),
+    "big_seams": lambda path: figures.tile_seams(
+        _image(_labels()), _labels(), big.tile_grid(_labels().shape, 40, 8), path, "stamp", "x"),
+    "big_stitch_rules": lambda path: figures.stitch_rules(
+        _image(_labels()), _labels(), {k: list(figures.FATE_COLOURS)[k % 3]
+                                       for k in range(1, int(_labels().max()) + 1)},
+        (10, 50, 10, 50), path, "stamp", "x"),
     "difference": lambda path: figures.difference(
         [("a" * 10, _image(_labels()), _labels(), _labels()[::-1], 0.5)], path),
     "errors": lambda path: figures.object_errors(

@@ -43,6 +43,21 @@ def test_cpu_and_smoke_keep_their_training_the_new_keys_are_neutral(name):
     assert profiles.accumulation_steps(profiles.get_profile(name, micro_batch=prof["batch_size"])) == 1
 
 
+def test_the_release_profile_is_the_cpu_recipe_on_every_labelled_stage1_image():
+    from nucseg_utils import protocol
+    cpu, release = profiles.get_profile("cpu"), profiles.get_profile("release")
+    differ = {k for k in set(cpu) | set(release) if cpu.get(k) != release.get(k)}
+    assert differ == {"name", "train_splits", "train_labels", "split_by"}
+    assert release["train_splits"] == ["stage1_train", "stage1_test"]
+    assert (release["train_labels"], release["split_by"]) == ("fixed", "type")
+    # it has no stage1_test to be tested on: its test split is stage 2
+    assert protocol.test_split_name(release["train_splits"]) == "stage2_test_final"
+    with pytest.raises(protocol.ProtocolError, match="refusing to score stage1_test"):
+        protocol.check_untouched("stage1_test", release["train_splits"])
+    assert profiles.train_command(release, "runs/release") == \
+        "nucseg train --profile release --out runs/release"
+
+
 def test_the_seed_changes_the_training_not_the_validation_images(smoke_data):
     def subsets(**overrides):
         table, _ = training.load_training_data(profiles.get_profile("smoke", **overrides),
