@@ -79,9 +79,10 @@ chosen so that the window is :data:`WINDOW` pixels at the model's scale) in batc
 12 bytes each), one chunk of each output, and the list of tiles. The measurements and outlines
 of one tile are written when it is done and never held for the whole image (only the areas,
 8 bytes a nucleus, for the median). Bound, whatever the image size: about 2.5 GB for the whole
-process with the committed model and the default tile (a 2048 x 2048 mosaic peaked at 2.42 GB,
-of which 0.9 GB is the loaded model and 1.2 GB the network's pass over 4 x 1024 x 1024; the
-slide-sized mosaic of ``benchmarks/bench_big.py`` measures it).
+process with the committed model and the default tile (measured, ``benchmarks/REPORT.md``
+section 7: a 19,968 x 19,968 mosaic peaked at 1.39 GB without TTA, a 2048 x 2048 one at
+1.36 GB without and 2.44 GB with TTA, of which about 0.9 GB is the loaded model and 1.2 GB the
+network's pass over 4 variants of a 1024 x 1024 window).
 
 **Resume.** Every output is written to a temporary name and renamed when complete (the label
 image to ``<id>.ome.zarr.partial``; each Zarr chunk itself is written atomically). A tile's

@@ -28,10 +28,11 @@ files, as predict_folder does. The result is predict's :class:`PredictResult`.
   one (its statistics and scale), reads its windows and stitches the labels that come back,
   one task per tile (:func:`cluster_windows`, :func:`predict_big_distributed`), so a whole
   slide uses the whole cluster; the outputs are the serial tiled run's.
-- **Measured** (``benchmarks/bench_big.py``, 4 stage1_test images with TTA on this 2-core
-  machine): 1 worker 0.85x and 2 workers 0.94x the serial predict's images/s; serial already
-  keeps both cores busy (the engine's threads, and a writer thread beside the network), so
-  workers pay on machines with more cores, or on many machines.
+- **Measured** (``benchmarks/REPORT.md``, section 7, on a 2-core machine): 24 stage1_test
+  images with TTA, 1 worker 0.83x and 2 workers 0.85x the serial predict's images/s; one
+  2048-px image by tiles, 1 worker 0.85x and 2 workers 0.80x the serial tiles/s, every file
+  identical. Serial already keeps both cores busy (the engine's threads, and a writer thread
+  beside the network), so workers pay on machines with more cores, or on many machines.
 - **The model** is loaded once per worker process, at its first task, and kept in that
   process (a per-process cache keyed by the model file, its fingerprint, engine and
   settings); every worker runs the engine the client resolved.

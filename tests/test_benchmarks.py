@@ -280,7 +280,7 @@ def test_a_benchmark_that_needs_a_model_is_reported_as_skipped_without_one():
         ["all of stage1_test post-processed in < 10 s"]
     assert r.verdicts[0]["verdict"].startswith("not measured (no model at ")
     assert [b.NAME for b in rb.BENCHMARKS if b.NEEDS_MODEL] == \
-        ["postprocess", "inference", "quality", "streaming"]
+        ["postprocess", "inference", "quality", "streaming", "big"]
 
 
 # --------------------------------------------------------------------------- ensemble.py
