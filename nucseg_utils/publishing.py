@@ -21,12 +21,12 @@ import pandas as pd
 
 from . import calibration
 from . import data as data_mod
-from . import engines, image_types, metrics, runs, scoring
+from . import engines, metrics, runs, scoring
 from .evaluation import evaluate
 from .model import NucleusModel, update_config
 from .postprocessing import postprocess_all
 from .profiles import train_command
-from .protocol import has_ground_truth, check_untouched, test_split_name, training_splits
+from .protocol import check_untouched, has_ground_truth, test_split_name, training_splits
 
 CANDIDATE = "candidate, not published: "  # how a --validation-only row starts
 
