@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from . import __version__, runs, scoring
 from .colab import REPO_URL as GIT_REPO  # the one place the repository's address is written
@@ -150,26 +151,23 @@ def _zip_folder(folder: Path, path: Path) -> Path:
     return path
 
 
-def _results(model_path: Path, fingerprint: str) -> dict | None:
-    """The published scores beside the model file (``nucseg publish``), when they are this
-    very file's (same fingerprint)."""
-    try:
-        res = runs.read_json(model_path.parent / "results.json")
-        ev = res["evaluations"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not all(isinstance(e, dict) and e.get("model_fingerprint") == fingerprint
-               for e in ev.values()):
-        return None
-    return ev
+def _published(model_path: Path) -> dict:
+    """``nucseg publish``'s results beside the model file when they are this very file's
+    (:func:`nucseg_utils.publishing.published_results`), else {}."""
+    from .publishing import published_results  # lazy: cli.main imports this module
+    return published_results(model_path) or {}
+
+
+def _results(model_path: Path) -> dict | None:
+    """The published test scores of this very model file ({} or None when it has none)."""
+    return _published(model_path).get("evaluations")
 
 
 def _validation_results(model_path: Path) -> dict | None:
     """The published validation scores of a model with no untouched test set (the release
     model: ``results.json``'s ``validation``), when they are this very file's."""
-    from .publishing import published_results  # lazy: cli.main imports this module
-    res = published_results(model_path)
-    if not res or not res.get("validation"):
+    res = _published(model_path)
+    if not res.get("validation"):
         return None
     return {**res["validation"], "train_splits": res.get("train_splits", []),
             "missing_test_split": res.get("missing_test_split")}
@@ -378,11 +376,9 @@ def _doc_validation_only(v: dict, fingerprint: str) -> list[str]:
              f"post-processing: optimistic), with nucseg's whole pipeline, for this very "
              f"model file (fingerprint `{fingerprint}`): DSB {v['dsb']:.4f}, object F1 at "
              f"IoU 0.5 {v['f1']:.4f}.", "",
-             "| image type | images | DSB | recall (IoU > 0.7) | F1 (IoU > 0.7) |",
-             "|---|---|---|---|---|"]
-    for r in v["by_type"]:
-        lines.append(f"| {r['image type']} | {r['images']} | {r['DSB']:.3f} | "
-                     f"{r['recall (IoU > 0.7)']:.3f} | {r['F1 (IoU > 0.7)']:.3f} |")
+             runs.to_markdown(pd.DataFrame(v["by_type"])[
+                 ["image type", "images", "DSB", "recall (IoU > 0.7)", "F1 (IoU > 0.7)"]],
+                 digits=3)]
     lines += ["", "**On which images to trust it:**", ""]
     lines += [f"- {t}" for t in scoring.trust_statement(v["by_type"])] + [""]
     return lines
@@ -439,7 +435,7 @@ def _package_info(model_path: Path, config: dict) -> dict:
         dataset = "nucseg's built-in synthetic set"
     info = {"model_file": model_path.name, "fingerprint": fingerprint, "channel_names": names,
             "dataset": dataset, "synthetic": synthetic,
-            "results": _results(model_path, fingerprint),
+            "results": _results(model_path),
             "validation": _validation_results(model_path)}
     backbone = str(config["backbone"])
     info["name"] = f"nucseg U-Net {backbone} nuclei" + (" (SYNTHETIC test)"

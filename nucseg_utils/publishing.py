@@ -23,7 +23,7 @@ from . import calibration
 from . import data as data_mod
 from . import engines, metrics, runs, scoring
 from .evaluation import evaluate
-from .model import NucleusModel, update_config
+from .model import read_config, update_config
 from .postprocessing import postprocess_all
 from .profiles import train_command
 from .protocol import check_untouched, has_ground_truth, test_split_name, training_splits
@@ -110,10 +110,13 @@ def published_results(model_path) -> dict | None:
         res = runs.read_json(path.parent / "results.json")
     except (OSError, ValueError):
         return None
-    marks = [res.get("model_fingerprint")] + [e.get("model_fingerprint") for e in
-                                              (res.get("evaluations") or {}).values()
-                                              if isinstance(e, dict)]
-    marks = [m for m in marks if m]
+    evaluations = res.get("evaluations") or {}
+    if not isinstance(evaluations, dict):
+        return None
+    # every evaluation's fingerprint (a model without a test set has one of its own)
+    marks = [e.get("model_fingerprint") if isinstance(e, dict) else None
+             for e in evaluations.values()]
+    marks += [res["model_fingerprint"]] if "model_fingerprint" in res else []
     if not path.is_file() or not marks or set(marks) != {runs.file_fingerprint(path)}:
         return None
     return res
@@ -133,10 +136,10 @@ def validation_by_type(model_path, run_dir, predicted) -> tuple[dict, pd.DataFra
     maps of :func:`nucseg_utils.calibration.predict_validation`): (the data-set scores, the
     table per image type, :func:`nucseg_utils.scoring.type_table`, with the types of the
     run's ``split.csv``)."""
-    model = NucleusModel.load(model_path, engine=engines.exact())
+    config = read_config(model_path)  # the post-processing: no network needed
     per_image = {}
     for source, probs in predicted:
-        per_image.update(scoring.image_results(postprocess_all(probs, model.config), source))
+        per_image.update(scoring.image_results(postprocess_all(probs, config), source))
     table = pd.read_csv(runs.RunLayout(run_dir).split, dtype={"id": str})
     types = dict(zip(table["id"], table["type"]))
     return (metrics.dataset_scores([per_image[i] for i in sorted(per_image)]),
@@ -147,14 +150,15 @@ def _publish_without_test(run, dest, info, split, chosen, candidates, predicted,
                           train_cmd, command) -> dict:
     """The results of a model with no untouched test set: validation, overall and per type."""
     overall, by_type = validation_by_type(dest / "model.npz", run.root, predicted)
+    name = run_profile(run.root)
     calibration.write_ablation(levers, dest, runs.file_fingerprint(dest / "model.npz"), command,
-                               profile=info.get("profile", {}).get("name", "cpu"),
+                               profile=name,
                                validation=f"the {overall['images']} held-out images of "
                                           f"{' + '.join(info['profile']['train_splits'])}")
     results = {"train_seconds": info.get("train_seconds"), "best_epoch": info.get("best_epoch"),
                "postprocessing_choice": {"chosen": chosen,
                                          "candidates": candidates.to_dict("records")},
-               "levers": levers, "profile": info.get("profile", {}).get("name"),
+               "levers": levers, "profile": name,
                "train_command": train_cmd, "test_split": None, "missing_test_split": split,
                "train_splits": info["profile"]["train_splits"],
                "train_labels": info["profile"].get("train_labels", "original"),
@@ -208,12 +212,7 @@ def validation_markdown(results: dict) -> str:
              "106 scored stage-2 images, another test set: context, not a comparison):",
              ""]
     rows = v["by_type"]
-    cols = list(rows[0]) if rows else []
-    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join(
-            f"{x:.3f}" if isinstance(x, float) and x == x else "" if isinstance(x, float)
-            else str(x) for x in r.values()) + " |")
+    lines.append(runs.to_markdown(pd.DataFrame(rows), digits=3, blank_nan=True))
     if results.get("levers"):
         lines += ["", "Levers, one at a time, on the validation images:", "",
                   "| lever | validation DSB |", "|---|---|"]

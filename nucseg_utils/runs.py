@@ -112,11 +112,12 @@ def write_table(df, path) -> Path:
     return path
 
 
-def to_markdown(df) -> str:
-    """A GitHub Markdown table, floats to 4 decimals (no extra dependency)."""
+def to_markdown(df, digits: int = 4, blank_nan: bool = False) -> str:
+    """A GitHub Markdown table, floats to ``digits`` decimals (a NaN left blank with
+    ``blank_nan``; no extra dependency)."""
     def fmt(v):
         if isinstance(v, float):
-            return f"{v:.4f}"
+            return "" if blank_nan and v != v else f"{v:.{digits}f}"
         return str(v)
     cols = [str(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
