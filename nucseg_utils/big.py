@@ -62,7 +62,8 @@ and the next label. So a nucleus crossing a tile border is one label, whole, wri
 cut, never doubled. Objects that touch a window's inner edge while centred in its core are
 larger than the overlap; they are dropped, counted (``too_large`` in the summary) and reported:
 raise ``overlap``. What post-processing computes over the whole map it is given is the
-window's: the ``paper`` method's Otsu threshold and mean nucleus size, and, for every method,
+window's: the ``paper`` method's Otsu threshold and mean nucleus size, the typical nucleus
+area of a model with a relative size filter (``min_size_factor``), and, for every method,
 the filling of holes (a hole that reaches a window's edge is not filled) and the watershed of
 a foreground region larger than the overlap. On 9 stage1_test images tried with 128-px tiles
 without TTA, 6 label images came out identical to the untiled ones, and on the 3 others a few

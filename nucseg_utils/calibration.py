@@ -18,6 +18,7 @@ masks.
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pandas as pd
@@ -25,12 +26,17 @@ import pandas as pd
 from . import data as data_mod
 from . import engines, metrics, runs
 from .inference import predict_split
-from .model import DECODER_FILTERS, NucleusModel
+from .model import DECODER_FILTERS, NucleusModel, read_config
 from .postprocessing import DEFAULTS, METHODS, PAPER, methods_for, postprocess_all, setting_words
 from .profiles import PROFILES
 from .protocol import run_labels
 
 SETTING_COLUMNS = ("threshold", "distance_seed", "min_distance_factor")  # of the candidates
+# the object filters (:func:`nucseg_utils.postprocessing.filter_objects`), tried on top of the
+# best method's setting; (0, 0) is no filter
+FILTER_GRID = {"min_size_factor": (0.0, 0.05, 0.1, 0.2),
+               "min_mean_prob": (0.0, 0.8, 0.85, 0.9)}
+FILTER_COLUMNS = tuple(FILTER_GRID)
 
 
 def candidates(targets) -> list[dict]:
@@ -93,24 +99,41 @@ def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
     """Choose the post-processing by validation DSB (against ``labels``' masks:
     :func:`validation_labels`). Returns (chosen fields, table of every candidate, the
     validation predictions for reuse)."""
-    model = NucleusModel.load(model_path, engine=engines.exact())
-    config = model.config
     if predicted is None:
+        model = NucleusModel.load(model_path, engine=engines.exact())
         predicted = predict_validation(model, run_dir, root, tta, progress, labels=labels)
+    config = read_config(model_path)  # the post-processing only: no network needed
     rows = []
-    for setting in candidates(config["targets"]):
+
+    def add(setting):
         s = score_setting(predicted, config, setting)
         rows.append({**{"postprocess": setting["postprocess"],
                         **{k: setting.get(k) for k in SETTING_COLUMNS},
-                        "dilation": setting["dilation"]},
+                        "dilation": setting["dilation"],
+                        **{k: float(setting.get(k, 0.0)) for k in FILTER_COLUMNS}},
                      "images": s["images"], "dsb": s["dsb"], "precision": s["precision"],
                      "recall": s["recall"], "f1": s["f1"]})
-    table = pd.DataFrame(rows)
-    best = table.loc[table["dsb"].idxmax()]
+    for setting in candidates(config["targets"]):
+        add(setting)
+    best = pd.DataFrame(rows).loc[pd.DataFrame(rows)["dsb"].idxmax()]
     chosen = {"postprocess": str(best["postprocess"]), "dilation": int(best["dilation"])}
     chosen.update({k: float(best[k]) for k in METHODS[chosen["postprocess"]].grid
                    if k != "dilation"})
+    # then the object filters on top of that setting (a tie keeps no filter: tried first)
+    for values in itertools.product(*FILTER_GRID.values()):
+        if any(values):
+            add({**chosen, **dict(zip(FILTER_COLUMNS, values))})
+    table = pd.DataFrame(rows)
+    best = table.loc[table["dsb"].idxmax()]
+    chosen.update({k: float(best[k]) for k in FILTER_COLUMNS})
     return chosen, table, predicted
+
+
+def unfiltered(table):
+    """The candidates without an object filter (the methods' own grids)."""
+    if not all(k in table for k in FILTER_COLUMNS):
+        return table
+    return table[(table[list(FILTER_COLUMNS)] == 0).all(axis=1)]
 
 
 def recipe_name(cfg: dict, training: dict | None = None) -> str:
@@ -141,11 +164,16 @@ def recipe_name(cfg: dict, training: dict | None = None) -> str:
     parts.append("8-fold TTA" if cfg.get("tta", True) else "no TTA")
     parts.append(METHODS[cfg.get("postprocess", DEFAULTS["postprocess"])].phrase(cfg))
     parts.append(f"dilation {cfg.get('dilation', 0)} px")
+    if cfg.get("min_size_factor"):
+        parts.append(f"objects under {cfg['min_size_factor']:g} x the typical area dropped")
+    if cfg.get("min_mean_prob"):
+        parts.append(f"objects of mean probability under {cfg['min_mean_prob']:g} dropped")
     return "chosen recipe: " + ", ".join(parts)
 
 
 def _best(table, method: str):
     """The best candidate row of ``method`` in the candidates table (None if it has none)."""
+    table = unfiltered(table)
     rows = table[table["postprocess"] == method]
     return rows.loc[rows["dsb"].idxmax()] if len(rows) else None
 
@@ -172,7 +200,7 @@ def uncalibrated_row(candidates_table, cfg: dict):
         return None
     grid = METHODS[name].grid
     default = {k: DEFAULTS[k] for k in grid}
-    t = candidates_table
+    t = unfiltered(candidates_table)
     base = t[t["postprocess"] == name]
     for k, v in default.items():
         base = base[base[k] == v]
@@ -199,6 +227,11 @@ def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, r
              "validation_dsb": score_setting(predicted, cfg, {})["dsb"],
              "train_seconds": train_s, "chosen": True}]
     t = candidates_table
+    if any(cfg.get(k) for k in FILTER_COLUMNS):
+        rows.append({"lever": "without the object filters",
+                     "validation_dsb": score_setting(predicted, cfg, {k: 0.0 for k in
+                                                                      FILTER_COLUMNS})["dsb"],
+                     "train_seconds": train_s})
     for found in (uncalibrated_row(t, cfg), other_seeded_watershed(t, cfg.get("postprocess"))):
         if found:
             rows.append({"lever": found[0], "validation_dsb": found[1], "train_seconds": train_s})

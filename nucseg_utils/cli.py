@@ -208,6 +208,10 @@ def _add_report_and_publish(sub):
     p.add_argument("--validation-only", action="store_true",
                    help="judge a candidate on the validation images only: add its rows to "
                         "OUT's lever table, leave OUT's model alone, never touch the test split")
+    p.add_argument("--rescore", action="store_true",
+                   help="score the model already published in OUT on its test split again and "
+                        "rewrite its results files (its post-processing and levers kept; no "
+                        "run folder needed)")
 
 
 def _add_synthetic_and_export(sub):
@@ -389,6 +393,16 @@ def cmd_report(a) -> int:
 
 def cmd_publish(a) -> int:
     from . import publishing
+    if a.rescore:
+        if a.out is None:
+            print("nucseg publish: error: --rescore needs --out, the published model's folder "
+                  "(e.g. models/cpu)", file=sys.stderr)
+            return 2
+        res = publishing.rescore_model(a.out, a.data)
+        print((Path(a.out) / "results.md").read_text())
+        for key, dsb in res["dsb_before"].items():
+            print(f"{key}: DSB {dsb:.4f} before, {res['evaluations'][key]['native']['dsb']:.4f} now")
+        return 0
     if a.out is None:
         a.out = str(REPO / "models" / publishing.run_profile(a.run))
     res = publishing.publish_model(a.run, a.out, a.split, a.data,

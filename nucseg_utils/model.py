@@ -42,7 +42,8 @@ DEFAULT_MODEL = RELEASE_MODEL  # what NucleusModel.load() loads
 
 MODEL_KEYS = ("backbone", "decoder_filters", "targets", "input_mode", "input_size",
               "normalization", "postprocess", "min_distance_factor", "min_size", "threshold",
-              "dilation", "target_diameter", "scale_limits", "size_probe", "tta")
+              "dilation", "target_diameter", "scale_limits", "size_probe", "tta",
+              "min_size_factor", "min_mean_prob")
 
 
 # segmentation_models' U-Net decoder: filters of its 5 blocks, deepest first. A model file
@@ -260,7 +261,7 @@ class NucleusModel:
         pp = postprocessing.settings(self.config)
         name = method or pp["postprocess"]
         steps = postprocessing.get_method(name).steps_of(prob, pp)
-        labels = postprocessing.dilate_labels(steps["labels"], int(pp["dilation"]))
+        labels = postprocessing.finish(steps["labels"], prob, pp)
         return labels, {"probabilities": prob, "method": name, "steps": steps,
                         "settings": {**pp, "postprocess": name}}
 
@@ -290,6 +291,8 @@ class ModelSettings:
     min_distance_factor: float = 0.5
     distance_seed: float = 0.5
     dilation: int = 0
+    min_size_factor: float = 0.0
+    min_mean_prob: float = 0.0
     train_splits: tuple = ()
     other: dict = field(default_factory=dict)
 

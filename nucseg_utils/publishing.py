@@ -78,18 +78,7 @@ def publish_model(run_dir, dest, split: str | None = None, root=None,
     if not has_ground_truth(split, root):
         return _publish_without_test(run, dest, info, split, chosen, candidates, predicted,
                                      levers, train_cmd, command)
-    out = {}
-    for tta in (True, False):
-        out["tta" if tta else "no_tta"] = evaluate(
-            dest / "model.npz", split, root, Path("runs") / "publish" / f"{split}_{tta}",
-            tta=tta, progress=progress, engine=engines.exact(),
-            command=f"nucseg evaluate --model {dest / 'model.npz'} --split {split} "
-                    f"--{'tta' if tta else 'no-tta'}")
-    for row in levers:  # the test split, once, for the recipes already chosen
-        if row.get("chosen"):
-            row["test_dsb"] = out["tta"]["native"]["dsb"]
-        elif row["lever"] == "without TTA":
-            row["test_dsb"] = out["no_tta"]["native"]["dsb"]
+    out = _evaluate_test(dest, split, root, progress, levers)
     calibration.write_ablation(levers, dest, runs.file_fingerprint(dest / "model.npz"), command)
     results = {"train_seconds": info.get("train_seconds"), "best_epoch": info.get("best_epoch"),
                "postprocessing_choice": {"chosen": chosen,
@@ -99,6 +88,45 @@ def publish_model(run_dir, dest, split: str | None = None, root=None,
                "train_command": train_cmd}
     runs.write_json(dest / "results.json", results)
     runs.write_text(dest / "results.md", results_markdown(results, split))
+    return results
+
+
+def _evaluate_test(dest: Path, split: str, root, progress: bool, levers: list) -> dict:
+    """The published model scored on its test split, TTA on and off ({"tta", "no_tta"}:
+    :func:`nucseg_utils.evaluation.evaluate`'s summaries); the lever rows of the recipes
+    already chosen get their test DSB (the test split, once, for what was chosen)."""
+    out = {}
+    for tta in (True, False):
+        out["tta" if tta else "no_tta"] = evaluate(
+            dest / "model.npz", split, root, Path("runs") / "publish" / f"{split}_{tta}",
+            tta=tta, progress=progress, engine=engines.exact(),
+            command=f"nucseg evaluate --model {runs.shown(dest / 'model.npz')} --split {split} "
+                    f"--{'tta' if tta else 'no-tta'}")
+    for row in levers:
+        if row.get("chosen"):
+            row["test_dsb"] = out["tta"]["native"]["dsb"]
+        elif row["lever"] == "without TTA":
+            row["test_dsb"] = out["no_tta"]["native"]["dsb"]
+    return out
+
+
+def rescore_model(dest, root=None, progress: bool = True) -> dict:
+    """Score a published model (``dest``: its folder, e.g. ``models/cpu``) on its test split
+    again and rewrite its ``results.json`` and ``results.md``, keeping the post-processing and
+    levers chosen when it was published: for a results file written before a table existed
+    (the per-type table), without the run folder. The model file must be the one the results
+    were written for (DataError otherwise); the numbers it had are printed beside the new."""
+    dest = Path(dest)
+    results = published_results(dest / "model.npz")
+    if results is None or not results.get("evaluations"):
+        raise data_mod.DataError(f"{dest / 'results.json'}: no test-split results of this "
+                                 f"model file to score again (publish its run instead)")
+    split = results["evaluations"]["tta"]["split"]
+    before = {k: v["native"]["dsb"] for k, v in results["evaluations"].items()}
+    results["evaluations"] = _evaluate_test(dest, split, root, progress, results["levers"])
+    runs.write_json(dest / "results.json", results)
+    runs.write_text(dest / "results.md", results_markdown(results, split))
+    results["dsb_before"] = before
     return results
 
 
@@ -175,7 +203,8 @@ def _publish_without_test(run, dest, info, split, chosen, candidates, predicted,
 def _chosen_words(chosen: dict) -> str:
     """The chosen post-processing in words: `touching`, threshold 0.7, dilation 0 px."""
     rest = ", ".join(f"{k.replace('_', ' ')} {v:g}" + (" px" if k == "dilation" else "")
-                     for k, v in chosen.items() if k != "postprocess")
+                     for k, v in chosen.items() if k != "postprocess"
+                     and not (k in calibration.FILTER_COLUMNS and not v))
     return f"`{chosen['postprocess']}`" + (f", {rest}" if rest else "")
 
 
@@ -249,7 +278,8 @@ def results_markdown(results: dict, split: str) -> str:
                   f"stage1_train, TTA on), not on the test set: `{choice['chosen']}`. Every "
                   f"candidate:", "",
                   "| post-processing | threshold | seed level | marker spacing (radii) "
-                  "| dilation (px) | images | DSB | F1 |", "|---|---|---|---|---|---|---|---|"]
+                  "| dilation (px) | min size (x typical area) | min mean probability "
+                  "| images | DSB | F1 |", "|---|---|---|---|---|---|---|---|---|---|"]
 
         def cell(v):
             return "" if v is None or v != v else f"{v:g}"
@@ -257,6 +287,7 @@ def results_markdown(results: dict, split: str) -> str:
             lines.append(f"| {c['postprocess']} | {cell(c.get('threshold'))} "
                          f"| {cell(c.get('distance_seed'))} "
                          f"| {cell(c.get('min_distance_factor'))} | {cell(c.get('dilation'))} "
+                         f"| {cell(c.get('min_size_factor'))} | {cell(c.get('min_mean_prob'))} "
                          f"| {c['images']} | {c['dsb']:.4f} | {c.get('f1', float('nan')):.4f} |")
     if results.get("levers"):
         lines += ["", "Levers, one at a time, on the validation images (`ablation.md` keeps "
@@ -284,6 +315,13 @@ def results_markdown(results: dict, split: str) -> str:
     for m in mods:
         lines.append(f"| {m} | {any_['native']['by_modality'][m]['images']} | " + " | ".join(
             f"{s['native']['by_modality'][m]['dsb']:.4f}" for s in ev.values()) + " |")
+    if first["native"].get("by_type"):
+        lines += ["", f"Per image type (TTA {'on' if first['tta'] else 'off'}; "
+                  f"`nucseg_utils/image_types.py`; recall and F1 at IoU > 0.7, means over the "
+                  f"images; the last two columns are Caicedo et al. 2019's, on the 106 scored "
+                  f"stage-2 images, another test set: context, not a comparison):", "",
+                  runs.to_markdown(pd.DataFrame(first["native"]["by_type"]), digits=3,
+                                   blank_nan=True)]
     lines += ["", "Commands:", ""] + [f"- `{s['command']}`" for s in ev.values()]
     lines += ["", "Check a number with the Kaggle scorer: `nucseg predict --images "
               "<data>/stage1_test.zip --out runs/check` then `nucseg score "

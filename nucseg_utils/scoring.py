@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import data as data_mod
 from . import metrics
-from .image_types import TYPE_ORDER
+from .image_types import TYPE_ORDER, image_type
 from .postprocessing import methods_for, postprocess_all, postprocess_as
 from .preprocessing import resize_labels
 
@@ -25,25 +25,33 @@ def score_labels(pred: dict, source, resize_to: int | None = None, progress: boo
     """Score predicted label images against the source's ground truth.
 
     Returns (summary dict, per-image DataFrame). ``resize_to`` rescores both label images
-    resized to that square size with nearest neighbour (the paper's 256x256 evaluation)."""
+    resized to that square size with nearest neighbour (the paper's 256x256 evaluation).
+    At native resolution the summary also holds ``by_type``, the rows of :func:`type_table`
+    (each image's type from its image and ground truth, the table's ``type`` column)."""
     rows, results = [], []
     for sid in sorted(pred):
         sample = source.sample(sid)
         true, p = sample.labels, pred[sid]
         if true is None:
             raise data_mod.DataError(f"{source.source}: no ground truth for '{sid}'")
+        row = {"modality": data_mod.modality_of(sample.image),
+               "height": sample.image.shape[0], "width": sample.image.shape[1]}
         if resize_to:
             true = resize_labels(true, (resize_to, resize_to))
             p = resize_labels(p, (resize_to, resize_to))
+        else:
+            row["type"] = image_type(sample.image, true)
         r = metrics.image_scores(true, p)
         results.append(r)
-        rows.append({"modality": data_mod.modality_of(sample.image),
-                     "height": sample.image.shape[0], "width": sample.image.shape[1]})
+        rows.append(row)
     table = metrics.per_image_table(sorted(pred), results)
     table = pd.concat([table, pd.DataFrame(rows)], axis=1)
     summary = metrics.dataset_scores(results)
     summary["by_modality"] = {m: {"dsb": float(g["dsb"].mean()), "images": int(len(g))}
                               for m, g in table.groupby("modality")}
+    if not resize_to and results:
+        summary["by_type"] = type_table(dict(zip(sorted(pred), results)),
+                                        dict(zip(table["id"], table["type"]))).to_dict("records")
     return summary, table
 
 

@@ -325,3 +325,54 @@ def test_without_a_bfloat16_run_the_report_has_no_bfloat16_row_or_paragraph():
     text = "\n".join(result.md)
     assert "bfloat16" not in text and "| openvino |" in text
     assert not any("openvino-bf16" in r["item"] for r in result.rows)
+
+
+def _study_rows(model, labels, seed, kind, val, test, filt=None):
+    """Rows of benchmarks/validation_study.py for one model: ``val`` and ``test``
+    {type: dsb} for the setting "none"; ``filt`` {setting: (val change, test change)}."""
+    import validation_study as vs
+    rows = []
+    for setting in vs.FILTERS:
+        dv, dw = (filt or {}).get(setting, (0.0, 0.0))
+        for scored, scores, d in (("validation", val, dv), ("stage1_test", test, dw)):
+            masks = ["fixed"] + (["original"] if model == "committed" and
+                                 scored == "validation" else [])
+            if scored == "stage1_test":
+                masks = ["solution"]
+            for m in masks:
+                for typ, dsb in scores.items():
+                    rows.append({"model": model, "labels": labels, "seed": seed,
+                                 "validation": kind, "setting": setting, "scored": scored,
+                                 "masks": m, "type": typ, "images": 10, "dsb": dsb + d,
+                                 "recall": 0.5, "f1": 0.5})
+    return rows
+
+
+def test_the_validation_study_reports_paired_label_differences_and_lever_directions():
+    import validation_study as vs
+    fluo, purple = "fluorescence small nuclei", "purple tissue"
+    rows = []
+    # fixed beats original by 0.02 on validation with both seeds, and on the test by 0.01 (42)
+    # and -0.01 (43): one lever agrees, one does not
+    for seed, test_gain in ((42, 0.01), (43, -0.01)):
+        rows += _study_rows(f"original-s{seed}", "original", seed, "type",
+                            {fluo: 0.6, purple: 0.2, "all": 0.5}, {fluo: 0.5, "all": 0.4})
+        rows += _study_rows(f"fixed-s{seed}", "fixed", seed, "type",
+                            {fluo: 0.62, purple: 0.22, "all": 0.52},
+                            {fluo: 0.5 + test_gain, "all": 0.4 + test_gain})
+    table = pd.DataFrame(rows, columns=vs.COLUMNS)
+    studies = {m: {"chosen": {"postprocess": "touching", "threshold": 0.7, "dilation": 0},
+                   "best_epoch": 15, "seconds": 60.0}
+               for m in table["model"].unique()}
+    md = vs.report(table, studies)
+    assert "| 42 | +0.0200 | +0.0200 | +0.0100 |" in md
+    assert "| 43 | +0.0200 | +0.0200 | -0.0100 |" in md
+    assert "| fixed | 2 | 0.5200 +- 0.0000 |" in md
+    # 2 label levers (1 same, 1 opposite) and every filter flat on each of the 4 models
+    flat = 4 * (len(vs.FILTERS) - 1)
+    assert f"| type | {flat + 2} | 1 | 1 | {flat} |" in md
+    assert vs.train_command("fixed", 43) == ("nucseg train --profile cpu --split-by type "
+                                             "--train-labels fixed --seed 43 --out "
+                                             "runs/labels/fixed-s43")
+    assert vs._direction(0.01, 0.02) == (1, 0, 0) and vs._direction(0.01, -0.02) == (0, 1, 0)
+    assert vs._direction(0.001, 0.05) == (0, 0, 1)

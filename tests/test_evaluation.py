@@ -336,3 +336,82 @@ def test_the_recipe_name_says_what_the_training_did():
     assert "stained tissue unmixed to its haematoxylin channel" in recipe_name(cfg, hed)
     assert recipe_name(cfg) == ("chosen recipe: nuclei rescaled to 20 px (training and test), "
                                 "8-fold TTA, touching at threshold 0.6, dilation 0 px")
+
+
+def test_rescore_rewrites_the_results_of_a_published_model_with_its_table_per_type(
+        tmp_path, monkeypatch, smoke_run, smoke_data):
+    """``nucseg publish --rescore``: a results file written before the per-type table gains it
+    from the published model alone (no run folder), with the same scores; a model file the
+    results were not written for is refused."""
+    import json
+    import shutil
+
+    from nucseg_utils.data import DataError
+    monkeypatch.chdir(tmp_path)
+    run, dest = tmp_path / "run", tmp_path / "models" / "cpu"
+    shutil.copytree(smoke_run, run)
+    first = publishing.publish_model(run, dest, None, smoke_data, progress=False)
+    by_type = first["evaluations"]["tta"]["native"]["by_type"]
+    assert by_type[-1]["image type"] == "all"
+    assert by_type[-1]["images"] == first["evaluations"]["tta"]["images"]
+    assert "Per image type" in (dest / "results.md").read_text()
+    # as written before the table existed
+    old = json.loads((dest / "results.json").read_text())
+    for ev in old["evaluations"].values():
+        del ev["native"]["by_type"]
+    (dest / "results.json").write_text(json.dumps(old))
+    (dest / "results.md").write_text("old\n")
+    shutil.rmtree(run)
+    again = publishing.rescore_model(dest, smoke_data, progress=False)
+    md = (dest / "results.md").read_text()
+    assert "Per image type" in md and "| all |" in md
+    for key in ("tta", "no_tta"):
+        assert again["evaluations"][key]["native"]["dsb"] == pytest.approx(
+            first["evaluations"][key]["native"]["dsb"], abs=1e-12)
+    assert again["dsb_before"]["tta"] == first["evaluations"]["tta"]["native"]["dsb"]
+    assert json.loads((dest / "results.json").read_text())["levers"] == old["levers"]
+    (dest / "model.npz").write_bytes(b"another model")
+    with pytest.raises(DataError, match="results.json"):
+        publishing.rescore_model(dest, smoke_data, progress=False)
+
+
+class _Truth:
+    """A stand-in source: ``sample(id).labels`` is the ground truth."""
+    def __init__(self, labels):
+        self._labels = labels
+
+    def sample(self, sid):
+        from types import SimpleNamespace
+        return SimpleNamespace(labels=self._labels[sid])
+
+
+def _disc_image(centres, shape=(96, 96), radius=8):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    lab = np.zeros(shape, np.int32)
+    for i, (cy, cx) in enumerate(centres, 1):
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = i
+    return lab
+
+
+def test_calibration_adds_the_object_filter_that_removes_faint_false_nuclei(smoke_run):
+    """Nuclei predicted at 0.99 and false ones at 0.8 (above every threshold tried): only a
+    minimum mean probability removes them, and calibration chooses it, reports its row and
+    the lever without it; without false nuclei no filter is chosen (a tie keeps none)."""
+    from nucseg_utils import calibration
+    truth, probs = {}, {}
+    for k in range(3):
+        lab = _disc_image([(20, 20), (20, 70), (70, 45)])
+        false = _disc_image([(75, 12), (10, 45)], radius=5)
+        nucleus = np.where(lab > 0, 0.99, np.where(false > 0, 0.8, 0.0)).astype(np.float32)
+        truth[f"im{k}"] = lab
+        probs[f"im{k}"] = np.stack([nucleus, np.zeros_like(nucleus)], axis=-1)
+    predicted = [(_Truth(truth), probs)]
+    model = smoke_run / "model.npz"
+    chosen, table, _ = calibration.select_postprocessing(model, smoke_run, predicted=predicted)
+    assert chosen["min_mean_prob"] >= 0.85 and chosen["min_size_factor"] == 0.0
+    filtered = table[table["min_mean_prob"] == chosen["min_mean_prob"]]
+    assert filtered["dsb"].max() == pytest.approx(1.0)
+    assert calibration.unfiltered(table)["dsb"].max() < 0.7  # 3 of 5 objects right
+    clean = [(_Truth(truth), {k: np.where(v > 0.9, v, 0.0) for k, v in probs.items()})]
+    chosen, _, _ = calibration.select_postprocessing(model, smoke_run, predicted=clean)
+    assert chosen["min_mean_prob"] == 0.0 and chosen["min_size_factor"] == 0.0

@@ -179,3 +179,48 @@ def test_touching_steps_on_an_empty_map_give_empty_seeds_and_labels():
     from nucseg_utils.postprocessing import touching_steps
     steps = touching_steps(np.zeros((32, 32, 2), np.float32))
     assert steps["seeds"].max() == 0 and steps["labels"].max() == 0
+
+
+def test_typical_area_is_the_area_weighted_mean_and_ignores_a_crowd_of_specks():
+    from nucseg_utils.postprocessing import typical_area
+    lab = np.zeros((200, 200), np.int32)
+    lab[:40, :50] = 1                  # 2,000 px
+    lab[50:90, :50] = 2                # 2,000 px
+    for k in range(10):                # ten specks of 4 px
+        lab[150 + (k // 5) * 4: 152 + (k // 5) * 4, 10 * k % 50: 10 * k % 50 + 2] = 3 + k
+    expected = (2 * 2000 ** 2 + 10 * 4 ** 2) / (2 * 2000 + 10 * 4)
+    assert typical_area(lab) == pytest.approx(expected)
+    assert typical_area(lab) > 1900    # the plain mean would be (4,000 + 40) / 12 = 337
+    assert typical_area(np.zeros((5, 5), np.int32)) == 0.0
+
+
+def test_relative_size_filter_drops_specks_of_an_image_of_large_nuclei_only():
+    # large nuclei (radius 20, about 1,257 px) and specks of 49 px: min_size (10 px) keeps the
+    # specks; 0.1 x the image's typical area (about 120 px) drops them, and keeps the nuclei
+    big = discs((160, 160), [(40, 40), (40, 110), (110, 75)], 20)
+    prob = soft(big > 0)
+    for y, x in [(140, 10), (10, 150), (150, 150)]:
+        prob[y:y + 7, x:x + 7] = 1.0
+    plain = postprocess(prob, "cc", threshold=0.5)
+    kept = postprocess(prob, "cc", threshold=0.5, min_size_factor=0.1)
+    assert plain.max() == 6 and kept.max() == 3
+    assert set(np.unique(kept[big > 0])) - {0} == {1, 2, 3}  # every nucleus still there
+    # an image of small nuclei alone loses none of them to the same setting
+    small = discs((100, 100), [(20, 20), (20, 60), (60, 40)], 5)
+    assert postprocess(soft(small > 0), "cc", min_size_factor=0.1).max() == 3
+
+
+def test_mean_probability_filter_drops_faint_objects_and_relabels_the_rest():
+    from nucseg_utils.postprocessing import filter_objects
+    lab = discs((60, 90), [(30, 15), (30, 45), (30, 75)], 10)
+    nucleus = np.where(lab == 2, 0.55, np.where(lab > 0, 0.95, 0.0)).astype(np.float32)
+    out = filter_objects(lab, nucleus, min_mean_prob=0.7)
+    assert out.max() == 2 and out[30, 45] == 0
+    assert out[30, 15] == 1 and out[30, 75] == 2     # numbered 1..N in their order
+    assert np.array_equal(filter_objects(lab, nucleus), lab)  # both filters off: unchanged
+    # the model's path applies it too: a config that sets it drops the faint one
+    from nucseg_utils.postprocessing import postprocess_as
+    prob = np.stack([nucleus, np.zeros_like(nucleus)], axis=-1)
+    cfg = {"postprocess": "touching", "threshold": 0.5, "min_mean_prob": 0.7}
+    assert postprocess_as(prob, cfg).max() == 2
+    assert postprocess_as(prob, {**cfg, "min_mean_prob": 0.0}).max() == 3
