@@ -63,6 +63,7 @@ FILTERS = {"none": {},
            **{f"relative size {a:g} + mean probability {b:g}": {"min_size_factor": a,
                                                                 "min_mean_prob": b}
               for a in (0.05, 0.1) for b in (0.85, 0.9)}}
+STUDY_VERSION = 2  # of the cached scores: 2 = the post-processing chosen without filters
 COLUMNS = ["model", "labels", "seed", "validation", "setting", "scored", "masks", "type",
            "images", "dsb", "recall", "f1"]
 
@@ -167,14 +168,20 @@ def study_model(name: str, model_path: Path, run_dir: Path, root, progress: bool
     original = data_mod.open_split("stage1_train", root)
     fixed = data_mod.open_split("stage1_train", root, labels="fixed")
     fixed_probs = {i: p for i, p in val_probs.items() if i in set(fixed.ids)}
+    # the ground truth read once for every setting
+    (fixed, fixed_probs), = calibration.with_ground_truth([(fixed, fixed_probs)])
+    (original, val_probs), = calibration.with_ground_truth([(original, val_probs)]) \
+        if name == "committed" else ((original, val_probs),)
     if name == "committed":
         chosen = {k: config.get(k) for k in ("postprocess", "threshold", "dilation")}
-    else:
+    else:  # the methods' grids only: the filters are this study's rows
         chosen, _, _ = calibration.select_postprocessing(model_path, run_dir, root,
                                                          predicted=[(fixed, fixed_probs)],
-                                                         labels="fixed")
+                                                         labels="fixed", filters=False)
     config = {**config, **chosen}
-    source = data_mod.open_split(TEST, root)
+    test_source = data_mod.open_split(TEST, root)
+    source = calibration.GroundTruth(test_source, test_probs)
+    test_source.close()
     types = test_types(root)
     rows = []
     for setting, change in FILTERS.items():
@@ -188,10 +195,8 @@ def study_model(name: str, model_path: Path, run_dir: Path, root, progress: bool
                              "masks": label_set})
         rows += rows_of(score(test_probs, source, cfg), types,
                         {**base, "setting": setting, "scored": TEST, "masks": "solution"})
-    for s in (original, fixed, source):
-        s.close()
-    return {"fingerprint": runs.file_fingerprint(model_path), "chosen": chosen,
-            "best_epoch": info.get("best_epoch"), "train_seconds": info.get("train_seconds"),
+    return {"version": STUDY_VERSION, "fingerprint": runs.file_fingerprint(model_path),
+            "chosen": chosen, "best_epoch": info.get("best_epoch"), "train_seconds": info.get("train_seconds"),
             "predict_seconds": predict_seconds, "seconds": time.perf_counter() - t0,
             "rows": rows}
 
@@ -201,7 +206,8 @@ def cached_study(name, model_path, run_dir, root, progress) -> dict:
     if path.is_file():
         cached = runs.read_json(path)
         if cached.get("fingerprint") == runs.file_fingerprint(model_path) and \
-                cached.get("filters") == list(FILTERS):
+                cached.get("filters") == list(FILTERS) and \
+                cached.get("version") == STUDY_VERSION:
             return cached
     result = {**study_model(name, model_path, run_dir, root, progress), "filters": list(FILTERS)}
     runs.write_json(path, result)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 
@@ -82,6 +83,29 @@ def predict_validation(model: NucleusModel, run_dir, root=None, tta: bool = True
     return out
 
 
+class GroundTruth:
+    """The ground truth of some images of a source, read once and held: what scoring many
+    settings on the same images reads (``sample(id).labels`` and ``labels(id)``, as a
+    split's), instead of decoding each image's masks again for every setting."""
+
+    def __init__(self, source, ids):
+        self.name = getattr(source, "name", None)
+        self._labels = {sid: source.sample(sid).labels for sid in ids}
+
+    def labels(self, sid, shape=None):
+        return self._labels[sid]
+
+    def sample(self, sid):
+        return SimpleNamespace(id=sid, labels=self._labels[sid])
+
+
+def with_ground_truth(predicted) -> list:
+    """[(source, {id: map})] with each source's ground truth of those ids read once
+    (:class:`GroundTruth`)."""
+    return [(s if isinstance(s, GroundTruth) else GroundTruth(s, probs), probs)
+            for s, probs in predicted]
+
+
 def score_setting(predicted, config: dict, setting: dict) -> dict:
     """Post-process every validation map with ``config`` updated by ``setting``; the scores
     over all validation images."""
@@ -95,13 +119,16 @@ def score_setting(predicted, config: dict, setting: dict) -> dict:
 
 
 def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
-                          progress: bool = True, predicted=None, labels: str | None = None):
+                          progress: bool = True, predicted=None, labels: str | None = None,
+                          filters: bool = True):
     """Choose the post-processing by validation DSB (against ``labels``' masks:
-    :func:`validation_labels`). Returns (chosen fields, table of every candidate, the
-    validation predictions for reuse)."""
+    :func:`validation_labels`): the methods' grids, then (``filters``) the object filters of
+    :data:`FILTER_GRID` on top of the best. Returns (chosen fields, table of every candidate,
+    the validation predictions for reuse, their ground truth held)."""
     if predicted is None:
         model = NucleusModel.load(model_path, engine=engines.exact())
         predicted = predict_validation(model, run_dir, root, tta, progress, labels=labels)
+    predicted = with_ground_truth(predicted)
     config = read_config(model_path)  # the post-processing only: no network needed
     rows = []
 
@@ -121,7 +148,7 @@ def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
                    if k != "dilation"})
     # then the object filters on top of that setting (a tie keeps no filter: tried first)
     for values in itertools.product(*FILTER_GRID.values()):
-        if any(values):
+        if filters and any(values):
             add({**chosen, **dict(zip(FILTER_COLUMNS, values))})
     table = pd.DataFrame(rows)
     best = table.loc[table["dsb"].idxmax()]
