@@ -115,8 +115,9 @@ def committed_split(root) -> Path:
 
 def predict_model(name: str, model_path: Path, run_dir: Path, root, progress: bool,
                   limit: int | None = None) -> tuple[dict, float]:
-    """(maps, seconds to predict them): the model's maps of its validation images and of stage1_test (8-fold TTA), cached in
-    ``<run>/study_probs.npz`` (float16, as every path predicts them) for this model file."""
+    """(maps, seconds to predict them): the model's maps of its validation images and of
+    stage1_test (8-fold TTA), cached in ``<run>/study_probs.npz`` (float16, as every path
+    predicts them) for this model file."""
     cache = Path(run_dir) / "study_probs.npz"
     fingerprint = runs.file_fingerprint(model_path)
     if cache.is_file() and not limit:
@@ -165,13 +166,15 @@ def study_model(name: str, model_path: Path, run_dir: Path, root, progress: bool
             "seed": profile.get("seed"), "validation": profile.get("split_by", "random")}
     # the validation images scored against the fixed masks (and, for the committed model,
     # the original ones it was chosen on)
-    original = data_mod.open_split("stage1_train", root)
-    fixed = data_mod.open_split("stage1_train", root, labels="fixed")
-    fixed_probs = {i: p for i, p in val_probs.items() if i in set(fixed.ids)}
-    # the ground truth read once for every setting
-    (fixed, fixed_probs), = calibration.with_ground_truth([(fixed, fixed_probs)])
-    (original, val_probs), = calibration.with_ground_truth([(original, val_probs)]) \
-        if name == "committed" else ((original, val_probs),)
+    # (the ground truth read once for every setting)
+    split_fixed = data_mod.open_split("stage1_train", root, labels="fixed")
+    fixed_probs = {i: p for i, p in val_probs.items() if i in set(split_fixed.ids)}
+    fixed = calibration.GroundTruth(split_fixed, fixed_probs)
+    split_fixed.close()
+    if name == "committed":
+        split_original = data_mod.open_split("stage1_train", root)
+        original = calibration.GroundTruth(split_original, val_probs)
+        split_original.close()
     if name == "committed":
         chosen = {k: config.get(k) for k in ("postprocess", "threshold", "dilation")}
     else:  # the methods' grids only: the filters are this study's rows

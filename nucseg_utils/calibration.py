@@ -142,7 +142,8 @@ def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
                      "recall": s["recall"], "f1": s["f1"]})
     for setting in candidates(config["targets"]):
         add(setting)
-    best = pd.DataFrame(rows).loc[pd.DataFrame(rows)["dsb"].idxmax()]
+    grid = pd.DataFrame(rows)
+    best = grid.loc[grid["dsb"].idxmax()]
     chosen = {"postprocess": str(best["postprocess"]), "dilation": int(best["dilation"])}
     chosen.update({k: float(best[k]) for k in METHODS[chosen["postprocess"]].grid
                    if k != "dilation"})
