@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from . import __version__, runs, scoring
 from .colab import REPO_URL as GIT_REPO  # the one place the repository's address is written
@@ -376,7 +375,7 @@ def _doc_validation_only(v: dict, fingerprint: str) -> list[str]:
              f"post-processing: optimistic), with nucseg's whole pipeline, for this very "
              f"model file (fingerprint `{fingerprint}`): DSB {v['dsb']:.4f}, object F1 at "
              f"IoU 0.5 {v['f1']:.4f}.", "",
-             runs.to_markdown(pd.DataFrame(v["by_type"])[
+             runs.to_markdown(scoring.type_frame(v["by_type"])[
                  ["image type", "images", "DSB", "recall (IoU > 0.7)", "F1 (IoU > 0.7)"]],
                  digits=3)]
     lines += ["", "**On which images to trust it:**", ""]

@@ -241,7 +241,7 @@ def validation_markdown(results: dict) -> str:
              "106 scored stage-2 images, another test set: context, not a comparison):",
              ""]
     rows = v["by_type"]
-    lines.append(runs.to_markdown(pd.DataFrame(rows), digits=3, blank_nan=True))
+    lines.append(runs.to_markdown(scoring.type_frame(rows), digits=3, blank_nan=True))
     if results.get("levers"):
         lines += ["", "Levers, one at a time, on the validation images:", "",
                   "| lever | validation DSB |", "|---|---|"]
@@ -320,7 +320,7 @@ def results_markdown(results: dict, split: str) -> str:
                   f"`nucseg_utils/image_types.py`; recall and F1 at IoU > 0.7, means over the "
                   f"images; the last two columns are Caicedo et al. 2019's, on the 106 scored "
                   f"stage-2 images, another test set: context, not a comparison):", "",
-                  runs.to_markdown(pd.DataFrame(first["native"]["by_type"]), digits=3,
+                  runs.to_markdown(scoring.type_frame(first["native"]["by_type"]), digits=3,
                                    blank_nan=True)]
     lines += ["", "Commands:", ""] + [f"- `{s['command']}`" for s in ev.values()]
     lines += ["", "Check a number with the Kaggle scorer: `nucseg predict --images "

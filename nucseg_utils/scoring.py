@@ -244,7 +244,22 @@ def type_table(results: dict, types, iou: float = TYPE_IOU, anchors: bool = True
             row[WINNER_COLUMN] = ref.get("winner", float("nan"))
             row[UNET_COLUMN] = ref.get("unet", float("nan"))
         out.append(row)
-    return pd.DataFrame(out)
+    return type_frame(out, iou)
+
+
+def type_columns(iou: float = TYPE_IOU) -> list[str]:
+    """The columns of :func:`type_table`, in the order a reader reads them."""
+    return ["image type", "images", "nuclei", "DSB", f"recall (IoU > {iou:g})",
+            f"F1 (IoU > {iou:g})", WINNER_COLUMN, UNET_COLUMN]
+
+
+def type_frame(rows, iou: float = TYPE_IOU) -> pd.DataFrame:
+    """A :func:`type_table` as a DataFrame in :func:`type_columns` order, from its rows (as
+    a results file stores them, whose keys come back sorted); columns it lacks are left out,
+    others go last."""
+    df = pd.DataFrame(list(rows))
+    known = [c for c in type_columns(iou) if c in df.columns]
+    return df[known + [c for c in df.columns if c not in known]]
 
 
 # what the plain statement of trust per image type reads off the type table: object F1 at
