@@ -103,19 +103,22 @@ def read_json(path) -> dict:
 
 
 def write_table(df, path) -> Path:
-    """Write a pandas table as CSV (and Markdown beside it when ``path`` ends in .csv)."""
+    """Write a pandas table as CSV (and Markdown beside it when ``path`` ends in .csv, a
+    value a row does not have left blank)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.4f")
     if path.suffix == ".csv":
-        write_text(path.with_suffix(".md"), to_markdown(df) + "\n")
+        write_text(path.with_suffix(".md"), to_markdown(df, blank_nan=True) + "\n")
     return path
 
 
 def to_markdown(df, digits: int = 4, blank_nan: bool = False) -> str:
-    """A GitHub Markdown table, floats to ``digits`` decimals (a NaN left blank with
-    ``blank_nan``; no extra dependency)."""
+    """A GitHub Markdown table, floats to ``digits`` decimals (a NaN or None left blank
+    with ``blank_nan``; no extra dependency)."""
     def fmt(v):
+        if v is None and blank_nan:
+            return ""
         if isinstance(v, float):
             return "" if blank_nan and v != v else f"{v:.{digits}f}"
         return str(v)

@@ -412,6 +412,16 @@ def test_failed_table_write_keeps_the_previous_table(tmp_path, monkeypatch):
     assert snapshot(tmp_path) == before and temp_files(tmp_path) == []
 
 
+def test_a_table_leaves_what_a_row_does_not_have_blank_in_its_markdown(tmp_path):
+    table = pd.DataFrame({"method": ["touching", "paper"], "threshold": [0.6, float("nan")],
+                          "distance_seed": [None, None]})
+    runs.write_table(table, tmp_path / "candidates.csv")
+    md = (tmp_path / "candidates.md").read_text().splitlines()
+    assert md[2:] == ["| touching | 0.6000 |  |", "| paper |  |  |"]
+    back = pd.read_csv(tmp_path / "candidates.csv")
+    assert back["threshold"].isna().tolist() == [False, True]
+
+
 def test_failed_model_save_keeps_the_previous_model(tmp_path, monkeypatch):
     class Net:
         def __init__(self, v):
