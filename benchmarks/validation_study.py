@@ -175,13 +175,13 @@ def study_model(name: str, model_path: Path, run_dir: Path, root, progress: bool
         split_original = data_mod.open_split("stage1_train", root)
         original = calibration.GroundTruth(split_original, val_probs)
         split_original.close()
-    if name == "committed":
+    if name == "committed":  # its method as published; the filters it chose are rows here
         chosen = {k: config.get(k) for k in ("postprocess", "threshold", "dilation")}
     else:  # the methods' grids only: the filters are this study's rows
         chosen, _, _ = calibration.select_postprocessing(model_path, run_dir, root,
                                                          predicted=[(fixed, fixed_probs)],
                                                          labels="fixed", filters=False)
-    config = {**config, **chosen}
+    config = {**config, **chosen, **{k: 0.0 for k in calibration.FILTER_COLUMNS}}
     test_source = data_mod.open_split(TEST, root)
     source = calibration.GroundTruth(test_source, test_probs)
     test_source.close()

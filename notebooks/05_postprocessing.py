@@ -62,7 +62,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from nucseg_utils import examples, figures, outputs, postprocessing, prose, protocol, report
-from nucseg_utils import scoring
+from nucseg_utils import metrics, scoring
 from nucseg_utils.model import ModelSettings, read_config
 
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
@@ -152,6 +152,63 @@ figures.paper_watershed(test.image(sid), test.labels(sid), paper, ctx.figure("wa
 # %%
 crowded = scoring.method_scores(prob, test.labels(sid), config)
 Markdown(prose.crowded(sid, n_touching, crowded))
+
+# %% [markdown]
+# ## Specks and faint objects: the two object filters
+#
+# After any method, two filters may drop objects (`postprocessing.filter_objects`): one
+# smaller than `min_size_factor` x the image's own typical nucleus area, and one whose mean
+# nucleus probability is below `min_mean_prob`. The typical area is the area-weighted mean
+# area of the image's objects (`postprocessing.typical_area`, the area of the object a
+# foreground pixel belongs to, on average), so a crowd of specks hardly moves it, and a
+# relative size works for small and large nuclei alike. `nucseg publish` tries both
+# (`calibration.FILTER_GRID`) on the validation images and keeps one only where it raises
+# their DSB; the model's settings hold what it chose (0: off). Here by hand, with the values
+# below (change them), on the test image whose DSB they change the most: a picture of what
+# they do, not a choice, since the values were judged on validation images. There, drawn by
+# type, either filter alone with these values raised the DSB of every model of
+# `benchmarks/validation_study.md`, most of all on stained tissue; stricter ones (relative
+# size 0.3, mean probability 0.95) lowered it.
+
+# %%
+size_factor, mean_prob = 0.1, 0.85  # try 0.05 or 0.2, and 0.8 or 0.9
+plain = {**config, "dilation": 0, "min_size_factor": 0, "min_mean_prob": 0}
+unfiltered = postprocessing.postprocess_all(probs, plain)  # the method alone, every image
+truths = {i: test.labels(i) for i in probs}
+
+
+def dsb_change(i):
+    """How much the two filters change image i's DSB."""
+    kept = postprocessing.filter_objects(unfiltered[i], postprocessing.nucleus_channel(probs[i]),
+                                         size_factor, mean_prob)
+    return (metrics.image_scores(truths[i], kept)["dsb"]
+            - metrics.image_scores(truths[i], unfiltered[i])["dsb"])
+
+
+change = {i: dsb_change(i) for i in probs}
+fid = max(change, key=lambda i: abs(change[i]))
+raw, nuc = unfiltered[fid], postprocessing.nucleus_channel(probs[fid])
+ids = np.arange(1, int(raw.max()) + 1)
+areas = np.bincount(raw.ravel(), minlength=ids.size + 1)[1:]
+typical = postprocessing.typical_area(raw)
+means = np.asarray(ndi.mean(nuc, raw, ids)) if ids.size else np.zeros(0)
+small = areas < size_factor * typical     # 1. smaller than a tenth of a typical nucleus
+faint = means < mean_prob                 # 2. the network is unsure of it on average
+kept = postprocessing.filter_objects(raw, nuc, size_factor, mean_prob)
+print(f"{fid[:8]}: {int(truths[fid].max())} true nuclei, {ids.size} objects "
+      f"(typical area {typical:.0f} px); {int(small.sum())} small, {int(faint.sum())} faint, "
+      f"{int((~(small | faint)).sum())} kept; DSB {change[fid]:+.3f}")
+lut = np.zeros(ids.size + 1, np.int64)      # 3. the others numbered 1..N in their order
+lut[1:][~(small | faint)] = np.arange(1, int((~(small | faint)).sum()) + 1)
+print(f"the same as the package's filter: {np.array_equal(lut[raw], kept)}")
+
+# %% [markdown]
+# The image without the filters (top) and with them (bottom), against its ground truth:
+
+# %%
+truth = truths[fid]
+figures.difference([(fid, test.image(fid), truth, lab, metrics.image_scores(truth, lab)["dsb"])
+                    for lab in (raw, kept)], ctx.figure("filters"), ctx.stamp)
 
 # %% [markdown]
 # ## Every image, by the package

@@ -52,6 +52,7 @@ NAMES = {
     "lr": "learning_rate.png",                       # notebook 3: the schedule over steps
     "disagreement": "tta_disagreement.png",          # notebook 4: std over the 8 variants
     "touching": "postprocessing_touching.png",       # notebook 5: seeded watershed by hand
+    "filters": "postprocessing_filters.png",         # notebook 5: the object filters by hand
     "iou_curve": "scores_over_iou_thresholds.png",   # notebook 6: data set over thresholds
     "errors": "object_errors.png",                   # notebook 6: error classes, worst images
     "overlay": "segment_overlay.png",                # notebook 7: a user's image, outlined

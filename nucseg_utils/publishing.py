@@ -323,7 +323,9 @@ def results_markdown(results: dict, split: str) -> str:
                   runs.to_markdown(scoring.type_frame(first["native"]["by_type"]), digits=3,
                                    blank_nan=True)]
     lines += ["", "Commands:", ""] + [f"- `{s['command']}`" for s in ev.values()]
-    lines += ["", "Check a number with the Kaggle scorer: `nucseg predict --images "
-              "<data>/stage1_test.zip --out runs/check` then `nucseg score "
-              "<data>/stage1_solution.csv runs/check/submission.csv`."]
+    # --model: without it, nucseg predict uses the default (release) model, not this one
+    lines += ["", f"Check a number with the Kaggle scorer: `nucseg predict --model "
+              f"{first['model']} --images <data>/{split}.zip --out runs/check` then "
+              f"`nucseg score <data>/{data_mod.SOLUTIONS.get(split, 'SOLUTION.csv')} "
+              f"runs/check/submission.csv`."]
     return "\n".join(lines) + "\n"

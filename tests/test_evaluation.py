@@ -183,6 +183,10 @@ def test_publish_writes_every_number_from_the_one_model_it_copies(tmp_path, monk
     assert saved["evaluations"]["tta"]["model_fingerprint"] == fingerprint
     md = (dest / "results.md").read_text()
     assert f"{res['evaluations']['tta']['native']['dsb']:.4f}" in md
+    # the Kaggle-scorer check names this model: without --model, predict takes the default
+    check = next(line for line in md.splitlines() if "Kaggle scorer" in line)
+    assert f"nucseg predict --model {res['evaluations']['tta']['model']} " in check
+    assert "stage1_solution.csv" in check
     first = (dest / "ablation.md").read_text().splitlines()[6]
     decoder = "-".join(map(str, profiles.get_profile("smoke")["decoder_filters"]))
     assert first.startswith(f"| `{fingerprint}` | chosen recipe: resnet18 U-Net, decoder "
