@@ -181,7 +181,7 @@ def study_model(name: str, model_path: Path, run_dir: Path, root, progress: bool
         chosen, _, _ = calibration.select_postprocessing(model_path, run_dir, root,
                                                          predicted=[(fixed, fixed_probs)],
                                                          labels="fixed", filters=False)
-    config = {**config, **chosen, **{k: 0.0 for k in calibration.FILTER_COLUMNS}}
+    config = {**config, **chosen, **calibration.NO_FILTERS}
     test_source = data_mod.open_split(TEST, root)
     source = calibration.GroundTruth(test_source, test_probs)
     test_source.close()

@@ -174,30 +174,23 @@ Markdown(prose.crowded(sid, n_touching, crowded))
 size_factor, mean_prob = 0.1, 0.85  # try 0.05 or 0.2, and 0.8 or 0.9
 plain = {**config, "dilation": 0, "min_size_factor": 0, "min_mean_prob": 0}
 unfiltered = postprocessing.postprocess_all(probs, plain)  # the method alone, every image
+filtered = {i: postprocessing.filter_objects(  # the package's filters, every image
+    unfiltered[i], postprocessing.nucleus_channel(probs[i]), size_factor, mean_prob) for i in probs}
 truths = {i: test.labels(i) for i in probs}
-
-
-def dsb_change(i):
-    """How much the two filters change image i's DSB."""
-    kept = postprocessing.filter_objects(unfiltered[i], postprocessing.nucleus_channel(probs[i]),
-                                         size_factor, mean_prob)
-    return (metrics.image_scores(truths[i], kept)["dsb"]
-            - metrics.image_scores(truths[i], unfiltered[i])["dsb"])
-
-
-change = {i: dsb_change(i) for i in probs}
-fid = max(change, key=lambda i: abs(change[i]))
-raw, nuc = unfiltered[fid], postprocessing.nucleus_channel(probs[fid])
+dsb = {i: [metrics.image_scores(truths[i], lab[i])["dsb"] for lab in (unfiltered, filtered)]
+       for i in probs}  # without, with the filters
+fid = max(dsb, key=lambda i: abs(dsb[i][1] - dsb[i][0]))
+raw, kept = unfiltered[fid], filtered[fid]
+nuc = postprocessing.nucleus_channel(probs[fid])
 ids = np.arange(1, int(raw.max()) + 1)
 areas = np.bincount(raw.ravel(), minlength=ids.size + 1)[1:]
 typical = postprocessing.typical_area(raw)
 means = np.asarray(ndi.mean(nuc, raw, ids)) if ids.size else np.zeros(0)
 small = areas < size_factor * typical     # 1. smaller than a tenth of a typical nucleus
 faint = means < mean_prob                 # 2. the network is unsure of it on average
-kept = postprocessing.filter_objects(raw, nuc, size_factor, mean_prob)
 print(f"{fid[:8]}: {int(truths[fid].max())} true nuclei, {ids.size} objects "
       f"(typical area {typical:.0f} px); {int(small.sum())} small, {int(faint.sum())} faint, "
-      f"{int((~(small | faint)).sum())} kept; DSB {change[fid]:+.3f}")
+      f"{int((~(small | faint)).sum())} kept; DSB {dsb[fid][0]:.3f} -> {dsb[fid][1]:.3f}")
 lut = np.zeros(ids.size + 1, np.int64)      # 3. the others numbered 1..N in their order
 lut[1:][~(small | faint)] = np.arange(1, int((~(small | faint)).sum()) + 1)
 print(f"the same as the package's filter: {np.array_equal(lut[raw], kept)}")
@@ -206,9 +199,8 @@ print(f"the same as the package's filter: {np.array_equal(lut[raw], kept)}")
 # The image without the filters (top) and with them (bottom), against its ground truth:
 
 # %%
-truth = truths[fid]
-figures.difference([(fid, test.image(fid), truth, lab, metrics.image_scores(truth, lab)["dsb"])
-                    for lab in (raw, kept)], ctx.figure("filters"), ctx.stamp)
+figures.difference([(fid, test.image(fid), truths[fid], lab, score)
+                    for lab, score in zip((raw, kept), dsb[fid])], ctx.figure("filters"), ctx.stamp)
 
 # %% [markdown]
 # ## Every image, by the package

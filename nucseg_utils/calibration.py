@@ -38,6 +38,7 @@ SETTING_COLUMNS = ("threshold", "distance_seed", "min_distance_factor")  # of th
 FILTER_GRID = {"min_size_factor": (0.0, 0.05, 0.1, 0.2),
                "min_mean_prob": (0.0, 0.8, 0.85, 0.9)}
 FILTER_COLUMNS = tuple(FILTER_GRID)
+NO_FILTERS = dict.fromkeys(FILTER_COLUMNS, 0.0)  # the object filters off
 
 
 def candidates(targets) -> list[dict]:
@@ -257,8 +258,7 @@ def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, r
     t = candidates_table
     if any(cfg.get(k) for k in FILTER_COLUMNS):
         rows.append({"lever": "without the object filters",
-                     "validation_dsb": score_setting(predicted, cfg, {k: 0.0 for k in
-                                                                      FILTER_COLUMNS})["dsb"],
+                     "validation_dsb": score_setting(predicted, cfg, NO_FILTERS)["dsb"],
                      "train_seconds": train_s})
     for found in (uncalibrated_row(t, cfg), other_seeded_watershed(t, cfg.get("postprocess"))):
         if found:
