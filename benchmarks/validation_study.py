@@ -10,7 +10,14 @@ are the committed ``cpu`` recipe with its validation images drawn by image type 
 stage1_train, 75 of them with fixed masks: 42 fluorescence small nuclei, 13 large, 8 grey
 tissue, 12 purple tissue, 2 pink-and-purple H&E), on Kaggle's original or the community-fixed
 stage1_train labels. Both label sets hold out the same images (``split_seed`` 42) and are
-scored against the same masks, the fixed ones.
+scored against the same masks, the fixed ones. A lever for stained tissue is trained the same
+way, with the original labels and the same three seeds, into ``runs/stained``:
+
+    nucseg train --profile cpu --split-by type --train-labels original \\
+        --normalization haematoxylin --seed 42 --out runs/stained/hed-s42
+
+and compared seed by seed with ``original-s42`` ... (section 4 of the report), overall and on
+the stained validation images, where it is meant to help.
 
 For each run this predicts its validation images and stage1_test (8-fold TTA, as ``nucseg
 evaluate``), chooses the post-processing on the validation images alone
@@ -27,7 +34,7 @@ nothing here is chosen on it.
 Writes ``benchmarks/validation_study.md`` and ``benchmarks/validation_study.csv``; caches each
 model's scores in ``<run>/study.json`` (a rerun only scores the models that are new or changed).
 Usage: ``python benchmarks/validation_study.py [RUN ...]`` (default: every finished run under
-``runs/labels``).
+``runs/labels`` and ``runs/stained``).
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ import pandas as pd
 # common first: it puts the repository on sys.path for nucseg_utils
 from common import REPO
 
-from nucseg_utils import calibration, engines, image_types, runs, scoring, training
+from nucseg_utils import calibration, engines, image_types, profiles, runs, scoring, training
 from nucseg_utils import data as data_mod
 from nucseg_utils.inference import predict_split
 from nucseg_utils.model import CPU_MODEL, NucleusModel, read_config
@@ -50,7 +57,11 @@ from nucseg_utils.postprocessing import postprocess_all
 from nucseg_utils.profiles import PROFILES, complete
 
 RUNS = REPO / "runs" / "labels"
+LEVER_RUNS = REPO / "runs" / "stained"  # levers for stained tissue, the same split and seeds
 COMMITTED = RUNS / "cpu-committed"   # the committed cpu model's recomputed random split
+BASE = "cpu"  # the recipe of a run that changes nothing but its seed, labels and split
+# the options a run of this study varies on purpose; any other option is the run's recipe
+PAIRED = ("--out", "--seed", "--train-labels", "--split-by", "--split-seed")
 OUT = REPO / "benchmarks" / "validation_study"
 TEST = "stage1_test"
 STAINED = ("grey tissue (brightfield)", "purple tissue", "pink-and-purple H&E")
@@ -64,13 +75,25 @@ FILTERS = {"none": {},
                                                                 "min_mean_prob": b}
               for a in (0.05, 0.1) for b in (0.85, 0.9)}}
 STUDY_VERSION = 2  # of the cached scores: 2 = the post-processing chosen without filters
-COLUMNS = ["model", "labels", "seed", "validation", "setting", "scored", "masks", "type",
-           "images", "dsb", "recall", "f1"]
+COLUMNS = ["model", "labels", "seed", "validation", "recipe", "setting", "scored", "masks",
+           "type", "images", "dsb", "recall", "f1"]
 
 
-def train_command(labels: str, seed: int) -> str:
-    return (f"nucseg train --profile cpu --split-by type --train-labels {labels} "
-            f"--seed {seed} --out runs/labels/{labels}-s{seed}")
+def train_command(labels: str, seed: int, recipe: str = BASE, out: str | None = None) -> str:
+    extra = "" if recipe == BASE else f"{recipe} "
+    return (f"nucseg train --profile cpu --split-by type --train-labels {labels} {extra}"
+            f"--seed {seed} --out {out or f'runs/labels/{labels}-s{seed}'}")
+
+
+def recipe_of(profile: dict) -> str:
+    """A run's recipe: the ``nucseg train`` options its recorded profile needs beyond the
+    seed, labels and split this study pairs runs on (:data:`BASE` for none)."""
+    if not profile:
+        return BASE
+    words = profiles.train_command(profile, "-").split(" (with")[0].split()[4:]
+    pairs = [words[i:i + 2] for i in range(0, len(words), 2)]
+    kept = [" ".join(p) for p in pairs if p[0] not in PAIRED]
+    return " ".join(kept) or BASE
 
 
 def rows_of(per_image: dict, types: dict, base: dict) -> list[dict]:
@@ -163,7 +186,8 @@ def study_model(name: str, model_path: Path, run_dir: Path, root, progress: bool
     split = pd.read_csv(runs.RunLayout(run_dir).split, dtype={"id": str})
     val_types = dict(zip(split["id"], split["type"]))
     base = {"model": name, "labels": profile.get("train_labels", "original"),
-            "seed": profile.get("seed"), "validation": profile.get("split_by", "random")}
+            "seed": profile.get("seed"), "validation": profile.get("split_by", "random"),
+            "recipe": recipe_of(info.get("profile", {}))}
     # the validation images scored against the fixed masks (and, for the committed model,
     # the original ones it was chosen on)
     # (the ground truth read once for every setting)
@@ -219,7 +243,7 @@ def cached_study(name, model_path, run_dir, root, progress) -> dict:
 
 def finished_runs() -> list[Path]:
     out = []
-    for d in sorted(RUNS.glob("*-s*")):
+    for d in sorted(RUNS.glob("*-s*")) + sorted(LEVER_RUNS.glob("*-s*")):
         layout = runs.RunLayout(d)
         if layout.run_json.is_file() and runs.read_json(layout.run_json).get("completed"):
             out.append(d)
@@ -241,9 +265,12 @@ def _pm(values) -> str:
 
 
 def report(table: pd.DataFrame, studies: dict) -> str:
-    t = table
+    t = table.assign(recipe=table["recipe"].fillna(BASE))
     chosen = t[t["setting"] == "none"]
-    models = [m for m in studies if m != "committed"]
+    recipe = {m: t[t["model"] == m]["recipe"].iloc[0] for m in studies}
+    # sections 1 and 3: the committed recipe's runs drawn by type; section 4: the levers
+    models = [m for m in studies if m != "committed" and recipe[m] == BASE]
+    levers = [m for m in studies if m != "committed" and recipe[m] != BASE]
 
     def value(model, scored, typ="all", setting="none", masks=None, key="dsb"):
         sel = t[(t["model"] == model) & (t["scored"] == scored) & (t["type"] == typ)
@@ -267,7 +294,8 @@ def report(table: pd.DataFrame, studies: dict) -> str:
               "| validation DSB, stained (grey + purple + H&E) | stage1_test DSB "
               "| stage1_test DSB, stained | command |", "|---|---|---|---|---|---|---|---|---|---|"]
     stained_val = {}
-    for m in models:
+
+    def run_row(m):
         s = studies[m]
         sel = chosen[(chosen["model"] == m) & (chosen["type"].isin(STAINED))]
         v = sel[sel["scored"] == "validation"]
@@ -277,11 +305,13 @@ def report(table: pd.DataFrame, studies: dict) -> str:
         stained_val[m] = (sv, sw)
         row = t[(t["model"] == m)].iloc[0]
         ch = s["chosen"]
-        lines.append(f"| {m} | {row['labels']} | {row['seed']} | {s.get('best_epoch')} "
-                     f"| {ch['postprocess']} {ch.get('threshold', '')}, dilation "
-                     f"{ch.get('dilation')} | {_f(value(m, 'validation'))} | {_f(sv)} "
-                     f"| {_f(value(m, TEST))} | {_f(sw)} "
-                     f"| `{train_command(row['labels'], int(row['seed']))}` |")
+        command = train_command(row["labels"], int(row["seed"]), recipe[m], s.get("folder"))
+        return (f"| {m} | {row['labels']} | {row['seed']} | {s.get('best_epoch')} "
+                f"| {ch['postprocess']} {ch.get('threshold', '')}, dilation "
+                f"{ch.get('dilation')} | {_f(value(m, 'validation'))} | {_f(sv)} "
+                f"| {_f(value(m, TEST))} | {_f(sw)} | `{command}` |")
+
+    lines += [run_row(m) for m in models]
     by_labels = {}
     for m in models:
         lab = t[t["model"] == m]["labels"].iloc[0]
@@ -334,9 +364,13 @@ def report(table: pd.DataFrame, studies: dict) -> str:
                          f"| {_f(v)}{extra} | {'' if n_w != n_w else int(n_w)} | {_f(w)} "
                          f"| {'' if v != v or w != w else f'{w - v:+.4f}'} |")
     # ranking agreement: does a lever move validation and test the same way?
+    twin = {m: t[t["model"] == m].iloc[0] for m in levers}  # its run of section 1
+    lever_pairs = [(f"{twin[m]['labels']}-s{int(twin[m]['seed'])}", m) for m in levers]
+    lever_pairs = [(o, m) for o, m in lever_pairs if o in studies]
     lines += ["", "Does a lever move the validation and the test the same way? For every "
-              "object filter against none (section 3) on every model, and for fixed against "
-              "original labels on every seed: the sign of the change in validation DSB "
+              "object filter against none (section 3) on every model, for fixed against "
+              "original labels on every seed, and for each recipe lever of section 4 against "
+              "the same seed's run: the sign of the change in validation DSB "
               "against the sign of the change in stage1_test DSB (changes under 0.002 count "
               "as none).", "",
               "| validation | levers | same direction | opposite | validation flat |",
@@ -356,7 +390,7 @@ def report(table: pd.DataFrame, studies: dict) -> str:
                 a, o, f = _direction(dv, dw)
                 agree, opposite, flat = agree + a, opposite + o, flat + f
         if kind == "type":
-            for o, f in pairs:
+            for o, f in pairs + lever_pairs:
                 a, op, fl = _direction(value(f, "validation") - value(o, "validation"),
                                        value(f, TEST) - value(o, TEST))
                 agree, opposite, flat = agree + a, opposite + op, flat + fl
@@ -411,10 +445,69 @@ def report(table: pd.DataFrame, studies: dict) -> str:
         lines += ["", f"Best on the validation images (mean over the {len(models)} runs drawn "
                   f"by type): **{best}**, {gains[best][0]:+.4f} DSB; on stage1_test the same "
                   f"setting gives {gains[best][1]:+.4f}."]
+    lines += lever_section(t, studies, levers, lever_pairs, value, run_row, stained_val)
     lines += ["", f"Predicted in {sum(s.get('predict_seconds', 0) for s in studies.values()) / 60:.0f}"
               f" minutes and scored in {sum(s['seconds'] for s in studies.values()) / 60:.0f} "
               f"minutes on {runs.machine()['cores']} CPU cores ({', '.join(studies)})."]
     return "\n".join(lines) + "\n"
+
+
+def lever_section(t, studies, levers, lever_pairs, value, run_row, stained_val) -> list:
+    """Section 4: each recipe lever against the committed recipe, seed by seed (the same
+    labels, split and seeds), overall and per image type, the stained types first."""
+    if not levers:
+        return []
+    lines = ["", "## 4. A recipe lever for stained tissue, judged on the stained validation "
+             "images", "",
+             "The committed `cpu` recipe with one option changed, trained on the original "
+             "labels with the validation drawn by type and the seeds of section 1, so that "
+             "each run has a twin there that differs in that option alone. Judged on the "
+             "stained validation images (grey + purple + H&E), where it is meant to help; "
+             "stage1_test beside it as a check.", "",
+             "| run | labels | seed | best epoch | post-processing chosen | validation DSB "
+             "| validation DSB, stained (grey + purple + H&E) | stage1_test DSB "
+             "| stage1_test DSB, stained | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [run_row(m) for m in levers]
+    recipes = {}
+    for o, m in lever_pairs:
+        recipes.setdefault(t[t["model"] == m]["recipe"].iloc[0], []).append((o, m))
+    types = [ty for ty in image_types.TYPE_ORDER if ty in set(t["type"])]
+    types = [ty for ty in types if ty in STAINED] + [ty for ty in types if ty not in STAINED]
+    for rec, pairs in recipes.items():
+        lines += ["", f"`{rec}` minus the committed recipe, seed by seed:", "",
+                  "| seed | validation DSB | validation DSB, stained | stage1_test DSB "
+                  "| stage1_test DSB, stained |", "|---|---|---|---|---|"]
+        for o, m in pairs:
+            lines.append(f"| {t[t['model'] == m]['seed'].iloc[0]} "
+                         f"| {value(m, 'validation') - value(o, 'validation'):+.4f} "
+                         f"| {stained_val[m][0] - stained_val[o][0]:+.4f} "
+                         f"| {value(m, TEST) - value(o, TEST):+.4f} "
+                         f"| {stained_val[m][1] - stained_val[o][1]:+.4f} |")
+        lines += ["", f"Per image type, mean over the {len(pairs)} seeds (validation: fixed "
+                  f"masks; the post-processing each run chose, no object filter):", "",
+                  "| type | validation images | validation DSB, committed recipe "
+                  f"| validation DSB, `{rec}` | change | stage1_test images "
+                  "| stage1_test DSB, committed recipe "
+                  f"| stage1_test DSB, `{rec}` | change |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for ty in types + ["all"]:
+            cells = []
+            for scored, masks in (("validation", "fixed"), (TEST, None)):
+                n = value(pairs[0][1], scored, ty, masks=masks, key="images")
+                a = [value(o, scored, ty, masks=masks) for o, _ in pairs]
+                b = [value(m, scored, ty, masks=masks) for _, m in pairs]
+                if n != n:
+                    cells += ["", "", "", ""]
+                    continue
+                cells += [str(int(n)), _pm(a), _pm(b),
+                          f"{np.mean(np.subtract(b, a)):+.4f}"]
+            lines.append(f"| {ty} | " + " | ".join(cells) + " |")
+        gain = [stained_val[m][0] - stained_val[o][0] for o, m in pairs]
+        wins = sum(g > 0 for g in gain)
+        lines += ["", f"On the stained validation images `{rec}` changes the DSB by "
+                  f"{np.mean(gain):+.4f} on average, up on {wins} of {len(pairs)} seeds; "
+                  f"overall by {np.mean([value(m, 'validation') - value(o, 'validation') for o, m in pairs]):+.4f}."]
+    return lines
 
 
 def _direction(dv: float, dw: float, flat: float = 0.002) -> tuple[int, int, int]:
@@ -453,7 +546,13 @@ def main(argv=None) -> int:
         studies["committed"] = cached_study("committed", CPU_MODEL, committed_split(root),
                                             root, not a.quiet)
     for f in folders:
-        studies[f.name] = cached_study(f.name, f / "model.npz", f, root, not a.quiet)
+        study = cached_study(f.name, f / "model.npz", f, root, not a.quiet)
+        rec = recipe_of(runs.read_json(runs.RunLayout(f).run_json).get("profile", {}))
+        for r in study["rows"]:  # scores cached before the study recorded recipes
+            r.setdefault("recipe", rec)
+        study["folder"] = (f.resolve().relative_to(REPO.resolve()) if
+                           f.resolve().is_relative_to(REPO.resolve()) else f).as_posix()
+        studies[f.name] = study
         print(f"{f.name}: scored", flush=True)
     table = pd.DataFrame([r for s in studies.values() for r in s["rows"]], columns=COLUMNS)
     runs.write_table(table, OUT.with_suffix(".csv"))

@@ -327,9 +327,10 @@ def test_without_a_bfloat16_run_the_report_has_no_bfloat16_row_or_paragraph():
     assert not any("openvino-bf16" in r["item"] for r in result.rows)
 
 
-def _study_rows(model, labels, seed, kind, val, test, filt=None):
+def _study_rows(model, labels, seed, kind, val, test, filt=None, recipe=None):
     """Rows of benchmarks/validation_study.py for one model: ``val`` and ``test``
-    {type: dsb} for the setting "none"; ``filt`` {setting: (val change, test change)}."""
+    {type: dsb} for the setting "none"; ``filt`` {setting: (val change, test change)};
+    ``recipe`` None as in the scores cached before the study recorded recipes."""
     import validation_study as vs
     rows = []
     for setting in vs.FILTERS:
@@ -342,7 +343,8 @@ def _study_rows(model, labels, seed, kind, val, test, filt=None):
             for m in masks:
                 for typ, dsb in scores.items():
                     rows.append({"model": model, "labels": labels, "seed": seed,
-                                 "validation": kind, "setting": setting, "scored": scored,
+                                 "validation": kind, "recipe": recipe,
+                                 "setting": setting, "scored": scored,
                                  "masks": m, "type": typ, "images": 10, "dsb": dsb + d,
                                  "recall": 0.5, "f1": 0.5})
     return rows
@@ -376,3 +378,37 @@ def test_the_validation_study_reports_paired_label_differences_and_lever_directi
                                              "runs/labels/fixed-s43")
     assert vs._direction(0.01, 0.02) == (1, 0, 0) and vs._direction(0.01, -0.02) == (0, 1, 0)
     assert vs._direction(0.001, 0.05) == (0, 0, 1)
+
+
+def test_the_validation_study_pairs_each_recipe_lever_with_its_seed_twin():
+    import validation_study as vs
+    fluo, purple = "fluorescence small nuclei", "purple tissue"
+    hed = "--normalization haematoxylin"
+    rows = []
+    # the lever gains 0.05 on purple tissue with seed 42 and loses 0.01 with seed 43; the
+    # fluorescence images do not move; on the test it gains 0.02 on purple both times
+    for seed, gain in ((42, 0.05), (43, -0.01)):
+        rows += _study_rows(f"original-s{seed}", "original", seed, "type",
+                            {fluo: 0.6, purple: 0.2, "all": 0.4}, {fluo: 0.5, purple: 0.1,
+                                                                    "all": 0.3})
+        rows += _study_rows(f"hed-s{seed}", "original", seed, "type",
+                            {fluo: 0.6, purple: 0.2 + gain, "all": 0.4 + gain / 2},
+                            {fluo: 0.5, purple: 0.12, "all": 0.31}, recipe=hed)
+    table = pd.DataFrame(rows, columns=vs.COLUMNS)
+    studies = {m: {"chosen": {"postprocess": "touching", "threshold": 0.7, "dilation": 0},
+                   "best_epoch": 15, "seconds": 60.0} for m in table["model"].unique()}
+    studies["hed-s42"]["folder"] = "runs/stained/hed-s42"
+    md = vs.report(table, studies)
+    section1, section4 = md.split("## 2.")[0], md.split("## 4.")[1]
+    # the lever's runs are not among the committed recipe's rows and means of section 1
+    assert "hed-s42" not in section1 and "| original | 2 |" in section1
+    assert "| 42 | +0.0250 | +0.0500 | +0.0100 | +0.0200 |" in section4
+    assert "| 43 | -0.0050 | -0.0100 | +0.0100 | +0.0200 |" in section4
+    assert "| purple tissue | 10 | 0.2000 +- 0.0000 | 0.2200 +- 0.0424 | +0.0200 | 10 " in section4
+    assert "up on 1 of 2 seeds" in section4
+    assert ("`nucseg train --profile cpu --split-by type --train-labels original "
+            f"{hed} --seed 42 --out runs/stained/hed-s42`") in section4
+    # the two recipe levers count in the agreement of validation and test (both agree on
+    # seed 42; seed 43 moves them apart), beside every flat filter of the 4 models
+    flat = 4 * (len(vs.FILTERS) - 1)
+    assert f"| type | {flat + 2} | 1 | 1 | {flat} |" in md
