@@ -75,6 +75,9 @@ FILTERS = {"none": {},
                                                                 "min_mean_prob": b}
               for a in (0.05, 0.1) for b in (0.85, 0.9)}}
 STUDY_VERSION = 2  # of the cached scores: 2 = the post-processing chosen without filters
+RUN_TABLE = ["| run | labels | seed | best epoch | post-processing chosen | validation DSB "
+             "| validation DSB, stained (grey + purple + H&E) | stage1_test DSB "
+             "| stage1_test DSB, stained | command |", "|---|---|---|---|---|---|---|---|---|---|"]
 COLUMNS = ["model", "labels", "seed", "validation", "recipe", "setting", "scored", "masks",
            "type", "images", "dsb", "recall", "f1"]
 
@@ -186,8 +189,7 @@ def study_model(name: str, model_path: Path, run_dir: Path, root, progress: bool
     split = pd.read_csv(runs.RunLayout(run_dir).split, dtype={"id": str})
     val_types = dict(zip(split["id"], split["type"]))
     base = {"model": name, "labels": profile.get("train_labels", "original"),
-            "seed": profile.get("seed"), "validation": profile.get("split_by", "random"),
-            "recipe": recipe_of(info.get("profile", {}))}
+            "seed": profile.get("seed"), "validation": profile.get("split_by", "random")}
     # the validation images scored against the fixed masks (and, for the committed model,
     # the original ones it was chosen on)
     # (the ground truth read once for every setting)
@@ -289,10 +291,7 @@ def report(table: pd.DataFrame, studies: dict) -> str:
              "images the fixed labels drop are not scored). stage1_test is scored only to see "
              "how well the validation predicts it: nothing below was chosen on it.", ""]
     # 1. labels
-    lines += ["## 1. Original or fixed stage1_train labels", "",
-              "| run | labels | seed | best epoch | post-processing chosen | validation DSB "
-              "| validation DSB, stained (grey + purple + H&E) | stage1_test DSB "
-              "| stage1_test DSB, stained | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["## 1. Original or fixed stage1_train labels", "", *RUN_TABLE]
     stained_val = {}
 
     def run_row(m):
@@ -310,6 +309,18 @@ def report(table: pd.DataFrame, studies: dict) -> str:
                 f"| {ch['postprocess']} {ch.get('threshold', '')}, dilation "
                 f"{ch.get('dilation')} | {_f(value(m, 'validation'))} | {_f(sv)} "
                 f"| {_f(value(m, TEST))} | {_f(sw)} | `{command}` |")
+
+    def differences(pairs) -> list:
+        """The seed-by-seed table of (twin, changed run) pairs: the change minus its twin."""
+        out = ["| seed | validation DSB | validation DSB, stained | stage1_test DSB "
+               "| stage1_test DSB, stained |", "|---|---|---|---|---|"]
+        for o, m in pairs:
+            out.append(f"| {t[t['model'] == m]['seed'].iloc[0]} "
+                       f"| {value(m, 'validation') - value(o, 'validation'):+.4f} "
+                       f"| {stained_val[m][0] - stained_val[o][0]:+.4f} "
+                       f"| {value(m, TEST) - value(o, TEST):+.4f} "
+                       f"| {stained_val[m][1] - stained_val[o][1]:+.4f} |")
+        return out
 
     lines += [run_row(m) for m in models]
     by_labels = {}
@@ -329,13 +340,7 @@ def report(table: pd.DataFrame, studies: dict) -> str:
              if f"original-s{s}" in studies and f"fixed-s{s}" in studies]
     if pairs:
         lines += ["", "Fixed minus original, seed by seed (the same seed, the same validation "
-                  "images):", "", "| seed | validation DSB | validation DSB, stained "
-                  "| stage1_test DSB | stage1_test DSB, stained |", "|---|---|---|---|---|"]
-        for o, f in pairs:
-            lines.append(f"| {o.split('-s')[1]} | {value(f, 'validation') - value(o, 'validation'):+.4f} "
-                         f"| {stained_val[f][0] - stained_val[o][0]:+.4f} "
-                         f"| {value(f, TEST) - value(o, TEST):+.4f} "
-                         f"| {stained_val[f][1] - stained_val[o][1]:+.4f} |")
+                  "images):", "", *differences(pairs)]
     # 2. validation against test, per type
     lines += ["", "## 2. How well each validation predicts stage1_test", "",
               "Validation DSB against stage1_test DSB, overall and per image type (the "
@@ -445,14 +450,14 @@ def report(table: pd.DataFrame, studies: dict) -> str:
         lines += ["", f"Best on the validation images (mean over the {len(models)} runs drawn "
                   f"by type): **{best}**, {gains[best][0]:+.4f} DSB; on stage1_test the same "
                   f"setting gives {gains[best][1]:+.4f}."]
-    lines += lever_section(t, studies, levers, lever_pairs, value, run_row, stained_val)
+    lines += lever_section(t, levers, lever_pairs, value, run_row, differences, stained_val)
     lines += ["", f"Predicted in {sum(s.get('predict_seconds', 0) for s in studies.values()) / 60:.0f}"
               f" minutes and scored in {sum(s['seconds'] for s in studies.values()) / 60:.0f} "
               f"minutes on {runs.machine()['cores']} CPU cores ({', '.join(studies)})."]
     return "\n".join(lines) + "\n"
 
 
-def lever_section(t, studies, levers, lever_pairs, value, run_row, stained_val) -> list:
+def lever_section(t, levers, lever_pairs, value, run_row, differences, stained_val) -> list:
     """Section 4: each recipe lever against the committed recipe, seed by seed (the same
     labels, split and seeds), overall and per image type, the stained types first."""
     if not levers:
@@ -463,10 +468,7 @@ def lever_section(t, studies, levers, lever_pairs, value, run_row, stained_val) 
              "labels with the validation drawn by type and the seeds of section 1, so that "
              "each run has a twin there that differs in that option alone. Judged on the "
              "stained validation images (grey + purple + H&E), where it is meant to help; "
-             "stage1_test beside it as a check.", "",
-             "| run | labels | seed | best epoch | post-processing chosen | validation DSB "
-             "| validation DSB, stained (grey + purple + H&E) | stage1_test DSB "
-             "| stage1_test DSB, stained | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "stage1_test beside it as a check.", "", *RUN_TABLE]
     lines += [run_row(m) for m in levers]
     recipes = {}
     for o, m in lever_pairs:
@@ -475,14 +477,7 @@ def lever_section(t, studies, levers, lever_pairs, value, run_row, stained_val) 
     types = [ty for ty in types if ty in STAINED] + [ty for ty in types if ty not in STAINED]
     for rec, pairs in recipes.items():
         lines += ["", f"`{rec}` minus the committed recipe, seed by seed:", "",
-                  "| seed | validation DSB | validation DSB, stained | stage1_test DSB "
-                  "| stage1_test DSB, stained |", "|---|---|---|---|---|"]
-        for o, m in pairs:
-            lines.append(f"| {t[t['model'] == m]['seed'].iloc[0]} "
-                         f"| {value(m, 'validation') - value(o, 'validation'):+.4f} "
-                         f"| {stained_val[m][0] - stained_val[o][0]:+.4f} "
-                         f"| {value(m, TEST) - value(o, TEST):+.4f} "
-                         f"| {stained_val[m][1] - stained_val[o][1]:+.4f} |")
+                  *differences(pairs)]
         lines += ["", f"Per image type, mean over the {len(pairs)} seeds (validation: fixed "
                   f"masks; the post-processing each run chose, no object filter):", "",
                   "| type | validation images | validation DSB, committed recipe "
@@ -548,13 +543,14 @@ def main(argv=None) -> int:
     for f in folders:
         study = cached_study(f.name, f / "model.npz", f, root, not a.quiet)
         rec = recipe_of(runs.read_json(runs.RunLayout(f).run_json).get("profile", {}))
-        for r in study["rows"]:  # scores cached before the study recorded recipes
-            r.setdefault("recipe", rec)
+        for r in study["rows"]:  # derived from the run's profile, not cached with its scores
+            r["recipe"] = rec
         study["folder"] = (f.resolve().relative_to(REPO.resolve()) if
                            f.resolve().is_relative_to(REPO.resolve()) else f).as_posix()
         studies[f.name] = study
         print(f"{f.name}: scored", flush=True)
     table = pd.DataFrame([r for s in studies.values() for r in s["rows"]], columns=COLUMNS)
+    table["recipe"] = table["recipe"].fillna(BASE)  # the committed model: the cpu recipe
     runs.write_table(table, OUT.with_suffix(".csv"))
     runs.write_text(OUT.with_suffix(".md"), report(table, studies))
     print(f"wrote {OUT.with_suffix('.md')}")

@@ -330,7 +330,7 @@ def test_without_a_bfloat16_run_the_report_has_no_bfloat16_row_or_paragraph():
 def _study_rows(model, labels, seed, kind, val, test, filt=None, recipe=None):
     """Rows of benchmarks/validation_study.py for one model: ``val`` and ``test``
     {type: dsb} for the setting "none"; ``filt`` {setting: (val change, test change)};
-    ``recipe`` None as in the scores cached before the study recorded recipes."""
+    ``recipe`` None for the committed recipe (as the committed model's rows)."""
     import validation_study as vs
     rows = []
     for setting in vs.FILTERS:
