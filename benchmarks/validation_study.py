@@ -15,6 +15,7 @@ way, with the original labels and the same three seeds, into ``runs/stained``:
 
     nucseg train --profile cpu --split-by type --train-labels original \\
         --normalization haematoxylin --seed 42 --out runs/stained/hed-s42
+    ... --stain 0.3 (stain augmentation) ... --out runs/stained/stain-s42
 
 and compared seed by seed with ``original-s42`` ... (section 4 of the report), overall and on
 the stained validation images, where it is meant to help.
@@ -31,8 +32,14 @@ its profile), against its original masks (as it was chosen) and the fixed ones.
 stage1_test is scored for every row so that one can see how well each validation predicts it;
 nothing here is chosen on it.
 
-Writes ``benchmarks/validation_study.md`` and ``benchmarks/validation_study.csv``; caches each
+Writes ``benchmarks/validation_study.md``, ``benchmarks/validation_study.csv`` (every row) and
+``benchmarks/validation_study.json`` (each model's summary: its file's fingerprint, the
+post-processing chosen, its best epoch, its folder; its rows are in the CSV); caches each
 model's scores in ``<run>/study.json`` (a rerun only scores the models that are new or changed).
+Run folders are not committed (their weights are about 30 MB each), so on another machine a run
+whose folder is absent keeps the scores of that committed record, and the report says which
+runs it took from there (``--no-record`` leaves them out); the committed model, whose file is
+committed, is scored again unless the record holds its fingerprint.
 Usage: ``python benchmarks/validation_study.py [RUN ...]`` (default: every finished run under
 ``runs/labels`` and ``runs/stained``).
 """
@@ -63,6 +70,7 @@ BASE = "cpu"  # the recipe of a run that changes nothing but its seed, labels an
 # the options a run of this study varies on purpose; any other option is the run's recipe
 PAIRED = ("--out", "--seed", "--train-labels", "--split-by", "--split-seed")
 OUT = REPO / "benchmarks" / "validation_study"
+RECORD = OUT.with_suffix(".json")  # each model's summary; its rows are in the CSV
 TEST = "stage1_test"
 STAINED = ("grey tissue (brightfield)", "purple tissue", "pink-and-purple H&E")
 # the object filters, one at a time then together, on top of the post-processing chosen on
@@ -80,6 +88,7 @@ RUN_TABLE = ["| run | labels | seed | best epoch | post-processing chosen | vali
              "| stage1_test DSB, stained | command |", "|---|---|---|---|---|---|---|---|---|---|"]
 COLUMNS = ["model", "labels", "seed", "validation", "recipe", "setting", "scored", "masks",
            "type", "images", "dsb", "recall", "f1"]
+SCORES = ["dsb", "recall", "f1"]
 
 
 def train_command(labels: str, seed: int, recipe: str = BASE, out: str | None = None) -> str:
@@ -230,14 +239,37 @@ def study_model(name: str, model_path: Path, run_dir: Path, root, progress: bool
             "rows": rows}
 
 
-def cached_study(name, model_path, run_dir, root, progress) -> dict:
+def current(study: dict | None, fingerprint: str | None = None) -> bool:
+    """Whether cached or recorded scores were made by this study's scoring and filters (and,
+    given a fingerprint, of that model file)."""
+    return bool(study) and study.get("filters") == list(FILTERS) and \
+        study.get("version") == STUDY_VERSION and \
+        (fingerprint is None or study.get("fingerprint") == fingerprint)
+
+
+def recorded_studies() -> dict:
+    """{name: study} of the committed record (:data:`RECORD`, rows from the committed CSV),
+    each marked ``recorded``; only the studies made by this study's scoring and filters."""
+    if not (RECORD.is_file() and OUT.with_suffix(".csv").is_file()):
+        return {}
+    table = pd.read_csv(OUT.with_suffix(".csv"), dtype={"seed": "Int64"})
+    out = {}
+    for name, summary in runs.read_json(RECORD).items():
+        rows = table[table["model"] == name].astype(object).where(table.notna(), None)
+        if current(summary) and len(rows):
+            out[name] = {**summary, "rows": rows.to_dict("records"), "recorded": True}
+    return out
+
+
+def cached_study(name, model_path, run_dir, root, progress, recorded=None) -> dict:
     path = Path(run_dir) / "study.json"
+    fingerprint = runs.file_fingerprint(model_path)
     if path.is_file():
         cached = runs.read_json(path)
-        if cached.get("fingerprint") == runs.file_fingerprint(model_path) and \
-                cached.get("filters") == list(FILTERS) and \
-                cached.get("version") == STUDY_VERSION:
+        if current(cached, fingerprint):
             return cached
+    if current(recorded, fingerprint):  # the committed record holds this very model file
+        return {**recorded, "recorded": False}
     result = {**study_model(name, model_path, run_dir, root, progress), "filters": list(FILTERS)}
     runs.write_json(path, result)
     return result
@@ -451,9 +483,16 @@ def report(table: pd.DataFrame, studies: dict) -> str:
                   f"by type): **{best}**, {gains[best][0]:+.4f} DSB; on stage1_test the same "
                   f"setting gives {gains[best][1]:+.4f}."]
     lines += lever_section(t, levers, lever_pairs, value, run_row, differences, stained_val)
-    lines += ["", f"Predicted in {sum(s.get('predict_seconds', 0) for s in studies.values()) / 60:.0f}"
-              f" minutes and scored in {sum(s['seconds'] for s in studies.values()) / 60:.0f} "
-              f"minutes on {runs.machine()['cores']} CPU cores ({', '.join(studies)})."]
+    timed = [m for m, s in studies.items()
+             if not s.get("recorded") and s.get("seconds") is not None]
+    lines += ["", f"Predicted in {sum(studies[m].get('predict_seconds') or 0 for m in timed) / 60:.0f}"
+              f" minutes and scored in {sum(studies[m]['seconds'] for m in timed) / 60:.0f} "
+              f"minutes on {runs.machine()['cores']} CPU cores ({', '.join(timed)})."]
+    recorded = [m for m, s in studies.items() if s.get("recorded")]
+    if recorded:
+        lines += ["", f"Taken from the committed record (`{RECORD.relative_to(REPO).as_posix()}` "
+                  "and the CSV; their run folders, which are not committed, are not on the "
+                  f"machine that wrote this report): {', '.join(recorded)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -520,6 +559,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", help="data root (default: $NUCSEG_DATA, else ./data)")
     ap.add_argument("--no-committed", action="store_true",
                     help="leave out the committed cpu model")
+    ap.add_argument("--no-record", action="store_true",
+                    help="leave out the runs of the committed record whose folders are absent")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--dry-run", type=int, metavar="N", help="score N images of each split of "
                     "the committed model only, nothing cached or written but the report to "
@@ -536,12 +577,13 @@ def main(argv=None) -> int:
         print(f"wrote {RUNS / 'dry-run.md'}")
         return 0
     folders = [Path(r) for r in a.runs] or finished_runs()
+    record = {} if a.no_record else recorded_studies()
     studies = {}
     if not a.no_committed:
         studies["committed"] = cached_study("committed", CPU_MODEL, committed_split(root),
-                                            root, not a.quiet)
+                                            root, not a.quiet, record.get("committed"))
     for f in folders:
-        study = cached_study(f.name, f / "model.npz", f, root, not a.quiet)
+        study = cached_study(f.name, f / "model.npz", f, root, not a.quiet, record.get(f.name))
         rec = recipe_of(runs.read_json(runs.RunLayout(f).run_json).get("profile", {}))
         for r in study["rows"]:  # derived from the run's profile, not cached with its scores
             r["recipe"] = rec
@@ -549,9 +591,21 @@ def main(argv=None) -> int:
                            f.resolve().is_relative_to(REPO.resolve()) else f).as_posix()
         studies[f.name] = study
         print(f"{f.name}: scored", flush=True)
+    absent = {n: s for n, s in record.items() if n not in studies and n != "committed"}
+    if absent:
+        print(f"from the committed record (folders absent): {', '.join(absent)}")
+    runs_ = sorted([n for n in studies if n != "committed"] + list(absent),
+                   key=lambda n: ({**studies, **absent}[n].get("folder", ""), n))
+    studies = {**({"committed": studies["committed"]} if "committed" in studies else {}),
+               **{n: studies.get(n) or absent[n] for n in runs_}}
     table = pd.DataFrame([r for s in studies.values() for r in s["rows"]], columns=COLUMNS)
     table["recipe"] = table["recipe"].fillna(BASE)  # the committed model: the cpu recipe
+    # the report is computed from the scores as the CSV keeps them (4 decimals), so that a run
+    # taken from the committed record and a run scored again give the same report
+    table[SCORES] = table[SCORES].astype(float).round(4)
     runs.write_table(table, OUT.with_suffix(".csv"))
+    runs.write_json(RECORD, {n: {k: v for k, v in s.items() if k not in ("rows", "recorded")}
+                             for n, s in studies.items()})
     runs.write_text(OUT.with_suffix(".md"), report(table, studies))
     print(f"wrote {OUT.with_suffix('.md')}")
     return 0

@@ -412,3 +412,37 @@ def test_the_validation_study_pairs_each_recipe_lever_with_its_seed_twin():
     # seed 42; seed 43 moves them apart), beside every flat filter of the 4 models
     flat = 4 * (len(vs.FILTERS) - 1)
     assert f"| type | {flat + 2} | 1 | 1 | {flat} |" in md
+
+
+def test_the_validation_study_keeps_the_committed_record_of_runs_not_on_this_machine(
+        tmp_path, monkeypatch):
+    import validation_study as vs
+    from nucseg_utils import runs
+    monkeypatch.setattr(vs, "OUT", tmp_path / "study")
+    monkeypatch.setattr(vs, "RECORD", tmp_path / "study.json")
+    rows = (_study_rows("original-s42", "original", 42, "type", {"all": 0.41234}, {"all": 0.3})
+            + _study_rows("old-s42", "original", 42, "type", {"all": 0.5}, {"all": 0.4}))
+    runs.write_table(pd.DataFrame(rows, columns=vs.COLUMNS), tmp_path / "study.csv")
+    summary = {"version": vs.STUDY_VERSION, "filters": list(vs.FILTERS), "fingerprint": "abc",
+               "chosen": {"postprocess": "touching", "threshold": 0.6, "dilation": 0},
+               "best_epoch": 14, "folder": "runs/labels/original-s42"}
+    runs.write_json(vs.RECORD, {"original-s42": summary,
+                                "old-s42": {**summary, "version": vs.STUDY_VERSION - 1}})
+    record = vs.recorded_studies()
+    # a record made by an older scoring is not kept; the other keeps its rows, as the CSV has them
+    assert list(record) == ["original-s42"] and record["original-s42"]["recorded"]
+    kept = record["original-s42"]["rows"]
+    assert len(kept) == len(rows) // 2 and kept[0]["seed"] == 42
+    assert {r["dsb"] for r in kept if r["scored"] == "validation" and r["setting"] == "none"} \
+        == {0.4123}
+    # a model file on this machine with the recorded fingerprint is not scored again; with
+    # another one it is
+    model = tmp_path / "model.npz"
+    model.write_bytes(b"weights")
+    calls = []
+    monkeypatch.setattr(vs, "study_model", lambda *a, **k: calls.append(a) or {"rows": []})
+    mine = {**record["original-s42"], "fingerprint": runs.file_fingerprint(model)}
+    assert vs.cached_study("original-s42", model, tmp_path, None, False, mine)["rows"] == kept
+    assert calls == []
+    vs.cached_study("original-s42", model, tmp_path, None, False, record["original-s42"])
+    assert len(calls) == 1
