@@ -594,10 +594,9 @@ def main(argv=None) -> int:
     absent = {n: s for n, s in record.items() if n not in studies and n != "committed"}
     if absent:
         print(f"from the committed record (folders absent): {', '.join(absent)}")
-    runs_ = sorted([n for n in studies if n != "committed"] + list(absent),
-                   key=lambda n: ({**studies, **absent}[n].get("folder", ""), n))
-    studies = {**({"committed": studies["committed"]} if "committed" in studies else {}),
-               **{n: studies.get(n) or absent[n] for n in runs_}}
+    trained = {**{n: s for n, s in studies.items() if n != "committed"}, **absent}
+    studies = {**{n: s for n, s in studies.items() if n == "committed"},
+               **dict(sorted(trained.items(), key=lambda i: (i[1].get("folder", ""), i[0])))}
     table = pd.DataFrame([r for s in studies.values() for r in s["rows"]], columns=COLUMNS)
     table["recipe"] = table["recipe"].fillna(BASE)  # the committed model: the cpu recipe
     # the report is computed from the scores as the CSV keeps them (4 decimals), so that a run
