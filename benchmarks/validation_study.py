@@ -269,7 +269,7 @@ def cached_study(name, model_path, run_dir, root, progress, recorded=None) -> di
         if current(cached, fingerprint):
             return cached
     if current(recorded, fingerprint):  # the committed record holds this very model file
-        return {**recorded, "recorded": False}
+        return {**recorded, "recorded": False, "by_fingerprint": True}
     result = {**study_model(name, model_path, run_dir, root, progress), "filters": list(FILTERS)}
     runs.write_json(path, result)
     return result
@@ -483,11 +483,17 @@ def report(table: pd.DataFrame, studies: dict) -> str:
                   f"by type): **{best}**, {gains[best][0]:+.4f} DSB; on stage1_test the same "
                   f"setting gives {gains[best][1]:+.4f}."]
     lines += lever_section(t, levers, lever_pairs, value, run_row, differences, stained_val)
-    timed = [m for m, s in studies.items()
-             if not s.get("recorded") and s.get("seconds") is not None]
-    lines += ["", f"Predicted in {sum(studies[m].get('predict_seconds') or 0 for m in timed) / 60:.0f}"
-              f" minutes and scored in {sum(studies[m]['seconds'] for m in timed) / 60:.0f} "
-              f"minutes on {runs.machine()['cores']} CPU cores ({', '.join(timed)})."]
+    timed = [m for m, s in studies.items() if not s.get("recorded")
+             and not s.get("by_fingerprint") and s.get("seconds") is not None]
+    if timed:
+        lines += ["", "Predicted in "
+                  f"{sum(studies[m].get('predict_seconds') or 0 for m in timed) / 60:.0f} minutes"
+                  f" and scored in {sum(studies[m]['seconds'] for m in timed) / 60:.0f} minutes"
+                  f" on {runs.machine()['cores']} CPU cores ({', '.join(timed)})."]
+    known = [m for m, s in studies.items() if s.get("by_fingerprint")]
+    if known:
+        lines += ["", "Not predicted again (the committed record holds the scores of this very "
+                  f"model file, by its fingerprint): {', '.join(known)}."]
     recorded = [m for m, s in studies.items() if s.get("recorded")]
     if recorded:
         lines += ["", f"Taken from the committed record (`{RECORD.relative_to(REPO).as_posix()}` "
@@ -603,7 +609,7 @@ def main(argv=None) -> int:
     # taken from the committed record and a run scored again give the same report
     table[SCORES] = table[SCORES].astype(float).round(4)
     runs.write_table(table, OUT.with_suffix(".csv"))
-    runs.write_json(RECORD, {n: {k: v for k, v in s.items() if k not in ("rows", "recorded")}
+    runs.write_json(RECORD, {n: {k: v for k, v in s.items() if k not in ("rows", "recorded", "by_fingerprint")}
                              for n, s in studies.items()})
     runs.write_text(OUT.with_suffix(".md"), report(table, studies))
     print(f"wrote {OUT.with_suffix('.md')}")

@@ -17,9 +17,10 @@ publishes (calibration, lever rows, results) is computed with an exact engine
   ``auto`` picks on a CPU when it is installed.
 - ``tensorflow``: the Keras model called eagerly, as training does; ``auto`` on a GPU.
 - ``openvino-bf16``: OpenVINO computing in bfloat16 on a CPU that has bfloat16 instructions
-  (AVX-512 BF16 or AMX; elsewhere it warns and runs as ``openvino``): 1.1-1.8x as fast again by
-  image size, but its probabilities differ by up to about 0.03, so label images can differ
-  (on stage1_test the DSB moved by 0.0005). Never chosen by ``auto``.
+  (AVX-512 BF16 or AMX; elsewhere it warns and runs as ``openvino``): from as slow as
+  ``openvino`` to 2.5x as fast again, by CPU (``models/cpu/NOTES.md``), but its probabilities
+  differ by up to about 0.03, so label images can differ (on stage1_test the DSB moved by at
+  most 0.0005). Never chosen by ``auto``.
 
 Training never goes through an engine: an engine only speeds up prediction with fixed weights.
 To add one, write its ``build`` (network -> forward function) and :func:`register` it here.
@@ -115,8 +116,8 @@ def _openvino(network, precision: str = "f32"):
 register(Engine("openvino", "OpenVINO on the CPU, float32: 1.4-2x TensorFlow, the same "
                 "probabilities within 1e-5", _openvino, requires="openvino", auto=0))
 register(Engine("tensorflow", "the Keras model, eagerly (as training)", _tensorflow, auto=1))
-register(Engine("openvino-bf16", "OpenVINO in bfloat16 on CPUs that have it: 1.1-1.8x faster "
-                "again by image size, probabilities within about 0.03",
+register(Engine("openvino-bf16", "OpenVINO in bfloat16 on CPUs that have it: up to 2.5x faster "
+                "again, by CPU; probabilities within about 0.03",
                 lambda network: _openvino(network, "bf16"), requires="openvino", exact=False,
                 exact_as="openvino"))
 

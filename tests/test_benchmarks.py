@@ -446,3 +446,13 @@ def test_the_validation_study_keeps_the_committed_record_of_runs_not_on_this_mac
     assert calls == []
     vs.cached_study("original-s42", model, tmp_path, None, False, record["original-s42"])
     assert len(calls) == 1
+    # in the report, scores taken by fingerprint are named as such and their recorded time is
+    # not counted as if it had been spent here
+    got = vs.cached_study("original-s42", model, tmp_path, None, False, mine)
+    studies = {"original-s42": {**got, "seconds": 600.0, "predict_seconds": 6000.0}}
+    md = vs.report(pd.DataFrame(kept, columns=vs.COLUMNS), studies)
+    assert "Predicted in" not in md
+    assert "by its fingerprint): original-s42." in md
+    studies["original-s42"].pop("by_fingerprint")
+    assert "Predicted in 100 minutes and scored in 10 minutes" in vs.report(
+        pd.DataFrame(kept, columns=vs.COLUMNS), studies)
