@@ -16,6 +16,8 @@ way, with the original labels and the same three seeds, into ``runs/stained``:
     nucseg train --profile cpu --split-by type --train-labels original \\
         --normalization haematoxylin --seed 42 --out runs/stained/hed-s42
     ... --stain 0.3 (stain augmentation) ... --out runs/stained/stain-s42
+    ... --balance-by type --balance-modalities 1 (every image type drawn equally often) \\
+        ... --out runs/stained/typebal-s42
 
 and compared seed by seed with ``original-s42`` ... (section 4 of the report), overall and on
 the stained validation images, where it is meant to help.

@@ -205,7 +205,8 @@ def image_scales(labels, profile: dict) -> list[float]:
 
 
 def modality_weights(modalities, power: float) -> np.ndarray:
-    """Per-image sampling weights ``count(modality) ** -power`` (0 = uniform)."""
+    """Per-image sampling weights ``count(group) ** -power`` (0 = uniform), one group per
+    image (its modality, or its image type: the profile's ``balance_by``)."""
     mods = np.asarray(modalities)
     counts = {m: int((mods == m).sum()) for m in set(mods.tolist())}
     return np.array([counts[m] ** -power for m in mods], float)

@@ -67,7 +67,7 @@ from .augmentation import PatchSampler, modality_weights, prefetch, validation_s
 from .model import ModelError, _mask_f1, _mask_iou
 from .postprocessing import CHANNELS
 from .preprocessing import NORMALIZATIONS, normalize
-from .profiles import (SPLIT_BY, TRAIN_LABELS, SettingsError, accumulation_steps,
+from .profiles import (BALANCE_BY, SPLIT_BY, TRAIN_LABELS, SettingsError, accumulation_steps,
                        check_targets, complete, split_seed)
 
 log = logging.getLogger("nucseg.training")
@@ -422,7 +422,8 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
             (profile.get("augmentation") or {}).get("stain"):
         raise SettingsError("the stain augmentation works on colour images; with the "
                          "'haematoxylin' normalization stained images reach the network grey")
-    for key, allowed in (("train_labels", TRAIN_LABELS), ("split_by", SPLIT_BY)):
+    for key, allowed in (("train_labels", TRAIN_LABELS), ("split_by", SPLIT_BY),
+                         ("balance_by", BALANCE_BY)):
         if complete(profile)[key] not in allowed:
             raise SettingsError(f"unknown {key} '{profile[key]}'; choose one of "
                                 f"{', '.join(allowed)}")
@@ -468,7 +469,8 @@ def _training_data(profile, layout, root, progress):
     is_val = (table["subset"] == "val").to_numpy()
     tr = np.flatnonzero(~is_val)
     va = np.flatnonzero(is_val)
-    weights = modality_weights(table["modality"].to_numpy()[tr], profile["balance_modalities"])
+    group = complete(profile)["balance_by"]  # "modality" or "type": a column of the table
+    weights = modality_weights(table[group].to_numpy()[tr], profile["balance_modalities"])
     stained = (table["modality"] == "stained").to_numpy()[tr]
     sampler = PatchSampler([images[i] for i in tr], [labels[i] for i in tr], profile, weights,
                            stained)

@@ -47,9 +47,16 @@ def test_the_release_profile_is_the_cpu_recipe_on_every_labelled_stage1_image():
     from nucseg_utils import protocol
     cpu, release = profiles.get_profile("cpu"), profiles.get_profile("release")
     differ = {k for k in set(cpu) | set(release) if cpu.get(k) != release.get(k)}
-    assert differ == {"name", "train_splits", "train_labels", "split_by"}
+    assert differ == {"name", "train_splits", "train_labels", "split_by", "balance_by",
+                      "balance_modalities"}
     assert release["train_splits"] == ["stage1_train", "stage1_test"]
     assert (release["train_labels"], release["split_by"]) == ("fixed", "type")
+    # ... with every image type drawn equally often (validation_study.md, section 4)
+    assert (release["balance_by"], release["balance_modalities"]) == ("type", 1.0)
+    rows = dict(profiles.describe(release).values.tolist())
+    assert rows["training images drawn"] == "every image type equally often"
+    assert dict(profiles.describe(cpu).values.tolist())["training images drawn"] == \
+        "with weight (images of its modality) ^ -0.5"
     # it has no stage1_test to be tested on: its test split is stage 2
     assert protocol.test_split_name(release["train_splits"]) == "stage2_test_final"
     with pytest.raises(protocol.ProtocolError, match="refusing to score stage1_test"):
@@ -558,3 +565,27 @@ def test_a_training_on_fixed_labels_split_by_type_records_both_and_is_scored_on_
     [(source, probs)] = calibration.predict_validation(model, run, root, tta=False,
                                                        progress=False, labels="original")
     assert removed in probs
+
+
+def test_balance_by_type_draws_every_image_type_equally_often(smoke_data, tmp_path):
+    from nucseg_utils import runs
+
+    def shares(name, **overrides):
+        layout = runs.RunLayout(tmp_path / name)
+        sampler = training._training_data(profiles.get_profile("smoke", **overrides), layout,
+                                          smoke_data, False)[0]
+        table = pd.read_csv(layout.split)
+        train = table[table["subset"] == "train"].assign(p=sampler.p)
+        return train, train.groupby("type")["p"].sum()
+    train, by_type = shares("type", balance_by="type", balance_modalities=1.0)
+    assert len(by_type) >= 2 and train["type"].value_counts().nunique() > 1  # unequal groups
+    assert np.allclose(by_type, 1 / len(by_type))
+    # by modality (the default), the types of one modality share its weight by their sizes
+    _, by_modality = shares("modality", balance_modalities=1.0)
+    assert not np.allclose(by_modality, 1 / len(by_modality))
+    assert profiles.train_command(profiles.get_profile("cpu", balance_by="type",
+                                                       balance_modalities=1.0), "r") == \
+        "nucseg train --profile cpu --out r --balance-by type --balance-modalities 1"
+    with pytest.raises(profiles.SettingsError, match="unknown balance_by 'colour'"):
+        training.train(profiles.get_profile("smoke", balance_by="colour"), tmp_path / "bad",
+                       smoke_data, progress=False)
