@@ -49,8 +49,8 @@ and the command line all read. ``describe(profile)`` gives the Table I rows.
   Three seeds against their twins: +0.033 on the stained validation images and +0.008
   overall, up on every seed (``benchmarks/validation_study.md``, section 4); and +0.0145 on
   the release model's own held-out images (grey tissue 0.27 to 0.42, H&E 0.16 to 0.28), so
-  ``release`` took it (by type with power 0.5, ``--balance-by type``: -0.015 stained, lower on
-  every seed, -0.004 overall). This profile did not: trained with it (``--balance-by type
+  ``release`` took it. Half-way (by type with power 0.5, ``--balance-by type``) lost: -0.015
+  stained, lower on every seed, -0.004 overall. This profile did not take it: trained with it (``--balance-by type
   --balance-modalities 1``, seed 42) it scored 0.5662 on the committed model's 67
   validation images against that model's 0.5793 (``models/cpu/NOTES.md``), and a model file
   is chosen on its validation. The input
