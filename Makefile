@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine (each creates or reuses .venv by itself):
 #   make report   regenerate every figure and table (runs the notebooks with papermill)
-#   make test     run the test suite (unit tests, notebooks under nbval, jupytext pairs)
+#   make test     run the test suite (unit tests, every notebook executed once, jupytext pairs)
 # Options: make report PROFILE=smoke|cpu|paper   ARGS="--synthetic --retrain ..."
 # Outside CI: make colab-check   (Colab's TensorFlow/Keras/NumPy in .venv-colab, a few minutes)
 
@@ -10,7 +10,7 @@ PROFILE ?= cpu
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: report test benchmark model release sync clean-runs colab-check
+.PHONY: report test nbval benchmark model release sync clean-runs colab-check
 
 # Colab's own versions, which the set-up cell must leave alone (colab/check_colab_stack.py).
 # Python 3.13 as on Colab when the machine has it, else $(PYTHON) (the script says which).
@@ -30,6 +30,11 @@ report: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(ARGS)
+
+# the notebooks under nbval (each executed in place, lax: outputs not compared), on top of the
+# one execution of each that `make test` already makes
+nbval: $(VENV)/.installed
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env notebooks $(ARGS)
 
 # reproduce the committed cpu model (about an hour on 2 cores) and its results file
 model: $(VENV)/.installed

@@ -37,7 +37,9 @@ import numpy as np
 from common import REPO, Result, cpu_name, fmt, md_table
 from context import Context
 
-from nucseg_utils import big, metrics, predict, synthetic
+from nucseg_utils import big, predict
+from nucseg_utils.data import synthetic
+from nucseg_utils.evaluation import metrics
 
 NAME = "big"
 TITLE = "7. Big images and many: tiles, seams, a slide-sized mosaic, Dask"
@@ -267,7 +269,8 @@ def mosaic(ctx: Context, res: Result, work: Path) -> list:
 # --------------------------------------------------------------------------- 4. Dask
 def dask_throughput(ctx: Context, res: Result, work: Path) -> list:
     from distributed import LocalCluster
-    from nucseg_utils import distributed
+
+    from nucseg_utils.predict import distributed
     n = _size(ctx, "big_dask_images")
     model, _ = ctx.model()
     folder = work / "dask-images"
@@ -308,7 +311,8 @@ def dask_tiles(ctx: Context, res: Result, work: Path) -> list:
     """One big image (the small mosaic) split by tiles across 1 and 2 workers against the
     serial tiled run: tiles/s and identical outputs."""
     from distributed import Client, LocalCluster
-    from nucseg_utils import distributed
+
+    from nucseg_utils.predict import distributed
     path, side, _ = mosaic_file(ctx, work, _size(ctx, "big_small_mosaic"))
     model, _ = ctx.model()
     kw = dict(tta=False, progress=False, formats=big.FORMATS)
@@ -340,7 +344,7 @@ def dask_tiles(ctx: Context, res: Result, work: Path) -> list:
 
 def _warm_worker(job):
     """Load the model in a worker before the timing (as its first tile would)."""
-    from nucseg_utils import distributed
+    from nucseg_utils.predict import distributed
     distributed.worker_model(job)
 
 
@@ -425,7 +429,8 @@ def run(ctx: Context, only=None) -> Result:
 
 def main(argv=None):
     from common import DEFAULT_MODEL
-    from context import FULL, QUICK as QUICK_CONTEXT
+    from context import FULL
+    from context import QUICK as QUICK_CONTEXT
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     ap.add_argument("--quick", action="store_true")

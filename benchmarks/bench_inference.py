@@ -15,7 +15,7 @@ import numpy as np
 from common import STAGE1_TEST_IMAGES, Result, fmt, md_table, peak_rss_mib, shown
 from context import CachedSource, Context
 
-from nucseg_utils import scoring
+from nucseg_utils.evaluation import scoring
 
 NAME = "inference"
 TITLE = "3. Inference"

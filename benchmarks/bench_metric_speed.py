@@ -1,4 +1,4 @@
-"""1. Metric speed: images/s of the project's DSB metric (:func:`nucseg_utils.metrics.image_scores`)
+"""1. Metric speed: images/s of the project's DSB metric (:func:`nucseg_utils.evaluation.metrics.image_scores`)
 against a plain ``numpy.histogram2d`` reference written here from Kaggle's definition, and
 against StarDist's ``matching`` when ``stardist`` imports; on stage1_test ground truth vs
 seeded perturbed copies and on the training images with the most nuclei. Agreement of the
@@ -9,14 +9,14 @@ import os
 import time
 
 import numpy as np
-from scipy import ndimage as ndi
 
 # common first: it puts the repository on sys.path for nucseg_utils
 from common import Result, fmt, load_stardist, md_table
 from context import Context
+from scipy import ndimage as ndi
 
 from nucseg_utils import data as data_mod
-from nucseg_utils import metrics
+from nucseg_utils.evaluation import metrics
 
 NAME = "metric"
 TITLE = "1. Metric speed"

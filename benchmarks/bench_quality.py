@@ -6,7 +6,7 @@ from __future__ import annotations
 from common import Result, md_table, shown
 from context import CachedSource, Context
 
-from nucseg_utils import scoring
+from nucseg_utils.evaluation import scoring
 
 NAME = "quality"
 TITLE = "5. Quality ablations"

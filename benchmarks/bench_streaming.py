@@ -19,9 +19,9 @@ from common import REPO, Result, fmt, md_table
 from context import Context
 
 from nucseg_utils import predict as predict_mod
-from nucseg_utils import runs
-from nucseg_utils.scale import label_diameter
-from nucseg_utils.synthetic import make_image
+from nucseg_utils.core import runs
+from nucseg_utils.data.synthetic import make_image
+from nucseg_utils.inference.scale import label_diameter
 
 NAME = "streaming"
 TITLE = "6. Streaming prediction: memory and resuming"

@@ -13,9 +13,9 @@ from context import Context
 
 from nucseg_utils import data as data_mod
 from nucseg_utils import model as model_mod
-from nucseg_utils.augmentation import PatchSampler
-from nucseg_utils.preprocessing import normalize, resize_image, resize_labels
-from nucseg_utils.profiles import get_profile
+from nucseg_utils.core.profiles import get_profile
+from nucseg_utils.inference.preprocessing import normalize, resize_image, resize_labels
+from nucseg_utils.training.augmentation import PatchSampler
 
 NAME = "training"
 TITLE = "4. Training throughput"

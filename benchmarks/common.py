@@ -22,9 +22,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from nucseg_utils import engines  # noqa: E402
-from nucseg_utils.model import NucleusModel  # noqa: E402
-from nucseg_utils import runs  # noqa: E402
+from nucseg_utils.core import runs  # noqa: E402
+from nucseg_utils.model import (
+    NucleusModel,  # noqa: E402
+    engines,  # noqa: E402
+)
 
 DEFAULT_MODEL = REPO / "models" / "cpu" / "model.npz"
 STAGE1_TEST_IMAGES = 65

@@ -14,8 +14,9 @@ import numpy as np
 from common import peak_rss_mib
 
 from nucseg_utils import data as data_mod
-from nucseg_utils import engines, forward, postprocessing, preprocessing, tta
-from nucseg_utils.model import NucleusModel
+from nucseg_utils import postprocessing
+from nucseg_utils.inference import forward, preprocessing, tta
+from nucseg_utils.model import NucleusModel, engines
 
 # Sizes of a full and a quick run.
 FULL = dict(metric_test=None, metric_train=10, repeats_fast=3, repeats_slow=2,
@@ -107,7 +108,7 @@ class Context:
             # the first call builds the kernels; timed apart from the images
             t0 = time.perf_counter()
             model, config = self._models[engine]
-            forward.predict_probabilities(model, np.zeros((64, 64, 3), np.float32), config)
+            forward.forward_pass(model, np.zeros((64, 64, 3), np.float32), config)
             self.timings.setdefault("warmup", {})[engine] = time.perf_counter() - t0
         return self._models[engine]
 

@@ -26,8 +26,9 @@ import numpy as np
 # common first: it puts the repository on sys.path for nucseg_utils
 from common import REPO, run_folder
 
-from nucseg_utils import calibration, engines, runs
-from nucseg_utils.model import NucleusModel
+from nucseg_utils.core import runs
+from nucseg_utils.evaluation import calibration
+from nucseg_utils.model import NucleusModel, engines
 from nucseg_utils.postprocessing import THRESHOLDS
 
 

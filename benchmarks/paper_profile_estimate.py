@@ -41,11 +41,11 @@ import numpy as np
 # common first: it puts the repository on sys.path for nucseg_utils
 from common import REPO
 
-from nucseg_utils import profiles  # (sets the Keras environment variables)
-from nucseg_utils.augmentation import PatchSampler
+from nucseg_utils.core import profiles  # (sets the Keras environment variables)
+from nucseg_utils.core.profiles import split_seed
 from nucseg_utils.model import tf_setup
-from nucseg_utils.profiles import split_seed
 from nucseg_utils.training import split_ids
+from nucseg_utils.training.augmentation import PatchSampler
 
 T4_MEMORY_GB = 15.0          # 15,360 MiB on the card; TensorFlow can allocate about 14.7 GB
 T4_PEAK_TFLOPS = {"fp32": 8.1, "mixed_float16": 65.0}

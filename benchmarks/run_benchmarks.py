@@ -52,7 +52,7 @@ from common import DEFAULT_MODEL, REPO, Result, shown
 from context import FULL, QUICK, Context
 
 from nucseg_utils import data as data_mod
-from nucseg_utils import runs
+from nucseg_utils.core import runs
 
 BENCHMARKS = (bench_metric_speed, bench_postprocessing, bench_inference,
               bench_training_throughput, bench_quality, bench_streaming, bench_big)

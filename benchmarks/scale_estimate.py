@@ -1,9 +1,9 @@
 """How well is the nucleus size estimated at prediction time? (validation images only)
 
 For each validation image of a run (held-out stage1_train, from its ``split.csv``), compares
-the true median nucleus diameter with the estimates ``nucseg_utils.scale`` could use:
+the true median nucleus diameter with the estimates ``nucseg_utils.inference.scale`` could use:
 
-- ``net``: what :func:`nucseg_utils.scale.predict_scaled` uses (a first pass at native scale,
+- ``net``: what :func:`nucseg_utils.inference.scale.predict_scaled` uses (a first pass at native scale,
   refined by a second pass when the factor moved by more than 30 %);
 - ``probe_<s>``: one pass of the network at scale ``s`` (0.5, 1), foreground > threshold;
 - ``otsu``: no network: Otsu's threshold of the grey normalised image, holes filled.
@@ -19,14 +19,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
 
 # common first: it puts the repository on sys.path for nucseg_utils
 from common import open_run
+from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
 
-from nucseg_utils import calibration, data, runs, scale, tta
-from nucseg_utils.preprocessing import normalize
+from nucseg_utils import data
+from nucseg_utils.core import runs
+from nucseg_utils.evaluation import calibration
+from nucseg_utils.inference import scale, tta
+from nucseg_utils.inference.preprocessing import normalize
 
 PROBES = (0.5, 1.0)
 
@@ -37,10 +40,10 @@ def estimates(net, config, image) -> dict:
     out = {"net": steps["passes"][-1]["diameter"]}
     for s in PROBES:
         p = tta.predict(net, scale.rescale_image(img, s), config, tta=False)
-        out[f"probe_{s:g}"] = scale.estimate_diameter(p[..., 0] > scale.SIZE_THRESHOLD) / s
+        out[f"probe_{s:g}"] = scale.mask_diameter(p[..., 0] > scale.SIZE_THRESHOLD) / s
     grey = img.mean(axis=-1)
     fg = ndi.binary_fill_holes(grey > threshold_otsu(grey)) if np.ptp(grey) > 0 else grey > 1
-    out["otsu"] = scale.estimate_diameter(fg)
+    out["otsu"] = scale.mask_diameter(fg)
     return out
 
 

@@ -1,7 +1,7 @@
 """Does test-time scaling pay? (lever 7 of issue 12; validation images only)
 
 The 8-fold TTA averages rotations and flips at one scale: the factor that brings the image's
-nuclei to the model's standard size (:func:`nucseg_utils.scale.predict_scaled`). Test-time
+nuclei to the model's standard size (:func:`nucseg_utils.inference.scale.predict_scaled`). Test-time
 scaling adds passes at that factor times each of ``tta_scales`` (e.g. 0.8, 1, 1.25) and
 averages their probabilities, resized back to native size. For each set of scales this
 predicts the validation images of a run (held-out stage1_train, from its ``split.csv``; no
@@ -21,7 +21,8 @@ from pathlib import Path
 # common first: it puts the repository on sys.path for nucseg_utils
 from common import open_run
 
-from nucseg_utils import calibration, runs
+from nucseg_utils.core import runs
+from nucseg_utils.evaluation import calibration
 from nucseg_utils.postprocessing import THRESHOLDS
 
 SCALE_SETS = ((1.0,), (0.8, 1.0, 1.25))

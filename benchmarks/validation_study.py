@@ -24,7 +24,7 @@ the stained validation images, where it is meant to help.
 
 For each run this predicts its validation images and stage1_test (8-fold TTA, as ``nucseg
 evaluate``), chooses the post-processing on the validation images alone
-(:func:`nucseg_utils.calibration.select_postprocessing`), scores both with it, then with each
+(:func:`nucseg_utils.evaluation.calibration.select_postprocessing`), scores both with it, then with each
 object filter of :data:`FILTERS` added (:func:`nucseg_utils.postprocessing.filter_objects`: a
 minimum size relative to the image's own nucleus size, a minimum mean probability), overall
 and per image type. The committed ``cpu`` model, whose validation images were drawn at random
@@ -58,12 +58,14 @@ import pandas as pd
 # common first: it puts the repository on sys.path for nucseg_utils
 from common import REPO
 
-from nucseg_utils import calibration, engines, image_types, profiles, runs, scoring, training
 from nucseg_utils import data as data_mod
+from nucseg_utils import training
+from nucseg_utils.core import profiles, runs
+from nucseg_utils.core.profiles import PROFILES, complete
+from nucseg_utils.evaluation import calibration, image_types, scoring
 from nucseg_utils.inference import predict_split
-from nucseg_utils.model import CPU_MODEL, NucleusModel, read_config
+from nucseg_utils.model import CPU_MODEL, NucleusModel, engines, read_config
 from nucseg_utils.postprocessing import postprocess_all
-from nucseg_utils.profiles import PROFILES, complete
 
 RUNS = REPO / "runs" / "labels"
 LEVER_RUNS = REPO / "runs" / "stained"  # levers for stained tissue, the same split and seeds

@@ -81,7 +81,8 @@ def step_install() -> str:
 
 
 def step_imagenet() -> str:
-    from nucseg_utils import model, profiles
+    from nucseg_utils import model
+    from nucseg_utils.core import profiles
     prof = profiles.get_profile("paper")
     t0 = time.time()
     try:
@@ -100,7 +101,9 @@ def step_imagenet() -> str:
 def step_train() -> str:
     import numpy as np
 
-    from nucseg_utils import colab, profiles, synthetic, training
+    from nucseg_utils import colab, training
+    from nucseg_utils.core import profiles
+    from nucseg_utils.data import synthetic
     with tempfile.TemporaryDirectory(prefix="colab-check-") as tmp:
         tmp = Path(tmp)
         root = synthetic.make_dataset(tmp / "data", n_train=6, n_test=3, seed=0,
@@ -136,15 +139,16 @@ def step_train() -> str:
 def step_predict() -> str:
     import numpy as np
 
-    from nucseg_utils import forward, synthetic
+    from nucseg_utils.data import synthetic
+    from nucseg_utils.inference import forward
+    from nucseg_utils.inference.preprocessing import normalize
     from nucseg_utils.model import NucleusModel
-    from nucseg_utils.preprocessing import normalize
     path = REPO / "models" / "cpu" / "model.npz"
     net = NucleusModel.load(path)
     config = net.config
     image, labels = synthetic.make_image(np.random.default_rng(7), (256, 320),
                                          look="fluorescence", channels=3)
-    prob = forward.predict_probabilities(net, normalize(image[..., :3],
+    prob = forward.forward_pass(net, normalize(image[..., :3],
                                                         config["normalization"]), config)
     if prob.shape[:2] != image.shape[:2] or not (0 <= prob.min() <= prob.max() <= 1):
         raise RuntimeError(f"probabilities of shape {prob.shape}, range "

@@ -56,6 +56,7 @@ profile = "paper"     # outside Colab the smoke profile runs instead
 run_dir = None        # None: /content/runs/<profile> on Colab (local disk), runs/colab-<profile> elsewhere
 drive_dir = None      # None: MyDrive/nucseg/runs/<profile> on Colab with Drive, no copy elsewhere
 allow_cpu = False     # True: run the paper profile even without a GPU (days rather than hours)
+notebooks = None      # None: every numbered notebook; a list of names runs those only
 
 # %%
 import os
@@ -89,7 +90,7 @@ elif IN_COLAB:
 def run_notebook(nb, out, params, cwd):
     """Run one notebook (its output streamed here), then copy the run folder to Drive."""
     try:
-        report._papermill_run(nb, out, params, cwd, log_output=True)
+        report.context._papermill_run(nb, out, params, cwd, log_output=True)
     finally:
         if drive_dir:
             colab.sync_run(run_dir, drive_dir)
@@ -97,7 +98,7 @@ def run_notebook(nb, out, params, cwd):
 
 code = report.run_all(profile=profile, run_dir=run_dir, synthetic=not IN_COLAB,
                       figures_dir=os.path.join(run_dir, "published"), log_output=True,
-                      runner=run_notebook)
+                      runner=run_notebook, notebooks=notebooks)
 if drive_dir:  # the published figures and tables too (written once every notebook ran)
     colab.sync_run(run_dir, drive_dir)
 assert code == 0, "a notebook failed: see the message above and the executed notebooks"

@@ -56,7 +56,9 @@ retrain = False           # True: train even where a committed model exists
 import numpy as np
 import pandas as pd
 
-from nucseg_utils import data, figures, report, runs
+from nucseg_utils import data, report
+from nucseg_utils.core import runs
+from nucseg_utils.report import figures
 
 pd.set_option("display.max_colwidth", None)  # tables whole, also on GitHub
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
@@ -124,7 +126,7 @@ summary
 # %%
 from IPython.display import Markdown
 
-from nucseg_utils import prose
+from nucseg_utils.report import prose
 
 Markdown(prose.eda(summary))
 
@@ -151,7 +153,9 @@ figures.samples(items, ctx.figure("samples"), ctx.stamp)
 # brightfield images are what they call grey tissue. The groups, over both splits:
 
 # %%
-from nucseg_utils import image_types, profiles, training
+from nucseg_utils import training
+from nucseg_utils.core import profiles
+from nucseg_utils.evaluation import image_types
 
 types = pd.concat([image_types.split_types(s) for s in (train, test)], ignore_index=True)
 groups = image_types.type_table(types)
@@ -181,4 +185,4 @@ pd.DataFrame({
 # Nucleus sizes differ by more than an order of magnitude between images. A model that only
 # sees resized fluorescence images will struggle on the rest: notebook 2 normalises the
 # intensities and augments colour, and the `cpu` profile rescales every image to one nucleus
-# size (`nucseg_utils.scale`).
+# size (`nucseg_utils.inference.scale`).

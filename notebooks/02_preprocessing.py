@@ -60,7 +60,11 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from nucseg_utils import augmentation, data, figures, preprocessing, report, runs, scale
+from nucseg_utils import data, report
+from nucseg_utils.core import runs
+from nucseg_utils.inference import preprocessing, scale
+from nucseg_utils.report import figures
+from nucseg_utils.training import augmentation
 
 pd.set_option("display.max_colwidth", None)  # tables whole, also on GitHub
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)

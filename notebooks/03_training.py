@@ -61,7 +61,9 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
-from nucseg_utils import data, figures, model, report, runs, training, training_steps
+from nucseg_utils import data, model, report, training
+from nucseg_utils.core import runs
+from nucseg_utils.report import figures, training_steps
 
 pd.set_option("display.max_colwidth", None)  # tables whole, also on GitHub
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
@@ -69,7 +71,7 @@ prof = ctx.profile
 train = ctx.split("stage1_train")
 
 # %% [markdown]
-# **Table I**: every setting that differs between the three profiles (`nucseg_utils.profiles`,
+# **Table I**: every setting that differs between the three profiles (`nucseg_utils.core.profiles`,
 # the one place they are written). This run uses the column named in the stamp of its figures.
 
 # %%

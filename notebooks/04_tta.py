@@ -61,10 +61,14 @@ retrain = False           # True: train even where a committed model exists
 import numpy as np
 from IPython.display import Markdown
 
-from nucseg_utils import figures, forward, inference, prose, protocol, report, runs, scoring, tta
+from nucseg_utils import inference, report
+from nucseg_utils.core import runs
+from nucseg_utils.evaluation import protocol, scoring
+from nucseg_utils.inference import forward, tta
+from nucseg_utils.inference.preprocessing import normalize, resize_image
+from nucseg_utils.inference.scale import rescale_image
 from nucseg_utils.model import NucleusModel
-from nucseg_utils.preprocessing import normalize, resize_image
-from nucseg_utils.scale import rescale_image
+from nucseg_utils.report import figures, prose
 
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
 model = NucleusModel.load(ctx.model_file())
@@ -123,7 +127,7 @@ variants = []                                          # (name, probability map)
 for flip in (False, True):
     for k in range(4):                                 # k quarter turns
         v = np.rot90(x[:, ::-1] if flip else x, k)     # forward: flip, then rotate
-        p = forward.predict_probabilities(model, np.ascontiguousarray(v), config)  # one pass
+        p = forward.forward_pass(model, np.ascontiguousarray(v), config)  # one pass
         p = np.rot90(p, -k)                            # inverse: rotate back,
         p = p[:, ::-1] if flip else p                  #   then unflip
         variants.append((f"{'flip + ' if flip else ''}rot {90 * k}°", p))

@@ -61,19 +61,21 @@ from IPython.display import Markdown
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-from nucseg_utils import examples, figures, outputs, postprocessing, prose, protocol, report
-from nucseg_utils import metrics, scoring
+from nucseg_utils import postprocessing, report
+from nucseg_utils.data import outputs
+from nucseg_utils.evaluation import metrics, protocol, scoring
 from nucseg_utils.model import ModelSettings, read_config
+from nucseg_utils.report import examples, figures, prose
 
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
 config = read_config(ctx.model_file())
-settings = ModelSettings.from_config(config)
+settings = ModelSettings.from_config(config).postprocessing
 scored = protocol.evaluation_set(ctx.model_file(), ctx.root, ctx.profile)
 test = ctx.split(scored["split"])
 probs = ctx.probabilities(scored)  # notebook 4's maps (opened alone: a few, predicted now)
 scored = ctx.part(scored, probs)
 print(f"{len(probs)} probability maps: {scored['label']}")
-{k: getattr(settings, k) for k in ("postprocess", "threshold", "dilation", "min_size",
+{k: settings.config()[k] for k in ("postprocess", "threshold", "dilation", "min_size",
                                    "min_distance_factor")}
 
 # %% [markdown]
@@ -225,7 +227,7 @@ for name in methods:
 # predicted nucleus outlined in black. A large image is shown in part, where its nuclei are.
 
 # %%
-chosen = outputs.load_label_dir(ctx.labels(settings.postprocess), ids=scored["ids"])
+chosen = outputs.load_label_dir(ctx.labels(settings.method), ids=scored["ids"])
 _, table = scoring.score_labels(chosen, test)
 items = [(i, test.image(i), test.labels(i), chosen[i],
           float(table.loc[table["id"] == i, "dsb"].iloc[0]))

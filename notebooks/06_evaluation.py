@@ -4,7 +4,7 @@
 # Kaggle's metric, per image: the IoU of every true and predicted nucleus; at each threshold
 # t = 0.50, 0.55 ... 0.95 a pair matches when IoU > t (strictly); score(t) = TP / (TP + FP +
 # FN); the image scores the mean over t, the data set the mean over images. This notebook
-# computes it by hand on one image, checks it against `nucseg_utils.metrics`, and then lets
+# computes it by hand on one image, checks it against `nucseg_utils.evaluation.metrics`, and then lets
 # the package score the set. Two kinds of score appear, each under its own name: **object**
 # scores count nuclei matched at IoU > 0.5 (object precision, recall and F1), **pixel**
 # scores count foreground pixels (pixel accuracy, precision, recall and F1: what the paper
@@ -63,10 +63,13 @@ import pandas as pd
 from IPython.display import Markdown
 from skimage.segmentation import relabel_sequential
 
-from nucseg_utils import examples, figures, metrics, outputs, postprocessing, prose, protocol
-from nucseg_utils import report, runs, scoring
+from nucseg_utils import postprocessing, report
+from nucseg_utils.core import runs
+from nucseg_utils.data import outputs
+from nucseg_utils.evaluation import metrics, protocol, scoring
+from nucseg_utils.inference.preprocessing import resize_labels
 from nucseg_utils.model import read_config
-from nucseg_utils.preprocessing import resize_labels
+from nucseg_utils.report import examples, figures, prose
 
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
 config = read_config(ctx.model_file())
@@ -126,7 +129,7 @@ dsb = by_hand["score"].mean()  # the image's DSB score
 by_hand
 
 # %% [markdown]
-# The same image scored by `nucseg_utils.metrics` (one `bincount` for every pair at once, on
+# The same image scored by `nucseg_utils.evaluation.metrics` (one `bincount` for every pair at once, on
 # the labels as they are): the same table, and the same DSB to the last digit. This table is
 # Fig. 10 of the paper.
 
@@ -134,7 +137,7 @@ by_hand
 helper = metrics.image_scores(test.labels(sid), main[sid])
 pd.testing.assert_frame_equal(by_hand, metrics.threshold_table(test.labels(sid), main[sid]))
 runs.write_table(by_hand, ctx.table("thresholds"))
-print(f"DSB of {sid[:8]}: by hand {dsb:.6f}, by nucseg_utils.metrics {helper['dsb']:.6f} "
+print(f"DSB of {sid[:8]}: by hand {dsb:.6f}, by nucseg_utils.evaluation.metrics {helper['dsb']:.6f} "
       f"(equal: {dsb == helper['dsb']}); the tables are equal too")
 
 # %% [markdown]
@@ -212,7 +215,7 @@ table2
 # trusting the model on an image type.
 
 # %%
-from nucseg_utils import image_types
+from nucseg_utils.evaluation import image_types
 
 types = image_types.split_types(test, ids=sorted(main))
 by_type = scoring.type_table(scoring.image_results(main, test), types.set_index("id")["type"])

@@ -60,9 +60,12 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg_utils import (NucleusModel, data, figures, outputs, predict, publishing, report,
-                         scoring)
+from nucseg_utils import NucleusModel, data, predict, report
+from nucseg_utils.data import outputs
+from nucseg_utils.evaluation import scoring
+from nucseg_utils.exports import publishing
 from nucseg_utils.model import DEFAULT_MODEL
+from nucseg_utils.report import figures
 
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
 model = NucleusModel.load(model_file or DEFAULT_MODEL)

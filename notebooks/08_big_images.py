@@ -61,8 +61,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from nucseg_utils import NucleusModel, big, data, figures, report
+from nucseg_utils import NucleusModel, big, data, report
 from nucseg_utils.model import DEFAULT_MODEL
+from nucseg_utils.report import figures
 
 ctx = report.Context(profile, data_root, run_dir, figures_dir, seed, synthetic)
 model = NucleusModel.load(model_file or DEFAULT_MODEL)
@@ -136,7 +137,7 @@ x = plan.stats.normalise(plan.stats.unit_rgb(plane))
 grid = big.Grid(plan.shape[0], plan.shape[1], plan.factor)
 prob, seen = big.predict_window(model, x, t.window, grid, tta=False)
 window_labels = model.postprocess(prob)
-same = big.segment_window(model, plane, t, plan, model.settings.postprocess, False)
+same = big.segment_window(model, plane, t, plan, model.settings.postprocessing.method, False)
 print(f"tile {t.name}: core {t.core}, window {t.window}; {window_labels.max()} objects in "
       f"its window; the same as the package's segment_window: "
       f"{np.array_equal(window_labels, same[0]) and seen == same[1]}")
@@ -183,7 +184,7 @@ figures.stitch_rules(plane[ey0 - wy0:ey1 - wy0, ex0 - wx0:ex1 - wx0], window_lab
 # The package adds two rules for what the hand version leaves out: a nucleus whose centre
 # moves across a border between two windows' views (within half a nucleus) is kept by the
 # later tile only if the earlier one did not keep it, and a pixel claimed by two nuclei stays
-# with the tile done first (`nucseg_utils/big.py` states the rules in full).
+# with the tile done first (`nucseg_utils/big/stitch.py` states the rules in full).
 #
 # ## The whole image, by the package
 #
@@ -258,7 +259,7 @@ pd.read_csv(res.paths["measurements"]).head()
 if workers:
     import filecmp
 
-    from nucseg_utils import distributed
+    from nucseg_utils.predict import distributed
 
     dist = distributed.predict_big_distributed(model, image, work / "segmented-dask",
                                                workers=workers, sid="mosaic", tile=tile,

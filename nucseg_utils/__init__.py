@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 # The two names a user needs, imported on first use (PEP 562) so that `import nucseg_utils`
 # and the command line stay light: ``from nucseg_utils import NucleusModel, read_image``.
-_EXPORTS = {"NucleusModel": "model", "read_image": "predict"}
+_EXPORTS = {"NucleusModel": "model", "read_image": "predict"}  # name: the package holding it
 
 
 def __getattr__(name):

@@ -14,10 +14,9 @@
                                              (the model as a BioImage Model Zoo package)
 
 ``python -m nucseg_utils ...`` works too. Each command imports the modules it needs when it
-runs, not at the top of this file: measured on this 2-core machine, importing them all first
-made every command, ``nucseg --help`` and ``nucseg score`` included, about 1.6 s slower to
-start (5.4 s against 3.8 s while the machine was busy). TensorFlow is only imported when a model
-is loaded or trained. Errors about data, models or submissions are printed
+runs, not at the top of this file, so that ``nucseg --help`` and ``nucseg score`` start without
+the libraries other commands need. TensorFlow is only imported when a model is loaded or
+trained. Errors about data, models or submissions are printed
 as one line naming the file, with exit code 2; ``predict`` reports an image it cannot use in
 one line naming the file, writes the others, and exits with 1.
 """
@@ -29,10 +28,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, engines, quiet, runs
-from .model import CPU_MODEL, DEFAULT_MODEL, REPO
-from .postprocessing import METHODS
-from .profiles import PROFILES, TRAIN_OPTIONS
+from nucseg_utils import __version__
+from nucseg_utils.core import quiet, runs
+from nucseg_utils.core.profiles import PROFILES, TRAIN_OPTIONS
+from nucseg_utils.model import engines
+from nucseg_utils.model.network import CPU_MODEL, DEFAULT_MODEL, REPO
+from nucseg_utils.postprocessing.methods import METHODS
 
 
 def _add_tta(p):
@@ -56,7 +57,7 @@ def _option(parse):
 
 
 def _formats(text: str) -> tuple[str, ...]:
-    from .predict import parse_formats
+    from nucseg_utils.predict.folder import parse_formats
     try:
         return parse_formats(text)
     except ValueError as err:
@@ -64,7 +65,7 @@ def _formats(text: str) -> tuple[str, ...]:
 
 
 def _pixel_size(text: str) -> float:
-    from .export import check_pixel_size
+    from nucseg_utils.exports.files import check_pixel_size
     try:
         return check_pixel_size(text)
     except ValueError as err:
@@ -113,7 +114,7 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train a model with a profile")
     p.add_argument("--profile", default="cpu", choices=list(PROFILES))
     p.add_argument("--out", help="run folder (default runs/<profile>; layout in "
-                   "nucseg_utils/runs.py)")
+                   "nucseg_utils/core/runs.py)")
     p.add_argument("--data", help="data root (default: $NUCSEG_DATA, else ./data)")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     p.add_argument("--overwrite", action="store_true",
@@ -160,7 +161,7 @@ def _add_predict_and_evaluate(sub):
                                 "LocalCluster); the same files as one process")
             g.add_argument("--scheduler", metavar="ADDRESS",
                            help="predict on a running Dask cluster (tcp://HOST:8786; see "
-                                "nucseg_utils/distributed.py for `dask scheduler`, `dask "
+                                "nucseg_utils/predict/distributed.py for `dask scheduler`, `dask "
                                 "worker` and SLURM/PBS)")
         else:
             p.add_argument("--model", default=str(CPU_MODEL),
@@ -221,6 +222,11 @@ def _add_synthetic_and_export(sub):
     p.add_argument("--test", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("info", help="what a model file holds: its network, its settings (which "
+                       "of them calibration chose) and its published scores")
+    p.add_argument("model", nargs="?", default=str(DEFAULT_MODEL),
+                   help="model file (default: the committed release model)")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
     p = sub.add_parser("export", help="write a model as a BioImage Model Zoo package (.zip for "
                        "bioimage.io, deepImageJ, bioimageio.core), validated")
     p.add_argument("--model", default=str(DEFAULT_MODEL),
@@ -237,7 +243,7 @@ def _add_synthetic_and_export(sub):
 
 
 def cmd_score(a) -> int:
-    from . import metrics
+    from nucseg_utils.evaluation import metrics
     if a.per_image and Path(a.per_image).resolve() in (Path(a.solution).resolve(),
                                                        Path(a.submission).resolve()):
         raise FileExistsError(f"{a.per_image}: is the solution or the submission; not "
@@ -258,7 +264,9 @@ def cmd_score(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from . import data, profiles, synthetic, training
+    from nucseg_utils import data, training
+    from nucseg_utils.core import profiles
+    from nucseg_utils.data import synthetic
 
     # options not given keep the profile's value; encoder_weights is set below ("none": None)
     overrides = {k: getattr(a, k) for k in profiles.TRAIN_OPTIONS
@@ -297,8 +305,9 @@ def cmd_train(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from . import distributed, predict
-    from .model import NucleusModel
+    from nucseg_utils import predict
+    from nucseg_utils.model.network import NucleusModel
+    from nucseg_utils.predict import distributed
 
     def log(message):
         from tqdm.auto import tqdm
@@ -345,15 +354,15 @@ def cmd_predict(a) -> int:
 
 
 def _places(formats) -> list[str]:
-    from .predict import output_paths
+    from nucseg_utils.predict.folder import output_paths
     return list(dict.fromkeys(f"{p.parent.name}/" for p in output_paths(".", "x",
                                                                       formats).values()))
 
 
 def _check_postprocess(model_path, method: str | None) -> None:
     """Refuse a ``--postprocess`` that needs outputs the model does not have."""
-    from .model import read_config
-    from .profiles import SettingsError
+    from nucseg_utils.core.profiles import SettingsError
+    from nucseg_utils.model.network import read_config
     if method is None:
         return
     targets = read_config(model_path)["targets"]
@@ -364,7 +373,7 @@ def _check_postprocess(model_path, method: str | None) -> None:
 
 
 def cmd_evaluate(a) -> int:
-    from . import evaluation
+    from nucseg_utils import evaluation
     _check_postprocess(a.model, a.postprocess)
     with quiet.tensorflow_logs(a.verbose):
         s = evaluation.evaluate(a.model, a.split, a.data, a.out, tta=a.tta,
@@ -386,13 +395,13 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_report(a) -> int:
-    from . import report
+    from nucseg_utils import report
     return report.run_all(profile=a.profile, run_dir=a.run, data_root=a.data,
                           synthetic=a.synthetic, retrain=a.retrain, figures_dir=a.figures)
 
 
 def cmd_publish(a) -> int:
-    from . import publishing
+    from nucseg_utils.exports import publishing
     if a.rescore:
         if a.out is None:
             print("nucseg publish: error: --rescore needs --out, the published model's folder "
@@ -415,15 +424,36 @@ def cmd_publish(a) -> int:
 
 
 def cmd_synthetic(a) -> int:
-    from . import synthetic
+    from nucseg_utils.data import synthetic
     root = synthetic.make_dataset(Path(a.out) if a.out else synthetic.default_synthetic_root(),
                                   n_train=a.train, n_test=a.test, seed=a.seed)
     print(f"synthetic set (not real data) at {root}")
     return 0
 
 
+def cmd_info(a) -> int:
+    import json
+
+    from nucseg_utils.exports import publishing
+    info = publishing.model_info(a.model)
+    if a.json:
+        print(json.dumps(info, indent=1, default=str))
+        return 0
+    print(f"{info['file']} (fingerprint {info['fingerprint']})")
+    for part in ("network", "inference", "training"):
+        print(f"  {part}: " + ", ".join(f"{k} {v}" for k, v in info[part].items()))
+    print("  trained on: " + (", ".join(info["train_splits"]) or "(not recorded)"))
+    print("  post-processing (calibrated: chosen on validation images by nucseg publish; "
+          "recipe: the profile's or the default):")
+    for k, v in info["postprocessing"].items():
+        print(f"    {k} {v['value']} ({v['from']})")
+    for key, s in info.get("scores", {}).items():
+        print(f"  scored ({key}): DSB {s['dsb']:.4f} on {s['split']} ({s['images']} images)")
+    return 0
+
+
 def cmd_export(a) -> int:
-    from . import modelzoo
+    from nucseg_utils.exports import modelzoo
     model = Path(a.model)
     out = Path(a.out) if a.out else (Path("runs") / "bioimageio" /
                                      f"nucseg-{model.resolve().parent.name}.bioimageio.zip")
@@ -444,15 +474,18 @@ def cmd_export(a) -> int:
 
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
-    from . import data, metrics, model, modelzoo, rle
-    from .profiles import SettingsError
+    from nucseg_utils import data, model
+    from nucseg_utils.core.profiles import SettingsError
+    from nucseg_utils.data import rle
+    from nucseg_utils.evaluation import metrics
+    from nucseg_utils.exports import modelzoo
     known = (data.DataError, metrics.ScoreError, model.ModelError, engines.EngineError,
              rle.RLEError,
              modelzoo.ExportError, SettingsError, FileNotFoundError, FileExistsError)
     try:
         return {"score": cmd_score, "train": cmd_train, "predict": cmd_predict,
                 "evaluate": cmd_evaluate, "report": cmd_report, "publish": cmd_publish,
-                "synthetic": cmd_synthetic, "export": cmd_export}[a.command](a)
+                "synthetic": cmd_synthetic, "export": cmd_export, "info": cmd_info}[a.command](a)
     except known as err:
         print(f"nucseg {a.command}: error: {err}", file=sys.stderr)
         return 2

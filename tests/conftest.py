@@ -98,6 +98,40 @@ def perturb_labels(rng: np.random.Generator, labels: np.ndarray, p_drop=0.2) -> 
     return out
 
 
+# --------------------------------------------------------------------------- stand-ins
+@pytest.fixture(scope="session")
+def syn_root():
+    """The built-in synthetic set (made once, in its default place)."""
+    from nucseg_utils.data import synthetic
+    return synthetic.ensure_synthetic()
+
+
+def stub_run(tmp_path, root, train_splits):
+    """A run folder as training leaves it (run.json with the profile, split.csv), without
+    weights: the protocol reads only what the model was trained and selected on."""
+    import pandas as pd
+
+    from nucseg_utils.core import profiles, runs
+    prof = profiles.get_profile("smoke", train_splits=train_splits)
+    runs.update_run_json(tmp_path, profile=prof)
+    rows = []
+    for s in train_splits:
+        ids = data.open_split(s, root).ids
+        rows += [{"id": i, "split": s, "subset": "val" if k % 3 == 0 else "train"}
+                 for k, i in enumerate(ids)]
+    runs.write_table(pd.DataFrame(rows), tmp_path / "split.csv")
+    return tmp_path / "model.npz", prof
+
+
+def stub_model(path, **config):
+    """A model file as far as the protocol reads it: its config (no weights)."""
+    import json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, config=np.array(json.dumps({"backbone": "resnet18", "targets": ["mask"],
+                                               **config})))
+    return path
+
+
 # --------------------------------------------------------------------------- a smoke model
 # Training is the slow part of the reliability tests (TensorFlow on 2 cores), so one tiny run
 # is trained once per session and shared; tests that change a run work on a copy of it.
@@ -107,7 +141,7 @@ SMOKE_OVERRIDES = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2}
 @pytest.fixture(scope="session")
 def smoke_data(tmp_path_factory) -> Path:
     """A small synthetic set (8 train, 4 test images, one with no nuclei) of small images."""
-    from nucseg_utils import synthetic
+    from nucseg_utils.data import synthetic
     return synthetic.make_dataset(tmp_path_factory.mktemp("smoke_data") / "syn", n_train=8,
                                   n_test=4, seed=0, shapes=((96, 128), (128, 128)))
 
@@ -115,7 +149,7 @@ def smoke_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smoke_profile() -> dict:
     """The smoke profile cut to 2 epochs of 2 steps of 2 patches."""
-    from nucseg_utils import profiles
+    from nucseg_utils.core import profiles
     return profiles.get_profile("smoke", **SMOKE_OVERRIDES)
 
 
@@ -136,3 +170,48 @@ def smoke_eval(tmp_path_factory, smoke_run, smoke_data) -> Path:
     evaluation.evaluate(smoke_run / "model.npz", "stage1_test", root=smoke_data, out_dir=out,
                         tta=False, progress=False)
     return out
+
+
+# --------------------------------------------------------------------------- the notebooks
+# Every numbered notebook is executed once per test session, as `make report` executes them
+# (report.run_all: papermill, the smoke profile on the synthetic set), and the notebook tests
+# read what that one execution left:
+# - 01-04, 07 and 08 in order in one run folder: the report's chain (notebook 3 trains the
+#   run's model, the others use it);
+# - 05 and 06 each opened alone in a fresh run folder, as from its Colab badge: no maps of
+#   notebook 4 there, so each predicts the few images it needs with the committed model.
+# (The chain's reading of notebook 4's maps is tested on report.Context, without a kernel.)
+NOTEBOOKS_ALONE = ("05_postprocessing.ipynb", "06_evaluation.ipynb")
+
+
+class NotebookRuns:
+    """What the session's one execution of the notebooks left: for each notebook its exit code
+    (0: it ran to its end), its run folder and its executed copy; the figures and tables they
+    all published, and the executed notebooks written back as the report writes them."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.published = root / "published"
+        self.written_back = root / "written_back"
+        self.code: dict[str, int] = {}
+        self.run: dict[str, Path] = {}
+
+    def executed(self, name: str) -> Path:
+        return self.run[name] / "notebooks" / name
+
+
+@pytest.fixture(scope="session")
+def notebook_runs(tmp_path_factory) -> NotebookRuns:
+    from nucseg_utils import report
+    runs_ = NotebookRuns(tmp_path_factory.mktemp("notebook_runs"))
+    runs_.written_back.mkdir()
+    for name in report.NOTEBOOKS:  # the write-back starts from the committed sources
+        (runs_.written_back / name).write_bytes((ROOT / "notebooks" / name).read_bytes())
+    chain = [n for n in report.NOTEBOOKS if n not in NOTEBOOKS_ALONE]
+    groups = [(chain, runs_.root / "chain")] + [([n], runs_.root / n[:2]) for n in NOTEBOOKS_ALONE]
+    for names, run in groups:
+        code = report.run_all("smoke", run_dir=run, synthetic=True, figures_dir=runs_.published,
+                              notebooks=names, notebooks_out=runs_.written_back)
+        for name in names:
+            runs_.code[name], runs_.run[name] = code, run
+    return runs_

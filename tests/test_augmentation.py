@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from nucseg_utils import augmentation as aug
-from nucseg_utils import profiles
+from nucseg_utils.core import profiles
+from nucseg_utils.training import augmentation as aug
 
 
 @pytest.fixture

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from nucseg_utils import data, metrics, synthetic
-from nucseg_utils.preprocessing import touching_zone
+from nucseg_utils import data
+from nucseg_utils.data import synthetic
+from nucseg_utils.evaluation import metrics
+from nucseg_utils.inference.preprocessing import touching_zone
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks import each other by name
@@ -417,7 +419,8 @@ def test_the_validation_study_pairs_each_recipe_lever_with_its_seed_twin():
 def test_the_validation_study_keeps_the_committed_record_of_runs_not_on_this_machine(
         tmp_path, monkeypatch):
     import validation_study as vs
-    from nucseg_utils import runs
+
+    from nucseg_utils.core import runs
     monkeypatch.setattr(vs, "OUT", tmp_path / "study")
     monkeypatch.setattr(vs, "RECORD", tmp_path / "study.json")
     rows = (_study_rows("original-s42", "original", 42, "type", {"all": 0.41234}, {"all": 0.3})

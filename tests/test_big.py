@@ -13,10 +13,12 @@ from matplotlib.path import Path as MplPath
 from scipy import ndimage as ndi
 from skimage.draw import disk
 
-from nucseg_utils import big, export, scale
+from nucseg_utils import big
 from nucseg_utils.data import DataError, to_rgb_float
+from nucseg_utils.exports import files as export
+from nucseg_utils.inference import scale
+from nucseg_utils.inference.preprocessing import normalize
 from nucseg_utils.model import NucleusModel
-from nucseg_utils.preprocessing import normalize
 
 STAND_IN = {"backbone": "stand-in", "targets": ["mask", "touching"], "input_mode": "crop",
             "normalization": "percentile", "postprocess": "touching", "threshold": 0.5,
@@ -142,8 +144,8 @@ def test_image_stats_normalise_as_the_whole_image_is_normalised(kind):
 
 
 def test_a_big_image_gets_its_factor_from_sampled_windows(monkeypatch, tmp_path):
-    monkeypatch.setattr(big, "OVERVIEW_PIXELS", 96 * 96)
-    monkeypatch.setattr(big, "SIZE_WINDOW", 128)
+    monkeypatch.setattr(big.plan, "OVERVIEW_PIXELS", 96 * 96)
+    monkeypatch.setattr(big.plan, "SIZE_WINDOW", 128)
     lab = random_nuclei((384, 384), 400, seed=3, radii=(7, 9))
     img = image_of(lab)
     model = stand_in(target_diameter=20)
@@ -343,7 +345,7 @@ def test_an_interrupted_image_resumes_to_the_same_outputs(tmp_path, monkeypatch)
         if calls["n"] == 9:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
-    monkeypatch.setattr(big, "predict_window", dies_at_the_ninth)
+    monkeypatch.setattr(big.run, "predict_window", dies_at_the_ninth)
     with pytest.raises(KeyboardInterrupt):
         big.predict_big(model, img, out, sid="im", tile=64, overlap=56, progress=False)
     assert not (out / "done" / "im.json").exists()
@@ -356,7 +358,7 @@ def test_an_interrupted_image_resumes_to_the_same_outputs(tmp_path, monkeypatch)
     before = partial[y0:y1, x0:x1]
     partial[y0:y1, x0:x1] = np.where((before == 0) & (lab[y0:y1, x0:x1] > 0), 60000,
                                      before).astype(np.uint32)
-    monkeypatch.setattr(big, "predict_window", real)
+    monkeypatch.setattr(big.run, "predict_window", real)
     res = big.predict_big(model, img, out, sid="im", tile=64, overlap=56, progress=False)
     assert res.tiles_done_before == 8 and calls["n"] == 9
     assert np.array_equal(read_labels(out, "im"), read_labels(whole, "im"))
@@ -446,15 +448,16 @@ def test_the_network_tiled_equals_untiled_when_one_window_holds_the_image(smoke_
 # --------------------------------------------------------------------------- in a folder
 def test_predict_folder_tiles_the_images_over_the_size_and_keeps_the_others(tmp_path,
                                                                             monkeypatch):
-    from nucseg_utils import data, predict
     import imageio.v3 as iio
+
+    from nucseg_utils import data, predict
     folder = tmp_path / "images"
     folder.mkdir()
     small = image_of(random_nuclei((120, 140), 20, seed=1))
     large = image_of(random_nuclei((260, 300), 60, seed=2))
     iio.imwrite(folder / "small.png", small)
     tifffile.imwrite(folder / "large.tif", large, tile=(64, 64))
-    monkeypatch.setattr(predict, "TILE_ABOVE", 200 * 200)
+    monkeypatch.setattr(predict.folder, "TILE_ABOVE", 200 * 200)
     model = stand_in()
     out = tmp_path / "out"
     res = predict.predict_folder(model, data.open_images(folder), out, progress=False)

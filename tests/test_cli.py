@@ -14,7 +14,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from nucseg_utils import __version__, cli, outputs, rle
+from nucseg_utils import __version__, cli
+from nucseg_utils.data import outputs, rle
 
 
 def nucseg(capsys, *argv) -> tuple[int, str, str]:
@@ -307,7 +308,8 @@ def test_predict_records_the_pixel_size_in_the_tiff_and_the_measurements(capsys,
                                                                          fake_model):
     import pandas as pd
     import tifffile
-    from nucseg_utils import export
+
+    from nucseg_utils.exports import files as export
     images = tmp_path / "images"
     images.mkdir()
     img, areas = disc_image()
@@ -452,7 +454,7 @@ def test_evaluate_on_a_folder_that_is_not_dsb_exits_2(capsys, tmp_path):
 
 
 def test_evaluate_refuses_a_split_the_model_trained_on_exits_2(capsys, tmp_path, smoke_data):
-    from nucseg_utils import profiles, runs
+    from nucseg_utils.core import profiles, runs
     run = tmp_path / "run"  # a run that trained (and chose its checkpoint) on stage1_test
     runs.update_run_json(run, profile=profiles.get_profile(
         "smoke", train_splits=["stage1_train", "stage1_test"]))
@@ -541,7 +543,8 @@ def test_synthetic_refuses_to_write_over_a_users_folder(capsys, tmp_path):
 
 def test_quiet_holds_back_what_libraries_write_to_the_descriptor_unless_verbose(capfd):
     import os
-    from nucseg_utils import quiet
+
+    from nucseg_utils.core import quiet
     with quiet.tensorflow_logs():
         os.write(2, b"E0000 cuda_executor.cc failed call to cuInit: UNKNOWN ERROR (303)\n")
         print("Segmentation Models: using `tf.keras` framework.")
@@ -574,3 +577,12 @@ def test_predict_prints_no_tensorflow_line_and_one_closing_line(tmp_path, smoke_
     lines = run.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nucseg predict: 1 image(s)")
     assert str(out) in lines[0] and "summary.csv" in lines[0] and run.stderr == ""
+
+
+def test_info_prints_a_models_settings_and_where_each_came_from(capsys, smoke_run):
+    code = cli.main(["info", str(smoke_run / "model.npz")])
+    out = capsys.readouterr().out
+    assert code == 0 and "network: backbone resnet18" in out
+    assert "threshold 0.5 (recipe)" in out and "(calibrated)" not in out
+    assert cli.main(["info", str(smoke_run / "missing.npz")]) == 2
+    assert "no such model file" in capsys.readouterr().err

@@ -20,7 +20,9 @@ import jupytext
 import nbformat
 import pytest
 
-from nucseg_utils import colab, data, report, synthetic
+from nucseg_utils import colab, data, report
+from nucseg_utils.core import mirror
+from nucseg_utils.data import synthetic
 
 REPO = Path(__file__).resolve().parent.parent
 # the notebooks' paired scripts (colab/ also holds a plain script, check_colab_stack.py)
@@ -350,14 +352,14 @@ def _project_text_files():
 
 
 def test_the_repository_address_is_written_once():
-    """Allowed: the REPO_URL line of colab.py, and copies generated from it that the tests
+    """Allowed: the REPO_URL line of core/runs.py, and copies generated from it that the tests
     above check (set-up cells, Open-in-Colab badges of notebooks that exist). Anything else
     naming the repository fails here: make it use colab.REPO_URL instead."""
     badge = re.compile(re.escape(colab.badge_url("")) + r"([\w./-]+\.ipynb)")
     constant = f'REPO_URL = "{colab.REPO_URL}"'
     seen_constant, offenders = 0, []
     for path, text in _project_text_files():
-        if path == REPO / "nucseg_utils" / "colab.py":
+        if path == REPO / "nucseg_utils" / "core" / "runs.py":
             seen_constant += text.count(constant)
             text = text.replace(constant, "", 1)
         text = text.replace(colab.setup_cell(), "")
@@ -389,7 +391,7 @@ def test_check_gpu_stops_without_a_gpu_unless_cpu_is_allowed(capsys):
 
 def test_run_all_hands_log_output_to_papermill(tmp_path, monkeypatch, tiny_set):
     seen = []
-    monkeypatch.setattr(report, "_papermill_run",
+    monkeypatch.setattr(report.context, "_papermill_run",
                         lambda nb, out, params, cwd, log_output=False: seen.append(log_output))
     assert report.run_all("smoke", run_dir=tmp_path / "run", data_root=tiny_set,
                           figures_dir=tmp_path / "pub", notebooks=["01_eda.ipynb"],
@@ -457,24 +459,24 @@ def _a_run(local: Path):
 def test_sync_run_copies_the_run_to_drive_and_then_only_what_changed(tmp_path, monkeypatch):
     local, drive = tmp_path / "content" / "run", tmp_path / "MyDrive" / "run"
     _a_run(local)
-    assert colab.sync_run(local, drive) == ["history.csv", "notebooks/03_training.ipynb",
+    assert mirror.sync_run(local, drive) == ["history.csv", "notebooks/03_training.ipynb",
                                            "checkpoint.npz"]  # the checkpoint last
     assert _tree(drive) == {k: v for k, v in _tree(local).items() if not k.startswith(".")}
     copies = []
-    monkeypatch.setattr(colab, "_copy_atomic",
+    monkeypatch.setattr(mirror, "_copy_atomic",
                         lambda src, dst: copies.append(src.name) or shutil.copyfile(src, dst))
-    assert colab.sync_run(local, drive) == [] and copies == []  # nothing new: nothing copied
+    assert mirror.sync_run(local, drive) == [] and copies == []  # nothing new: nothing copied
     (local / "history.csv").write_text("epoch\n1\n2\n")
-    assert colab.sync_run(local, drive, ["history.csv", "checkpoint.npz", "gone.csv"]) == \
+    assert mirror.sync_run(local, drive, ["history.csv", "checkpoint.npz", "gone.csv"]) == \
         ["history.csv"]
     (drive / "checkpoint.npz").unlink()  # deleted on Drive: copied again
-    assert colab.sync_run(local, drive, ["checkpoint.npz"]) == ["checkpoint.npz"]
+    assert mirror.sync_run(local, drive, ["checkpoint.npz"]) == ["checkpoint.npz"]
 
 
 def test_a_copy_to_drive_cut_short_leaves_the_previous_file_and_no_part(tmp_path, monkeypatch):
     local, drive = tmp_path / "content" / "run", tmp_path / "MyDrive" / "run"
     _a_run(local)
-    colab.sync_run(local, drive)
+    mirror.sync_run(local, drive)
     (local / "checkpoint.npz").write_bytes(b"checkpoint of epoch 40, much longer ......")
 
     def dies_half_way(src, dst):
@@ -483,34 +485,34 @@ def test_a_copy_to_drive_cut_short_leaves_the_previous_file_and_no_part(tmp_path
 
     monkeypatch.setattr(shutil, "copyfile", dies_half_way)
     with pytest.raises(OSError):
-        colab.sync_run(local, drive, ["checkpoint.npz"])
+        mirror.sync_run(local, drive, ["checkpoint.npz"])
     assert (drive / "checkpoint.npz").read_bytes() == b"checkpoint of epoch 20"
     assert sorted(p.name for p in drive.iterdir()) == ["checkpoint.npz", "history.csv",
                                                        "notebooks"]
     monkeypatch.undo()
-    assert colab.sync_run(local, drive, ["checkpoint.npz"]) == ["checkpoint.npz"]  # retried
+    assert mirror.sync_run(local, drive, ["checkpoint.npz"]) == ["checkpoint.npz"]  # retried
     assert (drive / "checkpoint.npz").read_bytes().startswith(b"checkpoint of epoch 40")
 
 
 def test_restore_run_brings_the_run_back_to_a_new_session_before_it_resumes(tmp_path):
     local, drive = tmp_path / "content" / "run", tmp_path / "MyDrive" / "run"
-    assert colab.restore_run(drive, local) == []  # nothing on Drive yet: a first session
+    assert mirror.restore_run(drive, local) == []  # nothing on Drive yet: a first session
     _a_run(local)
-    colab.sync_run(local, drive)
+    mirror.sync_run(local, drive)
     on_drive = _tree(drive)
     # a new session: the runtime's disk is empty, Drive has the run
     shutil.rmtree(local)
-    assert colab.restore_run(drive, local) == sorted(on_drive)
+    assert mirror.restore_run(drive, local) == sorted(on_drive)
     assert {k: v for k, v in _tree(local).items() if not k.startswith(".")} == on_drive
-    assert colab.sync_run(local, drive) == []  # restored files are not copied back
+    assert mirror.sync_run(local, drive) == []  # restored files are not copied back
     # the same session again: the local run is newer than Drive's and is kept
     (local / "history.csv").write_text("epoch\n1\n2\n3\n")
     (local / "notebooks" / "03_training.ipynb").unlink()
-    assert colab.restore_run(drive, local) == ["notebooks/03_training.ipynb"]
+    assert mirror.restore_run(drive, local) == ["notebooks/03_training.ipynb"]
     assert (local / "history.csv").read_text() == "epoch\n1\n2\n3\n"
     # a local folder without a checkpoint takes Drive's whole (consistent) copy
     (local / "checkpoint.npz").unlink()
-    assert "history.csv" in colab.restore_run(drive, local)
+    assert "history.csv" in mirror.restore_run(drive, local)
     assert (local / "history.csv").read_text() == "epoch\n1\n"
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nucseg_utils import data, rle
-from nucseg_utils.data import DataError
+from nucseg_utils import data
+from nucseg_utils.data import DataError, rle
 
 
 def object_sets(labels: np.ndarray) -> set[frozenset]:

@@ -7,8 +7,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from nucseg_utils import distributed, predict
+from nucseg_utils import predict
 from nucseg_utils.model import NucleusModel
+from nucseg_utils.predict import distributed
 
 pytestmark = pytest.mark.slow
 
@@ -121,8 +122,8 @@ def test_an_interrupted_run_resumes_on_a_running_cluster(model, images, serial, 
     # each worker process loaded the model once, for both runs
     from distributed import Client
     with Client(cluster.scheduler_address) as client:
-        loads = client.run(lambda: len(__import__("nucseg_utils.distributed").distributed
-                                       ._MODELS))
+        loads = client.run(lambda: len(__import__("nucseg_utils.predict.distributed")
+                                       .predict.distributed._MODELS))
     assert set(loads.values()) <= {0, 1} and sum(loads.values()) >= 1
 
 

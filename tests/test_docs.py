@@ -97,7 +97,7 @@ def test_the_readme_s_python_snippet_runs_on_an_image_file(tmp_path, monkeypatch
     import numpy as np
     import tifffile
 
-    from nucseg_utils import synthetic
+    from nucseg_utils.data import synthetic
     block = re.search(r"```python\n(.*?)```", README.read_text(), flags=re.S).group(1)
     image, truth = synthetic.make_image(np.random.default_rng(5), (128, 160),
                                         look="fluorescence")

@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 from skimage.draw import disk, polygon
 from skimage.segmentation import find_boundaries
 
-from nucseg_utils import export
+from nucseg_utils.exports import files as export
 
 
 @pytest.fixture

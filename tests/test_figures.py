@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nucseg_utils import big, figures, metrics
+from nucseg_utils import big
+from nucseg_utils.evaluation import metrics
+from nucseg_utils.report import figures
 
 
 def _labels():
@@ -390,7 +392,8 @@ def _lever_table(longer_dsb=0.5620):
     """A lever table as `nucseg publish` writes it: the published 15-epoch recipe, a 40-epoch
     candidate of the same recipe (calibrated to another threshold), and candidates that
     differ in something else than the length of training."""
-    from nucseg_utils import calibration, profiles
+    from nucseg_utils.core import profiles
+    from nucseg_utils.evaluation import calibration
     cpu = profiles.get_profile("cpu")
 
     def row(lever, dsb, model, candidate=True):
@@ -410,7 +413,8 @@ def _lever_table(longer_dsb=0.5620):
 
 
 def test_training_lengths_keeps_the_rows_that_differ_only_in_epochs():
-    from nucseg_utils import profiles, training_steps
+    from nucseg_utils.core import profiles
+    from nucseg_utils.report import training_steps
     lengths = training_steps.training_lengths(_lever_table(), profiles.get_profile("cpu"))
     assert lengths["epochs"].tolist() == [15, 40]
     assert lengths["model"].tolist() == ["published", "longer"]
@@ -420,7 +424,8 @@ def test_training_lengths_keeps_the_rows_that_differ_only_in_epochs():
 
 
 def test_the_sentence_on_more_epochs_says_what_the_lever_table_measured():
-    from nucseg_utils import profiles, training_steps
+    from nucseg_utils.core import profiles
+    from nucseg_utils.report import training_steps
     falling = _history(val_loss=(0.9, 0.7, 0.6, 0.58, 0.55) + (0.54,) * 9 + (0.538,))
     cpu = profiles.get_profile("cpu")
     not_better = training_steps.history_markdown(

@@ -1,4 +1,4 @@
-"""Image types (nucseg_utils.image_types) on drawn images of known type and on the real stage-1
+"""Image types (nucseg_utils.evaluation.image_types) on drawn images of known type and on the real stage-1
 splits, the split by type (training.split_ids) and the per-type table (scoring.type_table)."""
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nucseg_utils import data, image_types, metrics, scoring, training
-from nucseg_utils.image_types import TYPES
+from nucseg_utils import data, training
+from nucseg_utils.evaluation import image_types, metrics, scoring
+from nucseg_utils.evaluation.image_types import TYPES
 
 
 # --------------------------------------------------------------------------- drawn images

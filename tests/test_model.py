@@ -2,7 +2,10 @@
 import numpy as np
 import pytest
 
-from nucseg_utils import data, engines, forward, model, postprocessing, profiles
+from nucseg_utils import data, model, postprocessing
+from nucseg_utils.core import profiles
+from nucseg_utils.inference import forward
+from nucseg_utils.model import engines
 
 pytestmark = pytest.mark.slow
 
@@ -25,8 +28,9 @@ def test_paper_profile_builds_the_resnet152_unet_and_runs_one_training_step():
 
 
 def test_imagenet_weights_that_cannot_be_downloaded_give_a_clear_message(monkeypatch):
-    import tensorflow as tf
     from urllib.error import URLError
+
+    import tensorflow as tf
 
     def no_network(*args, **kwargs):
         raise Exception("URL fetch failure on https://example/resnet18.h5: "
@@ -48,9 +52,9 @@ def test_saved_model_is_float16_and_reloads_to_the_same_predictions(tmp_path):
     again, config = _load(path)
     assert config["targets"] == prof["targets"] and config["input_mode"] == "crop"
     x = np.random.default_rng(0).random((1, 64, 96, 3)).astype(np.float32)
-    ref = forward.predict_probabilities(again, x[0], config)
+    ref = forward.forward_pass(again, x[0], config)
     assert ref.shape == (64, 96, 2)
-    assert np.allclose(ref, forward.predict_probabilities(net, x[0], config), atol=2e-2)
+    assert np.allclose(ref, forward.forward_pass(net, x[0], config), atol=2e-2)
 
 
 def test_the_decoder_width_is_kept_in_the_model_file_and_old_files_get_the_default(tmp_path):
@@ -78,7 +82,7 @@ def test_resize_mode_predicts_at_the_native_size(tmp_path):
     prof = profiles.get_profile("smoke", input_mode="resize", input_size=64)
     net = model.build_model(prof)
     img = np.random.default_rng(0).random((50, 130, 3)).astype(np.float32)
-    assert forward.predict_probabilities(net, img, model.model_config(prof)).shape == (50, 130, 2)
+    assert forward.forward_pass(net, img, model.model_config(prof)).shape == (50, 130, 2)
 
 
 def test_profile_overrides_apply_none_and_reject_unknown_keys():
@@ -89,7 +93,7 @@ def test_profile_overrides_apply_none_and_reject_unknown_keys():
 
 
 def test_the_openvino_engine_gives_tensorflows_probabilities_with_tta(tmp_path):
-    from nucseg_utils import tta
+    from nucseg_utils.inference import tta
     prof = profiles.get_profile("smoke")
     path = model.save_model(model.build_model(prof), tmp_path / "m.npz", prof)
     tf_net, config = _load(path, engine="tensorflow")
@@ -110,10 +114,10 @@ def test_the_bfloat16_engine_is_close_to_tensorflow_and_says_what_ran(tmp_path, 
     path = model.save_model(model.build_model(prof, seed=0), tmp_path / "m.npz", prof)
     tf_net, config = _load(path, engine="tensorflow")
     img = np.random.default_rng(1).random((64, 96, 3)).astype(np.float32)
-    ref = forward.predict_probabilities(tf_net, img, config)
+    ref = forward.forward_pass(tf_net, img, config)
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     net, _ = _load(path, engine="openvino-bf16")
-    got = forward.predict_probabilities(net, img, config)
+    got = forward.forward_pass(net, img, config)
     if "BF16" in caps:
         assert net.engine == "openvino-bf16"
         assert 1e-5 < np.abs(got - ref).max() < 0.05  # bfloat16: close, not the same
@@ -131,8 +135,8 @@ def test_the_bfloat16_engine_is_close_to_tensorflow_and_says_what_ran(tmp_path, 
     assert net.engine == "openvino"
     monkeypatch.undo()
     f32, _ = _load(path, engine="openvino")  # the float32 engine's own maps
-    np.testing.assert_allclose(forward.predict_probabilities(net, img, config),
-                               forward.predict_probabilities(f32, img, config), atol=1e-6)
+    np.testing.assert_allclose(forward.forward_pass(net, img, config),
+                               forward.forward_pass(f32, img, config), atol=1e-6)
 
 
 def test_engine_choice_env_variable_unknown_names_and_a_missing_openvino(tmp_path, monkeypatch):
@@ -182,15 +186,15 @@ def test_a_registered_engine_is_what_auto_picks_and_what_a_model_runs(tmp_path, 
     np.testing.assert_array_equal(m.forward(img[None]), np.full((1, 40, 50, 2), 0.25))
     # another setting shares the network and its engine (built once)
     other = m.with_settings(threshold=0.3)
-    assert other.keras is m.keras and len(calls) == 1 and other.settings.threshold == 0.3
-    assert m.settings.threshold == prof["threshold"]
+    assert other.keras is m.keras and len(calls) == 1 and other.settings.postprocessing.threshold == 0.3
+    assert m.settings.postprocessing.threshold == prof["threshold"]
 
 
 def test_predict_instances_is_postprocess_of_predict_probabilities_with_its_steps(tmp_path):
     prof = profiles.get_profile("smoke")
     path = model.save_model(model.build_model(prof, seed=0), tmp_path / "m.npz", prof)
     m = model.NucleusModel.load(path, engine="tensorflow")
-    assert m.settings.targets == tuple(prof["targets"]) and m.settings.postprocess == "touching"
+    assert m.settings.targets == tuple(prof["targets"]) and m.settings.postprocessing.method == "touching"
     rng = np.random.default_rng(3)
     image = (rng.random((48, 64)) * 255).astype(np.uint8)  # grey, 8 bit, as a file holds it
     prob = m.predict_probabilities(image, tta=False)
@@ -209,5 +213,6 @@ def test_predict_instances_is_postprocess_of_predict_probabilities_with_its_step
 def test_model_settings_read_a_config_with_defaults_for_what_it_lacks():
     s = model.ModelSettings.from_config({"backbone": "resnet18", "targets": ["mask"],
                                          "threshold": 0.6, "epoch": 15})
-    assert (s.targets, s.threshold, s.postprocess, s.dilation) == (("mask",), 0.6, "paper", 0)
+    pp = s.postprocessing
+    assert (s.targets, pp.threshold, pp.method, pp.dilation) == (("mask",), 0.6, "paper", 0)
     assert s.decoder_filters == model.DECODER_FILTERS and s.other == {"epoch": 15}

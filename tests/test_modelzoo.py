@@ -9,7 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from nucseg_utils import cli, modelzoo
+from nucseg_utils import cli
+from nucseg_utils.exports import modelzoo
 from nucseg_utils.model import ModelError
 
 EXPECTED_FILES = {"rdf.yaml", "README.md", "cover.png", "test_input.npy", "test_output.npy",
@@ -20,7 +21,7 @@ EXPECTED_FILES = {"rdf.yaml", "README.md", "cover.png", "test_input.npy", "test_
 def tiny_model(tmp_path_factory):
     """An untrained ResNet-18 U-Net of the smoke profile as a nucseg model file: the package
     is about the format, not about what the weights know."""
-    from nucseg_utils import profiles
+    from nucseg_utils.core import profiles
     from nucseg_utils.model import build_model, save_model
     prof = profiles.get_profile("smoke")
     path = tmp_path_factory.mktemp("tiny") / "smoke" / "model.npz"
@@ -94,8 +95,8 @@ def test_weights_reproduce_the_test_output_through_the_described_preprocessing(u
     import imageio.v3 as iio
     from bioimageio.spec import load_description
 
+    from nucseg_utils.inference.preprocessing import normalize
     from nucseg_utils.model import tf_setup
-    from nucseg_utils.preprocessing import normalize
     tf = tf_setup()
     descr = load_description(str(unpacked / "rdf.yaml"), perform_io_checks=False)
     x = np.load(unpacked / "test_input.npy")

@@ -9,10 +9,12 @@ import jupytext
 import nbformat
 import pytest
 
-from nucseg_utils import figures, report
+from nucseg_utils import report
+from nucseg_utils.report import figures
 
 REPO = Path(__file__).resolve().parent.parent
 PAIRED = sorted((REPO / "notebooks").glob("*.ipynb")) + sorted((REPO / "colab").glob("*.ipynb"))
+NOTEBOOK_NAMES = report.NOTEBOOKS
 
 
 def _cells(nb):
@@ -130,29 +132,36 @@ def test_report_stops_at_the_first_failing_notebook_and_keeps_old_figures(tmp_pa
 
 
 @pytest.mark.slow
-def test_report_run_produces_every_figure_and_table(tmp_path):
-    figs = tmp_path / "published"
-    back = tmp_path / "notebooks"
-    back.mkdir()
-    for name in report.NOTEBOOKS:  # the write-back starts from the committed sources
-        (back / name).write_bytes((REPO / "notebooks" / name).read_bytes())
-    code = report.run_all("smoke", run_dir=tmp_path / "run", synthetic=True, figures_dir=figs,
-                          notebooks_out=back)
-    assert code == 0
-    produced = {p.name for p in figs.iterdir()}
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
+def test_every_notebook_runs_to_its_end_and_shows_a_figure(notebook_runs, name):
+    """What nbval checked: the notebook executes start to finish in a kernel (here the one
+    execution of the session, :func:`conftest.notebook_runs`), and it shows its figures."""
+    assert notebook_runs.code[name] == 0, f"{name}: see {notebook_runs.executed(name)}"
+    nb = nbformat.read(notebook_runs.executed(name), as_version=4)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, errors
+    assert any(o.output_type in ("execute_result", "display_data") and "image/png" in o.data
+               for c in nb.cells for o in c.get("outputs", [])), f"{name}: no figure shown"
+
+
+@pytest.mark.slow
+def test_the_report_produces_every_figure_and_table(notebook_runs):
+    produced = {p.name for p in notebook_runs.published.iterdir()}
     expected = set(figures.NAMES.values()) | set(figures.TABLES.values())
     expected |= {n.replace(".csv", ".md") for n in figures.TABLES.values()}
     assert expected <= produced, f"missing: {sorted(expected - produced)}"
-    assert len(list((tmp_path / "run" / "notebooks").glob("*.ipynb"))) == len(report.NOTEBOOKS)
-    table2 = (figs / "table2_results.md").read_text()
+    table2 = (notebook_runs.published / "table2_results.md").read_text()
     assert "0.5187" in table2 and "0.6313" in table2 and "synthetic" in table2
-    for name in report.NOTEBOOKS:  # executed, cleaned, still paired with the committed .py
-        nb = nbformat.read(back / name, as_version=4)
-        check_committed_outputs(nb)
-        assert jupytext.writes(nb, fmt="py:percent") == \
-            (REPO / "notebooks" / name).with_suffix(".py").read_text()
-        assert any(o.output_type in ("execute_result", "display_data") and "image/png" in o.data
-                   for c in nb.cells for o in c.get("outputs", [])), f"{name}: no figure shown"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
+def test_an_executed_notebook_is_written_back_clean_and_still_paired(notebook_runs, name):
+    nb = nbformat.read(notebook_runs.written_back / name, as_version=4)
+    check_committed_outputs(nb)
+    assert jupytext.writes(nb, fmt="py:percent") == \
+        (REPO / "notebooks" / name).with_suffix(".py").read_text()
+    assert any(c.get("outputs") for c in nb.cells), f"{name}: written back without outputs"
 
 
 def _printed(nb) -> str:
@@ -160,9 +169,11 @@ def _printed(nb) -> str:
                    if o.get("output_type") == "stream")
 
 
-# What each notebook opened alone must show: the line that says it made what it lacked (or
-# nothing), and its own cells' check against the package.
-ALONE = {
+# What each notebook shows of its own cells' check against the package, and, for those opened
+# alone in the session's run (conftest.NOTEBOOKS_ALONE), the line that says it made what it
+# lacked. Notebooks 4, 7 and 8 run in the report's chain; the committed-model fallback they
+# take when opened alone is tested on report.Context (test_colab.py).
+CHECKS = {
     "04_tta.ipynb": (None, r"by hand vs the package's TTA: ([0-9.e+-]+)"),
     "05_postprocessing.ipynb": ("no probability maps of notebook 4",
                                 r"the same as the package's: (True)"),
@@ -173,23 +184,20 @@ ALONE = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(ALONE))
-def test_a_notebook_opened_alone_in_a_fresh_run_folder_runs(name, tmp_path, monkeypatch):
-    """As from its Colab badge: a fresh run folder that holds nothing of the notebooks
-    before it (the smoke profile on the synthetic set, with the committed model). Notebooks
-    5 and 6 then predict the few images they need themselves, say so in one line, and score
-    what they made; every notebook's own cells agree with the package."""
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_a_notebooks_own_cells_agree_with_the_package_and_alone_it_makes_what_it_lacks(
+        notebook_runs, name):
+    """Notebooks 5 and 6, opened alone in a fresh run folder (as from their Colab badge: the
+    committed model, nothing of the notebooks before them), predict the few images they need
+    themselves, say so in one line, and score what they made; every notebook's own cells agree
+    with the package."""
     import re
 
-    import papermill as pm
-    for var in report.OVERRIDES:  # conftest's nbval overrides must not reach the kernel
-        monkeypatch.delenv(var, raising=False)
-    run, out = tmp_path / "run", tmp_path / name
-    pm.execute_notebook(str(REPO / "notebooks" / name), str(out),
-                        parameters={"profile": "smoke", "synthetic": True, "run_dir": str(run)},
-                        cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
-    printed = _printed(nbformat.read(out, as_version=4))
-    said, check = ALONE[name]
+    from conftest import NOTEBOOKS_ALONE
+    run = notebook_runs.run[name]
+    printed = _printed(nbformat.read(notebook_runs.executed(name), as_version=4))
+    said, check = CHECKS[name]
+    assert (said is not None) == (name in NOTEBOOKS_ALONE)
     if said:
         assert printed.count(said) == 1, printed
         maps = list((run / "predictions").rglob("*.npz"))
@@ -242,13 +250,16 @@ def test_a_notebooks_context_shows_tables_whole(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_colab_notebook_runs_its_non_colab_path_in_smoke(tmp_path):
+    """The Colab runner outside Colab: the smoke profile on the synthetic set, its runner and
+    report call, here on notebook 1 only (every notebook runs in the session's report run)."""
     import papermill as pm
     out = tmp_path / "colab.ipynb"
     pm.execute_notebook(str(REPO / "colab" / "run_paper_profile.ipynb"), str(out),
-                        parameters={"run_dir": str(tmp_path / "run")},
+                        parameters={"run_dir": str(tmp_path / "run"),
+                                    "notebooks": ["01_eda.ipynb"]},
                         cwd=str(REPO / "colab"), progress_bar=False, kernel_name="python3")
-    assert (tmp_path / "run" / "model.npz").exists()
-    assert (tmp_path / "run" / "published" / "table2_results.csv").exists()
+    assert (tmp_path / "run" / "notebooks" / "01_eda.ipynb").exists()
+    assert (tmp_path / "run" / "published" / figures.NAMES["eda"]).exists()
 
 
 def test_only_the_cpu_profile_on_real_data_refreshes_figures(tmp_path, monkeypatch, real_data):
@@ -256,7 +267,7 @@ def test_only_the_cpu_profile_on_real_data_refreshes_figures(tmp_path, monkeypat
         Path(params["figures_dir"]).mkdir(parents=True, exist_ok=True)
         (Path(params["figures_dir"]) / "fig.png").write_bytes(b"x")
 
-    monkeypatch.setattr(report, "REPO", tmp_path)
+    monkeypatch.setattr(report.context, "REPO", tmp_path)
     assert report.run_all("smoke", run_dir=tmp_path / "run", data_root=real_data,
                           notebooks=["01_eda.ipynb"], runner=runner) == 0
     assert (tmp_path / "figures" / "smoke" / "fig.png").exists()
@@ -286,7 +297,7 @@ def test_the_committed_report_predicts_with_the_engine_of_the_committed_results(
         seen[params["profile"]] = os.environ.get("NUCSEG_ENGINE")
         shutil.copy(nb, out)  # "executed" as it is
 
-    monkeypatch.setattr(report, "REPO", tmp_path)
+    monkeypatch.setattr(report.context, "REPO", tmp_path)
     monkeypatch.delenv("NUCSEG_ENGINE", raising=False)
     for profile in ("cpu", "smoke"):
         report.run_all(profile, run_dir=tmp_path / profile, data_root=real_data,

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from nucseg_utils import metrics
+from nucseg_utils.evaluation import metrics
+from nucseg_utils.inference.preprocessing import centre_distance, touching_zone
 from nucseg_utils.postprocessing import mean_radius, paper_steps, postprocess
-from nucseg_utils.preprocessing import centre_distance, touching_zone
 
 
 def discs(shape, centres, radius):
@@ -138,6 +138,7 @@ def test_unknown_method_is_named():
 
 def test_dilation_grows_each_nucleus_by_a_pixel_and_never_merges_two():
     from skimage.draw import disk
+
     from nucseg_utils.postprocessing import dilate_labels
     lab = np.zeros((40, 60), np.uint16)
     lab[disk((20, 15), 8)] = 1
@@ -165,13 +166,13 @@ def test_postprocess_threshold_sets_the_size_of_the_nuclei():
 
 
 def test_touching_steps_return_every_step_and_end_in_the_watershed_labels(two_touching):
-    from nucseg_utils.postprocessing import touching_steps, watershed_touching
+    from nucseg_utils.postprocessing import postprocess, touching_steps
     prob = np.stack([soft(two_touching > 0), soft(touching_zone(two_touching) > 0)], axis=-1)
     steps = touching_steps(prob, 0.5, 10)
     assert {"nucleus", "touching", "foreground", "seed_map", "seeds", "watershed",
             "labels"} <= set(steps)
     assert int(steps["seeds"].max()) == 2  # one seed per disc once the contact is cut away
-    assert np.array_equal(steps["labels"], watershed_touching(prob, 0.5, 0.5, 10))
+    assert np.array_equal(steps["labels"], postprocess(prob, "touching", threshold=0.5, min_size=10))
     assert steps["labels"].max() == 2
 
 

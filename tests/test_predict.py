@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from nucseg_utils import data, outputs, predict
+from nucseg_utils import data, predict
+from nucseg_utils.data import outputs
 
 
 def tiff_bytes(arr, **kwargs) -> io.BytesIO:
@@ -100,7 +101,7 @@ def test_streamed_submission_equals_the_one_written_at_once(tmp_path, make_label
     labels["empty"] = np.zeros((5, 5), np.uint16)
     outputs.save_label_dir(labels, tmp_path / "labels")
     outputs.write_submission(labels, tmp_path / "at_once.csv")
-    predict.write_submission(tmp_path / "labels", list(labels), tmp_path / "streamed.csv")
+    predict.stream_submission(tmp_path / "labels", list(labels), tmp_path / "streamed.csv")
     assert (tmp_path / "streamed.csv").read_text() == (tmp_path / "at_once.csv").read_text()
 
 
@@ -116,10 +117,10 @@ def test_a_folder_predicted_in_bfloat16_is_not_resumed_in_float32_nor_the_revers
     base = {"model_fingerprint": "abc", "tta": True, "postprocess": "touching",
             "channel": None, "pixel_size_um": None}
     # a folder written before the key existed was float32: it resumes in float32
-    predict._record_settings(out, base, {}, overwrite=False)
-    predict._record_settings(out, {**base, "bfloat16": False}, {}, overwrite=False)
+    predict.record_settings(out, base, {}, overwrite=False)
+    predict.record_settings(out, {**base, "bfloat16": False}, {}, overwrite=False)
     with pytest.raises(FileExistsError, match=r"other settings \(bfloat16\)"):
-        predict._record_settings(out, {**base, "bfloat16": True}, {}, overwrite=False)
-    predict._record_settings(out, {**base, "bfloat16": True}, {}, overwrite=True)
+        predict.record_settings(out, {**base, "bfloat16": True}, {}, overwrite=False)
+    predict.record_settings(out, {**base, "bfloat16": True}, {}, overwrite=True)
     with pytest.raises(FileExistsError, match=r"other settings \(bfloat16\)"):
-        predict._record_settings(out, {**base, "bfloat16": False}, {}, overwrite=False)
+        predict.record_settings(out, {**base, "bfloat16": False}, {}, overwrite=False)

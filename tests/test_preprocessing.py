@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nucseg_utils import preprocessing as pp
+from nucseg_utils.inference import preprocessing as pp
 
 
 def test_percentile_normalisation_maps_range_to_unit_and_keeps_polarity():

@@ -19,13 +19,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nucseg_utils import (
-    augmentation, data, evaluation, forward, metrics, model, outputs, profiles, rle, runs,
-    scoring)
-from nucseg_utils import training
-from nucseg_utils.data import DataError
-from nucseg_utils.metrics import ScoreError
+from nucseg_utils import data, evaluation, model, training
+from nucseg_utils.core import profiles, runs
+from nucseg_utils.data import DataError, outputs
+from nucseg_utils.evaluation import metrics, scoring
+from nucseg_utils.evaluation.metrics import ScoreError
+from nucseg_utils.inference import forward
 from nucseg_utils.model import ModelError
+from nucseg_utils.training import augmentation
 
 
 # --------------------------------------------------------------------------- helpers
@@ -113,7 +114,7 @@ def test_tiff_stack_is_refused_instead_of_read_as_a_strange_image(tmp_path):
     path = tmp_path / "stack.tif"
     path.write_bytes(tiff_bytes(np.zeros((6, 40, 48), np.uint16)))
     with pytest.raises(DataError) as err:
-        data.read_image(path)
+        data.read_rgb(path)
     assert str(path) in str(err.value) and "stack of 6 images" in str(err.value)
 
 
@@ -134,7 +135,7 @@ def test_tiff_kinds_read_as_rgb_float_in_unit_range(tmp_path, kind):
     }[kind]
     path = tmp_path / "img.tif"
     path.write_bytes(tiff_bytes(raw))
-    img = data.read_image(path)
+    img = data.read_rgb(path)
     assert img.dtype == np.float32 and img.shape == expected.shape
     np.testing.assert_allclose(img, expected, atol=1e-5)
 
@@ -350,7 +351,7 @@ def test_large_image_is_predicted_in_tiles_no_larger_than_tile(shape, tile, over
     img = np.random.default_rng(4).random(shape + (3,), dtype=np.float32)
     net = PointwiseNet()
     config = {"input_mode": "crop"}
-    prob = forward.predict_probabilities(net, img, config, tile=tile, overlap=overlap)
+    prob = forward.forward_pass(net, img, config, tile=tile, overlap=overlap)
     assert prob.shape == shape + (2,)
     assert max(s[1] for s in net.shapes) <= tile and max(s[2] for s in net.shapes) <= tile
     if max(shape) > tile:
@@ -363,15 +364,15 @@ def test_large_image_is_predicted_in_tiles_no_larger_than_tile(shape, tile, over
 def test_smoke_model_predicts_a_2048_pixel_image_in_tiles_like_untiled(smoke_run, smoke_data):
     loaded = model.NucleusModel.load(smoke_run / "model.npz", engine="tensorflow")
     net, config = loaded.keras, loaded.config
-    from nucseg_utils.preprocessing import normalize
+    from nucseg_utils.inference.preprocessing import normalize
     split = data.open_split("stage1_train", root=smoke_data)
     strips = [normalize(split.image(s), "percentile")[:, :96] for s in split.ids]
     img = np.concatenate(strips * 3, axis=0)[:2048]  # 2048 x 96, real-looking content
     assert img.shape == (2048, 96, 3)
     counting = Counting(net)
-    tiled = forward.predict_probabilities(counting, img, config)  # default tile 1024
+    tiled = forward.forward_pass(counting, img, config)  # default tile 1024
     assert len(counting.shapes) == 3 and all(s[1] <= 1024 for s in counting.shapes)
-    whole = forward.predict_probabilities(net, img, config, tile=4096)  # one pass, the reference
+    whole = forward.forward_pass(net, img, config, tile=4096)  # one pass, the reference
     assert tiled.shape == whole.shape == (2048, 96, 2) and np.isfinite(tiled).all()
     # Tiles see less context at their edges; the blended result must still agree closely.
     assert np.abs(tiled - whole).mean() < 0.02
@@ -623,7 +624,8 @@ def test_data_fingerprint_changes_with_the_data(tmp_path):
 
 def test_atomic_files_get_the_usual_permissions(tmp_path):
     import os
-    from nucseg_utils import runs
+
+    from nucseg_utils.core import runs
     old = os.umask(0o022)
     try:
         path = runs.write_text(tmp_path / "t.txt", "x")

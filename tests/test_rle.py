@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nucseg_utils import rle
-from nucseg_utils.rle import RLEError
+from nucseg_utils.data import rle
+from nucseg_utils.data.rle import RLEError
 
 
 def ranks(labels: np.ndarray) -> np.ndarray:

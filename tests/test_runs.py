@@ -10,7 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from nucseg_utils import data, outputs, profiles, report, runs, training
+from nucseg_utils import data, report, training
+from nucseg_utils.core import profiles, runs
+from nucseg_utils.data import outputs
 from nucseg_utils.model import ModelError
 
 

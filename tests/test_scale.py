@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from nucseg_utils import augmentation, profiles, scale
+from nucseg_utils.core import profiles
+from nucseg_utils.inference import scale
+from nucseg_utils.training import augmentation
 
 
 def discs(shape, centres, radius):
@@ -30,7 +32,7 @@ def test_label_diameter_is_the_equivalent_diameter_of_discs(radius):
 
 def test_label_diameter_of_an_empty_image_is_zero():
     assert scale.label_diameter(np.zeros((10, 10), np.int32)) == 0.0
-    assert scale.estimate_diameter(np.zeros((10, 10), bool)) == 0.0
+    assert scale.mask_diameter(np.zeros((10, 10), bool)) == 0.0
 
 
 @pytest.mark.parametrize("radius", [5, 12, 30])
@@ -39,12 +41,12 @@ def test_foreground_estimate_grows_with_the_nuclei_and_ignores_touching(radius):
     # (plus up to a pixel: the distance transform counts to the centre of the nearest
     # background pixel)
     lab = grid_discs((240, 260), radius)
-    est = scale.estimate_diameter(lab > 0)
+    est = scale.mask_diameter(lab > 0)
     assert scale.EDT_TO_DIAMETER / 6 * 2 * radius <= est <= scale.EDT_TO_DIAMETER / 6 * (
         2 * radius + 2.5)
     # two touching discs merged in one foreground give about the same size, not double
     pair = discs((120, 160), [(60, 60), (60, 60 + 2 * radius)], radius) > 0
-    assert scale.estimate_diameter(pair) == pytest.approx(est, rel=0.2)
+    assert scale.mask_diameter(pair) == pytest.approx(est, rel=0.2)
 
 
 def test_edt_to_diameter_holds_on_real_nuclei(real_train):
@@ -94,7 +96,7 @@ def test_predict_scaled_finds_the_factor_and_returns_native_size(radius, tta):
     prob, steps = scale.predict_scaled(ThresholdModel(), img, config, tta=tta,
                                        return_steps=True)
     assert prob.shape == (150, 170, 2)
-    expected = scale.scale_factor(scale.estimate_diameter(lab > 0), 20)
+    expected = scale.scale_factor(scale.mask_diameter(lab > 0), 20)
     assert steps["factor"] == pytest.approx(expected, rel=0.3)
     # resized there and back, the probabilities still outline the same discs
     assert ((prob[..., 0] > 0.5) == (lab > 0)).mean() > 0.97
@@ -130,7 +132,7 @@ def test_test_time_scaling_averages_passes_around_the_factor():
 
 def test_predict_scaled_without_a_target_is_the_plain_prediction():
     img = np.random.default_rng(0).random((40, 50, 3)).astype(np.float32)
-    from nucseg_utils import tta
+    from nucseg_utils.inference import tta
     cfg = {"input_mode": "crop"}
     assert np.array_equal(scale.predict_scaled(ThresholdModel(), img, cfg, tta=False),
                           tta.predict(ThresholdModel(), img, cfg, tta=False))
@@ -174,5 +176,5 @@ def test_size_probe_is_trusted_only_for_nuclei_that_look_standard_at_its_scale(r
                                        return_steps=True)
     assert prob.shape == (300, 320, 2)
     assert (steps["passes"][0]["factor"] == 0.5) == trusted
-    expected = scale.scale_factor(scale.estimate_diameter(lab > 0), 20)
+    expected = scale.scale_factor(scale.mask_diameter(lab > 0), 20)
     assert steps["factor"] == pytest.approx(expected, rel=0.3)

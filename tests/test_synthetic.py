@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from nucseg_utils import data, synthetic
+from nucseg_utils import data
+from nucseg_utils.data import synthetic
 
 N_TRAIN, N_TEST, SEED = 6, 4, 3
 

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nucseg_utils import colab, model, profiles, runs, training
+from nucseg_utils import data, model, training
+from nucseg_utils.core import mirror, profiles, runs
+from nucseg_utils.evaluation import image_types
 from nucseg_utils.model import ModelError
 
 
@@ -44,7 +46,7 @@ def test_cpu_and_smoke_keep_their_training_the_new_keys_are_neutral(name):
 
 
 def test_the_release_profile_is_the_cpu_recipe_on_every_labelled_stage1_image():
-    from nucseg_utils import protocol
+    from nucseg_utils.evaluation import protocol
     cpu, release = profiles.get_profile("cpu"), profiles.get_profile("release")
     differ = {k for k in set(cpu) | set(release) if cpu.get(k) != release.get(k)}
     assert differ == {"name", "train_splits", "train_labels", "split_by", "balance_by",
@@ -173,7 +175,7 @@ def _tiny(optimizer: str):
         tf.keras.layers.Conv2D(1, 1, activation="sigmoid")])
     opt = (tf.keras.optimizers.SGD(learning_rate=0.5) if optimizer == "sgd"
            else tf.keras.optimizers.Adam(learning_rate=0.05))
-    net.compile(optimizer=opt, loss="mse", metrics=[model._mask_iou, model._mask_f1])
+    net.compile(optimizer=opt, loss="mse", metrics=[model.network.mask_iou, model.network.mask_f1])
     return net
 
 
@@ -251,7 +253,7 @@ def test_a_mixed_precision_model_trains_checkpoints_and_saves_a_plain_model(tmp_
 def spies(monkeypatch):
     """Record the epochs of the full checkpoints and the files each sync copied."""
     seen = {"checkpoints": [], "syncs": []}
-    save, sync = training.save_checkpoint, colab.sync_run
+    save, sync = training.save_checkpoint, mirror.sync_run
 
     def save_spy(net, path, epoch, best):
         seen["checkpoints"].append(epoch)
@@ -262,8 +264,8 @@ def spies(monkeypatch):
         seen["syncs"].append(copied)
         return copied
 
-    monkeypatch.setattr(training, "save_checkpoint", save_spy)
-    monkeypatch.setattr(colab, "sync_run", sync_spy)
+    monkeypatch.setattr(training.loop, "save_checkpoint", save_spy)
+    monkeypatch.setattr(mirror, "sync_run", sync_spy)
     return seen
 
 
@@ -276,17 +278,17 @@ def test_micro_batches_checkpoint_every_n_epochs_copy_to_drive_and_resume_from_i
     training.train(prof, local, root=smoke_data, progress=False, stop_after_epoch=1,
                    sync_to=drive)
     assert spies["checkpoints"] == [1]
-    assert spies["syncs"] == [list(colab.TRAINING_FILES)]
-    assert sorted(p.name for p in drive.iterdir()) == sorted(colab.TRAINING_FILES)
+    assert spies["syncs"] == [list(mirror.TRAINING_FILES)]
+    assert sorted(p.name for p in drive.iterdir()) == sorted(mirror.TRAINING_FILES)
     assert runs.read_json(local / "run.json")["accumulation_steps"] == 2
     out = capsys.readouterr().out  # stdout is not a terminal here: one line per epoch
     assert "epoch 1/3" in out and "2 micro-batch(es) of 1" in out
 
     # session 2: a new runtime, its disk empty; the variable the runner sets names Drive
     shutil.rmtree(local.parent)
-    restored = colab.restore_run(drive, local)
-    assert sorted(restored) == sorted(colab.TRAINING_FILES)
-    monkeypatch.setenv(colab.SYNC_ENV, str(drive))
+    restored = mirror.restore_run(drive, local)
+    assert sorted(restored) == sorted(mirror.TRAINING_FILES)
+    monkeypatch.setenv(mirror.SYNC_ENV, str(drive))
     hist = training.train(prof, local, root=smoke_data, resume=True, progress=False)
     assert "resumed from epoch 1" in (local / "train.log").read_text()
     assert hist["epoch"].tolist() == [1, 2, 3]
@@ -425,8 +427,8 @@ def test_fixed_labels_are_read_and_hold_out_the_original_images_less_the_removed
     fixed_prof = profiles.get_profile("smoke", train_labels="fixed", split_by=split_by)
     # the removed image, known as removed (as the six of the real set are), still takes part
     # in the draw: the same validation images, less the removed one
-    monkeypatch.setitem(training.data_mod.FIXED_REMOVED, "stage1_train", (removed,))
-    monkeypatch.setitem(training.image_types.FIXED_REMOVED_TYPES, removed,
+    monkeypatch.setitem(data.FIXED_REMOVED, "stage1_train", (removed,))
+    monkeypatch.setitem(image_types.FIXED_REMOVED_TYPES, removed,
                         table.set_index("id").loc[removed, "type"])
     fixed, fixed_table, fixed_samples = subsets(fixed_prof, root)
     assert removed not in fixed.index and set(fixed.index) == set(original.index) - {removed}
@@ -465,7 +467,7 @@ def test_the_removed_images_of_the_real_fixed_labels_take_part_in_the_draw(real_
     except data.DataError:
         pytest.skip("stage1_train_fixed.zip not found")
     original = data.open_split("stage1_train", real_data)
-    removed = training._removed_ids("stage1_train", real_data, fixed.ids)
+    removed = training.loop._removed_ids("stage1_train", real_data, fixed.ids)
     assert sorted(removed) == sorted(data.FIXED_REMOVED["stage1_train"])
     pool = fixed.ids + removed
     assert sorted(pool) == original.ids
@@ -526,7 +528,7 @@ def test_a_missing_fixed_zip_is_named_when_training_asks_for_it(tmp_path, smoke_
 @pytest.mark.slow
 def test_a_training_on_fixed_labels_split_by_type_records_both_and_is_scored_on_them(
         tmp_path, fixed_data):
-    from nucseg_utils import calibration, protocol
+    from nucseg_utils.evaluation import calibration, protocol
     from nucseg_utils.model import NucleusModel
     root, removed, changed = fixed_data
     prof = profiles.get_profile("smoke", train_labels="fixed", split_by="type",
@@ -568,11 +570,11 @@ def test_a_training_on_fixed_labels_split_by_type_records_both_and_is_scored_on_
 
 
 def test_balance_by_type_draws_every_image_type_equally_often(smoke_data, tmp_path):
-    from nucseg_utils import runs
+    from nucseg_utils.core import runs
 
     def shares(name, **overrides):
         layout = runs.RunLayout(tmp_path / name)
-        sampler = training._training_data(profiles.get_profile("smoke", **overrides), layout,
+        sampler = training.loop._training_data(profiles.get_profile("smoke", **overrides), layout,
                                           smoke_data, False)[0]
         table = pd.read_csv(layout.split)
         train = table[table["subset"] == "train"].assign(p=sampler.p)

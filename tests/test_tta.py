@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nucseg_utils import tta
+from nucseg_utils.inference import tta
 
 
 @pytest.mark.parametrize("k,flip", tta.variants())
@@ -61,6 +61,6 @@ def test_batched_variants_equal_one_pass_per_variant():
     img = np.random.default_rng(2).random((40, 70, 3)).astype(np.float32)
     cfg = {"input_mode": "crop"}
     model = IdentityModel()
-    one_by_one = sum(tta.inverse(tta.predict_probabilities(model, np.ascontiguousarray(
+    one_by_one = sum(tta.inverse(tta.forward_pass(model, np.ascontiguousarray(
         tta.forward(img, k, f)), cfg), k, f) for k, f in tta.variants()) / 8
     assert np.allclose(tta.predict(model, img, cfg, tta=True), one_by_one, atol=1e-6)

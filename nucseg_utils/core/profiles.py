@@ -1,0 +1,427 @@
+"""Run profiles: every parameter of a run, written once.
+
+In: a profile name (``paper``, ``cpu``, ``release``, ``smoke``) and optional overrides.
+Out: a plain dict that training, prediction, post-processing, the notebooks' parameters cells
+and the command line all read. ``describe(profile)`` gives the Table I rows.
+
+- ``paper``: the paper as published (U-Net, ResNet-152 encoder with ImageNet weights, whole
+  images resized to 256x256, Jaccard loss, Adam, batch 32, 100 epochs, stage1_train +
+  stage1_test split 70:30), for a Colab GPU. The paper names its augmentations but not their
+  ranges; the ranges here are this repository's. Its batch of 32 is the *effective* batch:
+  gradients are accumulated over micro-batches (``micro_batch``), in ``mixed_float16`` when a
+  GPU is present (``mixed_precision``), with a full checkpoint every ``checkpoint_every``
+  epochs (the memory and time estimate behind these: ``benchmarks/paper_profile_estimate.md``).
+- ``cpu``: the recipe sized to train in about an hour on 2 CPU cores, trained on stage1_train
+  only so that stage1_test stays an honest test set: a ResNet-18 encoder without pretrained
+  weights, a narrow decoder, random crops of images rescaled so that their nuclei are about
+  ``target_diameter`` px across (:mod:`nucseg_utils.inference.scale`), per-image percentile
+  normalisation, colour and intensity augmentation, a second output for the zone where
+  nuclei touch, BCE + Jaccard loss, cosine learning-rate decay. The post-processing is chosen
+  on the validation images by ``nucseg publish`` (:mod:`nucseg_utils.evaluation.calibration`).
+- ``release``: the ``cpu`` recipe for people's own images: it learns from every labelled
+  stage-1 image (the fixed stage1_train labels and stage1_test), draws every image type
+  equally often (``balance_by`` "type", power 1) and holds out validation images drawn by
+  type (``split_by`` "type"). It has no untouched test set, so its numbers are validation
+  numbers.
+- ``smoke``: seconds; for the tests and a first read of the notebooks. Its numbers mean nothing.
+
+What was measured on the way to these recipes (every lever tried, with its score and the
+command that reproduces it) is in ``models/cpu/NOTES.md``, ``models/cpu/ablation.md`` and
+``benchmarks/validation_study.md``, not here.
+
+``split_seed`` draws the train/validation split, ``seed`` everything else (initial weights,
+batches, augmentation), so that two trainings of one recipe with different seeds are judged
+on the same validation images; runs recorded before the key existed (None) drew their split
+with ``seed``, as :func:`split_seed` says.
+
+``train_labels`` chooses stage1_train's ground truth: ``original`` (Kaggle's masks) or
+``fixed`` (the community-fixed masks, ``stage1_train_fixed.zip``; :mod:`nucseg_utils.data`).
+``split_by`` chooses how the validation images are drawn: ``random`` (``val_fraction`` of all
+images) or ``type`` (stratified by image type, :mod:`nucseg_utils.evaluation.image_types`, so
+that every type has validation images to be scored on its own;
+:func:`nucseg_utils.training.split_ids`).
+
+``balance_modalities`` (a power) and ``balance_by`` (``modality`` or ``type``) set how often
+each training image is drawn: with weight ``count(group) ** -power``, the group being the
+image's modality (stained, brightfield, fluorescence) or its image type (with power 1 every
+type is drawn equally often). All four are ``nucseg train`` options (``--train-labels``,
+``--split-by``, ``--balance-modalities``, ``--balance-by``).
+
+Three keys only the paper profile sets, neutral elsewhere: ``micro_batch`` (None: the whole
+batch in one step, with ``train_on_batch``), ``mixed_precision`` (False) and
+``checkpoint_every`` (1: a full checkpoint after every epoch). :data:`ADDED_KEYS` holds these
+neutral values, segmentation_models' default ``decoder_filters``, ``train_labels``
+``original``, ``split_by`` ``random`` and ``balance_by`` ``modality``; they stand for the keys
+in runs recorded before they existed.
+"""
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+
+PAPER_AUGMENTATION = {
+    "rotation": 90.0,       # degrees, uniform in [-90, 90]
+    "shift": 0.1,           # fraction of width/height
+    "shear": 10.0,          # degrees
+    "zoom": 0.1,            # scale in [0.9, 1.1]
+    "hflip": True,
+    "vflip": True,
+    "dihedral": False,      # random rot90 on top
+    "colour": False,        # no intensity / colour augmentation in the paper
+}
+
+# ours (cpu, smoke): any rotation, shear, scale, flips, quarter turns, colour and intensity
+CROP_AUGMENTATION = {
+    "rotation": 180.0, "shift": 0.0, "shear": 8.0, "zoom": 0.35,
+    "hflip": True, "vflip": True, "dihedral": True, "colour": True,
+}
+
+PROFILES: dict[str, dict] = {
+    "paper": {
+        "backbone": "resnet152",
+        "decoder_filters": [256, 128, 64, 32, 16],  # segmentation_models' default decoder
+        "encoder_weights": "imagenet",
+        "input_mode": "resize",        # whole image resized to input_size x input_size
+        "input_size": 256,
+        "normalization": "unit",       # pixel values / 255
+        "targets": ["mask"],
+        "loss": "jaccard",
+        "learning_rate": 1e-3,         # Keras' Adam default
+        "lr_schedule": "constant",
+        "batch_size": 32,              # the effective batch: gradients of 4 micro-batches
+        "micro_batch": 8,              # ... of 8 are averaged, then applied once (fits a T4)
+        "mixed_precision": True,       # mixed_float16 when a GPU is present; ignored on a CPU
+        "checkpoint_every": 20,        # full checkpoint (0.8 GB) every 20 epochs and the last
+        "epochs": 100,
+        "steps_per_epoch": None,       # one pass over the training images
+        "train_splits": ["stage1_train", "stage1_test"],
+        "val_fraction": 0.3,
+        "balance_modalities": 0.0,
+        "balance_by": "modality",
+        "augmentation": PAPER_AUGMENTATION,
+        "val_crops_per_image": 1,
+        "tta": True,
+        "postprocess": "paper",
+        "min_distance_factor": 0.5,    # watershed marker spacing, in mean nucleus radii
+        "min_size": 10,
+        "threshold": 0.5,
+        "dilation": 0,
+        "target_diameter": None,       # images at native scale (resized whole, as the paper)
+        "scale_limits": [0.25, 2.0],
+        "size_probe": None,
+        "seed": 42,
+        "split_seed": 42,              # the train/validation split's own seed
+        "train_labels": "original",    # stage1_train's masks: "original" | "fixed"
+        "split_by": "random",          # validation images: "random" | "type" (stratified)
+    },
+    "cpu": {
+        "backbone": "resnet18",
+        "decoder_filters": [64, 32, 16, 16, 16],  # narrow: about 1.4x the steps per hour
+        "encoder_weights": None,
+        "input_mode": "crop",          # random crops at native scale
+        "input_size": 128,
+        "normalization": "percentile",
+        "targets": ["mask", "touching"],
+        "loss": "bce_jaccard",
+        "learning_rate": 1e-3,
+        "lr_schedule": "cosine",
+        "batch_size": 16,
+        "micro_batch": None,           # no gradient accumulation
+        "mixed_precision": False,
+        "checkpoint_every": 1,
+        "epochs": 15,
+        "steps_per_epoch": 100,
+        "train_splits": ["stage1_train"],
+        "val_fraction": 0.1,
+        "balance_modalities": 0.5,     # sample images with weight count(group) ** -0.5,
+        "balance_by": "modality",      # ... the group being the image's modality
+        "augmentation": CROP_AUGMENTATION,
+        "val_crops_per_image": 2,
+        "tta": True,
+        "postprocess": "touching",
+        "min_distance_factor": 0.5,
+        "min_size": 10,
+        "threshold": 0.5,              # chosen on validation by `nucseg publish`
+        "dilation": 0,                 # (px) chosen on validation by `nucseg publish`
+        "target_diameter": 20,         # every image rescaled so its nuclei are ~20 px across
+        "size_probe": 0.5,             # first size estimate at half scale (large nuclei)
+        "scale_limits": [0.25, 2.0],
+        "seed": 42,
+        "split_seed": 42,              # the train/validation split's own seed
+        "train_labels": "original",    # "fixed" measured the same (validation_study.md)
+        "split_by": "random",
+    },
+    "smoke": {
+        "backbone": "resnet18",
+        "decoder_filters": [256, 128, 64, 32, 16],
+        "encoder_weights": None,
+        "input_mode": "crop",
+        "input_size": 64,
+        "normalization": "percentile",
+        "targets": ["mask", "touching"],
+        "loss": "bce_jaccard",
+        "learning_rate": 1e-3,
+        "lr_schedule": "cosine",
+        "batch_size": 4,
+        "micro_batch": None,
+        "mixed_precision": False,
+        "checkpoint_every": 1,
+        "epochs": 2,
+        "steps_per_epoch": 3,
+        "train_splits": ["stage1_train"],
+        "val_fraction": 0.25,
+        "balance_modalities": 0.5,
+        "balance_by": "modality",
+        "augmentation": CROP_AUGMENTATION,
+        "val_crops_per_image": 1,
+        "tta": True,
+        "postprocess": "touching",
+        "min_distance_factor": 0.5,
+        "min_size": 10,
+        "threshold": 0.5,
+        "dilation": 0,
+        "target_diameter": 20,
+        "scale_limits": [0.25, 2.0],
+        "size_probe": None,
+        "seed": 42,
+        "split_seed": 42,              # the train/validation split's own seed
+        "train_labels": "original",
+        "split_by": "random",
+    },
+}
+
+# the cpu recipe on every labelled stage-1 image (see the module docstring)
+PROFILES["release"] = {**copy.deepcopy(PROFILES["cpu"]),
+                       "train_splits": ["stage1_train", "stage1_test"],
+                       "train_labels": "fixed",
+                       "split_by": "type",
+                       # every image type drawn equally often (validation_study.md, section 4)
+                       "balance_modalities": 1.0,
+                       "balance_by": "type"}
+
+# Keys added after the first runs, with the values that keep the behaviour of before: what
+# ``training.check_resume`` assumes for a run whose run.json does not record them.
+ADDED_KEYS = {"micro_batch": None, "mixed_precision": False, "checkpoint_every": 1,
+              "decoder_filters": [256, 128, 64, 32, 16], "split_seed": None,
+              "train_labels": "original", "split_by": "random", "balance_by": "modality"}
+
+TRAIN_LABELS = ("original", "fixed")  # stage1_train's masks (nucseg_utils.data.LABELS)
+SPLIT_BY = ("random", "type")          # how the validation images are drawn
+BALANCE_BY = ("modality", "type")      # the groups whose sizes set the sampling weights
+
+TTA_VARIANTS = 8  # rotations 0/90/180/270, each with and without a flip
+
+TARGETS = ("mask", "touching", "distance")  # the output channels a model can learn
+
+
+def target_list(text: str) -> list[str]:
+    """``--targets mask,touching,distance`` -> ["mask", "touching", "distance"]."""
+    return check_targets([t.strip() for t in str(text).split(",") if t.strip()])
+
+
+def check_targets(names: list[str]) -> list[str]:
+    """``names`` if the post-processing can read them (it reads the channels by position: a
+    prefix of :data:`TARGETS`); a ValueError naming the lists it can read otherwise."""
+    if not names or list(names) != list(TARGETS[:len(names)]):
+        raise ValueError(f"targets '{','.join(names)}': one of " + ", ".join(
+            ",".join(TARGETS[:n]) for n in range(1, len(TARGETS) + 1)))
+    return list(names)
+
+
+def filter_list(text: str) -> list[int]:
+    """``--decoder-filters 128,64,32,16,16`` -> [128, 64, 32, 16, 16]: five positive counts,
+    one per decoder block (deepest first); a ValueError otherwise."""
+    try:
+        counts = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        counts = []
+    if len(counts) != 5 or min(counts) < 1:
+        raise ValueError(f"decoder filters '{text}': five positive whole numbers, one per "
+                         f"decoder block, deepest first (e.g. 64,32,16,16,16)")
+    return counts
+
+
+def choice(key: str, allowed: tuple[str, ...]):
+    """A parser of one of ``allowed`` for the option of ``key``: a ValueError naming them."""
+    def parse(text: str) -> str:
+        value = str(text).strip().lower()
+        if value not in allowed:
+            raise ValueError(f"{key.replace('_', '-')} '{text}': one of {', '.join(allowed)}")
+        return value
+    parse.__name__ = key
+    return parse
+
+
+# the profile values `nucseg train` can override (--epochs, --steps-per-epoch, ...), and their
+# types; `--stain S` sets augmentation["stain"]
+TRAIN_OPTIONS = {"epochs": int, "steps_per_epoch": int, "batch_size": int, "input_size": int,
+                 "learning_rate": float, "seed": int, "backbone": str, "encoder_weights": str,
+                 "targets": target_list, "normalization": str, "split_seed": int,
+                 "decoder_filters": filter_list,
+                 "train_labels": choice("train_labels", TRAIN_LABELS),
+                 "split_by": choice("split_by", SPLIT_BY),
+                 "balance_by": choice("balance_by", BALANCE_BY),
+                 "balance_modalities": float}
+
+DESCRIPTIONS = {
+    "backbone": "encoder of the U-Net",
+    "decoder_filters": "decoder filters per block (deepest first)",
+    "encoder_weights": "encoder initialisation",
+    "input_mode": "how images reach the network",
+    "input_size": "network input (pixels)",
+    "normalization": "intensity normalisation",
+    "targets": "output channels",
+    "loss": "loss",
+    "learning_rate": "Adam learning rate",
+    "lr_schedule": "learning-rate schedule",
+    "batch_size": "batch size",
+    "epochs": "epochs",
+    "steps_per_epoch": "steps per epoch",
+    "train_splits": "training data",
+    "train_labels": "stage1_train labels",
+    "val_fraction": "validation fraction",
+    "split_by": "validation images drawn",
+    "balance_modalities": "training images drawn",
+    "augmentation": "augmentation",
+    "tta": "test-time augmentation",
+    "postprocess": "post-processing",
+    "target_diameter": "nucleus size the images are rescaled to (px)",
+    "size_probe": "scale of the first look at an image's nucleus size",
+    "threshold": "nucleus probability threshold",
+    "dilation": "final dilation of each nucleus (px)",
+    "seed": "seed",
+}
+
+
+def complete(profile: dict) -> dict:
+    """A profile, maybe as an older run recorded it, with every key: :data:`ADDED_KEYS`'
+    values for the keys it lacks, its split seed resolved (:func:`split_seed`). Two profiles
+    that train alike are equal once completed."""
+    full = {**ADDED_KEYS, **profile}
+    if "seed" in full:
+        full["split_seed"] = split_seed(full)
+    return full
+
+
+def split_seed(profile: dict) -> int:
+    """The seed of a profile's train/validation split: ``split_seed``, or ``seed`` for runs
+    recorded before ``split_seed`` existed."""
+    value = profile.get("split_seed")
+    return int(profile["seed"] if value is None else value)
+
+
+class ProfileError(KeyError):
+    pass
+
+
+class SettingsError(ValueError):
+    """Settings that cannot train or predict together (named in the message)."""
+
+
+def get_profile(name: str | dict = "cpu", **overrides) -> dict:
+    """A deep copy of a profile with ``overrides`` applied; unknown keys are an error."""
+    if isinstance(name, dict):
+        prof = copy.deepcopy(name)
+    else:
+        if name not in PROFILES:
+            raise ProfileError(f"unknown profile '{name}'; choose one of {', '.join(PROFILES)}")
+        prof = copy.deepcopy(PROFILES[name])
+        prof["name"] = name
+    for key, value in overrides.items():
+        if key not in prof and key != "name":
+            raise ProfileError(f"unknown profile parameter '{key}'; known: {', '.join(sorted(prof))}")
+        if key == "augmentation" and isinstance(value, dict):
+            prof[key] = {**prof[key], **value}
+        else:
+            prof[key] = value
+    return prof
+
+
+def train_command(profile: dict, out) -> str:
+    """The `nucseg train` command that trains ``profile`` (a run's recorded profile) from
+    today's profile of the same name: the options for the values that differ. A value no
+    option sets, which differs, is named after the command (the run then needs that
+    profile's code of the time)."""
+    if profile.get("name") not in PROFILES:
+        return f"nucseg train --out {out} (a profile of its own: see its run.json)"
+    base = complete(get_profile(profile["name"]))
+    prof = complete(profile)
+    words = ["nucseg", "train", "--profile", profile["name"], "--out", str(out)]
+    for key in TRAIN_OPTIONS:
+        if prof.get(key) != base.get(key):
+            value = "none" if prof.get(key) is None else prof.get(key)
+            words += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float)
+                      else ",".join(map(str, value)) if isinstance(value, list)
+                      else str(value)]
+    aug, base_aug = prof.get("augmentation") or {}, base.get("augmentation") or {}
+    if aug.get("stain", 0) != base_aug.get("stain", 0):
+        words += ["--stain", f"{aug.get('stain', 0):g}"]
+    other = sorted(k for k in set(prof) | set(base) if k not in TRAIN_OPTIONS
+                   and k not in ("name", "augmentation") and prof.get(k) != base.get(k))
+    other += sorted(f"augmentation.{k}" for k in set(aug) | set(base_aug)
+                    if k != "stain" and aug.get(k) != base_aug.get(k))
+    return " ".join(words) + (f" (with the profile's {', '.join(other)} of its time)"
+                              if other else "")
+
+
+def describe(profile: dict):
+    """Table I: the hyper-parameters of a profile as a two-column DataFrame."""
+    rows = []
+    for key, text in DESCRIPTIONS.items():
+        v = profile.get(key)
+        if key == "augmentation":
+            a = v
+            parts = [f"rotation ±{a['rotation']:g}°"]
+            if a["shift"]:
+                parts.append(f"shift {a['shift']:g}")
+            parts += [f"shear {a['shear']:g}°", f"zoom ±{a['zoom']:g}"]
+            if a["hflip"] or a["vflip"]:
+                parts.append("flips")
+            if a.get("dihedral"):
+                parts.append("rot90")
+            if a.get("colour"):
+                parts.append("colour/intensity")
+            if a.get("stain"):
+                parts.append(f"stain ±{a['stain']:g} (stained tissue)")
+            v = ", ".join(parts)
+        elif key == "batch_size" and accumulation_steps(profile) > 1:
+            v = (f"{v} (gradients of {accumulation_steps(profile)} micro-batches of "
+                 f"{profile['micro_batch']} averaged, applied once)")
+        elif key == "decoder_filters":
+            v = ", ".join(map(str, v))
+        elif key == "tta":
+            v = f"{TTA_VARIANTS} variants (rot90 x flip), averaged" if v else "off"
+        elif key in ("train_labels", "split_by"):
+            v = {"original": "original (Kaggle's masks)",
+                 "fixed": "fixed (community-fixed masks: 664 images, 109 corrected)",
+                 "random": "at random",
+                 "type": "stratified by image type (each type scored on its own)"}.get(
+                     v or ADDED_KEYS[key], v)
+        elif key == "balance_modalities":
+            group = {"modality": "modality", "type": "image type"}[
+                profile.get("balance_by") or ADDED_KEYS["balance_by"]]
+            v = ("uniformly" if not v else f"every {group} equally often" if v == 1 else
+                 f"with weight (images of its {group}) ^ -{v:g}")
+        elif isinstance(v, (list, tuple)):
+            v = " + ".join(map(str, v))
+        elif v is None:
+            v = {"encoder_weights": "none (random)",
+                 "target_diameter": "none (native scale)",
+                 "size_probe": "none (first look at native scale)",
+                 "steps_per_epoch": "one pass over the data"}.get(key, "none")
+        rows.append({"parameter": text, "value": str(v)})
+        if key == "batch_size" and profile.get("mixed_precision"):
+            rows.append({"parameter": "precision",
+                         "value": "mixed float16 on a GPU (float32 on a CPU)"})
+    return pd.DataFrame(rows)
+
+
+def accumulation_steps(profile: dict) -> int:
+    """How many micro-batches make one batch (1: no gradient accumulation)."""
+    micro, batch = profile.get("micro_batch"), int(profile["batch_size"])
+    if not micro or int(micro) >= batch:
+        return 1
+    if int(micro) < 1:
+        raise ProfileError(f"micro_batch must be a positive number of images, not {micro!r}")
+    return -(-batch // int(micro))

@@ -1,0 +1,337 @@
+"""The model: a ``segmentation_models`` U-Net with a ResNet (or other) encoder, and the one
+object that predicts with it.
+
+In: a profile (backbone, encoder weights, targets, loss) to build and train a network, or a
+saved model file.
+Out: :class:`NucleusModel`, what every command, notebook, the model package and the
+benchmarks predict with: ``NucleusModel.load(path)``, ``predict_probabilities(image)``,
+``predict_instances(image)`` (labels and the steps that made them), its ``settings`` as a
+dataclass (:class:`ModelSettings`) and the registered engine (:mod:`nucseg_utils.model.engines`)
+that runs its forward passes. For training: :func:`build_model`, :func:`compile_model`,
+:func:`save_model`.
+
+Saved models are one ``.npz`` file: the weights (float16 by default, half the size, with no
+measurable effect on the score) and the JSON config needed to rebuild the network, with the
+post-processing settings that ``nucseg publish`` calibrated on validation images. Training
+checkpoints (:mod:`nucseg_utils.training`) also keep the optimizer state; the model file does
+not.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nucseg_utils import postprocessing
+from nucseg_utils.core import runs
+from nucseg_utils.data.dsb import to_rgb_float
+from nucseg_utils.inference.preprocessing import normalize
+from nucseg_utils.inference.scale import predict_scaled
+from nucseg_utils.model import engines
+
+__all__ = [
+    "CPU_MODEL", "DECODER_FILTERS", "DEFAULT_MODEL", "MODEL_KEYS", "ModelError", "ModelSettings",
+    "NucleusModel", "RELEASE_MODEL", "REPO", "build_model", "compile_model", "loss_for", "mask_f1",
+    "mask_iou", "model_config", "read_config", "read_model_file", "save_model",
+    "segmentation_models", "tf_setup", "update_config"
+]
+
+REPO = runs.REPO
+# the committed models: ``cpu`` learnt from stage1_train alone, so stage1_test is its honest
+# test set (the report scores it); ``release`` learnt from every labelled stage-1 image, for
+# people's own images (``nucseg predict``, notebook 7 and ``nucseg export`` use it)
+CPU_MODEL = REPO / "models" / "cpu" / "model.npz"
+RELEASE_MODEL = REPO / "models" / "release" / "model.npz"
+DEFAULT_MODEL = RELEASE_MODEL  # what NucleusModel.load() loads
+
+# what a model file's config keeps of its profile: the network, its input, the inference and
+# every post-processing setting (:class:`nucseg_utils.postprocessing.PostprocessSettings`)
+MODEL_KEYS = ("backbone", "decoder_filters", "targets", "input_mode", "input_size",
+              "normalization", "target_diameter", "scale_limits", "size_probe", "tta",
+              *postprocessing.DEFAULTS)
+
+
+# segmentation_models' U-Net decoder: filters of its 5 blocks, deepest first. A model file
+# without ``decoder_filters`` in its config (all before it was a key) has this decoder.
+DECODER_FILTERS = (256, 128, 64, 32, 16)
+
+
+class ModelError(Exception):
+    """A model file that cannot be used; the message names the file."""
+
+
+def tf_setup(threads: int | None = None):
+    """Import TensorFlow quietly (after nucseg_utils set the Keras env vars)."""
+    import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(2)
+        except RuntimeError:
+            pass
+    return tf
+
+
+def segmentation_models():
+    """``segmentation_models``, imported without the line it prints on import (lazy: it
+    imports TensorFlow, seconds)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        import segmentation_models as sm
+    return sm
+
+
+def build_model(profile: dict, seed: int | None = None):
+    """Build the U-Net of a profile (uncompiled); ``seed`` fixes its random initial weights."""
+    tf = tf_setup()
+    if seed is not None:
+        tf.keras.utils.set_random_seed(int(seed))
+    sm = segmentation_models()
+    weights = profile.get("encoder_weights")
+    try:
+        return sm.Unet(profile["backbone"], encoder_weights=weights,
+                       classes=len(profile["targets"]), activation="sigmoid",
+                       input_shape=(None, None, 3),
+                       decoder_filters=tuple(profile.get("decoder_filters") or DECODER_FILTERS))
+    except Exception as err:  # noqa: BLE001
+        if weights and ("URL" in str(err) or "fetch" in str(err).lower() or
+                        "connect" in str(err).lower() or isinstance(err, OSError)):
+            raise ModelError(
+                f"could not download the {weights} weights of the {profile['backbone']} encoder "
+                f"({type(err).__name__}: {err}). This machine may have no internet access. "
+                f"Train with encoder_weights=None (`--encoder-weights none`), or on Colab, "
+                f"or put the weights file into ~/.keras/models/ by hand.") from None
+        raise
+
+
+def mask_iou(y_true, y_pred):
+    import tensorflow as tf
+    t = y_true[..., 0]
+    p = tf.cast(y_pred[..., 0] > 0.5, t.dtype)
+    inter = tf.reduce_sum(t * p)
+    union = tf.reduce_sum(t) + tf.reduce_sum(p) - inter
+    return (inter + 1e-6) / (union + 1e-6)
+
+
+def mask_f1(y_true, y_pred):
+    import tensorflow as tf
+    t = y_true[..., 0]
+    p = tf.cast(y_pred[..., 0] > 0.5, t.dtype)
+    inter = tf.reduce_sum(t * p)
+    return (2 * inter + 1e-6) / (tf.reduce_sum(t) + tf.reduce_sum(p) + 1e-6)
+
+
+mask_iou.__name__ = "iou"
+mask_f1.__name__ = "f1"
+
+
+def loss_for(name: str):
+    sm = segmentation_models()
+    if name == "jaccard":
+        return sm.losses.JaccardLoss()
+    if name == "bce_jaccard":
+        return sm.losses.BinaryCELoss() + sm.losses.JaccardLoss()
+    raise ValueError(f"unknown loss '{name}'")
+
+
+def compile_model(model, profile: dict):
+    tf = tf_setup()
+    opt = tf.keras.optimizers.Adam(learning_rate=profile["learning_rate"])
+    model.compile(optimizer=opt, loss=loss_for(profile["loss"]), metrics=[mask_iou, mask_f1])
+    return model
+
+
+def model_config(profile: dict) -> dict:
+    return {k: profile[k] for k in MODEL_KEYS if k in profile}
+
+
+def save_model(model, path, profile_or_config: dict, dtype=np.float16, **extra) -> Path:
+    """Write weights + config to one .npz, atomically."""
+    config = {**model_config(profile_or_config), **extra}
+    arrays = {f"w{i:03d}": w.astype(dtype) for i, w in enumerate(model.get_weights())}
+    path = Path(path)
+    with runs.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, config=np.array(json.dumps(config)), **arrays)
+    return path
+
+
+def read_model_file(path) -> tuple[dict, list[np.ndarray]]:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            config = json.loads(str(z["config"]))
+            weights = [z[k].astype(np.float32) for k in sorted(k for k in z.files if k[0] == "w")]
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"{path}: not a readable nucseg model file ({type(err).__name__}: "
+                         f"{err})") from None
+    missing = [k for k in ("backbone", "targets") if k not in config]
+    if missing:
+        raise ModelError(f"{path}: model config lacks {', '.join(missing)}; not a nucseg model "
+                         f"file")
+    return config, weights
+
+
+def update_config(path, **fields) -> dict:
+    """Rewrite a saved model's config with ``fields`` (weights untouched), atomically."""
+    config, _ = read_model_file(path)
+    config.update(fields)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "config"}
+    with runs.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, config=np.array(json.dumps(config)), **arrays)
+    return config
+
+
+def read_config(path) -> dict:
+    """The config saved with a model (what it predicts, how to pre- and post-process)."""
+    return read_model_file(path)[0]
+
+
+class NucleusModel:
+    """A trained nucleus segmenter: its network, its settings and the engine that runs it.
+
+    The one object the command line, the notebooks, the model package and the benchmarks use::
+
+        model = NucleusModel.load()                      # the committed cpu model
+        labels, details = model.predict_instances(image)
+
+    ``settings`` (a :class:`ModelSettings`) says how it pre- and post-processes, ``config`` is
+    the same as the plain dict saved in the model file (what the low-level functions of
+    :mod:`nucseg_utils.inference.scale`, :mod:`nucseg_utils.inference.tta` and :mod:`nucseg_utils.postprocessing`
+    read), ``engine`` the registered engine (:mod:`nucseg_utils.model.engines`) that runs its
+    forward passes, ``keras`` the network itself."""
+
+    def __init__(self, network, config: dict, engine: str | None = None, path=None,
+                 _forward=None):
+        self.keras = network
+        self.config = dict(config)
+        self.settings = ModelSettings.from_config(self.config)
+        self.path = Path(path) if path else None
+        if _forward is None:
+            _forward = engines.build(network, engine)
+        self._forward, self.engine = _forward
+
+    @classmethod
+    def load(cls, path=None, engine: str | None = None) -> "NucleusModel":
+        """Rebuild a saved model (default :data:`DEFAULT_MODEL`); ModelError names the file
+        when it cannot be used. ``engine``: None is ``$NUCSEG_ENGINE``, else ``auto``."""
+        path = Path(path or DEFAULT_MODEL)
+        config, weights = read_model_file(path)
+        network = _rebuild(path, config, weights)
+        return cls(network, config, engine, path)
+
+    def with_settings(self, **changes) -> "NucleusModel":
+        """The same network and engine with other settings (e.g. a calibrated threshold)."""
+        return NucleusModel(self.keras, {**self.config, **changes}, path=self.path,
+                            _forward=(self._forward, self.engine))
+
+    @property
+    def fingerprint(self) -> str | None:
+        return runs.file_fingerprint(self.path) if self.path else None
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """The engine's forward pass: normalised (N, H, W, 3) -> probabilities (N, H, W, C)."""
+        return self._forward(batch)
+
+    def predict_probabilities(self, image: np.ndarray, tta: bool | None = None) -> np.ndarray:
+        """Probabilities (H, W, n_targets) at native size for one image as read by
+        :func:`read_image` or :mod:`nucseg_utils.data` (grey or colour, any dtype): normalised
+        as the model was trained, rescaled to its nucleus size, predicted (with the 8-fold TTA
+        when ``tta``, default the model's setting), rounded to float16 precision (as stored, so
+        every path scores the same numbers). The one place every command and notebook
+        predicts an image."""
+        tta = self.settings.tta if tta is None else bool(tta)
+        img = normalize(to_rgb_float(image), self.config["normalization"])
+        prob = predict_scaled(self, img, self.config, tta=tta)
+        return prob.astype(np.float16).astype(np.float32)
+
+    def postprocess(self, prob: np.ndarray, method: str | None = None) -> np.ndarray:
+        """The label image of one probability map, post-processed as the settings say
+        (``method``, a name of :data:`nucseg_utils.postprocessing.METHODS`, overrides their
+        ``postprocess``)."""
+        return postprocessing.postprocess_as(prob, self.config, method)
+
+    def predict_instances(self, image: np.ndarray, tta: bool | None = None,
+                          method: str | None = None) -> tuple[np.ndarray, dict]:
+        """(labels, details) for one image: ``labels`` an (H, W) image, 0 the background and
+        1..N one nucleus each (the same as :meth:`postprocess` of
+        :meth:`predict_probabilities`); ``details`` the ``probabilities``, the post-processing
+        ``method``, its intermediate ``steps`` (foreground, seeds, watershed, ...) and the
+        ``settings`` it ran with."""
+        prob = self.predict_probabilities(image, tta)
+        pp = postprocessing.settings(self.config)
+        name = method or pp["postprocess"]
+        steps = postprocessing.get_method(name).steps_of(prob, pp)
+        labels = postprocessing.finish(steps["labels"], prob, pp)
+        return labels, {"probabilities": prob, "method": name, "steps": steps,
+                        "settings": {**pp, "postprocess": name}}
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return (f"NucleusModel({self.path or 'in memory'}: {s.backbone} U-Net, outputs "
+                f"{'+'.join(s.targets)}, post-processing {s.postprocessing.method}, "
+                f"engine {self.engine})")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What a model file's config says about pre- and post-processing (the defaults are those
+    of a file that lacks the key). ``postprocessing`` holds the post-processing's settings
+    (:class:`nucseg_utils.postprocessing.PostprocessSettings`, its defaults written there);
+    ``other`` the rest (epoch, val_loss, profile, ...)."""
+    backbone: str
+    targets: tuple
+    decoder_filters: tuple = DECODER_FILTERS
+    input_mode: str = "crop"
+    input_size: int = 128
+    normalization: str = "percentile"
+    target_diameter: float | None = None
+    scale_limits: tuple = (0.25, 2.0)
+    size_probe: float | None = None
+    tta: bool = True
+    train_splits: tuple = ()
+    postprocessing: postprocessing.PostprocessSettings = postprocessing.PostprocessSettings()
+    other: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ModelSettings":
+        names = {f.name for f in dataclasses.fields(cls)} - {"other", "postprocessing"}
+        pp = set(postprocessing.DEFAULTS)
+        known = {k: (tuple(v) if isinstance(v, list) else v)
+                 for k, v in config.items() if k in names and v is not None}
+        if config.get("target_diameter") is None:
+            known["target_diameter"] = None
+        return cls(**known, postprocessing=postprocessing.PostprocessSettings.from_config(config),
+                   other={k: v for k, v in config.items() if k not in names | pp})
+
+
+def _rebuild(path, config: dict, weights: list):
+    """The Keras network a model file describes, with its weights (ModelError naming the
+    file when they do not fit)."""
+    try:
+        network = build_model({**config, "encoder_weights": None})
+    except Exception as err:  # noqa: BLE001 - e.g. an unknown backbone name in the config
+        raise ModelError(f"{path}: cannot build the model its config describes "
+                         f"({type(err).__name__}: {err})") from None
+    expected = [w.shape for w in network.get_weights()]
+    got = [w.shape for w in weights]
+    if expected != got:
+        bad = next((i for i, (e, g) in enumerate(zip(expected, got)) if e != g),
+                   min(len(expected), len(got)))
+        where = (f"array {bad} has shape {got[bad]}, expected {expected[bad]}"
+                 if bad < min(len(expected), len(got)) else "")
+        raise ModelError(f"{path}: weights do not fit a {config.get('backbone')} U-Net with "
+                         f"{len(config.get('targets', []))} output(s) ({len(got)} arrays, "
+                         f"expected {len(expected)}{'; ' + where if where else ''}); the file "
+                         f"is corrupt or of another model")
+    network.set_weights(weights)
+    return network
