@@ -82,6 +82,26 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text}")
+    return value
+
+
 def _channel(text: str) -> int:
     try:
         value = int(text)
@@ -93,7 +113,8 @@ def _channel(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="nucseg", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="nucseg",
+                                 description=__doc__.split("\n\n")[0].replace("``", ""))
     ap.add_argument("--version", action="version", version=f"nucseg {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     for add in (_add_score, _add_train, _add_predict_and_evaluate, _add_report_and_publish,
@@ -139,7 +160,10 @@ def _add_predict_and_evaluate(sub):
             p.add_argument("--images", required=True, nargs="+", metavar="PATH",
                            help="a folder of images, a DSB split folder or zip, or image "
                                 "files")
-            p.add_argument("--out", required=True)
+            p.add_argument("--out", required=True, metavar="DIR",
+                           help="the folder the results go to (made if missing; an "
+                                "interrupted run in it resumes)")
+            _add_controls(p)
             p.add_argument("--formats", type=_formats,
                            help="comma-separated outputs per image, from labels-png (needed "
                                 "for submission.csv), tiff, rois, overlay, measurements "
@@ -187,6 +211,60 @@ def _add_predict_and_evaluate(sub):
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--verbose", action="store_true",
                        help="show TensorFlow's and OpenVINO's own log lines")
+
+
+def _model_default(key: str, model=DEFAULT_MODEL) -> str:
+    """A setting of the default model, for --help ("?" when its file cannot be read)."""
+    from nucseg_utils.model.network import read_config
+    from nucseg_utils.postprocessing import settings
+    try:
+        return f"{settings(read_config(model))[key]:g}"
+    except Exception:  # noqa: BLE001 - --help must work even without the model file
+        return "?"
+
+
+def _add_controls(p):
+    """What a user turns when an image comes out wrong (nucseg predict)."""
+    g = p.add_argument_group("controls (each overrides the model's setting; what it does to a "
+                             "failing image in CONTRIBUTING.md)")
+    g.add_argument("--diameter", type=_positive_float, metavar="PX",
+                   help="the nuclei's diameter in pixels: every image is rescaled so that "
+                        "they reach the size the model was trained on, without measuring "
+                        "them (default: measured on each image)")
+    g.add_argument("--threshold", type=_probability, metavar="P",
+                   help="nucleus probability above which a pixel is nucleus; lower it when "
+                        "faint nuclei are missed, raise it when background is taken "
+                        "(default: the model's, " + _model_default("threshold") + " for the "
+                        "release model; the paper's method uses Otsu's instead)")
+    g.add_argument("--min-size", type=_positive, metavar="PX",
+                   help="smallest nucleus kept, in pixels (default: the model's, "
+                        + _model_default("min_size") + ")")
+    g.add_argument("--min-area", type=_positive_float, metavar="UM2",
+                   help="smallest nucleus kept, in square micrometres (needs --pixel-size)")
+    g.add_argument("--exclude-on-edges", action="store_true",
+                   help="drop the nuclei that touch the image's border (cut by the field of "
+                        "view)")
+
+
+def _controls(a) -> dict:
+    """The model settings nucseg predict's controls set (none when none is given)."""
+    import math
+
+    from nucseg_utils.core.profiles import SettingsError
+    changes = {}
+    if a.diameter:
+        changes["diameter"] = a.diameter
+    if a.threshold is not None:
+        changes["threshold"] = a.threshold
+    if a.min_area is not None:
+        if not a.pixel_size:
+            raise SettingsError("--min-area needs --pixel-size (micrometres per pixel)")
+        changes["min_size"] = max(1, math.ceil(a.min_area / a.pixel_size ** 2))
+    if a.min_size is not None:
+        changes["min_size"] = a.min_size
+    if a.exclude_on_edges:
+        changes["exclude_border"] = True
+    return changes
 
 
 def _add_report_and_publish(sub):
@@ -322,8 +400,11 @@ def cmd_predict(a) -> int:
         log(f"none of the {len(source.ids)} image(s) can be segmented; nothing written")
         return 1
     _check_postprocess(a.model, a.postprocess)
+    changes = _controls(a)
     with quiet.tensorflow_logs(a.verbose):
         model = NucleusModel.load(a.model, engine=a.engine)
+    if changes:
+        model = model.with_settings(**changes)
     options = predict.PredictOptions(formats=a.formats or predict.FORMATS, tta=a.tta,
                                      method=a.postprocess, channel=a.channel,
                                      pixel_size=a.pixel_size, overwrite=a.overwrite,

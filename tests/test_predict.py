@@ -124,3 +124,93 @@ def test_a_folder_predicted_in_bfloat16_is_not_resumed_in_float32_nor_the_revers
     predict.record_settings(out, {**base, "bfloat16": True}, {}, overwrite=True)
     with pytest.raises(FileExistsError, match=r"other settings \(bfloat16\)"):
         predict.record_settings(out, {**base, "bfloat16": False}, {}, overwrite=False)
+
+
+# --------------------------------------------------------------------------- the controls
+@pytest.fixture(scope="module")
+def release():
+    """The committed release model (what nucseg predict uses by default)."""
+    from nucseg_utils.model import NucleusModel
+    return NucleusModel.load("release")
+
+
+@pytest.fixture(scope="module")
+def crowded():
+    """A synthetic field of many nuclei, some cut by its border."""
+    from nucseg_utils.data import synthetic
+    image, labels = synthetic.make_image(np.random.default_rng(3), (160, 192), n_nuclei=40)
+    return image, labels
+
+
+@pytest.mark.slow
+def test_each_control_changes_the_labels_the_way_its_help_says(release, crowded):
+    image, _ = crowded
+    prob = release.predict_probabilities(image)
+    base = release.postprocess(prob)
+    assert base.max() > 5
+    # a higher threshold takes fewer pixels as nucleus; a lower one more
+    high = release.with_settings(threshold=0.9).postprocess(prob)
+    low = release.with_settings(threshold=0.3).postprocess(prob)
+    assert (high > 0).sum() < (base > 0).sum() < (low > 0).sum()
+    # no nucleus smaller than min_size survives, and the larger ones do
+    areas = np.bincount(base.ravel())[1:]
+    cut = int(np.median(areas))
+    kept = release.with_settings(min_size=cut).postprocess(prob)
+    assert np.bincount(kept.ravel())[1:].min() >= cut
+    assert kept.max() == (areas >= cut).sum()
+    # no nucleus touches the border, and every one that did not is still there
+    inside = release.with_settings(exclude_border=True).postprocess(prob)
+    rim = np.concatenate([inside[0], inside[-1], inside[:, 0], inside[:, -1]])
+    assert rim.max() == 0
+    on_rim = np.unique(np.concatenate([base[0], base[-1], base[:, 0], base[:, -1]]))
+    assert inside.max() == base.max() - (on_rim > 0).sum()
+
+
+@pytest.mark.slow
+def test_a_given_diameter_sets_the_scale_without_measuring(release, crowded):
+    from nucseg_utils.inference import scale
+    from nucseg_utils.inference.preprocessing import normalize
+    image = normalize(data.to_rgb_float(crowded[0]), release.config["normalization"])
+    _, measured = scale.predict_scaled(release, image, release.config, tta=False,
+                                       return_steps=True)
+    _, given = scale.predict_scaled(release, image, {**release.config, "diameter": 40.0},
+                                    tta=False, return_steps=True)
+    assert measured["passes"] and not given["passes"]  # no size probe
+    assert given["factor"] == pytest.approx(release.config["target_diameter"] / 40.0)
+    model = release.with_settings(diameter=40.0)
+    np.testing.assert_array_equal(
+        model.predict_probabilities(crowded[0], tta=False),
+        scale.predict_at(release, image, release.config, given["factor"], False)
+        .astype(np.float16).astype(np.float32))
+
+
+def test_an_unknown_setting_is_refused_by_name(release):
+    with pytest.raises(ValueError, match="thresold"):
+        release.with_settings(thresold=0.4)
+
+
+@pytest.mark.slow
+def test_the_command_lines_controls_are_recorded_and_a_rerun_with_others_is_refused(
+        tmp_path, crowded, capsys):
+    from nucseg_utils import cli
+    from nucseg_utils.core import runs
+    images = tmp_path / "images"
+    images.mkdir()
+    iio.imwrite(images / "field.png", crowded[0])
+    out = tmp_path / "out"
+    args = ["predict", "--images", str(images), "--out", str(out), "--quiet",
+            "--formats", "labels-png", "--threshold", "0.7", "--min-area", "4",
+            "--pixel-size", "0.5", "--exclude-on-edges", "--diameter", "30"]
+    assert cli.main(args) == 0
+    record = runs.read_json(out / "predict.json")
+    controls = {"threshold": 0.7, "min_size": 16, "exclude_border": True, "diameter": 30.0}
+    assert record["settings"]["controls"] == controls
+    assert record["postprocessing"]["threshold"] == 0.7 and record["diameter"] == 30.0
+    labels = outputs.read_labels_png(out / "labels" / "field.png")
+    assert np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]).max() == 0
+    assert np.bincount(labels.ravel())[1:].min() >= 16
+    assert cli.main(args[:-2] + ["--diameter", "20"]) == 2
+    assert "other settings (controls)" in capsys.readouterr().err
+    assert cli.main(["predict", "--images", str(images), "--out", str(tmp_path / "o2"),
+                     "--min-area", "4"]) == 2
+    assert "--min-area needs --pixel-size" in capsys.readouterr().err

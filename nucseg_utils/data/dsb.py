@@ -41,8 +41,8 @@ import pandas as pd
 import tifffile
 from tqdm.auto import tqdm
 
-from nucseg_utils.data import rle
 from nucseg_utils.core import runs
+from nucseg_utils.data import rle
 
 __all__ = [
     "DataError", "FIXED", "FIXED_REMOVED", "FIXED_SOURCE", "FolderImages", "HOW_TO_GET",

@@ -112,6 +112,9 @@ def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
     (test-time scaling; measured in ``benchmarks/tta_scales.md``: it did not pay for the
     committed model).
 
+    A ``diameter`` in ``config`` (the nuclei's size in native pixels, given by the user) sets
+    the factor without any size pass.
+
     ``return_steps`` also returns a dict of the passes (diameters, factors, first-pass map).
     """
     target = config.get("target_diameter")
@@ -161,6 +164,8 @@ def _size_passes(model, image: np.ndarray, config: dict, tta: bool):
     map when it stands as the prediction without TTA, else None)."""
     target = config["target_diameter"]
     limits = tuple(config.get("scale_limits", DEFAULT_LIMITS))
+    if config.get("diameter"):  # the nuclei's size given (nucseg predict --diameter): no pass
+        return scale_factor(float(config["diameter"]), target, limits), [], None, None
     passes, factor, first, p = [], 1.0, None, None
     probe = config.get("size_probe")
     if probe:  # large nuclei: a coarse look first (see :func:`probe_diameter`)

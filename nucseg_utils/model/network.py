@@ -35,18 +35,35 @@ from nucseg_utils.inference.scale import predict_scaled
 from nucseg_utils.model import engines
 
 __all__ = [
-    "CPU_MODEL", "DECODER_FILTERS", "DEFAULT_MODEL", "MODEL_KEYS", "ModelError", "ModelSettings",
-    "NucleusModel", "RELEASE_MODEL", "REPO", "build_model", "compile_model", "loss_for", "mask_f1",
-    "mask_iou", "model_config", "read_config", "read_model_file", "save_model",
-    "segmentation_models", "tf_setup", "update_config"
+    "COMMITTED", "CPU_MODEL", "DECODER_FILTERS", "DEFAULT_MODEL", "MODEL_KEYS", "ModelError",
+    "ModelSettings", "NucleusModel", "RELEASE_MODEL", "REPO", "USER_KEYS", "build_model",
+    "committed_model", "compile_model", "loss_for", "mask_f1", "mask_iou", "model_config",
+    "read_config", "read_model_file", "save_model", "segmentation_models", "tf_setup",
+    "update_config"
 ]
 
 REPO = runs.REPO
 # the committed models: ``cpu`` learnt from stage1_train alone, so stage1_test is its honest
 # test set (the report scores it); ``release`` learnt from every labelled stage-1 image, for
 # people's own images (``nucseg predict``, notebook 7 and ``nucseg export`` use it)
-CPU_MODEL = REPO / "models" / "cpu" / "model.npz"
-RELEASE_MODEL = REPO / "models" / "release" / "model.npz"
+COMMITTED = ("cpu", "release")  # the committed models, by name
+
+
+def committed_model(name: str) -> Path:
+    """The file of the committed model ``name`` (:data:`COMMITTED`): in a checkout,
+    ``models/<name>/model.npz``; in an installed nucseg (``pip install``), the copy its wheel
+    carries as package data (``nucseg_utils/models/<name>/model.npz``), so that an install
+    predicts offline."""
+    if name not in COMMITTED:
+        raise ModelError(f"no committed model '{name}'; choose one of {', '.join(COMMITTED)}")
+    checkout = REPO / "models" / name / "model.npz"
+    if (REPO / "pyproject.toml").is_file() and checkout.is_file():
+        return checkout
+    return Path(__file__).resolve().parents[1] / "models" / name / "model.npz"
+
+
+CPU_MODEL = committed_model("cpu")
+RELEASE_MODEL = committed_model("release")
 DEFAULT_MODEL = RELEASE_MODEL  # what NucleusModel.load() loads
 
 # what a model file's config keeps of its profile: the network, its input, the inference and
@@ -54,6 +71,10 @@ DEFAULT_MODEL = RELEASE_MODEL  # what NucleusModel.load() loads
 MODEL_KEYS = ("backbone", "decoder_filters", "targets", "input_mode", "input_size",
               "normalization", "target_diameter", "scale_limits", "size_probe", "tta",
               *postprocessing.DEFAULTS)
+# settings a user may give a loaded model (NucleusModel.with_settings, nucseg predict's
+# controls) besides MODEL_KEYS: the nuclei's diameter in native pixels, which skips the size
+# probe (nucseg_utils.inference.scale)
+USER_KEYS = ("diameter",)
 
 
 # segmentation_models' U-Net decoder: filters of its 5 blocks, deepest first. A model file
@@ -211,9 +232,10 @@ class NucleusModel:
     forward passes, ``keras`` the network itself."""
 
     def __init__(self, network, config: dict, engine: str | None = None, path=None,
-                 _forward=None):
+                 _forward=None, overrides: dict | None = None):
         self.keras = network
         self.config = dict(config)
+        self.overrides = dict(overrides or {})  # what with_settings changed of the file's
         self.settings = ModelSettings.from_config(self.config)
         self.path = Path(path) if path else None
         if _forward is None:
@@ -222,17 +244,29 @@ class NucleusModel:
 
     @classmethod
     def load(cls, path=None, engine: str | None = None) -> "NucleusModel":
-        """Rebuild a saved model (default :data:`DEFAULT_MODEL`); ModelError names the file
-        when it cannot be used. ``engine``: None is ``$NUCSEG_ENGINE``, else ``auto``."""
+        """Rebuild a saved model: a model file, or the name of a committed one (``release``,
+        ``cpu``: :func:`committed_model`; default :data:`DEFAULT_MODEL`); ModelError names the
+        file when it cannot be used. ``engine``: None is ``$NUCSEG_ENGINE``, else ``auto``."""
+        if path in COMMITTED and not Path(path).is_file():
+            path = committed_model(path)
         path = Path(path or DEFAULT_MODEL)
         config, weights = read_model_file(path)
         network = _rebuild(path, config, weights)
         return cls(network, config, engine, path)
 
     def with_settings(self, **changes) -> "NucleusModel":
-        """The same network and engine with other settings (e.g. a calibrated threshold)."""
+        """The same network and engine with other settings: a calibrated threshold, or what a
+        user turns on a failing image (``threshold``, ``min_size``, ``exclude_border`` of
+        :class:`nucseg_utils.postprocessing.PostprocessSettings`; ``diameter``, the nuclei's
+        size in native pixels, instead of the size probe). A ValueError names a setting no
+        model has."""
+        unknown = sorted(set(changes) - set(MODEL_KEYS) - set(USER_KEYS) - set(self.config))
+        if unknown:
+            raise ValueError(f"unknown model setting(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted({*MODEL_KEYS, *USER_KEYS}))}")
         return NucleusModel(self.keras, {**self.config, **changes}, path=self.path,
-                            _forward=(self._forward, self.engine))
+                            _forward=(self._forward, self.engine),
+                            overrides={**self.overrides, **changes})
 
     @property
     def fingerprint(self) -> str | None:

@@ -44,10 +44,11 @@ from skimage.segmentation import expand_labels, watershed
 __all__ = [
     "DEFAULTS", "DILATIONS", "DISTANCE_SEEDS", "MARKER_SPACINGS", "METHODS", "Method", "PAPER",
     "PostprocessSettings", "THRESHOLDS", "calibrated_settings", "cc_steps", "config_key",
-    "dilate_labels", "distance_steps", "filter_objects", "finish", "get_method", "mean_radius",
-    "methods_for", "nucleus_channel", "otsu_foreground", "paper_steps", "postprocess",
-    "postprocess_all", "postprocess_as", "register", "remove_small", "seed_min_size",
-    "setting_label", "setting_words", "settings", "touching_steps", "typical_area"
+    "dilate_labels", "distance_steps", "drop_border", "filter_objects", "finish", "get_method",
+    "mean_radius", "methods_for", "nucleus_channel", "otsu_foreground", "paper_steps",
+    "postprocess", "postprocess_all", "postprocess_as", "register", "remove_small",
+    "seed_min_size", "setting_label", "setting_words", "settings", "touching_steps",
+    "typical_area"
 ]
 
 
@@ -244,11 +245,27 @@ def nucleus_channel(prob: np.ndarray) -> np.ndarray:
 def finish(labels: np.ndarray, prob: np.ndarray, settings: dict) -> np.ndarray:
     """What follows every method: :func:`filter_objects` with the settings'
     ``min_size_factor`` and ``min_mean_prob`` (0 when absent), then :func:`dilate_labels` by
-    their ``dilation``."""
+    their ``dilation``, then, with ``exclude_border``, :func:`drop_border`."""
     labels = filter_objects(labels, nucleus_channel(prob),
                             float(settings.get("min_size_factor") or 0),
                             float(settings.get("min_mean_prob") or 0))
-    return dilate_labels(labels, int(settings.get("dilation") or 0))
+    labels = dilate_labels(labels, int(settings.get("dilation") or 0))
+    return drop_border(labels) if settings.get("exclude_border") else labels
+
+
+def drop_border(labels: np.ndarray) -> np.ndarray:
+    """``labels`` without the nuclei that touch the image's border (a nucleus cut by the
+    field of view), the others numbered 1..N in their order."""
+    lab = np.asarray(labels)
+    if lab.size == 0 or lab.max() == 0:
+        return labels
+    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    keep = np.ones(int(lab.max()) + 1, bool)
+    keep[edge] = False
+    keep[0] = False
+    lut = np.zeros(keep.size, np.int64)
+    lut[keep] = np.arange(1, keep.sum() + 1)
+    return lut[lab].astype(_label_dtype(int(keep.sum())))
 
 
 def dilate_labels(labels: np.ndarray, pixels: int) -> np.ndarray:
@@ -278,6 +295,7 @@ class PostprocessSettings:
     dilation: int = field(default=0, metadata={"label": "dilation (px)"})
     min_size_factor: float = field(default=0.0, metadata={"label": "min size (x typical area)"})
     min_mean_prob: float = field(default=0.0, metadata={"label": "min mean probability"})
+    exclude_border: bool = False            # nuclei touching the image's border dropped
 
     @classmethod
     def from_config(cls, config: dict, **changes) -> "PostprocessSettings":
@@ -401,6 +419,8 @@ def _grown(pp: dict) -> str:
         words += f"; objects of mean nucleus probability under {pp['min_mean_prob']:g} dropped"
     if pp["dilation"]:
         words += f"; every nucleus grown by {pp['dilation']} px"
+    if pp.get("exclude_border"):
+        words += "; nuclei touching the image's border dropped"
     return words
 
 

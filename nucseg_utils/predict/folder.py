@@ -44,7 +44,7 @@ import pandas as pd
 import tifffile
 from tqdm.auto import tqdm
 
-from nucseg_utils import big
+from nucseg_utils import big, postprocessing
 from nucseg_utils.core import runs
 from nucseg_utils.data import outputs
 from nucseg_utils.data.dsb import DataError, to_rgb_float
@@ -64,7 +64,7 @@ __all__ = [
 
 FORMATS = ("labels-png", "tiff", "rois", "overlay", "measurements")
 # settings newer than some output folders, with the value those folders were made with
-ADDED_SETTINGS = {"bfloat16": False, "tile": None}
+ADDED_SETTINGS = {"bfloat16": False, "tile": None, "controls": {}}
 _PLACES = {"labels-png": ("labels", ".png"), "tiff": ("labels", ".tif"),
            "rois": ("rois", ".zip"), "overlay": ("overlays", ".png"),
            "measurements": ("measurements", ".csv"), **big.PLACES}
@@ -471,9 +471,15 @@ def run_settings(model: NucleusModel, source, opts: PredictOptions) -> tuple[dic
                 "postprocess": opts.method, "channel": opts.channel,
                 "pixel_size_um": opts.pixel_size, "tile": opts.tile,
                 # the one engine whose maps differ from the others'
-                "bfloat16": not engines.ENGINES[model.engine].exact}
+                "bfloat16": not engines.ENGINES[model.engine].exact,
+                # the model's settings a user changed (nucseg predict's controls)
+                "controls": dict(sorted(model.overrides.items()))}
     info = {"model": str(model.path) if model.path else None,
-            "images": str(source.source), "formats": list(opts.formats)}
+            "images": str(source.source), "formats": list(opts.formats),
+            # every setting the labels were made with: the model's, with the controls
+            "postprocessing": {**postprocessing.settings(model.config),
+                               "postprocess": opts.method},
+            "diameter": model.config.get("diameter")}
     return settings, info
 
 
