@@ -1,6 +1,11 @@
 # %% [markdown]
 # # 1. The data: DSB2018 at a glance
 #
+# The paper: Younes El Mokhtari, *Instance segmentation of cell nuclei using convolutional
+# neural network*, Université Libre de Bruxelles (code:
+# [github.com/yelmokht/nuclei-segmentation](https://github.com/yelmokht/nuclei-segmentation)).
+# This notebook covers its data, DSB2018 stage 1.
+#
 # The 2018 Data Science Bowl asked for one label per nucleus in microscopy images of very
 # different kinds: fluorescence (bright nuclei on black), brightfield (dark nuclei on grey)
 # and stained tissue (purple nuclei on pink and white). `stage1_train` comes with one mask

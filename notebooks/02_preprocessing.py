@@ -1,6 +1,11 @@
 # %% [markdown]
 # # 2. Preprocessing and augmentation
 #
+# The paper: Younes El Mokhtari, *Instance segmentation of cell nuclei using convolutional
+# neural network*, Université Libre de Bruxelles (code:
+# [github.com/yelmokht/nuclei-segmentation](https://github.com/yelmokht/nuclei-segmentation)).
+# This notebook covers its preprocessing (resizing, normalisation) and augmentation.
+#
 # **The paper** resized every image to 256x256x3, scaled it to [0, 1] and resized the masks to
 # 256x256x1; it augmented with rotations up to 90°, width/height shifts, shear, zoom and
 # horizontal/vertical flips (Keras' `ImageDataGenerator`).

@@ -1,6 +1,11 @@
 # %% [markdown]
 # # 3. Training the U-Net
 #
+# The paper: Younes El Mokhtari, *Instance segmentation of cell nuclei using convolutional
+# neural network*, Université Libre de Bruxelles (code:
+# [github.com/yelmokht/nuclei-segmentation](https://github.com/yelmokht/nuclei-segmentation)).
+# This notebook covers its training: the U-Net with a ResNet encoder, the Jaccard loss, Adam.
+#
 # A U-Net: an encoder (here a ResNet from `segmentation_models`) that sees more and more
 # context at lower and lower resolution, and a decoder that brings the detail back through
 # skip connections. **The paper** used a ResNet-152 encoder pretrained on ImageNet, the

@@ -1,6 +1,11 @@
 # %% [markdown]
 # # 4. Test-time augmentation
 #
+# The paper: Younes El Mokhtari, *Instance segmentation of cell nuclei using convolutional
+# neural network*, Université Libre de Bruxelles (code:
+# [github.com/yelmokht/nuclei-segmentation](https://github.com/yelmokht/nuclei-segmentation)).
+# This notebook covers its test-time augmentation (rotations and flips, averaged).
+#
 # A network is not exactly invariant to rotations and flips. Test-time augmentation (TTA)
 # predicts the image in the 8 orientations of the square (rotations by 0, 90, 180, 270 degrees,
 # with and without a flip), maps each prediction back, and averages them. The paper lists

@@ -1,6 +1,12 @@
 # %% [markdown]
 # # 5. From probabilities to nuclei: post-processing
 #
+# The paper: Younes El Mokhtari, *Instance segmentation of cell nuclei using convolutional
+# neural network*, Université Libre de Bruxelles (code:
+# [github.com/yelmokht/nuclei-segmentation](https://github.com/yelmokht/nuclei-segmentation)).
+# This notebook covers its post-processing: Otsu, hole filling, markers from the distance
+# transform, the watershed.
+#
 # The network gives a probability per pixel; the DSB score wants one label per nucleus, and
 # touching nuclei must be split. Two-output models (the `cpu` profile) also predict the zone
 # where nuclei touch: removing it from the nucleus probability leaves one **seed** per

@@ -1,6 +1,11 @@
 # %% [markdown]
 # # 7. Segment your own images
 #
+# The paper: Younes El Mokhtari, *Instance segmentation of cell nuclei using convolutional
+# neural network*, Université Libre de Bruxelles (code:
+# [github.com/yelmokht/nuclei-segmentation](https://github.com/yelmokht/nuclei-segmentation)).
+# This notebook covers its application: a trained model segmenting new images.
+#
 # The steps a user takes: load the model, read an image, `model.predict_instances(image)`,
 # look at the labels; then one call for a whole folder, which writes every image's nuclei in
 # the formats a bio-image tool opens: a label TIFF with the pixel size (Fiji, napari), an

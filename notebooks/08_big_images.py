@@ -1,6 +1,11 @@
 # %% [markdown]
 # # 8. Big images: tile by tile, nuclei stitched, and the same call on a cluster
 #
+# The paper: Younes El Mokhtari, *Instance segmentation of cell nuclei using convolutional
+# neural network*, Université Libre de Bruxelles (code:
+# [github.com/yelmokht/nuclei-segmentation](https://github.com/yelmokht/nuclei-segmentation)).
+# This notebook covers what the paper does not: images larger than memory, and many of them.
+#
 # A whole-slide scan or a stitched mosaic does not fit in memory, and a screening plate has
 # more fields than one process gets through in a day. nucseg reads a big image lazily (a
 # TIFF, BigTIFF or OME-TIFF through `tifffile`, a Zarr or OME-Zarr array), segments it in

@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 DOCS = [README, REPO / "CONTRIBUTING.md", REPO / "colab" / "README.md",
-        REPO / "models" / "cpu" / "NOTES.md"]
+        REPO / "models" / "cpu" / "NOTES.md", REPO / "models" / "TEST_LEDGER.md"]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
@@ -111,3 +111,41 @@ def test_the_readme_s_python_snippet_runs_on_an_image_file(tmp_path, monkeypatch
     assert labels.shape == truth.shape and 0 < labels.max() <= 2 * truth.max()
     assert printed.getvalue().strip().endswith(f"{labels.max()} nuclei")
     assert set(scope["details"]) >= {"probabilities", "steps"}
+
+
+def test_every_model_scored_on_stage1_test_is_in_the_ledger():
+    """The stage1_test ledger (models/TEST_LEDGER.md) names every model whose test DSB the
+    lever table or the cpu model's results file records."""
+    ledger = (REPO / "models" / "TEST_LEDGER.md").read_text()
+    scored = set()
+    for row in (REPO / "models" / "cpu" / "ablation.md").read_text().splitlines():
+        cells = [c.strip() for c in row.split("|")]
+        if len(cells) > 5 and re.fullmatch(r"`[0-9a-f]{16}`", cells[1]) and \
+                re.fullmatch(r"[0-9.]+", cells[4]):
+            scored.add(cells[1].strip("`"))
+    results = json.loads((REPO / "models" / "cpu" / "results.json").read_text())
+    scored |= {e["model_fingerprint"] for e in results["evaluations"].values()
+               if e.get("model_fingerprint")}
+    assert len(scored) >= 5
+    missing = sorted(f for f in scored if f"`{f}`" not in ledger)
+    assert not missing, f"scored on stage1_test but not in models/TEST_LEDGER.md: {missing}"
+
+
+PAPER = ("El Mokhtari", "Instance segmentation of cell nuclei using convolutional neural network",
+         "github.com/yelmokht/nuclei-segmentation")
+
+
+@pytest.mark.parametrize("path", [README, REPO / "CITATION.cff",
+                                  *sorted((REPO / "notebooks").glob("0*.ipynb"))],
+                         ids=lambda p: p.name)
+def test_the_paper_is_named_where_a_reader_starts(path):
+    """Its author, title and code, in the README, CITATION.cff and every numbered notebook's
+    first cell."""
+    if path.suffix == ".ipynb":
+        import nbformat
+        text = nbformat.read(path, as_version=4).cells[0].source
+    else:
+        text = path.read_text()
+    flat = " ".join(text.replace("\n#", " ").replace("*", "").split())
+    for words in PAPER:
+        assert words in flat, (path.name, words)

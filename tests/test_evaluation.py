@@ -42,6 +42,14 @@ def test_training_on_stage1_test_without_stage2_scores_validation_labelled_as_su
     ours = table[table["method"].str.startswith("nucseg")]
     assert ours["data"].str.contains("no untouched test set").all()
     assert not ours["data"].str.contains("test \\(untouched").any()
+    # every row says where it comes from; the paper's training metrics are not a test score
+    assert (ours["source"] == "this run").all()
+    paper = table[table["method"].str.startswith("paper")].set_index("source")
+    test_row = paper.loc["the paper's Table II"]
+    assert test_row["dsb"] == 0.5187 and np.isnan(test_row["pixel_f1"])
+    train_row = paper.loc["the paper's Fig. 7 (training metrics)"]
+    assert np.isnan(train_row["dsb"]) and train_row["pixel_f1"] == 0.8961
+    assert "test" not in train_row["data"]
 
 
 def test_the_training_splits_of_the_run_json_beside_the_model_count_too(tmp_path, syn_root):

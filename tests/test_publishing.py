@@ -20,21 +20,30 @@ def test_publish_refuses_a_split_the_run_trained_on_before_copying(tmp_path, syn
     assert not (tmp_path / "published").exists()
 
 
-def test_publish_writes_every_number_from_the_one_model_it_copies(tmp_path, monkeypatch,
-                                                                  smoke_run, smoke_data):
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, smoke_run, smoke_data):
+    """The session's smoke run published once (``nucseg publish``): (its results, the
+    folder). Tests that change the folder work on a copy."""
+    import shutil
+    root = tmp_path_factory.mktemp("published")
+    run, dest = root / "run", root / "models" / "cpu"
+    shutil.copytree(smoke_run, run)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # publish keeps its evaluation outputs under runs/publish
+        res = publishing.publish_model(run, dest, None, smoke_data, progress=False)
+    return res, dest
+
+
+def test_publish_writes_every_number_from_the_one_model_it_copies(published, smoke_run):
     """``nucseg publish`` end to end on the session's smoke run: the calibrated choice goes
     into the copied model, results.json records the engine the report will predict with, and
     the lever table's chosen row names the network and the length of its training."""
     import json
-    import shutil
 
     from nucseg_utils import model as model_mod
     from nucseg_utils import report
     from nucseg_utils.model import engines as engine_registry
-    monkeypatch.chdir(tmp_path)  # publish keeps its evaluation outputs under runs/publish
-    run, dest = tmp_path / "run", tmp_path / "models" / "cpu"
-    shutil.copytree(smoke_run, run)
-    res = publishing.publish_model(run, dest, None, smoke_data, progress=False)
+    res, dest = published
     assert {p.name for p in dest.iterdir()} >= {"model.npz", "results.json", "results.md",
                                                 "ablation.md", "ablation.csv", "history.csv",
                                                 "run.json"}
@@ -64,7 +73,7 @@ def test_publish_writes_every_number_from_the_one_model_it_copies(tmp_path, monk
     assert marked == set(chosen) and info["fingerprint"] == fingerprint
     assert info["postprocessing"]["postprocess"]["value"] == chosen["postprocess"]
     assert info["scores"]["tta"]["dsb"] == res["evaluations"]["tta"]["native"]["dsb"]
-    unpublished = publishing.model_info(run / "model.npz")
+    unpublished = publishing.model_info(smoke_run / "model.npz")
     assert {v["from"] for v in unpublished["postprocessing"].values()} == {"recipe"}
     assert "scores" not in unpublished
 
@@ -154,7 +163,7 @@ def test_the_trust_statement_sorts_the_types_by_their_f1():
 
 
 def test_rescore_rewrites_the_results_of_a_published_model_with_its_table_per_type(
-        tmp_path, monkeypatch, smoke_run, smoke_data):
+        tmp_path, monkeypatch, published, smoke_data):
     """``nucseg publish --rescore``: a results file written before the per-type table gains it
     from the published model alone (no run folder), with the same scores; a model file the
     results were not written for is refused."""
@@ -163,9 +172,8 @@ def test_rescore_rewrites_the_results_of_a_published_model_with_its_table_per_ty
 
     from nucseg_utils.data import DataError
     monkeypatch.chdir(tmp_path)
-    run, dest = tmp_path / "run", tmp_path / "models" / "cpu"
-    shutil.copytree(smoke_run, run)
-    first = publishing.publish_model(run, dest, None, smoke_data, progress=False)
+    first, dest = published[0], tmp_path / "models" / "cpu"
+    shutil.copytree(published[1], dest)
     by_type = first["evaluations"]["tta"]["native"]["by_type"]
     assert by_type[-1]["image type"] == "all"
     assert by_type[-1]["images"] == first["evaluations"]["tta"]["images"]
@@ -176,7 +184,6 @@ def test_rescore_rewrites_the_results_of_a_published_model_with_its_table_per_ty
         del ev["native"]["by_type"]
     (dest / "results.json").write_text(json.dumps(old))
     (dest / "results.md").write_text("old\n")
-    shutil.rmtree(run)
     again = publishing.rescore_model(dest, smoke_data, progress=False)
     md = (dest / "results.md").read_text()
     assert "Per image type" in md and "| all |" in md
