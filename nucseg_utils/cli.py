@@ -82,6 +82,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _model_path(text: str) -> str:
+    """A model file, or the name of a committed model (``release``, ``cpu``) as its file."""
+    from nucseg_utils.model.network import COMMITTED, committed_model
+    if text in COMMITTED and not Path(text).is_file():
+        return str(committed_model(text))
+    return text
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -153,50 +161,7 @@ def _add_predict_and_evaluate(sub):
     for name, helptext in (("predict", "segment images (a folder, a DSB split folder or zip)"),
                            ("evaluate", "predict and score a split with ground truth")):
         p = sub.add_parser(name, help=helptext)
-        if name == "predict":
-            p.add_argument("--model", default=str(DEFAULT_MODEL),
-                           help="model file (default: the committed release model, "
-                                "models/release, trained on every labelled stage-1 image)")
-            p.add_argument("--images", required=True, nargs="+", metavar="PATH",
-                           help="a folder of images, a DSB split folder or zip, or image "
-                                "files")
-            p.add_argument("--out", required=True, metavar="DIR",
-                           help="the folder the results go to (made if missing; an "
-                                "interrupted run in it resumes)")
-            _add_controls(p)
-            p.add_argument("--formats", type=_formats,
-                           help="comma-separated outputs per image, from labels-png (needed "
-                                "for submission.csv), tiff, rois, overlay, measurements "
-                                "(default: all)")
-            p.add_argument("--pixel-size", type=_pixel_size, metavar="UM",
-                           help="micrometres per pixel (default: a TIFF's own, else none)")
-            p.add_argument("--channel", type=_channel, metavar="N",
-                           help="segment channel N (0-based) of multi-channel images")
-            p.add_argument("--overwrite", action="store_true",
-                           help="redo the images already done in --out")
-            p.add_argument("--tile", type=_positive, metavar="N",
-                           help="segment every image tile by tile, with tiles of N px and "
-                                "nuclei stitched across them (default: only images over "
-                                "4096x4096 px, with tiles of 1024 px at the model's scale); "
-                                "writes labels/<id>.ome.zarr and geojson/<id>.geojson")
-            g = p.add_mutually_exclusive_group()
-            g.add_argument("--workers", type=_positive, metavar="N",
-                           help="predict on N worker processes of this machine (a Dask "
-                                "LocalCluster); the same files as one process")
-            g.add_argument("--scheduler", metavar="ADDRESS",
-                           help="predict on a running Dask cluster (tcp://HOST:8786; see "
-                                "nucseg_utils/predict/distributed.py for `dask scheduler`, `dask "
-                                "worker` and SLURM/PBS)")
-        else:
-            p.add_argument("--model", default=str(CPU_MODEL),
-                           help="model file (default: the committed cpu model, whose test "
-                                "split stage1_test is untouched)")
-            p.add_argument("--split", help="the split to score (default: the model's test "
-                           "split, stage2_test_final for a model trained on stage1_test, else "
-                           "stage1_test); a split the model trained on is refused")
-            p.add_argument("--data")
-            p.add_argument("--out")
-            p.add_argument("--json", action="store_true")
+        (_add_predict_only if name == "predict" else _add_evaluate_only)(p)
         _add_tta(p)
         p.add_argument("--engine", choices=engines.CHOICES,
                        help="what runs the network (default: $NUCSEG_ENGINE, else auto: "
@@ -211,6 +176,56 @@ def _add_predict_and_evaluate(sub):
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--verbose", action="store_true",
                        help="show TensorFlow's and OpenVINO's own log lines")
+
+
+def _add_predict_only(p):
+    """The options of ``nucseg predict`` that ``evaluate`` has not."""
+    p.add_argument("--model", default=str(DEFAULT_MODEL), type=_model_path,
+                   help="model file, or the name of a committed model, release or cpu "
+                        "(default: release, trained on every labelled stage-1 image)")
+    p.add_argument("--images", required=True, nargs="+", metavar="PATH",
+                   help="a folder of images, a DSB split folder or zip, or image "
+                        "files")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="the folder the results go to (made if missing; an "
+                        "interrupted run in it resumes)")
+    _add_controls(p)
+    p.add_argument("--formats", type=_formats,
+                   help="comma-separated outputs per image, from labels-png (needed "
+                        "for submission.csv), tiff, rois, overlay, measurements "
+                        "(default: all)")
+    p.add_argument("--pixel-size", type=_pixel_size, metavar="UM",
+                   help="micrometres per pixel (default: a TIFF's own, else none)")
+    p.add_argument("--channel", type=_channel, metavar="N",
+                   help="segment channel N (0-based) of multi-channel images")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo the images already done in --out")
+    p.add_argument("--tile", type=_positive, metavar="N",
+                   help="segment every image tile by tile, with tiles of N px and "
+                        "nuclei stitched across them (default: only images over "
+                        "4096x4096 px, with tiles of 1024 px at the model's scale); "
+                        "writes labels/<id>.ome.zarr and geojson/<id>.geojson")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=_positive, metavar="N",
+                   help="predict on N worker processes of this machine (a Dask "
+                        "LocalCluster); the same files as one process")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="predict on a running Dask cluster (tcp://HOST:8786; see "
+                        "nucseg_utils/predict/distributed.py for `dask scheduler`, `dask "
+                        "worker` and SLURM/PBS)")
+
+
+def _add_evaluate_only(p):
+    """The options of ``nucseg evaluate`` that ``predict`` has not."""
+    p.add_argument("--model", default=str(CPU_MODEL), type=_model_path,
+                   help="model file (default: the committed cpu model, whose test "
+                        "split stage1_test is untouched)")
+    p.add_argument("--split", help="the split to score (default: the model's test "
+                   "split, stage2_test_final for a model trained on stage1_test, else "
+                   "stage1_test); a split the model trained on is refused")
+    p.add_argument("--data")
+    p.add_argument("--out")
+    p.add_argument("--json", action="store_true")
 
 
 def _model_default(key: str, model=DEFAULT_MODEL) -> str:
@@ -302,12 +317,12 @@ def _add_synthetic_and_export(sub):
 
     p = sub.add_parser("info", help="what a model file holds: its network, its settings (which "
                        "of them calibration chose) and its published scores")
-    p.add_argument("model", nargs="?", default=str(DEFAULT_MODEL),
+    p.add_argument("model", nargs="?", default=str(DEFAULT_MODEL), type=_model_path,
                    help="model file (default: the committed release model)")
     p.add_argument("--json", action="store_true", help="print it as JSON")
     p = sub.add_parser("export", help="write a model as a BioImage Model Zoo package (.zip for "
                        "bioimage.io, deepImageJ, bioimageio.core), validated")
-    p.add_argument("--model", default=str(DEFAULT_MODEL),
+    p.add_argument("--model", default=str(DEFAULT_MODEL), type=_model_path,
                    help="model file (default: the committed release model)")
     p.add_argument("--out", help="the .zip to write (default "
                    "runs/bioimageio/nucseg-<model folder>.bioimageio.zip)")

@@ -586,3 +586,8 @@ def test_info_prints_a_models_settings_and_where_each_came_from(capsys, smoke_ru
     assert "threshold 0.5 (recipe)" in out and "(calibrated)" not in out
     assert cli.main(["info", str(smoke_run / "missing.npz")]) == 2
     assert "no such model file" in capsys.readouterr().err
+    # a committed model by its name, wherever nucseg is installed (model.committed_model)
+    assert cli.build_parser().parse_args(["info", "cpu"]).model.endswith("cpu/model.npz")
+    args = cli.build_parser().parse_args(["predict", "--model", "release", "--images", "x",
+                                          "--out", "y"])
+    assert Path(args.model).is_file() and args.model.endswith("release/model.npz")

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from nucseg_utils import __version__
-from nucseg_utils.core import runs
+from nucseg_utils.core import quiet, runs
 from nucseg_utils.core.runs import REPO_URL as GIT_REPO
 from nucseg_utils.data.synthetic import make_image
 from nucseg_utils.evaluation import scoring
@@ -638,9 +638,10 @@ def export_package(model_path, out, weights=WEIGHT_FORMATS, overwrite: bool = Fa
     v = _import_spec()
     log(f"loading {model_path}")
     # ModelError names the file (e.g. bad weights); the Keras model itself is exported
-    nucleus = NucleusModel.load(model_path, engine="tensorflow")
+    with quiet.tensorflow_logs():  # TensorFlow's start-up lines, as nucseg predict
+        nucleus = NucleusModel.load(model_path, engine="tensorflow")
+        tf = tf_setup()
     model, config = nucleus.keras, nucleus.config
-    tf = tf_setup()
     info = _package_info(model_path, config)
 
     with tempfile.TemporaryDirectory(prefix="nucseg-bioimageio-") as tmp:
@@ -651,7 +652,8 @@ def export_package(model_path, out, weights=WEIGHT_FORMATS, overwrite: bool = Fa
         _write_cover_of_pipeline(stage, nucleus, config, raw, prob)
         runs.write_text(stage / "README.md", _documentation(config, info))
         log("weights: " + ", ".join(weights))
-        entries = _weight_entries(v, tf, stage, model, weights, info)
+        with quiet.tensorflow_logs():  # the SavedModel writer's own lines
+            entries = _weight_entries(v, tf, stage, model, weights, info)
         log("description")
         descr = _model_descr(v, stage, model, config, info, norm, entries)
         log(f"package {out}")

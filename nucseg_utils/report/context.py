@@ -470,16 +470,7 @@ def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, noteb
     staging = runs.RunLayout(run).figures
     ctx = Context(profile, data_root, str(run), str(staging), synthetic=synthetic)
     committed = ctx.dataset == "DSB2018" and ctx.profile_name == "cpu"
-    if figures_dir is None:  # figures/ holds the committed cpu figures; others go beside them
-        if ctx.dataset != "DSB2018":
-            figures_dir = REPO / "figures" / "synthetic"
-        elif committed:
-            figures_dir = REPO / "figures"
-        else:
-            figures_dir = REPO / "figures" / ctx.profile_name
-    if notebooks_out is None and committed:
-        notebooks_out = REPO / "notebooks"
-    figures_dir = Path(figures_dir)
+    figures_dir, notebooks_out = _destinations(ctx, committed, figures_dir, notebooks_out)
     print(f"nucseg report: profile {profile}, data {ctx.dataset} ({ctx.root}), run {run}")
     if ctx.dataset != "DSB2018":
         print("  SYNTHETIC DATA: every figure says so; figures go to", figures_dir)
@@ -494,6 +485,43 @@ def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, noteb
     executed.mkdir(exist_ok=True)
     todo = notebooks or NOTEBOOKS
     t_all = time.time()
+    timings = _execute(todo, runner, executed, params, figures_dir)
+    if timings is None:
+        return 1
+    n = publish_figures(staging, figures_dir)
+    written = []
+    if notebooks_out is not None:
+        written = write_back(executed, Path(notebooks_out), todo,
+                             {str(REPO) + os.sep: "", str(ctx.root): "<data>"})
+    runs.update_record(ctx.layout.context_json, notebook_seconds=timings,
+                       report_seconds=time.time() - t_all,
+                       command=" ".join(["nucseg"] + sys.argv[1:]) if sys.argv else "")
+    print(f"all {len(todo)} notebooks ran in {time.time() - t_all:.0f} s; {n} figures and "
+          f"tables written to {figures_dir}"
+          + (f"; {len(written)} executed notebooks written to {notebooks_out}" if written
+             else ""))
+    return 0
+
+
+def _destinations(ctx: Context, committed: bool, figures_dir, notebooks_out):
+    """Where the figures and the executed notebooks go: ``figures/`` and ``notebooks/`` for
+    the committed cpu figures (the cpu profile on real data), beside them for another profile
+    or the synthetic set (and no notebook written back), unless given."""
+    if figures_dir is None:
+        if ctx.dataset != "DSB2018":
+            figures_dir = REPO / "figures" / "synthetic"
+        elif committed:
+            figures_dir = REPO / "figures"
+        else:
+            figures_dir = REPO / "figures" / ctx.profile_name
+    if notebooks_out is None and committed:
+        notebooks_out = REPO / "notebooks"
+    return Path(figures_dir), notebooks_out
+
+
+def _execute(todo, runner, executed: Path, params: dict, figures_dir: Path) -> dict | None:
+    """Run the notebooks ``todo`` in order, one line each; {name: seconds}, or None after
+    the first that fails (naming it and its failing cell; the figures stay as they were)."""
     timings = {}
     tty = sys.stdout.isatty()
     for i, name in enumerate(todo, 1):
@@ -509,25 +537,13 @@ def _run_all(profile, run_dir, data_root, synthetic, retrain, figures_dir, noteb
                   f"{f' at cell [{cell}]' if cell else ''}: {ename}: {evalue}\n"
                   f"  executed notebook: {executed / name}\n"
                   f"  {figures_dir} was left unchanged.", file=sys.stderr)
-            return 1
+            return None
         timings[name] = round(time.time() - t0, 1)
         if tty:
             print(f"\r[{i}/{len(todo)}] {name} done in {timings[name]:.0f} s\033[K")
         else:
             print(f" done in {timings[name]:.0f} s")
-    n = publish_figures(staging, figures_dir)
-    written = []
-    if notebooks_out is not None:
-        written = write_back(executed, Path(notebooks_out), todo,
-                             {str(REPO) + os.sep: "", str(ctx.root): "<data>"})
-    runs.update_record(ctx.layout.context_json, notebook_seconds=timings,
-                       report_seconds=time.time() - t_all,
-                       command=" ".join(["nucseg"] + sys.argv[1:]) if sys.argv else "")
-    print(f"all {len(todo)} notebooks ran in {time.time() - t_all:.0f} s; {n} figures and "
-          f"tables written to {figures_dir}"
-          + (f"; {len(written)} executed notebooks written to {notebooks_out}" if written
-             else ""))
-    return 0
+    return timings
 
 
 def publish_figures(staging: Path, target: Path) -> int:
