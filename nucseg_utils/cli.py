@@ -23,6 +23,7 @@ one line naming the file, writes the others, and exits with 1.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -32,7 +33,7 @@ from nucseg_utils import __version__
 from nucseg_utils.core import quiet, runs
 from nucseg_utils.core.profiles import PROFILES, TRAIN_OPTIONS
 from nucseg_utils.model import engines
-from nucseg_utils.model.network import CPU_MODEL, DEFAULT_MODEL, REPO
+from nucseg_utils.model.network import CPU_MODEL, DEFAULT_MODEL, REPO, model_file
 from nucseg_utils.postprocessing.methods import METHODS
 
 
@@ -72,52 +73,29 @@ def _pixel_size(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
-    return value
+def _number(cast, ok, words: str):
+    """An argparse type: ``cast(text)`` when ``ok`` holds for it, else the error "must be
+    ``words``, got ``text``"."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {words}, got {text}")
+        return value
+    return parse
+
+
+_positive = _number(int, lambda v: v >= 1, "a whole number >= 1")
+_positive_float = _number(float, lambda v: v > 0, "a number > 0")
+_probability = _number(float, lambda v: 0 < v < 1, "a probability between 0 and 1")
+_channel = _number(int, lambda v: v >= 0, "a channel number 0, 1, 2, ...")
 
 
 def _model_path(text: str) -> str:
     """A model file, or the name of a committed model (``release``, ``cpu``) as its file."""
-    from nucseg_utils.model.network import COMMITTED, committed_model
-    if text in COMMITTED and not Path(text).is_file():
-        return str(committed_model(text))
-    return text
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text}")
-    return value
-
-
-def _channel(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a channel number 0, 1, 2, ..., got {text}")
-    return value
+    return str(model_file(text))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,14 +206,22 @@ def _add_evaluate_only(p):
     p.add_argument("--json", action="store_true")
 
 
-def _model_default(key: str, model=DEFAULT_MODEL) -> str:
-    """A setting of the default model, for --help ("?" when its file cannot be read)."""
+@functools.cache
+def _default_settings() -> dict:
+    """The default model's post-processing settings, read once, for --help ({} when its file
+    cannot be read)."""
     from nucseg_utils.model.network import read_config
     from nucseg_utils.postprocessing import settings
     try:
-        return f"{settings(read_config(model))[key]:g}"
+        return settings(read_config(DEFAULT_MODEL))
     except Exception:  # noqa: BLE001 - --help must work even without the model file
-        return "?"
+        return {}
+
+
+def _model_default(key: str) -> str:
+    """A setting of the default model, for --help ("?" when its file cannot be read)."""
+    value = _default_settings().get(key)
+    return "?" if value is None else f"{value:g}"
 
 
 def _add_controls(p):

@@ -149,12 +149,12 @@ def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
         predicted = predict_validation(model, run_dir, root, tta, progress, labels=labels)
     predicted = with_ground_truth(predicted)
     config = read_config(model_path)  # the post-processing only: no network needed
-    rows = []
+    rows, columns = [], setting_columns()
 
     def add(setting):
         s = score_setting(predicted, config, setting)
         rows.append({**{"postprocess": setting["postprocess"],
-                        **{k: setting.get(k) for k in setting_columns()},
+                        **{k: setting.get(k) for k in columns},
                         "dilation": setting["dilation"],
                         **{k: float(setting.get(k, 0.0)) for k in FILTER_COLUMNS}},
                      "images": s["images"], "dsb": s["dsb"], "precision": s["precision"],

@@ -38,8 +38,8 @@ __all__ = [
     "COMMITTED", "CPU_MODEL", "DECODER_FILTERS", "DEFAULT_MODEL", "MODEL_KEYS", "ModelError",
     "ModelSettings", "NucleusModel", "RELEASE_MODEL", "REPO", "USER_KEYS", "build_model",
     "committed_model", "compile_model", "loss_for", "mask_f1", "mask_iou", "model_config",
-    "read_config", "read_model_file", "save_model", "segmentation_models", "tf_setup",
-    "update_config"
+    "model_file", "read_config", "read_model_file", "save_model", "segmentation_models",
+    "tf_setup", "update_config"
 ]
 
 REPO = runs.REPO
@@ -60,6 +60,14 @@ def committed_model(name: str) -> Path:
     if (REPO / "pyproject.toml").is_file() and checkout.is_file():
         return checkout
     return Path(__file__).resolve().parents[1] / "models" / name / "model.npz"
+
+
+def model_file(path=None) -> Path:
+    """The model file ``path`` names: a file, or the name of a committed model (``release``,
+    ``cpu``: :func:`committed_model`) when no such file exists; None is :data:`DEFAULT_MODEL`."""
+    if path in COMMITTED and not Path(path).is_file():
+        return committed_model(path)
+    return Path(path or DEFAULT_MODEL)
 
 
 CPU_MODEL = committed_model("cpu")
@@ -244,12 +252,9 @@ class NucleusModel:
 
     @classmethod
     def load(cls, path=None, engine: str | None = None) -> "NucleusModel":
-        """Rebuild a saved model: a model file, or the name of a committed one (``release``,
-        ``cpu``: :func:`committed_model`; default :data:`DEFAULT_MODEL`); ModelError names the
-        file when it cannot be used. ``engine``: None is ``$NUCSEG_ENGINE``, else ``auto``."""
-        if path in COMMITTED and not Path(path).is_file():
-            path = committed_model(path)
-        path = Path(path or DEFAULT_MODEL)
+        """Rebuild a saved model: a model file, or the name of a committed one
+        (:func:`model_file`); ModelError names the file when it cannot be used. ``engine``: None is ``$NUCSEG_ENGINE``, else ``auto``."""
+        path = model_file(path)
         config, weights = read_model_file(path)
         network = _rebuild(path, config, weights)
         return cls(network, config, engine, path)

@@ -485,8 +485,8 @@ def register(method: Method) -> Method:
     """Add ``method`` to :data:`METHODS` (its settings must be fields of
     :class:`PostprocessSettings`): calibration, the command line's choices, the figures and
     the model package's documentation read it from there."""
-    unknown = [k for k in (*method.parameters, *method.grid)
-               if k not in {f.name for f in fields(PostprocessSettings)}]
+    known = {f.name for f in fields(PostprocessSettings)}
+    unknown = [k for k in (*method.parameters, *method.grid) if k not in known]
     if unknown:
         raise ValueError(f"post-processing '{method.name}': {', '.join(unknown)} not a field of "
                          f"PostprocessSettings (add it there, with its default)")
