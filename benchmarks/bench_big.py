@@ -75,7 +75,7 @@ def _size(ctx, key):
 
 def _labels(out, sid):
     import zarr
-    return zarr.open_group(str(Path(out) / "labels" / f"{sid}.ome.zarr"), mode="r")["0"][:]
+    return zarr.open_group(str(Path(out) / "labels" / f"{sid}.ome.zarr"), mode="r")["labels/nuclei/0"][:]
 
 
 def differing_nuclei(a: np.ndarray, b: np.ndarray) -> int:
@@ -315,7 +315,7 @@ def dask_tiles(ctx: Context, res: Result, work: Path) -> list:
     from nucseg_utils.predict import distributed
     path, side, _ = mosaic_file(ctx, work, _size(ctx, "big_small_mosaic"))
     model, _ = ctx.model()
-    kw = dict(tta=False, progress=False, formats=big.FORMATS)
+    kw = dict(tta=False, progress=False, formats=big.BIG_FORMATS)
     t0 = time.perf_counter()
     serial = big.predict_big(model, path, work / "tiles-serial", **kw)
     t_serial = time.perf_counter() - t0

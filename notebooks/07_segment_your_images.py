@@ -69,6 +69,7 @@ from nucseg_utils import NucleusModel, data, predict, report
 from nucseg_utils.data import outputs
 from nucseg_utils.evaluation import scoring
 from nucseg_utils.exports import publishing
+from nucseg_utils.inference import quality
 from nucseg_utils.model import DEFAULT_MODEL
 from nucseg_utils.report import figures
 
@@ -131,6 +132,38 @@ same = np.array_equal(outputs.read_labels_png(out / "labels" / f"{sid}.png"), la
 print(f"{len(result.done)} images, {result.nuclei} nuclei written to {out}; "
       f"{sid[:8]} as above: {same}")
 result.summary
+
+# %% [markdown]
+# ## Which images to check
+#
+# With hundreds of fields, which ones did the model get wrong? Each image's `quality` (in
+# `summary`, and in `details["quality"]` above) estimates its DSB without ground truth. Its
+# signal is **stability**: the 8 TTA variants disagree by some spread at each pixel; the
+# nucleus probability is moved down and up by that spread and post-processed again, and the
+# nuclei that survive the move unchanged (matched at the DSB's IoU thresholds, both ways)
+# count. An image whose nuclei change when the map moves within its own uncertainty is likely
+# wrong. Here it is by hand for the first image:
+
+# %%
+prob, spread = details["probabilities"], details["spread"]
+moved = []
+for sign in (-1, 1):
+    shifted = prob.copy()
+    shifted[..., 0] = np.clip(prob[..., 0] + sign * spread, 0, 1)
+    moved.append(model.postprocess(shifted))
+by_hand = np.mean([quality.stability(labels, m) for m in moved])
+print(f"{sid[:8]}: {labels.max()} nuclei; lowered by the spread {moved[0].max()}, raised "
+      f"{moved[1].max()}; stability {by_hand:.3f} (the package's "
+      f"{details['quality']['signals']['stability']:.3f}), estimated DSB "
+      f"{details['quality']['quality']:.3f}")
+
+# %% [markdown]
+# The estimate is a line fitted on the `cpu` model's validation images
+# (`benchmarks/quality_score.md` says how well it ranks images, and on which types it is
+# weaker); `check` marks images below the validation's tenth percentile. Look at those first:
+
+# %%
+result.summary.sort_values("quality")[["id", "nuclei", "quality", "check"]].head()
 
 # %% [markdown]
 # The measurements, one row per nucleus (sizes in pixels; with a pixel size also in

@@ -193,10 +193,12 @@ figures.stitch_rules(plane[ey0 - wy0:ey1 - wy0, ex0 - wx0:ex1 - wx0], window_lab
 #
 # ## The whole image, by the package
 #
-# `big.predict_big` does every tile in raster order and writes the label image as OME-Zarr
-# (chunked, with a resolution pyramid: napari opens it as a labels layer), the per-nucleus
-# measurements (streamed tile by tile) and the outlines as GeoJSON (QuPath's *File > Import
-# objects*). Memory is bounded by the tile, not by the image; an interrupted run resumes.
+# `big.predict_big` does every tile in raster order and writes the image with its labels as
+# OME-Zarr (chunked, with resolution pyramids, the labels at `labels/nuclei` under the image:
+# napari opens both), the per-nucleus measurements (streamed tile by tile) and the outlines
+# with their measurements as GeoJSON (QuPath's *File > Import objects*); asked for, the label
+# TIFF (a pyramidal OME-TIFF), the ROI set and a downsampled overlay too: the files of an
+# untiled image. Memory is bounded by the tile, not by the image; an interrupted run resumes.
 
 # %%
 out = work / "segmented"
@@ -207,7 +209,7 @@ res.summary
 # %%
 import zarr  # noqa: E402
 
-labels = zarr.open_group(str(res.paths["ome-zarr"]), mode="r")["0"][:]
+labels = zarr.open_group(str(res.paths["ome-zarr"]), mode="r")["labels/nuclei/0"][:]
 whole = lazy.read(0, lazy.shape[0], 0, lazy.shape[1])
 figures.tile_seams(whole, labels, tiles, ctx.figure("big_seams"), ctx.stamp,
                    f"{labels.max()} nuclei, {len(tiles)} tiles")

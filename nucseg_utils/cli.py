@@ -170,8 +170,9 @@ def _add_predict_only(p):
     _add_controls(p)
     p.add_argument("--formats", type=_formats,
                    help="comma-separated outputs per image, from labels-png (needed "
-                        "for submission.csv), tiff, rois, overlay, measurements "
-                        "(default: all)")
+                        "for submission.csv), tiff, rois, overlay, measurements, "
+                        "ome-zarr (the image with its nuclei), geojson (outlines with "
+                        "measurements, for QuPath) (default: the first five)")
     p.add_argument("--pixel-size", type=_pixel_size, metavar="UM",
                    help="micrometres per pixel (default: a TIFF's own, else none)")
     p.add_argument("--channel", type=_channel, metavar="N",
@@ -182,7 +183,7 @@ def _add_predict_only(p):
                    help="segment every image tile by tile, with tiles of N px and "
                         "nuclei stitched across them (default: only images over "
                         "4096x4096 px, with tiles of 1024 px at the model's scale); "
-                        "writes labels/<id>.ome.zarr and geojson/<id>.geojson")
+                        "a tiled image gets the same files but a label PNG")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--workers", type=_positive, metavar="N",
                    help="predict on N worker processes of this machine (a Dask "
@@ -406,7 +407,7 @@ def cmd_predict(a) -> int:
         model = NucleusModel.load(a.model, engine=a.engine)
     if changes:
         model = model.with_settings(**changes)
-    options = predict.PredictOptions(formats=a.formats or predict.FORMATS, tta=a.tta,
+    options = predict.PredictOptions(formats=a.formats or predict.DEFAULT_FORMATS, tta=a.tta,
                                      method=a.postprocess, channel=a.channel,
                                      pixel_size=a.pixel_size, overwrite=a.overwrite,
                                      tile=a.tile)
@@ -424,7 +425,8 @@ def cmd_predict(a) -> int:
     places = (_places(options.formats) if not all(tiled) else []) + (
         _places(predict.tiled_formats(options.formats)) if any(tiled) else [])
     written = list(dict.fromkeys(places)) + ["summary.csv"] + (
-        ["submission.csv"] if "labels-png" in options.formats else [])
+        ["submission.csv"] if (out / "submission.csv").is_file() and "labels-png" in
+        options.formats and not all(tiled) else [])
     print(f"nucseg predict: {ok} image(s), {res.nuclei} nuclei ({len(res.done)} segmented now, "
           f"{len(res.skipped)} done before) with {runs.shown(a.model)} ({model.engine}) -> {out}: "
           f"{', '.join(written)}")
@@ -436,7 +438,7 @@ def cmd_predict(a) -> int:
 
 
 def _places(formats) -> list[str]:
-    from nucseg_utils.predict.folder import output_paths
+    from nucseg_utils.exports.files import output_paths
     return list(dict.fromkeys(f"{p.parent.name}/" for p in output_paths(".", "x",
                                                                       formats).values()))
 

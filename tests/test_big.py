@@ -70,7 +70,7 @@ def random_nuclei(shape, n, seed=0, radii=(4, 12)):
 
 
 def read_labels(out, sid):
-    return zarr.open_group(str(out / "labels" / f"{sid}.ome.zarr"), mode="r")["0"][:]
+    return zarr.open_group(str(out / "labels" / f"{sid}.ome.zarr"), mode="r")["labels/nuclei/0"][:]
 
 
 def same_partition(a, b) -> bool:
@@ -261,16 +261,19 @@ def test_a_nucleus_larger_than_the_overlap_is_dropped_and_counted(tmp_path):
 
 
 # --------------------------------------------------------------------------- outputs
-def test_ome_zarr_labels_read_back_with_zarr(tmp_path):
+def test_ome_zarr_holds_the_image_with_its_labels_under_it(tmp_path):
     lab = random_nuclei((1300, 1100), 900, seed=5)
-    res = big.predict_big(stand_in(), image_of(lab), tmp_path, sid="slide", tile=512,
+    img = image_of(lab)
+    res = big.predict_big(stand_in(), img, tmp_path, sid="slide", tile=512,
                           overlap=56, pixel_size=0.5, progress=False)
     path = tmp_path / "labels" / "slide.ome.zarr"
-    group = zarr.open_group(str(path), mode="r")
+    root = zarr.open_group(str(path), mode="r")
+    group = root["labels/nuclei"]
     level0, level1 = group["0"], group["1"]
     assert level0.shape == (1300, 1100) and level0.dtype == np.uint32
     assert level0.chunks == (1024, 1024) and level1.shape == (650, 550)
-    assert json.loads((path / "0" / ".zarray").read_text())["dimension_separator"] == "/"
+    assert json.loads((path / "labels" / "nuclei" / "0" / ".zarray").read_text())[
+        "dimension_separator"] == "/"
     labels = level0[:]
     assert np.array_equal(level1[:], labels[::2, ::2])
     assert labels.max() == res.summary["nuclei"] > 500
@@ -279,12 +282,18 @@ def test_ome_zarr_labels_read_back_with_zarr(tmp_path):
     assert ms["axes"][0]["unit"] == "micrometer"
     assert [d["coordinateTransformations"][0]["scale"] for d in ms["datasets"]] == \
         [[0.5, 0.5], [1.0, 1.0]]
-    assert "image-label" in group.attrs
+    assert group.attrs["image-label"]["source"]["image"] == "../../"
+    assert root["labels"].attrs["labels"] == ["nuclei"]
+    # the image itself at the root, with its pyramid
+    assert np.array_equal(root["0"][:], img) and np.array_equal(root["1"][:], img[::2, ::2])
+    assert root.attrs["multiscales"][0]["datasets"][1]["path"] == "1"
     assert not (tmp_path / "labels" / "slide.ome.zarr.partial").exists()
     assert not (tmp_path / "tiles").exists()
-    # and it opens again as an image (e.g. to measure it with other tools)
+    # and both open again as images (e.g. to measure them with other tools)
     with big.open_lazy(path) as lazy:
         assert lazy.shape == (1300, 1100) and lazy.pixel_size == 0.5
+        assert np.array_equal(lazy.read(700, 900, 100, 600), img[700:900, 100:600])
+    with big.open_lazy(path / "labels" / "nuclei") as lazy:
         assert np.array_equal(lazy.read(700, 900, 100, 600), labels[700:900, 100:600])
 
 
@@ -354,7 +363,8 @@ def test_an_interrupted_image_resumes_to_the_same_outputs(tmp_path, monkeypatch)
     assert len(list((out / "tiles" / "im").glob("0*.json"))) == 8
     # as if the ninth tile had been killed while writing: some of its labels in the image
     y0, y1, x0, x1 = big.tile_grid(img.shape, 64, 56)[8].window
-    partial = zarr.open_group(str(out / "labels" / "im.ome.zarr.partial"), mode="r+")["0"]
+    partial = zarr.open_group(str(out / "labels" / "im.ome.zarr.partial"),
+                              mode="r+")["labels/nuclei/0"]
     before = partial[y0:y1, x0:x1]
     partial[y0:y1, x0:x1] = np.where((before == 0) & (lab[y0:y1, x0:x1] > 0), 60000,
                                      before).astype(np.uint32)
@@ -446,9 +456,18 @@ def test_the_network_tiled_equals_untiled_when_one_window_holds_the_image(smoke_
 
 
 # --------------------------------------------------------------------------- in a folder
+def _roi_masks(path, shape) -> dict:
+    """{name: the mask its polygon fills, by pixel centres} of an ROI set."""
+    from roifile import roiread
+    centres = np.c_[np.indices(shape)[1].ravel() + 0.5, np.indices(shape)[0].ravel() + 0.5]
+    return {roi.name: MplPath(roi.coordinates()).contains_points(centres).reshape(shape)
+            for roi in roiread(path)}
+
+
 def test_predict_folder_tiles_the_images_over_the_size_and_keeps_the_others(tmp_path,
                                                                             monkeypatch):
     import imageio.v3 as iio
+    from roifile import roiread
 
     from nucseg_utils import data, predict
     folder = tmp_path / "images"
@@ -460,22 +479,49 @@ def test_predict_folder_tiles_the_images_over_the_size_and_keeps_the_others(tmp_
     monkeypatch.setattr(predict.folder, "TILE_ABOVE", 200 * 200)
     model = stand_in()
     out = tmp_path / "out"
-    res = predict.predict_folder(model, data.open_images(folder), out, progress=False)
+    notes = []
+    res = predict.predict_folder(model, data.open_images(folder), out,
+                                 predict.PredictOptions(formats=export.FORMATS),
+                                 progress=False, log=notes.append)
     assert res.done == ["large", "small"] and not res.failed
-    assert (out / "labels" / "large.ome.zarr").is_dir() and (out / "geojson" /
-                                                             "large.geojson").is_file()
-    assert not (out / "labels" / "large.png").exists() and (out / "labels" / "small.png").exists()
+    # the same kinds of files for both, but the tiled image's label PNG, with a note why
+    for f, path in export.output_paths(out, "small").items():
+        assert path.exists(), f
+        assert export.output_paths(out, "large")[f].exists() == (f != "labels-png"), f
+    said = [n for n in notes if "labels-png" in n]
+    assert len(said) == 1 and "large.tif: no labels-png for a tiled image" in said[0]
     untiled = model.postprocess(model.predict_probabilities(large))
-    assert same_partition(read_labels(out, "large"), untiled)
-    summary = pd.read_csv(out / "summary.csv")
-    assert summary.set_index("id").loc["large", "nuclei"] == untiled.max()
+    labels = read_labels(out, "large")
+    assert same_partition(labels, untiled)
+    # the tiled image's label TIFF (a pyramidal OME-TIFF), ROI set and GeoJSON are its labels
+    with tifffile.TiffFile(out / "labels" / "large.tif") as tif:
+        assert tif.is_ome and tif.is_bigtiff
+        assert np.array_equal(tif.series[0].levels[0].asarray(), labels)
+    masks = _roi_masks(out / "rois" / "large.zip", labels.shape)
+    assert len(masks) == labels.max()
+    for name, mask in masks.items():
+        assert np.array_equal(mask, ndi.binary_fill_holes(labels == int(name))), name
+    features = json.loads((out / "geojson" / "large.geojson").read_text())["features"]
+    assert sorted(int(f["properties"]["name"]) for f in features) == \
+        [int(r.name) for r in roiread(out / "rois" / "large.zip")]
+    summary = pd.read_csv(out / "summary.csv").set_index("id")
+    assert summary.loc["large", "nuclei"] == untiled.max()
+    assert summary.loc["large", "overlay_downsampling"] == 1  # fits OVERLAY_SIDE
+    assert iio.imread(out / "overlays" / "large.png").shape == large.shape + (3,)
     ids = pd.read_csv(out / "submission.csv")["ImageId"].unique().tolist()
     assert ids == ["small"]  # a tiled image has no rows in Kaggle's format
-    again = predict.predict_folder(model, data.open_images(folder), out, progress=False)
+    again = predict.predict_folder(model, data.open_images(folder), out,
+                                   predict.PredictOptions(formats=export.FORMATS),
+                                   progress=False, log=notes.append)
     assert again.skipped == ["large", "small"]
-    # tiles for every image when asked, whatever its size
+    # tiles for every image when asked, whatever its size; no submission of no image
     forced = predict.predict_folder(model, data.open_images(folder), tmp_path / "forced",
-                                    predict.PredictOptions(tile=48), progress=False)
+                                    predict.PredictOptions(tile=48), progress=False,
+                                    log=notes.append)
     assert forced.done == ["large", "small"]
-    assert same_partition(read_labels(tmp_path / "forced", "small"),
-                          model.postprocess(model.predict_probabilities(small)))
+    assert not (tmp_path / "forced" / "submission.csv").exists()
+    tiled = export.output_paths(tmp_path / "forced", "small", ("tiff", "rois", "overlay"))
+    assert all(p.exists() for p in tiled.values())
+    with tifffile.TiffFile(tiled["tiff"]) as tif:
+        assert same_partition(tif.asarray(),
+                              model.postprocess(model.predict_probabilities(small)))

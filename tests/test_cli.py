@@ -111,9 +111,10 @@ def fake_model(tmp_path, monkeypatch) -> dict:
               "min_size": 10, "threshold": 0.5}
 
     class StandIn(model.NucleusModel):
-        def predict_probabilities(self, image, tta=None):
+        def predict_probabilities(self, image, tta=None, spread=False):
             calls["predict"] += 1
-            return image.mean(axis=-1, keepdims=True)
+            prob = image.mean(axis=-1, keepdims=True)
+            return (prob, np.zeros(prob.shape[:2], np.float32)) if spread else prob
 
     def load(cls, path=None, engine=None):
         if not Path(path).is_file():
@@ -211,10 +212,13 @@ def test_predict_on_a_folder_with_bad_files_writes_the_good_ones_and_exits_1(
     out = tmp_path / "out"
     code, stdout, err = nucseg(capsys, "predict", "--model", fake_model["path"], "--images",
                                images, "--out", out, "--quiet")
-    assert code == 1 and "3 image(s), 4 nuclei" in stdout and "5 image(s) could not" in stdout
+    assert code == 1 and "4 image(s), 6 nuclei" in stdout and "4 image(s) could not" in stdout
     lines = err.strip().splitlines()
+    # seven unnamed channels: channel 0 is segmented, and that is said
+    assert any(f"{images / 'seven'}.tif: 7 channels, none named as a nuclear stain; "
+               f"segmenting channel 0" in line for line in lines), lines
     why = {"bad": "cannot read the image header", "truncated": "cannot decode",
-           "zstack": "z-stack", "seven": "7 channels", "nan": "NaN"}
+           "zstack": "z-stack", "nan": "NaN"}
     for name, words in why.items():
         line = [l for l in lines if f"{images / name}." in l]
         assert len(line) == 1 and words in line[0], (name, lines)
@@ -232,7 +236,7 @@ def test_predict_on_a_folder_with_bad_files_writes_the_good_ones_and_exits_1(
     assert f"{images / 'good.png'},48,64,2," in rows["good"]
     assert f"{images / 'zstack.tif'},,,," in rows["zstack"]
     ids = {line.split(",")[0] for line in (out / "submission.csv").read_text().splitlines()[1:]}
-    assert ids == {"good", "good16", "thin"}
+    assert ids == {"good", "good16", "thin", "seven"}
 
 
 def test_predict_segments_the_chosen_channel_of_a_multichannel_tiff(capsys, tmp_path,

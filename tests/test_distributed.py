@@ -106,7 +106,7 @@ def test_an_interrupted_run_resumes_on_a_running_cluster(model, images, serial, 
 
         def close(self):
             pass
-    monkeypatch.setattr(distributed, "tqdm", StopsAfterThree)
+    monkeypatch.setattr(distributed, "progress_bar", StopsAfterThree)
     with pytest.raises(KeyboardInterrupt):
         distributed.predict_distributed(model, images, out, OPTIONS,
                                         scheduler=cluster.scheduler_address, progress=False,
@@ -148,7 +148,8 @@ def test_tiled_images_on_the_cluster_are_the_serial_tiled_ones(model, images, cl
                                           scheduler=cluster.scheduler_address,
                                           progress=False, log=lambda m: None)
     assert serial.done == res.done == ids
-    assert (tmp_path / "dist" / "labels" / "img0.ome.zarr" / "0" / ".zarray").is_file()
+    assert (tmp_path / "dist" / "rois" / "img0.zip").is_file()  # tiled: the same files
+    assert not (tmp_path / "dist" / "labels" / "img0.ome.zarr").exists()  # none not asked
     assert same_files(tmp_path / "serial", tmp_path / "dist") == []
 
 
@@ -162,10 +163,10 @@ def test_the_command_line_predicts_files_on_a_cluster_tile_by_tile(smoke_run, im
                      "--quiet"])
     stdout = capsys.readouterr().out
     assert code == 0, stdout
-    assert "2 image(s)" in stdout and "geojson/" in stdout and "overlays/" not in stdout
-    for sid in ("img0", "img1"):
-        assert (out / "labels" / f"{sid}.ome.zarr").is_dir()
-        assert (out / "geojson" / f"{sid}.geojson").is_file()
+    assert "2 image(s)" in stdout and "overlays/" in stdout and "submission.csv" not in stdout
+    for sid in ("img0", "img1"):  # tiled images get the files of untiled ones, but a PNG
+        assert (out / "labels" / f"{sid}.tif").is_file() and (out / "rois" / f"{sid}.zip").is_file()
+        assert not (out / "labels" / f"{sid}.png").exists()
 
 
 def test_one_big_image_is_split_across_the_workers_by_tiles(model, images, cluster, tmp_path):

@@ -42,13 +42,13 @@ def test_measure_gives_the_areas_centroids_and_intensities_of_drawn_shapes(drawn
     areas = np.bincount(lab.ravel())[1:]
     assert table["area"].tolist() == areas.tolist()
     rect = table.set_index("label").loc[2]
-    assert rect["area"] == 150 and (rect["centroid_y"], rect["centroid_x"]) == (34.5, 47.0)
+    assert rect["area"] == 150 and (rect["centroid_y"], rect["centroid_x"]) == (35.0, 47.5)
     assert [rect[f"bbox_{s}"] for s in ("top", "left", "bottom", "right")] == [30, 40, 40, 55]
     assert rect["solidity"] == 1.0 and rect["eccentricity"] > 0.5
     assert rect["mean_intensity_0"] == 200 and rect["mean_intensity_1"] == 400
     assert rect["integrated_intensity_0"] == 200 * 150
     disc = table.set_index("label").loc[1]
-    assert disc["eccentricity"] < 0.05 and disc["centroid_y"] == disc["centroid_x"] == 15
+    assert disc["eccentricity"] < 0.05 and disc["centroid_y"] == disc["centroid_x"] == 15.5
     assert disc["equivalent_diameter"] == pytest.approx(math.sqrt(4 * disc["area"] / math.pi))
     assert disc["perimeter"] == pytest.approx(2 * math.pi * 8, rel=0.1)
     assert table.set_index("label").loc[3, "solidity"] < 0.9  # the ring's hole
@@ -185,3 +185,91 @@ def test_overlay_png_outlines_every_nucleus_in_green(tmp_path, drawn):
     edge = find_boundaries(lab, mode="inner")
     assert (rgb[edge] == export.OUTLINE).all()
     assert not (rgb[~edge] == export.OUTLINE).all(axis=-1).any()
+
+
+# --------------------------------------------------------------------------- one convention
+def _polygon_centroid(xy: np.ndarray) -> tuple[float, float]:
+    """The centroid (x, y) of a closed polygon's area (shoelace)."""
+    x, y = xy[:, 0], xy[:, 1]
+    xn, yn = np.roll(x, -1), np.roll(y, -1)
+    cross = x * yn - xn * y
+    area = cross.sum() / 2
+    return float(((x + xn) * cross).sum() / (6 * area)), float(((y + yn) * cross).sum() / (6 * area))
+
+
+def _squares(shape=(70, 90)):
+    """Filled shapes whose polygon is exactly their pixels (no diagonal cut corners):
+    rectangles and an L."""
+    lab = np.zeros(shape, np.uint16)
+    lab[5:17, 8:30] = 1
+    lab[30:41, 50:53] = 2
+    lab[45:65, 10:20] = 3
+    lab[55:65, 20:40] = 3          # an L
+    lab[0:9, 70:90] = 4            # at the image's edge
+    return lab
+
+
+def test_centroids_agree_between_the_table_the_roi_set_and_the_geojson(tmp_path):
+    import json
+    lab = _squares()
+    img = np.full(lab.shape, 10, np.uint8)
+    table = export.measure(lab, img, pixel_size=0.5).set_index("label")
+    rois = {int(r.name): r.coordinates() for r in
+            roifile.roiread(export.write_roi_zip(tmp_path / "r.zip", lab))}
+    features = json.loads(export.write_geojson(tmp_path / "g.geojson", lab,
+                                               export.measure(lab, img), "img").read_text())
+    rings = {int(f["properties"]["name"]): np.array(f["geometry"]["coordinates"][0][:-1])
+             for f in features["features"]}
+    for k in range(1, 5):
+        want = (table.loc[k, "centroid_x"], table.loc[k, "centroid_y"])
+        for xy in (rois[k], rings[k]):
+            assert np.allclose(_polygon_centroid(xy), want, atol=0.01), k
+        assert table.loc[k, "centroid_x_um"] == pytest.approx(want[0] * 0.5)
+    # pixel centres at +0.5: the rectangle 5:17 x 8:30 is centred at (19, 11)
+    assert (table.loc[1, "centroid_x"], table.loc[1, "centroid_y"]) == (19.0, 11.0)
+
+
+def test_outlines_have_no_collinear_vertices_and_keep_their_area(drawn):
+    lab, _ = drawn
+    for k, xy in export.nucleus_polygons(lab):
+        before, after = np.roll(xy, 1, axis=0), np.roll(xy, -1, axis=0)
+        cross = (xy - before)[:, 0] * (after - xy)[:, 1] - (xy - before)[:, 1] * (after - xy)[:, 0]
+        assert (np.abs(cross) > 1e-9).all(), k
+    rect = dict(export.nucleus_polygons(lab))[2]
+    # a rectangle is its four sides between edge midpoints (its corners cut by half a pixel),
+    # whatever its size: 8 vertices, the area of its pixels less four half-pixel triangles
+    assert len(rect) == 8 and export._polygon_area(rect[:, ::-1]) == 150 - 4 * 0.125
+
+
+def test_geojson_features_carry_an_id_and_qupath_measurements(tmp_path, drawn):
+    import json
+    lab, img = drawn
+    table = export.measure(lab, img, pixel_size=0.25)
+    path = export.write_geojson(tmp_path / "g.geojson", lab, table, "field")
+    features = json.loads(path.read_text())["features"]
+    assert len(features) == 6 and len({f["id"] for f in features}) == 6
+    again = export.geojson_features(lab, table=table, image_id="field")
+    assert [json.loads(f)["id"] for f in again] == [f["id"] for f in features]  # stable
+    other = export.geojson_features(lab, table=table, image_id="other")
+    assert not {json.loads(f)["id"] for f in other} & {f["id"] for f in features}
+    rect = next(f for f in features if f["properties"]["name"] == "2")["properties"]
+    m = rect["measurements"]
+    assert m["area"] == 150 and m["area_um2"] == pytest.approx(150 / 16)
+    assert m["mean_intensity_0"] == 200 and m["mean_intensity_1"] == 400
+    assert rect["classification"]["name"] == "Nucleus"
+
+
+def test_an_untiled_ome_zarr_holds_the_image_and_its_labels(tmp_path, drawn):
+    import zarr
+
+    from nucseg_utils.exports import omezarr
+    lab, img = drawn
+    path = omezarr.write_ome_zarr(tmp_path / "f.ome.zarr", lab, img, "f", pixel_size=0.5)
+    root = zarr.open_group(str(path), mode="r")
+    assert np.array_equal(root["0"][:], np.moveaxis(img, -1, 0))  # (c, y, x)
+    assert [a["name"] for a in root.attrs["multiscales"][0]["axes"]] == ["c", "y", "x"]
+    assert np.array_equal(root["labels/nuclei/0"][:], lab)
+    assert root["labels"].attrs["labels"] == ["nuclei"]
+    scale = root["labels/nuclei"].attrs["multiscales"][0]["datasets"][0][
+        "coordinateTransformations"][0]["scale"]
+    assert scale == [0.5, 0.5] and not path.with_name("f.ome.zarr.partial").exists()

@@ -29,11 +29,11 @@ def png_bytes(arr) -> io.BytesIO:
     (np.zeros((20, 30, 3), np.uint8), {}, (20, 30, 3)),
     (np.zeros((3, 20, 30), np.uint8), {}, (20, 30, 3)),                     # planar RGB
     (np.zeros((2, 20, 30), np.uint16), {"imagej": True, "metadata": {"axes": "CYX"}},
-     (20, 30, 2)),
+     (20, 30)),                                                             # channel 0
     (np.zeros((1, 1, 20, 30), np.uint16), {"imagej": True}, (20, 30)),     # singleton axes
 ])
 def test_read_plane_gives_one_channels_last_plane(arr, kwargs, shape):
-    plane, size = predict.read_plane(tiff_bytes(arr, **kwargs), "x.tif")
+    plane, size, _, _ = predict.read_plane(tiff_bytes(arr, **kwargs), "x.tif")
     assert plane.shape == shape and plane.dtype == arr.dtype and size is None
 
 
@@ -41,7 +41,7 @@ def test_read_plane_drops_alpha_and_keeps_a_chosen_channel():
     rgba = np.zeros((10, 12, 4), np.uint8)
     rgba[..., 1] = 9
     assert predict.read_plane(png_bytes(rgba), "x.png")[0].shape == (10, 12, 3)
-    plane, _ = predict.read_plane(png_bytes(rgba), "x.png", channel=1)
+    plane = predict.read_plane(png_bytes(rgba), "x.png", channel=1).pixels
     assert plane.shape == (10, 12) and (plane == 9).all()
 
 
@@ -49,8 +49,9 @@ def test_read_plane_takes_the_chosen_channel_of_a_seven_channel_tiff():
     arr = np.zeros((7, 20, 30), np.uint16)
     arr[4] = 5
     f = tiff_bytes(arr, imagej=True, metadata={"axes": "CYX"}, resolution=(2, 2))
-    plane, size = predict.read_plane(f, "x.tif", channel=4)
+    plane, size, channel, note = predict.read_plane(f, "x.tif", channel=4)
     assert plane.shape == (20, 30) and (plane == 5).all() and size is None
+    assert channel == "4" and note is None  # chosen: nothing to say
     f = tiff_bytes(arr, imagej=True, metadata={"axes": "CYX", "unit": "um"}, resolution=(2, 2))
     assert predict.read_plane(f, "x.tif", channel=4)[1] == pytest.approx(0.5)
 
@@ -60,8 +61,6 @@ def test_read_plane_takes_the_chosen_channel_of_a_seven_channel_tiff():
      ["x.tif", "z-stack", "6 Z", "one plane per file"]),
     (np.zeros((5, 20, 30), np.uint8), {"imagej": True, "metadata": {"axes": "TYX"}}, 0,
      ["time series"]),
-    (np.zeros((7, 20, 30), np.uint8), {"imagej": True, "metadata": {"axes": "CYX"}}, None,
-     ["7 channels", "--channel"]),
     (np.zeros((9, 20, 30), np.uint8), {}, None, ["9 planes", "--channel"]),
     (np.zeros((2, 20, 30), np.uint8), {"imagej": True, "metadata": {"axes": "CYX"}}, 2,
      ["has 2 channels", "--channel 2 does not exist"]),
@@ -81,7 +80,8 @@ def test_check_inputs_reads_headers_and_lists_every_bad_file(tmp_path):
     iio.imwrite(folder / "good.png", np.zeros((20, 20), np.uint8))
     iio.imwrite(folder / "thin.png", np.zeros((20, 1), np.uint8))
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00 broken")
-    tifffile.imwrite(folder / "stack.tif", np.zeros((6, 8, 8), np.uint8), imagej=True)
+    tifffile.imwrite(folder / "stack.tif", np.zeros((6, 8, 8), np.uint8), imagej=True,
+                     metadata={"axes": "ZYX"})
     iio.imwrite(folder / "a,b.png", np.zeros((8, 8), np.uint8))
     res = predict.check_inputs(data.open_images(folder))
     assert res.ok == ["good", "thin"] and set(res.failed) == {"broken", "stack", "a,b"}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg_utils.data.dsb import DataError
+from nucseg_utils.data.dsb import DataError, describe_channel, tiff_channel_names
 from nucseg_utils.data.dsb import plane_layout as _layout
 from nucseg_utils.exports import files as export
 
@@ -36,9 +36,9 @@ class LazyImage:
     time series refused, alpha dropped, ``channel`` kept alone)."""
 
     def __init__(self, array, axes: str, name: str = "image", channel: int | None = None,
-                 pixel_size: float | None = None, closing=None):
+                 pixel_size: float | None = None, closing=None, names=None):
         shape = tuple(int(n) for n in array.shape)
-        axis, keep, alpha = _layout(axes, shape, name, channel)
+        axis, keep, alpha = _layout(axes, shape, name, channel, names)
         self.array, self.name, self.pixel_size, self._closing = array, name, pixel_size, closing
         self.dtype = np.dtype(array.dtype)
         self.shape = (shape[axes.index("Y")], shape[axes.index("X")])
@@ -46,6 +46,8 @@ class LazyImage:
         self._index = {a: (0 if a not in "YX" and a != axis else None) for a in axes}
         self._axes, self._axis, self._keep, self._alpha = axes, axis, keep, alpha
         self.channels = 0 if keep is not None or n - alpha <= 1 else n - alpha
+        # the channel segmented, as the summary says it ("" for a grey or colour image)
+        self.channel_used = describe_channel(axis, keep, n, names)
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """The window [y0:y1, x0:x1]."""
@@ -88,12 +90,12 @@ class LazyImage:
 
 def guess_axes(shape) -> str:
     """Axis letters (tifffile's) of a bare array: (H, W) ``YX``; (H, W, C <= 4) ``YXS``;
-    (C <= 4, H, W) ``CYX``; any other 3-D ``QYX`` (planes or channels: the reader refuses
-    it without a channel)."""
+    (C <= 4, H, W) ``SYX`` (colour, channels first); any other 3-D ``QYX`` (planes or
+    channels: the reader refuses it without a channel)."""
     if len(shape) == 2:
         return "YX"
     if len(shape) == 3:
-        return "YXS" if shape[-1] <= 4 else "CYX" if shape[0] <= 4 else "QYX"
+        return "YXS" if shape[-1] <= 4 else "SYX" if shape[0] <= 4 else "QYX"
     return "Q" * (len(shape) - 2) + "YX"
 
 
@@ -141,12 +143,13 @@ def _open_tiff(file, name: str, channel) -> LazyImage:
         series = tif.series[0]
         array = zarr.open(series.aszarr(level=0), mode="r")
         size = export.tiff_pixel_size(tif)
+        names = tiff_channel_names(tif)
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad file
         raise DataError(f"{name}: cannot read the TIFF ({type(err).__name__}: {err})") \
             from None
     if isinstance(array, zarr.Group):  # a multi-level store: its full resolution
         array = array[sorted(array.array_keys(), key=lambda k: int(k))[0]]
-    return LazyImage(array, series.axes, name, channel, size, closing=tif)
+    return LazyImage(array, series.axes, name, channel, size, closing=tif, names=names)
 
 
 def _open_ome_zarr(group, name: str, channel) -> LazyImage:

@@ -52,24 +52,33 @@ from tqdm.auto import tqdm
 
 from nucseg_utils import postprocessing
 from nucseg_utils.big.lazy import LazyImage, open_lazy
-from nucseg_utils.big.plan import ALIGN, Plan, Tile, largest_nucleus, make_plan, seam_tolerance
+from nucseg_utils.big.plan import (
+    ALIGN,
+    Plan,
+    Tile,
+    largest_nucleus,
+    make_plan,
+    seam_tolerance,
+)
 from nucseg_utils.big.stitch import stitch_tile
 from nucseg_utils.big.window import Grid, predict_window
 from nucseg_utils.big.write import (
-    FORMATS,
+    BIG_FORMATS,
+    NOT_TILED,
     assemble_geojson,
     assemble_measurements,
-    create_labels,
-    finish_labels,
-    open_labels,
-    output_paths,
+    assemble_rois,
     summary_row,
+    tiled_formats,
     work_dir,
     write_tile_parts,
 )
 from nucseg_utils.core import runs
+from nucseg_utils.core.progress import progress as progress_bar
 from nucseg_utils.data.outputs import done_marker
 from nucseg_utils.exports import files as export
+from nucseg_utils.exports import omezarr
+from nucseg_utils.exports.files import FORMATS, output_paths
 
 __all__ = ["BigResult", "BigRun", "predict_big", "segment_window", "serial_windows"]
 
@@ -116,7 +125,7 @@ class BigRun:
 def predict_big(model, image, out, *, sid: str | None = None, tile: int | None = None,
                 overlap: int | None = None, tta: bool | None = None, method: str | None = None,
                 channel: int | None = None, pixel_size: float | None = None,
-                formats=FORMATS, overwrite: bool = False, progress: bool = True,
+                formats=BIG_FORMATS, overwrite: bool = False, progress: bool = True,
                 log=_log_stderr, windows=None) -> BigResult:
     """Segment one big image tile by tile into ``out`` (see the module docstring for the
     outputs, the seam rules, the memory bound and resuming).
@@ -125,8 +134,9 @@ def predict_big(model, image, out, *, sid: str | None = None, tile: int | None =
     names (default: the file's name without its suffixes, or ``image``); ``tile``, ``overlap``:
     the core and the overlap in native pixels (None: automatic, from the model's nucleus size
     and the image's factor); ``tta``, ``method``: None is the model's setting; ``pixel_size``
-    (micrometres) overrides the one the file records; ``formats``: of :data:`FORMATS`
-    (``ome-zarr`` is always written: the tiles are stitched in it). A rerun of a complete
+    (micrometres) overrides the one the file records; ``formats``: of
+    :data:`nucseg_utils.exports.files.FORMATS` (default :data:`BIG_FORMATS`; those of
+    :data:`nucseg_utils.big.write.NOT_TILED` are left out, with a note why). A rerun of a complete
     image does nothing unless ``overwrite``. ``windows``: who segments the tiles (a function
     of (model, lazy image, plan, tiles, method, tta) that yields what :func:`serial_windows`
     yields, in its order; default that one, in this process;
@@ -138,13 +148,17 @@ def predict_big(model, image, out, *, sid: str | None = None, tile: int | None =
     method = method or model.settings.postprocessing.method
     unknown = set(formats) - set(FORMATS)
     if unknown:
-        raise ValueError(f"unknown big-image format(s) {', '.join(sorted(unknown))}; choose "
+        raise ValueError(f"unknown format(s) {', '.join(sorted(unknown))}; choose "
                          f"from {', '.join(FORMATS)}")
-    formats = tuple(f for f in FORMATS if f in set(formats) | {"ome-zarr"})
+    left_out = [f for f in FORMATS if f in set(formats) and f in NOT_TILED]
+    formats = tiled_formats(formats)
     with open_lazy(image, channel) as lazy:
         sid = sid or (Path(image).name.split(".")[0] if isinstance(image, (str, os.PathLike))
                       else "image")
+        for f in left_out:
+            log(f"{lazy.name}: no {f} for a tiled image: {NOT_TILED[f]}")
         paths = output_paths(out, sid, formats)
+        store = output_paths(out, sid, ("ome-zarr",))["ome-zarr"]
         marker = done_marker(out, sid)
         if marker.exists() and not overwrite:
             made = runs.read_json(marker)
@@ -157,19 +171,25 @@ def predict_big(model, image, out, *, sid: str | None = None, tile: int | None =
                     "tile": tile, "overlap": overlap, "formats": list(formats),
                     "shape": list(lazy.shape), "config": _jsonable(model.config)}
         work = work_dir(out, sid)
-        labels_tmp = paths["ome-zarr"].with_name(paths["ome-zarr"].name + ".partial")
+        labels_tmp = store.with_name(store.name + ".partial")
         plan = _resume_plan(work, settings, labels_tmp) if not overwrite else None
+        h, w = lazy.shape
+        log(f"{lazy.name}: {h}x{w} px, segmented tile by tile" +
+            (f" (resuming: {len(list(work.glob('*_*.json')))} tiles done before)" if plan else
+             "; first the image's statistics and nucleus size from an overview"))
         if plan is None:
             if work.exists():
                 shutil.rmtree(work)
             marker.unlink(missing_ok=True)
             plan = make_plan(model, lazy, settings, tile, overlap, tta)
-            create_labels(labels_tmp, lazy.shape)
+            omezarr.create_store(labels_tmp, lazy.shape)
             runs.write_json(work / "plan.json", plan.to_json())
         run = BigRun(model, lazy, plan, out, sid, method, tta, px, formats, paths, work,
                      labels_tmp, progress, log, windows)
         result = _run_tiles(run)
-        _finish(run, result)
+        result.notes[:0] = [f"{lazy.name}: no {f} for a tiled image: {NOT_TILED[f]}"
+                            for f in left_out]
+        _finish(run, result, store)
     return result
 
 
@@ -195,7 +215,7 @@ def _run_tiles(run: BigRun) -> BigResult:
     if tta and model.config.get("tta_scales"):
         raise ValueError("tiled prediction does not do test-time scaling (tta_scales): "
                          "predict with tta=False or a model without tta_scales")
-    canvas = open_labels(run.labels_tmp)
+    canvas = omezarr.open_labels(run.labels_tmp)
     min_size = int(postprocessing.settings(model.config)["min_size"])
     tolerance = seam_tolerance(model.config, plan.factor)
     records = {t.index: runs.read_json(work / f"{t.name}.json") for t in tiles
@@ -216,7 +236,7 @@ def _run_tiles(run: BigRun) -> BigResult:
         win = canvas[y0:y1, x0:x1]
         if (win >= next_label).any():
             canvas[y0:y1, x0:x1] = np.where(win >= next_label, 0, win).astype(np.uint32)
-    bar = tqdm(total=len(todo), desc=f"{sid} tiles{' (TTA)' if tta else ''}", unit="tile",
+    bar = progress_bar(total=len(todo), desc=f"{sid} tiles{' (TTA)' if tta else ''}", unit="tile",
                disable=not run.progress)
     segmented = (run.windows or serial_windows)(model, lazy, plan, todo, run.method, tta)
     for t, plane, lab, seen in segmented:
@@ -263,9 +283,10 @@ def serial_windows(model, lazy: LazyImage, plan: Plan, todo, method: str, tta: b
         yield t, plane, lab, seen
 
 
-def _finish(run: BigRun, result: BigResult):
-    """Assemble the outputs from the tiles, rename them into place, write the done-marker and
-    remove the tile folder."""
+def _finish(run: BigRun, result: BigResult, store: Path):
+    """Assemble the outputs from the tiles and the stitched labels, rename them into place,
+    write the done-marker and remove the tile folder (and the stitched store unless it is
+    an output)."""
     plan, work, paths, formats, sid = run.plan, run.work, run.paths, run.formats, run.sid
     tiles = plan.tiles()
     records = [runs.read_json(work / f"{t.name}.json") for t in tiles]
@@ -277,15 +298,27 @@ def _finish(run: BigRun, result: BigResult):
         table = assemble_measurements(work, tiles, paths["measurements"])
     if "geojson" in formats:
         assemble_geojson(work, tiles, paths["geojson"])
-    finish_labels(run.labels_tmp, sid, run.pixel_size)
-    final = paths["ome-zarr"]
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(run.labels_tmp, final)
+    if "rois" in formats:
+        assemble_rois(work, tiles, paths["rois"])
+    omezarr.finish_store(run.labels_tmp, sid, run.pixel_size,
+                         run.lazy if "ome-zarr" in formats else None)
+    levels = omezarr.label_levels(run.labels_tmp)
+    if "tiff" in formats:
+        omezarr.write_pyramid_tiff(paths["tiff"], levels, nuclei, run.pixel_size)
+    step = None
+    if "overlay" in formats:
+        _, step = omezarr.write_overview_overlay(paths["overlay"], run.lazy, levels)
+    if store.exists():
+        shutil.rmtree(store)
+    if "ome-zarr" in formats:
+        os.replace(run.labels_tmp, store)
+    else:
+        shutil.rmtree(run.labels_tmp)
     row = summary_row(sid, plan.shape, table, nuclei, covered)
-    row.update({"pixel_size_um": run.pixel_size, "file": run.lazy.name, "tiles": len(tiles),
+    row.update({"pixel_size_um": run.pixel_size, "file": run.lazy.name,
+                "channel": run.lazy.channel_used, "tiles": len(tiles),
                 "tile": plan.tile, "overlap": plan.overlap, "factor": plan.factor,
-                "too_large": too_large})
+                "too_large": too_large, "overlay_downsampling": step})
     if too_large:
         result.notes.append(f"{run.lazy.name}: {too_large} object(s) larger than the overlap "
                             f"({plan.overlap} px) reached a tile's edge and were dropped; "

@@ -1,28 +1,30 @@
 """Big images, stage 5: the outputs, written tile by tile and assembled at the end.
 
 In: the output folder, the image's id, each finished tile's labels.
-Out, for the image ``<id>``:
+Out, for the image ``<id>``, the files an untiled image gets
+(:data:`nucseg_utils.exports.files.FORMATS`), but a label PNG (:data:`NOT_TILED`):
 
-- ``labels/<id>.ome.zarr``: the label image (uint32, 0 the background, 1..N one nucleus each)
-  as OME-Zarr (NGFF 0.4, Zarr format 2, chunks of :data:`CHUNK` px, compressed), with its
-  resolution pyramid (halved by nearest neighbour until it fits 1024 px) and ``image-label``
-  metadata, so napari opens it as a labels layer;
-- ``measurements/<id>.csv``: one row per nucleus (:func:`nucseg_utils.exports.files.measure`,
-  its coordinates in the whole image's pixels), streamed tile by tile;
-- ``geojson/<id>.geojson``: the nucleus outlines as a GeoJSON FeatureCollection of polygons
-  (QuPath's *File > Import objects* reads them as detections, in the image's pixel
-  coordinates; the polygons of :func:`nucseg_utils.exports.files.nucleus_polygons`, named by
-  their label);
+- the labels are stitched into an OME-Zarr store (:mod:`nucseg_utils.exports.omezarr`),
+  ``labels/<id>.ome.zarr.partial`` while the tiles run; at the end it gets its pyramid and,
+  for ``ome-zarr``, the image at its root and is renamed ``labels/<id>.ome.zarr`` (else it is
+  removed once the other files are made from it);
+- ``tiff``: ``labels/<id>.tif``, a pyramidal BigTIFF OME-TIFF made from the store, block by
+  block;
+- ``overlay``: ``overlays/<id>.png``, the outlines on the image downsampled by a power of two
+  to at most :data:`nucseg_utils.exports.omezarr.OVERLAY_SIDE` px (the factor is in the
+  summary row);
+- ``measurements``, ``geojson``, ``rois``: one row / feature / ROI per nucleus
+  (:mod:`nucseg_utils.exports.files`, in the whole image's pixels), written per tile and
+  joined in tile order;
 - ``done/<id>.json``: written last, with the image's summary row (as :mod:`nucseg_utils.predict`).
 
-Every output is written to a temporary name and renamed when complete (the label image to
-``<id>.ome.zarr.partial``; each Zarr chunk itself is written atomically). A tile's parts
-(``tiles/<id>/<row>_<col>.json``, with its measurements and outlines beside it) are written
-after its labels, so an interrupted run resumes at the first unfinished tile.
+Every output is written to a temporary name and renamed when complete (each Zarr chunk itself
+is written atomically). A tile's parts (``tiles/<id>/<row>_<col>.json``, with its
+measurements, outlines and ROIs beside it) are written after its labels, so an interrupted run
+resumes at the first unfinished tile.
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from pathlib import Path
@@ -33,106 +35,49 @@ import pandas as pd
 from nucseg_utils.big.plan import Tile
 from nucseg_utils.core import runs
 from nucseg_utils.exports import files as export
+from nucseg_utils.exports.files import FORMATS
 
-__all__ = ["CHUNK", "FORMATS", "PLACES", "assemble_geojson", "assemble_measurements", "create_labels", "finish_labels", "geojson_features", "open_labels", "output_paths", "summary_row", "work_dir", "write_tile_parts"]
-
-
-CHUNK = 1024  # the label image's Zarr chunks (px a side)
+__all__ = ["BIG_FORMATS", "NOT_TILED", "ROI_NAME_WIDTH", "assemble_geojson", "assemble_measurements", "assemble_rois", "summary_row", "tiled_formats", "work_dir", "write_tile_parts"]
 
 
-FORMATS = ("ome-zarr", "measurements", "geojson")
+# what :func:`nucseg_utils.big.predict_big` writes unless told: the whole-slide formats
+BIG_FORMATS = ("ome-zarr", "measurements", "geojson")
+# the digits of a tiled image's ROI names (zero-padded: sorted by name up to 10 million nuclei)
+ROI_NAME_WIDTH = 7
+# what a tiled image cannot get, and why (said once per image)
+NOT_TILED = {"labels-png": "a PNG is written from the whole label image in memory; a tiled "
+                           "image's labels are in its label TIFF and OME-Zarr"}
 
 
-PLACES = {"ome-zarr": ("labels", ".ome.zarr"), "measurements": ("measurements", ".csv"),
-         "geojson": ("geojson", ".geojson")}
-
-
-def output_paths(out, sid: str, formats=FORMATS) -> dict[str, Path]:
-    """{format: path} of the outputs of big image ``sid``."""
-    return {f: Path(out) / PLACES[f][0] / f"{sid}{PLACES[f][1]}" for f in formats}
+def tiled_formats(formats) -> tuple[str, ...]:
+    """The ``formats`` (of :data:`nucseg_utils.exports.files.FORMATS`) a tiled image gets:
+    all but those of :data:`NOT_TILED`."""
+    return tuple(f for f in FORMATS if f in set(formats) and f not in NOT_TILED)
 
 
 def work_dir(out, sid: str) -> Path:
     return Path(out) / "tiles" / sid
 
 
-def create_labels(path: Path, shape):
-    import numcodecs
-    import zarr
-    if path.exists():
-        shutil.rmtree(path)
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    group.create_array("0", shape=tuple(shape), chunks=(CHUNK, CHUNK), dtype="uint32",
-                       fill_value=0, chunk_key_encoding={"name": "v2", "separator": "/"},
-                       compressors=numcodecs.Blosc(cname="zstd", clevel=5,
-                                                   shuffle=numcodecs.Blosc.BITSHUFFLE))
-    return group
-
-
-def open_labels(path: Path):
-    import zarr
-    return zarr.open_group(str(path), mode="r+")["0"]
-
-
-def finish_labels(path: Path, sid: str, pixel_size: float | None):
-    """The resolution pyramid (each level halved by nearest neighbour, block by block) and
-    the OME-Zarr (NGFF 0.4) metadata of a finished label image."""
-    import zarr
-    group = zarr.open_group(str(path), mode="r+")
-    level, prev = 0, group["0"]
-    while max(prev.shape) > CHUNK:
-        level += 1
-        shape = tuple(math.ceil(n / 2) for n in prev.shape)
-        arr = group.create_array(str(level), shape=shape, chunks=(CHUNK, CHUNK),
-                                 dtype="uint32", fill_value=0, overwrite=True,
-                                 chunk_key_encoding={"name": "v2", "separator": "/"},
-                                 compressors=prev.compressors)
-        for y in range(0, shape[0], CHUNK):
-            for x in range(0, shape[1], CHUNK):
-                arr[y:y + CHUNK, x:x + CHUNK] = prev[2 * y:2 * y + 2 * CHUNK:2,
-                                                     2 * x:2 * x + 2 * CHUNK:2]
-        prev = arr
-    px = pixel_size or 1.0
-    unit = {"unit": "micrometer"} if pixel_size else {}
-    group.attrs["multiscales"] = [{
-        "version": "0.4", "name": sid,
-        "axes": [{"name": "y", "type": "space", **unit}, {"name": "x", "type": "space", **unit}],
-        "datasets": [{"path": str(k), "coordinateTransformations": [
-            {"type": "scale", "scale": [px * 2 ** k, px * 2 ** k]}]} for k in range(level + 1)],
-        "type": "nearest",
-        "metadata": {"description": "nucleus labels (0 background, 1..N nuclei) by nucseg"}}]
-    group.attrs["image-label"] = {"version": "0.4"}
-
-
-def geojson_features(labels: np.ndarray, names, offset=(0, 0)) -> list[str]:
-    """One GeoJSON Feature (a JSON string) per object of ``labels`` (1..n, named by
-    ``names[k - 1]``): its outline (:func:`nucseg_utils.exports.files.nucleus_polygons`, shifted by
-    ``offset`` (y, x)) as a closed Polygon in pixel coordinates (x right, y down, the image's
-    top-left corner at 0, 0), a QuPath detection of class Nucleus."""
-    oy, ox = offset
-    out = []
-    for k, xy in export.nucleus_polygons(labels):
-        ring = [[round(float(x) + ox, 3), round(float(y) + oy, 3)] for x, y in xy]
-        ring.append(ring[0])
-        out.append(json.dumps({
-            "type": "Feature",
-            "geometry": {"type": "Polygon", "coordinates": [ring]},
-            "properties": {"objectType": "detection", "name": str(names[k - 1]),
-                           "classification": {"name": "Nucleus", "color": [0, 200, 0]}}},
-            separators=(",", ":")))
-    return out
-
-
 def write_tile_parts(work: Path, tile: Tile, canvas: np.ndarray, given, plane, px,
                       sid: str, formats):
-    """A tile's measurements and outlines (its kept nuclei, labels ``given``) as part files."""
+    """A tile's measurements, outlines and ROIs (its kept nuclei, labels ``given``) as part
+    files."""
     first, last = given
     wy0, _, wx0, _ = tile.window
     mine = (canvas >= first) & (canvas < last)
     local = np.where(mine, canvas.astype(np.int64) - first + 1, 0)
     names = np.arange(first, last)
+    table = export.measure(local, plane, px) if {"measurements", "geojson"} & set(formats) \
+        else None
+    if "geojson" in formats:
+        lines = export.geojson_features(local, names, (wy0, wx0), table, sid)
+        runs.write_text(work / "geojson" / f"{tile.name}.jsonl",
+                        "".join(line + "\n" for line in lines))
+    if "rois" in formats:
+        export.write_roi_zip(work / "rois" / f"{tile.name}.zip", local, names, (wy0, wx0),
+                             width=ROI_NAME_WIDTH)
     if "measurements" in formats:
-        table = export.measure(local, plane, px)
         table["label"] = names[table["label"].to_numpy() - 1] if len(table) else \
             table["label"]
         for c, off in (("centroid_y", wy0), ("centroid_x", wx0), ("bbox_top", wy0),
@@ -143,10 +88,6 @@ def write_tile_parts(work: Path, tile: Tile, canvas: np.ndarray, given, plane, p
             table["centroid_x_um"] = table["centroid_x"] * px
         table.insert(0, "image", sid)
         export.write_measurements(work / "measurements" / f"{tile.name}.csv", table)
-    if "geojson" in formats:
-        lines = geojson_features(local, names, (wy0, wx0))
-        runs.write_text(work / "geojson" / f"{tile.name}.jsonl",
-                        "".join(line + "\n" for line in lines))
 
 
 def assemble_measurements(work: Path, tiles, path: Path) -> pd.DataFrame | None:
@@ -177,6 +118,11 @@ def assemble_geojson(work: Path, tiles, path: Path):
                     f.write(("" if first else ",\n") + line.rstrip("\n"))
                     first = False
         f.write("\n]}\n")
+
+
+def assemble_rois(work: Path, tiles, path: Path):
+    """``rois/<id>.zip`` from the tiles' ROI sets, in tile order (labels increasing)."""
+    export.join_roi_zips([work / "rois" / f"{t.name}.zip" for t in tiles], path)
 
 
 def summary_row(sid: str, shape, table: pd.DataFrame | None, nuclei: int,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ __all__ = [
     "examples_by_size", "existing_table", "find_data_root", "has_split", "index_split",
     "is_synthetic", "labels_for", "load_samples", "modality_of", "most_colourful", "open_images",
     "open_split", "pick_examples", "plane_layout", "read_rgb", "read_solution",
+    "NUCLEAR_STAINS", "channel_note", "describe_channel", "nuclear_channel", "tiff_channel_names",
     "summarize_index", "to_rgb_float"
 ]
 
@@ -62,7 +64,7 @@ SOLUTIONS = {
     "stage2_test_final": "stage2_solution_final.csv",
 }
 OUTER_ZIP = "data-science-bowl-2018.zip"
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif")
 SYNTHETIC_MARKER = "SYNTHETIC.md"
 LABELS = ("original", "fixed")  # the ground truths a split can be read with (``labels=``)
 FIXED = {"stage1_train": "stage1_train_fixed"}  # split -> the folder/zip of its fixed labels
@@ -803,12 +805,68 @@ def examples_by_size(index, quantiles=(0.05, 0.5, 0.95), by: str = "mean_area") 
 # the rest (Z depth, T time, ...) are planes of a stack
 _CHANNEL_AXES, _AMBIGUOUS_AXES = "CS", "QI"
 _STACK_NAMES = {"Z": "z-stack", "T": "time series"}
+# the names of nuclear stains (and words for them) that choose a named channel, compared
+# without case, spaces or punctuation
+NUCLEAR_STAINS = ("dapi", "hoechst", "draq5", "draq7", "nucblue", "nucspot", "nucred",
+                  "sirdna", "spydna", "syto", "redot", "h2b", "dna", "nuclei", "nuclear",
+                  "nucleus")
 
 
-def plane_layout(axes: str, shape, name: str, channel: int | None):
+def _squash(text) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(text).lower())
+
+
+def nuclear_channel(names) -> int | None:
+    """The index of the first channel whose name is a nuclear stain (:data:`NUCLEAR_STAINS`:
+    DAPI, Hoechst 33342, DRAQ5, ...), or None."""
+    for i, n in enumerate(names or []):
+        if any(stain in _squash(n) for stain in NUCLEAR_STAINS):
+            return i
+    return None
+
+
+def tiff_channel_names(tif) -> list[str] | None:
+    """The channel names an open ``tifffile.TiffFile`` records, or None: an OME-TIFF's
+    ``Channel Name`` attributes (of its first image), an ImageJ hyperstack's ``Labels`` when
+    there is one per channel."""
+    if tif.is_ome:
+        try:
+            root = ET.fromstring(tif.ome_metadata or "")
+        except ET.ParseError:
+            root = None
+        image = next((el for el in root.iter() if el.tag.endswith("}Image")), None) \
+            if root is not None else None
+        if image is not None:
+            names = [el.get("Name") or "" for el in image.iter() if el.tag.endswith("}Channel")]
+            if any(names):
+                return names
+    if tif.is_imagej:
+        meta = tif.imagej_metadata or {}
+        labels, n = meta.get("Labels"), int(meta.get("channels", 1) or 1)
+        if isinstance(labels, (list, tuple)) and n > 1 and len(labels) == n:
+            return [str(x) for x in labels]
+    return None
+
+
+def describe_channel(axis: str | None, keep: int | None, shape_n: int,
+                     names=None) -> str:
+    """What a summary table says about the channel segmented: ``"2 (DAPI)"``, ``"0"``, or
+    ``""`` for a grey or colour image used whole."""
+    if keep is None or not axis:
+        return ""
+    name = names[keep] if names and keep < len(names) and names[keep] else ""
+    return f"{keep} ({name})" if name else str(keep)
+
+
+def plane_layout(axes: str, shape, name: str, channel: int | None, names=None):
     """How to get one 2-D plane out of an image of ``axes``/``shape``: returns (the channel
     axis letter or None, the channel to keep or None, whether its last channel is alpha).
-    DataError naming the file for a stack or a channel choice that cannot be made."""
+
+    Colour samples (RGB, axis ``S``) are kept together. Of named channels (axis ``C``) the
+    one ``channel`` says, else the nuclear stain by its ``names`` (:func:`nuclear_channel`),
+    else channel 0. Planes the file does not name as channels (pages ``I``, unknown ``Q``)
+    are refused unless ``channel`` picks one, as are z-stacks and time series. DataError
+    naming the file for what cannot be segmented as one 2-D image."""
     dims = {a: int(n) for a, n in zip(axes, shape) if int(n) > 1 or a in "YX"}
     if "Y" not in dims or "X" not in dims:
         raise DataError(f"{name}: not a 2-D image (axes {axes}, shape {tuple(shape)})")
@@ -830,11 +888,29 @@ def plane_layout(axes: str, shape, name: str, channel: int | None):
             raise DataError(f"{name}: has {n} channel{'s' if n > 1 else ''}; --channel "
                             f"{channel} does not exist (0 to {n - 1})")
         return axis, channel, False
+    if axis and axis in _AMBIGUOUS_AXES:
+        raise DataError(f"{name}: holds {n} planes of {h}x{w} (frames, a z-stack or channels: "
+                        f"the file does not say); nucseg segments one 2-D image per file: "
+                        f"choose one plane with --channel N (0 to {n - 1}) or save one plane "
+                        f"per file")
+    if axis == "C":
+        k = nuclear_channel(names)
+        return axis, (0 if k is None else k), False
     if n > 4:
-        if axis in _AMBIGUOUS_AXES:
-            raise DataError(f"{name}: holds {n} planes of {h}x{w} (a z-stack, a time series "
-                            f"or channels); choose the nuclear channel with --channel N "
-                            f"(0 to {n - 1}) or save one plane per file")
         raise DataError(f"{name}: has {n} channels; choose the nuclear channel with "
                         f"--channel N (0 to {n - 1})")
     return axis, None, axis == "S" and n in (2, 4)  # grey + alpha, RGBA
+
+
+def channel_note(name: str, axis: str | None, keep: int | None, n: int, names=None,
+                 chosen: bool = False) -> str | None:
+    """The line said on the console about the channel segmented in a file of several
+    channels (None for a grey or colour image, or when ``chosen`` by ``--channel``)."""
+    if axis != "C" or n < 2 or chosen or keep is None:
+        return None
+    listed = f" ({', '.join(str(x) for x in names)})" if names else ""
+    if names and nuclear_channel(names) == keep:
+        return (f"{name}: {n} channels{listed}; segmenting channel {keep} "
+                f"({names[keep]}), the nuclear stain by its name")
+    return (f"{name}: {n} channels{listed}, none named as a nuclear stain; segmenting "
+            f"channel {keep} (choose another with --channel N)")

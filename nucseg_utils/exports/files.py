@@ -8,6 +8,8 @@ Out:
 - :func:`measure`: one row per nucleus (``skimage.measure.regionprops_table``): centroid,
   bounding box, area, perimeter, equivalent diameter, eccentricity, solidity, mean and
   integrated intensity per channel, in pixels; with a pixel size also ``*_um`` / ``area_um2``;
+- :func:`geojson_features`: the outlines as GeoJSON Features with an ``id`` and QuPath
+  ``measurements``, for QuPath's *File > Import objects*;
 - :func:`summary_row`: one row per image (count, mean and median area, area covered, intensity);
 - :func:`write_label_tiff`: the labels as an ImageJ TIFF (uint16; int32 beyond 65535 nuclei)
   carrying the pixel size, for Fiji and napari;
@@ -16,12 +18,22 @@ Out:
 - :func:`write_overlay_png`: the image with every nucleus outlined;
 - :func:`read_pixel_size`: the pixel size recorded in a TIFF, or None.
 
+**One pixel convention** in every file: coordinates are in pixels with the image's top-left
+corner at (0, 0), x to the right and y down, so that the pixel in row r and column c covers
+[c, c+1) x [r, r+1) and its centre is at (c + 0.5, r + 0.5). That is ImageJ's, QuPath's and
+GeoJSON's convention: a centroid in the measurements table, the centroid of the same nucleus's
+ROI in Fiji and of its GeoJSON polygon agree (scikit-image puts pixel centres at integers;
+:func:`measure` adds the half pixel). Bounding boxes are pixel edges (top/left inclusive,
+bottom/right exclusive as indices), which is the same thing in both conventions.
+
 Every file is written atomically (:func:`nucseg_utils.core.runs.atomic_path`): a file that exists is
 complete.
 """
 from __future__ import annotations
 
+import json
 import math
+import uuid
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
@@ -39,6 +51,19 @@ from nucseg_utils.core import runs
 from nucseg_utils.data.dsb import to_rgb_float
 
 OUTLINE = (0, 255, 0)  # overlay outline colour: green shows on dark and on stained images
+
+# every file nucseg writes for an image, by name (``nucseg predict --formats``), and where:
+# (folder, suffix) of ``<out>/<folder>/<id><suffix>``
+PLACES = {"labels-png": ("labels", ".png"), "tiff": ("labels", ".tif"),
+          "rois": ("rois", ".zip"), "overlay": ("overlays", ".png"),
+          "measurements": ("measurements", ".csv"), "ome-zarr": ("labels", ".ome.zarr"),
+          "geojson": ("geojson", ".geojson")}
+FORMATS = tuple(PLACES)
+
+
+def output_paths(out, sid: str, formats=FORMATS) -> dict[str, Path]:
+    """{format: path} of the files written for image ``sid`` in ``out``."""
+    return {f: Path(out) / PLACES[f][0] / f"{sid}{PLACES[f][1]}" for f in formats}
 
 _PROPERTIES = ("label", "centroid", "bbox", "area", "perimeter", "equivalent_diameter_area",
                "eccentricity", "solidity", "intensity_mean")
@@ -85,8 +110,8 @@ def _channels_last(image, shape) -> np.ndarray:
 def measure(labels: np.ndarray, image: np.ndarray, pixel_size: float | None = None):
     """One row per nucleus of ``labels``, measured with ``regionprops_table``.
 
-    Lengths and areas are in pixels (the centroid and bounding box in row/column pixel
-    coordinates, the box's bottom/right exclusive); ``mean_intensity_<c>`` and
+    Lengths and areas are in pixels (the centroid and bounding box in the module's pixel
+    convention: a pixel's centre at +0.5, the box's edges at pixel edges); ``mean_intensity_<c>`` and
     ``integrated_intensity_<c>`` (the sum of the pixel values) are per channel of ``image``, in
     its own units. With ``pixel_size`` (micrometres) the table also has ``centroid_y_um``,
     ``centroid_x_um``, ``area_um2``, ``perimeter_um`` and ``equivalent_diameter_um``. An image
@@ -99,6 +124,8 @@ def measure(labels: np.ndarray, image: np.ndarray, pixel_size: float | None = No
     table = pd.DataFrame(regionprops_table(lab, img, properties=_PROPERTIES))
     table = table.rename(columns=_NAMES)
     table["area"] = table["area"].astype(np.int64)
+    table["centroid_y"] += 0.5  # pixel centres at +0.5, as ImageJ, QuPath and GeoJSON
+    table["centroid_x"] += 0.5
     for c in range(img.shape[-1]):
         mean = table.pop(f"intensity_mean-{c}")
         table[f"mean_intensity_{c}"] = mean
@@ -213,8 +240,9 @@ def nucleus_polygons(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """[(label, (n, 2) x/y vertices in ImageJ's pixel coordinates)] for every nucleus: the
     outer contour of its mask (``find_contours`` at 0.5 on the padded mask, diagonal
     neighbours joined), through the edge midpoints between its pixels and the background, so
-    that filling the polygon by pixel centres gives back the mask. Holes are not traced; of a
-    nucleus in several pieces the largest is kept."""
+    that filling the polygon by pixel centres gives back the mask. Vertices in the middle of a
+    straight run are dropped (:func:`drop_collinear`: the same polygon, about a third of the
+    vertices). Holes are not traced; of a nucleus in several pieces the largest is kept."""
     lab = np.asarray(labels)
     out = []
     for k, box in enumerate(ndi.find_objects(lab), start=1):
@@ -226,23 +254,96 @@ def nucleus_polygons(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
         # padded row/column index -> image pixel index -> ImageJ (pixel centres at +0.5)
         x = yx[:, 1] + box[1].start - 1 + 0.5
         y = yx[:, 0] + box[0].start - 1 + 0.5
-        out.append((k, np.c_[x, y]))
+        out.append((k, drop_collinear(np.c_[x, y])))
     return out
 
 
-def write_roi_zip(path, labels: np.ndarray) -> Path:
-    """An ImageJ ROI set (``.zip``, for Fiji's ROI Manager): one polygon per nucleus, named by
-    its label (zero-padded, so the ROI Manager lists them in label order). An image with no
-    nuclei gives an empty zip."""
+def drop_collinear(xy: np.ndarray) -> np.ndarray:
+    """A closed polygon's (n, 2) vertices without those that lie on the straight line between
+    their neighbours (the same shape and area); a polygon of fewer than 4 vertices as it is."""
+    if len(xy) < 4:
+        return xy
+    before = xy - np.roll(xy, 1, axis=0)
+    after = np.roll(xy, -1, axis=0) - xy
+    cross = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
+    keep = np.abs(cross) > 1e-9
+    return xy[keep] if keep.sum() >= 3 else xy
 
+
+# the measurements a GeoJSON feature carries (QuPath shows them in its measurement table)
+GEOJSON_MEASUREMENTS = ("area", "perimeter", "equivalent_diameter", "eccentricity",
+                        "solidity", "area_um2", "perimeter_um", "equivalent_diameter_um")
+
+
+def geojson_features(labels: np.ndarray, names=None, offset=(0, 0), table=None,
+                     image_id: str = "") -> list[str]:
+    """One GeoJSON Feature (a JSON string) per nucleus of ``labels`` (1..n): its outline
+    (:func:`nucleus_polygons`, shifted by ``offset`` (y, x) into the whole image) as a closed
+    Polygon in the module's pixel convention, a QuPath detection of class Nucleus. Each
+    feature has an ``id`` (a UUID derived from ``image_id`` and its name, the same on every
+    run, as QuPath wants), its ``name`` (``names[k - 1]``, default its label k) and, with
+    ``table`` (:func:`measure` of the same ``labels``), QuPath ``measurements``: the
+    :data:`GEOJSON_MEASUREMENTS` and each channel's mean intensity."""
+    oy, ox = offset
+    rows = {}
+    if table is not None and len(table):
+        cols = [c for c in table if c in GEOJSON_MEASUREMENTS or c.startswith("mean_intensity_")]
+        rows = {int(k): {c: round(float(v), 4) for c, v in zip(cols, vals)}
+                for k, vals in zip(table["label"], table[cols].to_numpy())}
+    out = []
+    for k, xy in nucleus_polygons(labels):
+        name = str(names[k - 1]) if names is not None else str(k)
+        ring = [[round(float(x) + ox, 3), round(float(y) + oy, 3)] for x, y in xy]
+        ring.append(ring[0])
+        props = {"objectType": "detection", "name": name,
+                 "classification": {"name": "Nucleus", "color": [0, 200, 0]}}
+        if k in rows:
+            props["measurements"] = rows[k]
+        out.append(json.dumps({
+            "type": "Feature", "id": str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                                     f"nucseg:{image_id}/{name}")),
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": props}, separators=(",", ":")))
+    return out
+
+
+def write_geojson(path, labels: np.ndarray, table=None, image_id: str = "") -> Path:
+    """The nuclei's outlines as one GeoJSON FeatureCollection (:func:`geojson_features`),
+    atomically."""
+    with runs.atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write('{"type":"FeatureCollection","features":[\n')
+        f.write(",\n".join(geojson_features(labels, table=table, image_id=image_id)))
+        f.write("\n]}\n")
+    return Path(path)
+
+
+def write_roi_zip(path, labels: np.ndarray, names=None, offset=(0, 0),
+                  width: int | None = None) -> Path:
+    """An ImageJ ROI set (``.zip``, for Fiji's ROI Manager): one polygon per nucleus, named by
+    its label (``names[k - 1]`` when given; zero-padded to ``width`` digits, by default those
+    of the largest, at least 4, so the ROI Manager lists them in label order) and shifted by
+    ``offset`` (y, x). An image with no nuclei gives an empty zip."""
+    oy, ox = offset
     polygons = nucleus_polygons(labels)
-    width = max(4, len(str(polygons[-1][0]))) if polygons else 4
-    rois = [ImagejRoi.frompoints(xy, name=f"{k:0{width}d}") for k, xy in polygons]
+    named = [(int(names[k - 1]) if names is not None else k, xy) for k, xy in polygons]
+    width = width or (max(4, len(str(named[-1][0]))) if named else 4)
+    rois = [ImagejRoi.frompoints(xy + (ox, oy), name=f"{k:0{width}d}") for k, xy in named]
     with runs.atomic_path(path) as tmp:
         if rois:
             roiwrite(tmp, rois, mode="w")
         else:
             zipfile.ZipFile(tmp, "w").close()
+    return Path(path)
+
+
+def join_roi_zips(parts, path) -> Path:
+    """One ROI set from several (:func:`write_roi_zip`'s, in order), entry by entry,
+    atomically."""
+    with runs.atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as out:
+        for part in parts:
+            with zipfile.ZipFile(part) as z:
+                for info in z.infolist():
+                    out.writestr(info, z.read(info))
     return Path(path)
 
 

@@ -115,20 +115,29 @@ def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
     A ``diameter`` in ``config`` (the nuclei's size in native pixels, given by the user) sets
     the factor without any size pass.
 
-    ``return_steps`` also returns a dict of the passes (diameters, factors, first-pass map).
+    ``return_steps`` also returns a dict of the passes (diameters, factors, first-pass map)
+    and the ``spread`` of the TTA variants' nucleus probability at native size (zero without
+    TTA; :func:`nucseg_utils.inference.tta.predict`).
     """
     target = config.get("target_diameter")
     if not target:
-        prob = predict(model, image, config, tta=tta)
-        return (prob, {"factor": 1.0, "passes": []}) if return_steps else prob
+        if not return_steps:
+            return predict(model, image, config, tta=tta)
+        prob, spread = predict(model, image, config, tta=tta, spread=True)
+        return prob, {"factor": 1.0, "passes": [], "spread": spread}
     factor, passes, first, p = _size_passes(model, image, config, tta)
+    spread = None
     if p is not None and not tta:  # the last size pass stands as the prediction
         prob = np.clip(resize_image(p, image.shape[:2]) if p.shape[:2] != image.shape[:2]
                        else p, 0.0, 1.0)
+    elif return_steps:
+        prob, spread = predict_at(model, image, config, factor, tta, spread=True)
     else:
         prob = predict_at(model, image, config, factor, tta)
     if return_steps:
-        return prob, {"factor": factor, "passes": passes, "first_pass": first}
+        if spread is None:
+            spread = np.zeros(prob.shape[:2], np.float32)
+        return prob, {"factor": factor, "passes": passes, "first_pass": first, "spread": spread}
     return prob
 
 
@@ -144,18 +153,24 @@ def estimate_factor(model, image: np.ndarray, config: dict, tta: bool = True) ->
 
 
 def predict_at(model, image: np.ndarray, config: dict, factor: float,
-               tta: bool = True) -> np.ndarray:
+               tta: bool = True, spread: bool = False):
     """Native-size probabilities for one normalised image predicted at a given rescaling
     ``factor`` (with TTA when ``tta``; and, with TTA, at ``factor`` times each of the config's
-    ``tta_scales``, averaged), resized back to the image's size and clipped to [0, 1]."""
+    ``tta_scales``, averaged), resized back to the image's size and clipped to [0, 1]. With
+    ``spread``: (that map, the TTA variants' spread at native size, averaged over the scales)."""
     h, w = image.shape[:2]
-    prob = None
+    prob = sd = None
     scales = (config.get("tta_scales") or [1.0]) if tta else [1.0]
     for s in scales:
-        q = predict(model, rescale_image(image, factor * s), config, tta=tta)
-        q = resize_image(q, (h, w)) if q.shape[:2] != (h, w) else q
+        q, d = predict(model, rescale_image(image, factor * s), config, tta=tta, spread=True)
+        if q.shape[:2] != (h, w):
+            q = resize_image(q, (h, w))
+            d = resize_image(d[..., None], (h, w))[..., 0] if spread else None
         prob = q / len(scales) if prob is None else prob + q / len(scales)
-    return np.clip(prob, 0.0, 1.0)
+        if spread:
+            sd = d / len(scales) if sd is None else sd + d / len(scales)
+    prob = np.clip(prob, 0.0, 1.0)
+    return (prob, np.clip(sd, 0.0, 1.0)) if spread else prob
 
 
 def _size_passes(model, image: np.ndarray, config: dict, tta: bool):

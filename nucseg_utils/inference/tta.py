@@ -28,18 +28,28 @@ def inverse(pred: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return x[:, ::-1] if flip else x
 
 
-def predict(model, image: np.ndarray, config: dict, tta: bool = True) -> np.ndarray:
-    """Probabilities for one normalised image, with or without the 8-fold TTA."""
+def predict(model, image: np.ndarray, config: dict, tta: bool = True, spread: bool = False):
+    """Probabilities for one normalised image, with or without the 8-fold TTA. With
+    ``spread`` (and ``tta``): (the mean, the pixel-wise standard deviation of the 8 variants'
+    nucleus probability, (H, W)), the variants' disagreement that
+    :mod:`nucseg_utils.inference.quality` reads; without TTA the spread is zero."""
     if not tta:
-        return forward_pass(model, image, config)
-    acc = None
+        p = forward_pass(model, image, config)
+        return (p, np.zeros(p.shape[:2], np.float32)) if spread else p
+    acc = sq = None
     # variants of one shape (even and odd quarter turns) go through the network together
     for group in ([v for v in variants() if v[0] % 2 == 0], [v for v in variants() if v[0] % 2]):
         xs = [np.ascontiguousarray(forward(image, k, flip)) for k, flip in group]
         for (k, flip), p in zip(group, predict_batch(model, xs, config)):
             p = inverse(p, k, flip).astype(np.float64)
             acc = p if acc is None else acc + p
-    return (acc / len(variants())).astype(np.float32)
+            sq = p[..., 0] ** 2 if sq is None else sq + p[..., 0] ** 2
+    n = len(variants())
+    mean = (acc / n).astype(np.float32)
+    if not spread:
+        return mean
+    var = np.maximum(sq / n - (acc[..., 0] / n) ** 2, 0.0)
+    return mean, np.sqrt(var).astype(np.float32)
 
 
 def variant_predictions(model, image: np.ndarray, config: dict, channel: int = 0):

@@ -31,6 +31,7 @@ from nucseg_utils import postprocessing
 from nucseg_utils.core import runs
 from nucseg_utils.data.dsb import to_rgb_float
 from nucseg_utils.inference.preprocessing import normalize
+from nucseg_utils.inference.quality import image_quality
 from nucseg_utils.inference.scale import predict_scaled
 from nucseg_utils.model import engines
 
@@ -281,17 +282,22 @@ class NucleusModel:
         """The engine's forward pass: normalised (N, H, W, 3) -> probabilities (N, H, W, C)."""
         return self._forward(batch)
 
-    def predict_probabilities(self, image: np.ndarray, tta: bool | None = None) -> np.ndarray:
+    def predict_probabilities(self, image: np.ndarray, tta: bool | None = None,
+                              spread: bool = False):
         """Probabilities (H, W, n_targets) at native size for one image as read by
         :func:`read_image` or :mod:`nucseg_utils.data` (grey or colour, any dtype): normalised
         as the model was trained, rescaled to its nucleus size, predicted (with the 8-fold TTA
         when ``tta``, default the model's setting), rounded to float16 precision (as stored, so
         every path scores the same numbers). The one place every command and notebook
-        predicts an image."""
+        predicts an image. With ``spread``: (that map, the pixel-wise spread of the TTA
+        variants' nucleus probability, zero without TTA)."""
         tta = self.settings.tta if tta is None else bool(tta)
         img = normalize(to_rgb_float(image), self.config["normalization"])
-        prob = predict_scaled(self, img, self.config, tta=tta)
-        return prob.astype(np.float16).astype(np.float32)
+        if not spread:
+            prob = predict_scaled(self, img, self.config, tta=tta)
+            return prob.astype(np.float16).astype(np.float32)
+        prob, steps = predict_scaled(self, img, self.config, tta=tta, return_steps=True)
+        return prob.astype(np.float16).astype(np.float32), steps["spread"]
 
     def postprocess(self, prob: np.ndarray, method: str | None = None) -> np.ndarray:
         """The label image of one probability map, post-processed as the settings say
@@ -303,16 +309,20 @@ class NucleusModel:
                           method: str | None = None) -> tuple[np.ndarray, dict]:
         """(labels, details) for one image: ``labels`` an (H, W) image, 0 the background and
         1..N one nucleus each (the same as :meth:`postprocess` of
-        :meth:`predict_probabilities`); ``details`` the ``probabilities``, the post-processing
-        ``method``, its intermediate ``steps`` (foreground, seeds, watershed, ...) and the
-        ``settings`` it ran with."""
-        prob = self.predict_probabilities(image, tta)
+        :meth:`predict_probabilities`); ``details`` the ``probabilities``, the TTA variants'
+        ``spread``, the post-processing ``method``, its intermediate ``steps`` (foreground,
+        seeds, watershed, ...), the ``settings`` it ran with, and the image's ``quality``
+        (:func:`nucseg_utils.inference.quality.image_quality`: a score in [0, 1] without
+        ground truth, and ``check``, whether to look at this image)."""
+        prob, spread = self.predict_probabilities(image, tta, spread=True)
         pp = postprocessing.settings(self.config)
         name = method or pp["postprocess"]
         steps = postprocessing.get_method(name).steps_of(prob, pp)
         labels = postprocessing.finish(steps["labels"], prob, pp)
-        return labels, {"probabilities": prob, "method": name, "steps": steps,
-                        "settings": {**pp, "postprocess": name}}
+        return labels, {"probabilities": prob, "spread": spread, "method": name,
+                        "steps": steps, "settings": {**pp, "postprocess": name},
+                        "quality": image_quality(prob, spread, labels,
+                                                 lambda p: self.postprocess(p, name))}
 
     def __repr__(self) -> str:
         s = self.settings

@@ -69,6 +69,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nucseg_utils import data, predict
+from nucseg_utils.core.progress import progress as progress_bar
 from nucseg_utils.data.dsb import DataError
 from nucseg_utils.predict.folder import PredictOptions, PredictResult
 
@@ -347,7 +348,7 @@ def _run(client, job: _Job, model, source, todo, tiled: set, spec, failed: dict,
         futures[client.submit(segment_task, job_future, sid, blob,
                               key=f"nucseg-{run}-{sid}", pure=False)] = sid
     done = set()
-    bar = tqdm(total=len(todo), desc=f"predict{' (TTA)' if opts.tta else ''}",
+    bar = progress_bar(total=len(todo), desc=f"predict{' (TTA)' if opts.tta else ''}",
                unit="img", disable=not progress)
     try:
         for sid in [s for s in todo if s in tiled]:

@@ -3,27 +3,35 @@
 In: a :class:`nucseg_utils.model.NucleusModel`; the images (:func:`nucseg_utils.data.open_images`: a folder
 or file of PNG/TIFF/JPEG images, a DSB split folder or zip); an output folder; the formats to
 write (:data:`FORMATS`) and the other :class:`PredictOptions`.
-Out, for every image ``<id>``, each file written atomically (a file that exists is complete):
+Out, for every image ``<id>``, each file written atomically (a file that exists is complete),
+the formats asked for (:data:`nucseg_utils.exports.files.FORMATS`, default
+:data:`DEFAULT_FORMATS`):
 
 - ``labels/<id>.png``: 16-bit label PNG (``labels-png``; ``submission.csv`` is built from them)
 - ``labels/<id>.tif``: ImageJ label TIFF carrying the pixel size (``tiff``)
 - ``rois/<id>.zip``: ImageJ ROI set, one polygon per nucleus (``rois``)
 - ``overlays/<id>.png``: the image with the nuclei outlined (``overlay``)
 - ``measurements/<id>.csv``: one row per nucleus (``measurements``, :func:`export.measure`)
+- ``labels/<id>.ome.zarr``: the image with its nuclei under it (``ome-zarr``,
+  :mod:`nucseg_utils.exports.omezarr`)
+- ``geojson/<id>.geojson``: the outlines with their measurements, for QuPath (``geojson``)
 - ``done/<id>.json``: written last, once the others are: the image is complete (with its
   summary row);
 
-and for the whole folder ``summary.csv`` (one row per image; a failed one with its reason),
-``submission.csv`` (Kaggle's format, from the label PNGs) and ``predict.json`` (the model and
-settings: a rerun with other ones is refused unless ``overwrite``).
+and for the whole folder ``summary.csv`` (one row per image; a failed one with its reason;
+its ``quality`` column, :mod:`nucseg_utils.inference.quality`, ranks the images from likely
+good to likely wrong and ``check`` marks those to look at), ``submission.csv`` (Kaggle's
+format, from the label PNGs) and ``predict.json`` (the model and settings: a rerun with other
+ones is refused unless ``overwrite``).
 
 Memory holds two images at a time: the network predicts one while a second thread
 post-processes and writes the one before. An image of more than :data:`TILE_ABOVE` pixels (or
 every image, with ``PredictOptions(tile=N)``) is segmented tile by tile instead
 (:func:`nucseg_utils.big.predict_big`: memory bounded by the tile, nuclei stitched across the
-seams), into ``labels/<id>.ome.zarr`` (for ``labels-png`` or ``tiff``), ``measurements/<id>.csv``
-and ``geojson/<id>.geojson`` (QuPath's outlines, for ``rois``); it has no overlay and no rows in
-``submission.csv``. :mod:`nucseg_utils.predict.distributed` runs the same over a Dask cluster.
+seams) into the same files, but for a label PNG (a one-line note says so; the label TIFF is
+then a pyramidal OME-TIFF and the overlay downsampled): it has no rows in
+``submission.csv`` and no quality score. :mod:`nucseg_utils.predict.distributed` runs the
+same over a Dask cluster.
 
 A rerun skips the images that are done. The inputs are checked first from their headers
 (without decoding the pixels); an image that cannot be used (unreadable, a z-stack or time
@@ -37,6 +45,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import imageio.v3 as iio
 import numpy as np
@@ -45,33 +54,41 @@ import tifffile
 from tqdm.auto import tqdm
 
 from nucseg_utils import big, postprocessing
+from nucseg_utils.big.write import tiled_formats
 from nucseg_utils.core import runs
+from nucseg_utils.core.progress import progress as progress_bar
 from nucseg_utils.data import outputs
-from nucseg_utils.data.dsb import DataError, to_rgb_float
+from nucseg_utils.data.dsb import (
+    DataError,
+    channel_note,
+    describe_channel,
+    tiff_channel_names,
+    to_rgb_float,
+)
 from nucseg_utils.data.dsb import plane_layout as _layout
 from nucseg_utils.data.outputs import done_marker
 from nucseg_utils.exports import files as export
+from nucseg_utils.exports import omezarr
+from nucseg_utils.exports.files import FORMATS, output_paths
+from nucseg_utils.inference.quality import image_quality
 from nucseg_utils.model import engines
 from nucseg_utils.model.network import NucleusModel
 
 __all__ = [
-    "ADDED_SETTINGS", "Checked", "FORMATS", "PredictOptions", "PredictResult", "SUMMARY_COUNTS",
+    "ADDED_SETTINGS", "Checked", "DEFAULT_FORMATS", "FORMATS", "Plane", "PredictOptions", "PredictResult", "SUMMARY_COUNTS",
     "SUMMARY_FIRST", "TILE_ABOVE", "check_image", "check_inputs", "finish_folder", "is_done",
     "is_tiled", "output_paths", "parse_formats", "predict_folder", "predict_one", "read_image",
     "read_measurements", "read_plane", "record_settings", "run_settings", "segment_tiled",
     "source_name", "stream_submission", "tiled_formats", "write_one"
 ]
 
-FORMATS = ("labels-png", "tiff", "rois", "overlay", "measurements")
+# the formats an untiled image gets unless told (every name of FORMATS is accepted)
+DEFAULT_FORMATS = ("labels-png", "tiff", "rois", "overlay", "measurements")
 # settings newer than some output folders, with the value those folders were made with
 ADDED_SETTINGS = {"bfloat16": False, "tile": None, "controls": {}}
-_PLACES = {"labels-png": ("labels", ".png"), "tiff": ("labels", ".tif"),
-           "rois": ("rois", ".zip"), "overlay": ("overlays", ".png"),
-           "measurements": ("measurements", ".csv"), **big.PLACES}
 # images of more pixels than this are segmented tile by tile (:mod:`nucseg_utils.big`): the
 # whole image at once would take more than about 4 GB (a 3000 x 3000 one took 2.2 GB)
 TILE_ABOVE = 4096 * 4096
-
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -82,20 +99,6 @@ def parse_formats(text: str) -> tuple[str, ...]:
         raise ValueError(f"unknown format(s) {', '.join(unknown) or repr(text)}; choose from "
                          f"{', '.join(FORMATS)}")
     return tuple(f for f in FORMATS if f in names)
-
-
-def output_paths(out, sid: str, formats=FORMATS) -> dict[str, Path]:
-    """{format: path} of the files written for image ``sid``."""
-    return {f: Path(out) / _PLACES[f][0] / f"{sid}{_PLACES[f][1]}" for f in formats}
-
-
-def tiled_formats(formats) -> tuple[str, ...]:
-    """The outputs of an image segmented tile by tile for the ``formats`` asked for: its labels
-    as OME-Zarr (always), its measurements, and its outlines as GeoJSON for ``rois``."""
-    asked = set(formats)
-    return tuple(f for f, wanted in (("ome-zarr", True),
-                                     ("measurements", "measurements" in asked),
-                                     ("geojson", "rois" in asked)) if wanted)
 
 
 def is_tiled(opts, size) -> bool:
@@ -114,47 +117,96 @@ def is_done(out, sid: str, formats) -> bool:
 
 
 # --------------------------------------------------------------------------- reading an image
+class Plane(NamedTuple):
+    """One image file read as the 2-D plane to segment: its ``pixels``, the ``pixel_size``
+    its file records (or None), the ``channel`` segmented as the summary says it
+    (:func:`nucseg_utils.data.describe_channel`; "" for a grey or colour image used whole) and
+    the ``note`` said on the console about it (or None)."""
+    pixels: np.ndarray
+    pixel_size: float | None
+    channel: str = ""
+    note: str | None = None
+
+
+def _frames_refused(name: str, n: int, h: int, w: int) -> DataError:
+    return DataError(f"{name}: holds {n} frames of {h}x{w} (an animated image or a "
+                     f"multi-image file); nucseg segments one 2-D image per file: save one "
+                     f"frame per file")
+
+
+def _tiff_axes(tif, name: str):
+    """(axes, shape, channel names) of an open TIFF's first image; DataError when the file
+    holds several images of that size (frames saved as separate series), which would
+    otherwise be skipped (a whole-slide file's thumbnail or label image is no frame)."""
+    series = tif.series[0]
+    same = [s for s in tif.series if tuple(s.shape) == tuple(series.shape)]
+    if len(same) > 1:
+        dims = dict(zip(series.axes, series.shape))
+        raise _frames_refused(name, len(same), dims.get("Y", 0), dims.get("X", 0))
+    return series.axes, series.shape, tiff_channel_names(tif)
+
+
+def _other_axes(props, name: str):
+    """(axes, shape) of a PNG/JPEG/GIF... from its properties; DataError for several frames."""
+    shape = tuple(props.shape)
+    if getattr(props, "is_batch", False):
+        if shape[0] > 1:
+            raise _frames_refused(name, shape[0], shape[1], shape[2])
+        shape = shape[1:]
+    return ("YX" if len(shape) == 2 else "YXS"), shape
+
+
 def _header(f, name: str):
-    """(axes, shape) of an image file from its header, without decoding the pixels."""
+    """(axes, shape, channel names or None) of an image file from its header, without
+    decoding the pixels."""
     try:
         if name.lower().endswith((".tif", ".tiff")):
             with tifffile.TiffFile(f) as tif:
-                series = tif.series[0]
-                return series.axes, series.shape
-        props = iio.improps(f, extension=Path(name).suffix.lower())
-        return ("YX" if len(props.shape) == 2 else "YXS"), props.shape
+                return _tiff_axes(tif, name)
+        data = f.read() if hasattr(f, "read") else f
+        return (*_other_axes(iio.improps(data, extension=Path(name).suffix.lower()), name), None)
+    except DataError:
+        raise
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad file
         raise DataError(f"{name}: cannot read the image header ({type(err).__name__}: "
                         f"{err})") from None
 
 
-def check_image(f, name: str, channel: int | None = None) -> tuple[int, int]:
-    """(height, width) of an image file from its header; DataError naming the file if it
-    cannot be segmented as one 2-D image (see :func:`read_plane`)."""
-    axes, shape = _header(f, name)
-    _layout(axes, shape, name, channel)
-    return shape[axes.index("Y")], shape[axes.index("X")]
+def check_image(f, name: str, channel: int | None = None) -> tuple[int, int, str | None]:
+    """(height, width, the console's note on the channel or None) of an image file from its
+    header; DataError naming the file if it cannot be segmented as one 2-D image (see
+    :func:`read_plane`)."""
+    axes, shape, names = _header(f, name)
+    axis, keep, _ = _layout(axes, shape, name, channel, names)
+    n = dict(zip(axes, shape)).get(axis, 1) if axis else 1
+    note = channel_note(name, axis, keep, n, names, chosen=channel is not None)
+    return shape[axes.index("Y")], shape[axes.index("X")], note
 
 
-def read_plane(f, name: str, channel: int | None = None) -> tuple[np.ndarray, float | None]:
-    """Decode an image file into the 2-D plane to segment and the pixel size its file records.
+def read_plane(f, name: str, channel: int | None = None) -> Plane:
+    """Decode an image file into the 2-D plane to segment (:class:`Plane`).
 
-    The plane is (H, W) or channels last (H, W, C <= 4, alpha dropped), in the file's own
-    values. A TIFF's axes are read from its metadata: a z-stack or time series is refused,
-    channels are kept up to 4 (RGB, RGBA, 2-4 channels); with more, or with ``channel``, the
-    chosen channel alone is kept. DataError naming the file for anything else."""
-    size = None
+    The plane is (H, W) or channels last (H, W, 3, alpha dropped), in the file's own values.
+    A TIFF's axes and channel names are read from its metadata: colour (RGB) is kept whole;
+    of several channels one is kept: ``channel``, else the nuclear stain by its name (DAPI,
+    Hoechst, DRAQ5, ...: :data:`nucseg_utils.data.NUCLEAR_STAINS`), else channel 0. A z-stack,
+    a time series, several frames (pages, an animated GIF, images of one size in separate
+    series) are refused, unless ``channel`` picks one of a file's unnamed planes. DataError
+    naming the file for anything else."""
+    size, names = None, None
     try:
         if name.lower().endswith((".tif", ".tiff")):
             with tifffile.TiffFile(f) as tif:
-                series = tif.series[0]
-                axes, shape = series.axes, series.shape
-                layout = _layout(axes, shape, name, channel)
-                arr = series.asarray()
+                axes, shape, names = _tiff_axes(tif, name)
+                layout = _layout(axes, shape, name, channel, names)
+                arr = tif.series[0].asarray()
                 size = export.tiff_pixel_size(tif)
         else:
-            arr = np.asarray(iio.imread(f, extension=Path(name).suffix.lower()))
-            axes, shape = ("YX" if arr.ndim == 2 else "YXS"), arr.shape
+            ext = Path(name).suffix.lower()
+            data = f.read() if hasattr(f, "read") else f
+            axes, shape = _other_axes(iio.improps(data, extension=ext), name)
+            arr = np.asarray(iio.imread(data, extension=ext))
+            arr = arr.reshape(shape) if arr.size == int(np.prod(shape)) else arr
             layout = _layout(axes, shape, name, channel)
     except DataError:
         raise
@@ -164,7 +216,8 @@ def read_plane(f, name: str, channel: int | None = None) -> tuple[np.ndarray, fl
         raise DataError(f"{name}: cannot decode image (no pixel data; the file is corrupt or "
                         f"truncated)")
     axis, keep, alpha = layout
-    kept = [i for i, (a, n) in enumerate(zip(axes, shape)) if n > 1 or a in "YX"]
+    n = dict(zip(axes, shape)).get(axis, 1) if axis else 1
+    kept = [i for i, (a, k) in enumerate(zip(axes, shape)) if k > 1 or a in "YX"]
     arr = arr.reshape([shape[i] for i in kept])
     axes = "".join(axes[i] for i in kept)
     arr = np.transpose(arr, [axes.index(a) for a in "YX" + (axis or "")])
@@ -174,7 +227,8 @@ def read_plane(f, name: str, channel: int | None = None) -> tuple[np.ndarray, fl
         arr = arr[..., :-1]
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
-    return np.ascontiguousarray(arr), size
+    return Plane(np.ascontiguousarray(arr), size, describe_channel(axis, keep, n, names),
+                 channel_note(name, axis, keep, n, names, chosen=channel is not None))
 
 
 @dataclass
@@ -198,12 +252,14 @@ def check_inputs(source, channel: int | None = None, ids=None) -> Checked:
                 raise DataError(f"{name}: the image name holds a comma, quote or line break, "
                                 f"which submission.csv cannot hold; rename the file")
             with source.image_file(sid) as f:
-                h, w = check_image(f, name, channel)
+                h, w, note = check_image(f, name, channel)
         except DataError as err:
             res.failed[sid] = _one_line(err)
             continue
         res.ok.append(sid)
         res.sizes[sid] = (h, w)
+        if note:
+            res.notes[sid] = note
         if min(h, w) < 2:
             res.notes[sid] = (f"{name}: is {h}x{w} pixels, too thin to hold a nucleus; "
                               f"segmented anyway (expect none)")
@@ -223,17 +279,20 @@ def read_image(path, channel: int | None = None) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     with open(path, "rb") as f:
-        return read_plane(f, str(path), channel)[0]
+        return read_plane(f, str(path), channel).pixels
 
 
 @dataclass
 class _Job:
-    """One image between the network and the writer: its plane, pixel size and probabilities."""
+    """One image between the network and the writer: its plane, pixel size, probabilities
+    and the spread of the TTA variants (:mod:`nucseg_utils.inference.quality`)."""
     sid: str
     name: str
     plane: np.ndarray
     pixel_size: float | None
     prob: np.ndarray
+    spread: np.ndarray | None = None
+    channel: str = ""
 
 
 @dataclass(frozen=True)
@@ -245,7 +304,7 @@ class PredictOptions:
     redoes images that are done and accepts a folder made with other settings; ``tile``
     segments every image tile by tile with cores of that many pixels (None: only those over
     :data:`TILE_ABOVE` pixels, with the automatic tile of :mod:`nucseg_utils.big`)."""
-    formats: tuple = FORMATS
+    formats: tuple = DEFAULT_FORMATS
     tta: bool | None = None
     method: str | None = None
     channel: int | None = None
@@ -267,9 +326,11 @@ def predict_one(model: NucleusModel, source, sid: str, opts: PredictOptions) -> 
     :func:`write_one`, runs in the writer thread of :func:`predict_folder`)."""
     name = source.image_name(sid)
     with source.image_file(sid) as f:
-        plane, recorded = read_plane(f, name, opts.channel)
-    prob = model.predict_probabilities(to_rgb_float(plane, name), opts.tta)
-    return _Job(sid, name, plane, opts.pixel_size or recorded, prob)
+        plane = read_plane(f, name, opts.channel)
+    prob, spread = model.predict_probabilities(to_rgb_float(plane.pixels, name), opts.tta,
+                                               spread=True)
+    return _Job(sid, name, plane.pixels, opts.pixel_size or plane.pixel_size, prob, spread,
+                plane.channel)
 
 
 def write_one(job: _Job, model: NucleusModel, out, opts: PredictOptions) -> dict:
@@ -287,11 +348,18 @@ def write_one(job: _Job, model: NucleusModel, out, opts: PredictOptions) -> dict
         export.write_roi_zip(paths["rois"], labels)
     if "overlay" in paths:
         export.write_overlay_png(paths["overlay"], plane, labels)
+    if "geojson" in paths:
+        export.write_geojson(paths["geojson"], labels, table, sid)
+    if "ome-zarr" in paths:
+        omezarr.write_ome_zarr(paths["ome-zarr"], labels, plane, sid, px)
     if "measurements" in paths:
-        table.insert(0, "image", sid)
-        export.write_measurements(paths["measurements"], table)
+        export.write_measurements(paths["measurements"], table.assign(image=sid)[
+            ["image"] + list(table.columns)])
+    q = image_quality(job.prob, job.spread, labels,
+                      lambda p: model.postprocess(p, opts.method))
     row = {**export.summary_row(sid, table, labels, plane), "pixel_size_um": px,
-           "file": job.name}
+           "file": job.name, "channel": job.channel, "quality": round(q["quality"], 4),
+           "check": q["check"]}
     runs.write_json(done_marker(out, sid), {"formats": list(opts.formats), "summary": row})
     return row
 
@@ -307,11 +375,12 @@ def segment_tiled(model: NucleusModel, source, sid: str, out, opts: PredictOptio
         if name.lower().endswith((".tif", ".tiff")):
             image = big.open_lazy(f, opts.channel, name=name)
         else:
-            plane, _ = read_plane(f, name, opts.channel)
-            image = big.LazyImage(plane, big.guess_axes(plane.shape), name)
+            plane = read_plane(f, name, opts.channel)
+            image = big.LazyImage(plane.pixels, big.guess_axes(plane.pixels.shape), name)
+            image.channel_used = plane.channel
         res = big.predict_big(model, image, out, sid=sid, tile=opts.tile, tta=opts.tta,
                               method=opts.method, channel=opts.channel,
-                              pixel_size=opts.pixel_size, formats=tiled_formats(opts.formats),
+                              pixel_size=opts.pixel_size, formats=opts.formats,
                               overwrite=opts.overwrite, progress=progress,
                               log=log or _log_stderr, windows=windows)
     return res.summary
@@ -335,8 +404,8 @@ def _log_stderr(message: str):
     tqdm.write(message, file=sys.stderr)
 
 
-SUMMARY_FIRST = ("id", "file", "height", "width", "nuclei", "mean_area", "median_area",
-                 "area_fraction", "mean_intensity", "pixel_size_um")
+SUMMARY_FIRST = ("id", "file", "height", "width", "nuclei", "quality", "check", "channel",
+                 "mean_area", "median_area", "area_fraction", "mean_intensity", "pixel_size_um")
 SUMMARY_COUNTS = ("height", "width", "nuclei")  # whole numbers, written without decimals
 
 
@@ -359,7 +428,7 @@ def predict_folder(model: NucleusModel, source, out, options: PredictOptions | N
         log(message)
     todo = checked.ok
     if progress:
-        todo = tqdm(todo, desc=f"predict{' (TTA)' if opts.tta else ''}", unit="img")
+        todo = progress_bar(todo, desc=f"predict{' (TTA)' if opts.tta else ''}", unit="img")
     done, skipped = _segment(model, source, out, opts, todo, failed, log, checked.sizes,
                              progress)
     summary = finish_folder(out, source, ids, failed, opts)
@@ -368,14 +437,20 @@ def predict_folder(model: NucleusModel, source, out, options: PredictOptions | N
 
 def finish_folder(out: Path, source, ids, failed: dict, opts: PredictOptions):
     """The folder's tables once its images are done: ``summary.csv`` (in id order) and, with
-    ``labels-png``, ``submission.csv`` of the images not segmented tile by tile. Returns the
-    summary table."""
+    ``labels-png``, ``submission.csv`` of the images not segmented tile by tile (none when
+    every image was tiled). Returns the summary table."""
     summary = _summary(out, source, ids, failed)
     if "labels-png" in opts.formats:
-        whole = [s for s in ids if s not in failed
-                 and not runs.read_json(done_marker(out, s)).get("big")]
-        stream_submission(out / "labels", whole, out / "submission.csv")
+        whole = submission_ids(out, ids, failed)
+        if whole:
+            stream_submission(out / "labels", whole, out / "submission.csv")
     return summary
+
+
+def submission_ids(out, ids, failed) -> list:
+    """The images of a folder that are in its ``submission.csv``: those done and not tiled."""
+    return [s for s in ids if s not in failed
+            and not runs.read_json(done_marker(Path(out), s)).get("big")]
 
 
 def _segment(model, source, out, opts: PredictOptions, todo, failed: dict, log, sizes=None,

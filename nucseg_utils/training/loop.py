@@ -56,7 +56,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from nucseg_utils import data as data_mod
 from nucseg_utils import model as model_mod
@@ -71,6 +70,7 @@ from nucseg_utils.core.profiles import (
     complete,
     split_seed,
 )
+from nucseg_utils.core.progress import progress as progress_bar
 from nucseg_utils.evaluation import image_types
 from nucseg_utils.inference.preprocessing import NORMALIZATIONS, normalize
 from nucseg_utils.model.network import ModelError, mask_f1, mask_iou
@@ -605,7 +605,7 @@ def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after
 
     bar = None
     if progress:
-        bar = tqdm(total=total, initial=start_epoch * steps, desc="train", unit="step")
+        bar = progress_bar(total=total, initial=start_epoch * steps, desc="train", unit="step")
     t_start = time.time()
     elapsed_before = float(history[-1]["seconds"]) if history else 0.0
     batches = prefetch(sampler.batches(start_epoch * steps, total))
