@@ -184,16 +184,16 @@ figures.nucleus_measurements(measurements, result.summary, ctx.figure("measureme
 {fmt: str(path.relative_to(out)) for fmt, path in predict.output_paths(out, sid).items()}
 
 # %% [markdown]
-# **Open them in napari** (not a dependency of nucseg; `pip install "napari[all]"`), the image
-# with its nuclei as a labels layer:
+# **The same in napari.** `pip install "nucseg[napari]"` adds nucseg to napari's *Plugins*
+# menu: *Segment nuclei* segments the image layer in view with the controls above (TTA, the
+# nucleus diameter, the threshold, the smallest nucleus, the post-processing; a big image
+# tile by tile), adds the nuclei as a labels layer beside the probability map, shows the count
+# and the quality score, and saves the ROI set, label TIFF and measurements as here; *Score a
+# segmentation* gives the table of this notebook's scores against a ground-truth layer, with
+# the extra nuclei in blue and the missed ones in red. *File > Open* reads an output folder
+# or an `.ome.zarr` of nucseg's. On a stage1_test image:
 #
-# ```python
-# import napari, tifffile
-# viewer = napari.Viewer()
-# viewer.add_image(image, name=sid[:8])
-# viewer.add_labels(tifffile.imread(out / "labels" / f"{sid}.tif"), name="nuclei")
-# napari.run()
-# ```
+# ![napari with nucseg's widget](../figures/napari_widget.png)
 #
 # **or in Fiji**: File > Open `labels/<id>.tif` (the labels, with their pixel size), open the
 # image, then Analyze > Tools > ROI Manager > More > Open `rois/<id>.zip` and Show All; Measure
