@@ -41,8 +41,8 @@ model: $(VENV)/.installed
 	$(BIN)/nucseg train --profile cpu --out runs/cpu --resume
 	$(BIN)/nucseg publish --run runs/cpu --out models/cpu
 
-# reproduce the committed release model (the cpu recipe on every labelled stage-1 image, about
-# 25 minutes here) and its validation results
+# reproduce the committed release model (the cpu recipe on every labelled stage-1 image; its
+# training time is in models/release/results.md) and its validation results
 release: $(VENV)/.installed
 	$(BIN)/nucseg train --profile release --out runs/release --resume
 	$(BIN)/nucseg publish --run runs/release --out models/release

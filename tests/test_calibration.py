@@ -163,3 +163,35 @@ def test_a_registered_method_with_a_new_setting_reaches_every_reader(toy, smoke_
     assert "smoothed by 2 px" in modelzoo._doc_labels_step({"postprocess": "toy", "sigma": 2.0})
     text = "\n".join(publishing.candidates_markdown(table.to_dict("records")))
     assert "| smoothing (px) |" in text and "| toy |" in text
+
+
+def test_methods_are_compared_each_at_its_own_best_with_the_models_filters(tmp_path):
+    """Notebooks 5 and 6 compare the post-processing methods fairly: the model's own method
+    as published, each other one at its own best validation setting (without filters in the
+    candidates), the model's object filters applied to all."""
+    from conftest import stub_model
+
+    from nucseg_utils.evaluation import calibration
+    path = stub_model(tmp_path / "m" / "model.npz", targets=["mask", "touching"],
+                      postprocess="touching", threshold=0.6, min_size_factor=0.1,
+                      min_mean_prob=0.85)
+    alone, said = calibration.method_configs(path)  # no validation table: the model's settings
+    assert all(c["threshold"] == 0.6 for c in alone.values()) and "unknown" in said
+    rows = []
+    for mdf, dsb in ((0.5, 0.47), (1.0, 0.52)):
+        rows.append({"postprocess": "paper", "min_distance_factor": mdf, "dilation": 0,
+                     "min_size_factor": 0.0, "min_mean_prob": 0.0, "dsb": dsb})
+    rows.append({"postprocess": "paper", "min_distance_factor": 0.75, "dilation": 0,
+                 "min_size_factor": 0.1, "min_mean_prob": 0.85, "dsb": 0.60})  # filtered: not it
+    for th, dsb in ((0.5, 0.48), (0.7, 0.50)):
+        rows.append({"postprocess": "cc", "threshold": th, "dilation": 0,
+                     "min_size_factor": 0.0, "min_mean_prob": 0.0, "dsb": dsb})
+    rows.append({"postprocess": "touching", "threshold": 0.4, "dilation": 1,
+                 "min_size_factor": 0.0, "min_mean_prob": 0.0, "dsb": 0.70})  # not the model's
+    pd.DataFrame(rows).to_csv(path.parent / "validation_postprocessing.csv", index=False)
+    configs, said = calibration.method_configs(path)
+    assert configs["paper"]["min_distance_factor"] == 1.0 and configs["cc"]["threshold"] == 0.7
+    assert configs["touching"]["threshold"] == 0.6 and configs["touching"].get("dilation", 0) == 0
+    for m, c in configs.items():
+        assert c["postprocess"] == m and (c["min_size_factor"], c["min_mean_prob"]) == (0.1, 0.85)
+    assert "own best setting" in said and "applied to all" in said

@@ -522,3 +522,14 @@ def test_the_paper_runner_trains_locally_and_keeps_its_run_on_drive():
                    "colab.sync_run(run_dir, drive_dir)", '"/content", "runs"'):
         assert needed in source, needed
     assert source.index("colab.restore_run") < source.index("report.run_all")
+
+
+def test_every_notebook_tells_a_colab_user_the_runtime_time_and_what_is_asked():
+    for path in (p for p in NOTEBOOKS if p.parent.name == "notebooks"):
+        cells = json.loads(path.read_text())["cells"]
+        badge = next("".join(c["source"]) for c in cells
+                     if c["cell_type"] == "markdown" and "colab-badge" in "".join(c["source"]))
+        flat = " ".join(badge.split())
+        for words in ("CPU runtime", "few minutes", "Google Drive", "Kaggle token",
+                      "synthetic set"):
+            assert words in flat, (path.name, words)

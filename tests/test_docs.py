@@ -38,8 +38,8 @@ def test_the_readme_is_a_front_door_in_the_issue_s_order():
     picture = re.search(r"!\[[^\]]*\]\((figures/[\w.-]+\.png)\)", before_install)
     assert picture and (REPO / picture.group(1)).is_file(), "a picture of a segmented image first"
     for snippet in ("nucseg predict --images", "NucleusModel.load()", "predict_instances(",
-                    ".venv/bin/nucseg", "source .venv/bin/activate", "summary.csv",
-                    "submission.csv", "make report", "make test", "make model"):
+                    "jupyter lab notebooks", ".venv/bin/nucseg", "source .venv/bin/activate",
+                    "summary.csv", "submission.csv", "make report", "make test", "make model"):
         assert snippet in text, snippet
 
 

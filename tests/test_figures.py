@@ -389,24 +389,31 @@ def test_the_samples_figure_counts_each_images_nuclei(tmp_path):
 
 # ---------------------------------------------- notebook 03's sentence and the lever table
 def _lever_table(longer_dsb=0.5620):
-    """A lever table as `nucseg publish` writes it: the published 15-epoch recipe, a 40-epoch
-    candidate of the same recipe (calibrated to another threshold), and candidates that
-    differ in something else than the length of training."""
+    """A lever table as `nucseg publish` writes it: the published 15-epoch recipe (without and
+    with the object filters), a 40-epoch candidate of the same recipe (calibrated to another
+    threshold, no filters), and candidates that differ in something else than the length of
+    training (a seed, stain augmentation, a training option of its own)."""
     from nucseg_utils.core import profiles
     from nucseg_utils.evaluation import calibration
     cpu = profiles.get_profile("cpu")
+    train = "nucseg train --profile cpu --out runs/x"
 
-    def row(lever, dsb, model, candidate=True):
+    def row(lever, dsb, model, candidate=True, command=train):
         return {"lever": ("candidate, not published: " if candidate else "") + lever,
-                "validation_dsb": dsb, "model": model}
+                "validation_dsb": dsb, "model": model, "command": command}
 
-    def recipe(prof, threshold):
-        return calibration.recipe_name({**prof, "threshold": threshold}, prof)
+    def recipe(prof, threshold, filters=False):
+        extra = {"min_size_factor": 0.1, "min_mean_prob": 0.85} if filters else {}
+        return calibration.recipe_name({**prof, "threshold": threshold, **extra}, prof)
 
     return pd.DataFrame([
         row(recipe(cpu, 0.6), 0.5655, "published", candidate=False),
+        row(recipe(cpu, 0.6, filters=True), 0.5793, "filtered", candidate=False),
         row("without TTA", 0.5462, "published", candidate=False),
-        row(recipe(profiles.get_profile("cpu", epochs=40), 0.7), longer_dsb, "longer"),
+        row(recipe(profiles.get_profile("cpu", epochs=40), 0.7), longer_dsb, "longer",
+            command=train + " --epochs 40"),
+        row(recipe(cpu, 0.6, filters=True), 0.5662, "typebal",
+            command=train + " --balance-by type --balance-modalities 1"),
         row(recipe(profiles.get_profile("cpu", seed=44), 0.6), 0.5581, "seed44"),
         row(recipe(profiles.get_profile("cpu", epochs=18, augmentation={"stain": 0.3}), 0.7),
             0.5539, "stain18")])
@@ -416,9 +423,10 @@ def test_training_lengths_keeps_the_rows_that_differ_only_in_epochs():
     from nucseg_utils.core import profiles
     from nucseg_utils.report import training_steps
     lengths = training_steps.training_lengths(_lever_table(), profiles.get_profile("cpu"))
-    assert lengths["epochs"].tolist() == [15, 40]
-    assert lengths["model"].tolist() == ["published", "longer"]
-    assert lengths["published"].tolist() == [True, False]
+    assert lengths["epochs"].tolist() == [15, 15, 40]          # not the type-balanced run
+    assert lengths["model"].tolist() == ["published", "filtered", "longer"]
+    assert lengths["object filters"].tolist() == [False, True, False]
+    assert lengths["published"].tolist() == [True, True, False]
     other = training_steps.training_lengths(_lever_table(), profiles.get_profile("smoke"))
     assert not len(other)
 
@@ -430,10 +438,15 @@ def test_the_sentence_on_more_epochs_says_what_the_lever_table_measured():
     cpu = profiles.get_profile("cpu")
     not_better = training_steps.history_markdown(
         falling, training_steps.training_lengths(_lever_table(0.5620), cpu))
-    assert "40 epochs scored 0.5620, against 0.5655 for 15 epochs" in not_better
+    # like for like: against the 15-epoch run without the object filters, not the 0.5793
+    assert ("40 epochs scored 0.5620 against 0.5655 for 15 epochs (both without the object "
+            "filters)") in not_better and "0.5793" not in not_better
     assert "more epochs did **not** help" in not_better and "probably" not in not_better
-    better = training_steps.history_markdown(
+    within = training_steps.history_markdown(
         falling, training_steps.training_lengths(_lever_table(0.5700), cpu))
+    assert "did **not** help (a difference within the 0.011" in within
+    better = training_steps.history_markdown(
+        falling, training_steps.training_lengths(_lever_table(0.5800), cpu))
     assert "training longer did help" in better
     unmeasured = training_steps.history_markdown(falling)
     assert "still falling" in unmeasured and "not measured" in unmeasured

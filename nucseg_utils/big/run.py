@@ -155,42 +155,62 @@ def predict_big(model, image, out, *, sid: str | None = None, tile: int | None =
     with open_lazy(image, channel) as lazy:
         sid = sid or (Path(image).name.split(".")[0] if isinstance(image, (str, os.PathLike))
                       else "image")
-        for f in left_out:
-            log(f"{lazy.name}: no {f} for a tiled image: {NOT_TILED[f]}")
+        notes = [f"{lazy.name}: no {f} for a tiled image: {NOT_TILED[f]}" for f in left_out]
+        for note in notes:
+            log(note)
         paths = output_paths(out, sid, formats)
+        done = None if overwrite else _done_before(out, sid, formats, paths)
+        if done is not None:
+            return done
         store = output_paths(out, sid, ("ome-zarr",))["ome-zarr"]
-        marker = done_marker(out, sid)
-        if marker.exists() and not overwrite:
-            made = runs.read_json(marker)
-            if set(formats) <= set(made.get("formats", [])) and \
-                    all(p.exists() for p in paths.values()):
-                return BigResult(sid, paths, None, made["summary"], skipped=True)
-        px = export.check_pixel_size(pixel_size) or lazy.pixel_size
         settings = {"model_fingerprint": model.fingerprint, "engine": model.engine,
                     "tta": tta, "postprocess": method, "channel": channel,
                     "tile": tile, "overlap": overlap, "formats": list(formats),
                     "shape": list(lazy.shape), "config": _jsonable(model.config)}
-        work = work_dir(out, sid)
-        labels_tmp = store.with_name(store.name + ".partial")
-        plan = _resume_plan(work, settings, labels_tmp) if not overwrite else None
-        h, w = lazy.shape
-        log(f"{lazy.name}: {h}x{w} px, segmented tile by tile" +
-            (f" (resuming: {len(list(work.glob('*_*.json')))} tiles done before)" if plan else
-             "; first the image's statistics and nucleus size from an overview"))
-        if plan is None:
-            if work.exists():
-                shutil.rmtree(work)
-            marker.unlink(missing_ok=True)
-            plan = make_plan(model, lazy, settings, tile, overlap, tta)
-            omezarr.create_store(labels_tmp, lazy.shape)
-            runs.write_json(work / "plan.json", plan.to_json())
+        work, labels_tmp = work_dir(out, sid), store.with_name(store.name + ".partial")
+        plan = _plan(model, lazy, settings, (tile, overlap, tta),
+                     (work, labels_tmp, done_marker(out, sid)), not overwrite, log)
+        px = export.check_pixel_size(pixel_size) or lazy.pixel_size
         run = BigRun(model, lazy, plan, out, sid, method, tta, px, formats, paths, work,
                      labels_tmp, progress, log, windows)
         result = _run_tiles(run)
-        result.notes[:0] = [f"{lazy.name}: no {f} for a tiled image: {NOT_TILED[f]}"
-                            for f in left_out]
+        result.notes[:0] = notes
         _finish(run, result, store)
     return result
+
+
+def _done_before(out: Path, sid: str, formats, paths: dict) -> BigResult | None:
+    """The result of an image completed before with (at least) these formats, or None."""
+    marker = done_marker(out, sid)
+    if not marker.exists():
+        return None
+    made = runs.read_json(marker)
+    if set(formats) <= set(made.get("formats", [])) and all(p.exists() for p in paths.values()):
+        return BigResult(sid, paths, None, made["summary"], skipped=True)
+    return None
+
+
+def _plan(model, lazy: LazyImage, settings: dict, sizes: tuple, places: tuple, resume: bool,
+          log) -> Plan:
+    """The plan of an interrupted run with the same settings (when ``resume``), else a new
+    one with a new label store (``places``: the tile folder, the store, the done-marker,
+    cleared); says which first, before the overview and size passes (which take a while on a
+    big image). ``sizes``: (tile, overlap, tta)."""
+    work, labels_tmp, marker = places
+    plan = _resume_plan(work, settings, labels_tmp) if resume else None
+    h, w = lazy.shape
+    log(f"{lazy.name}: {h}x{w} px, segmented tile by tile" +
+        (f" (resuming: {len(list(work.glob('*_*.json')))} tiles done before)" if plan else
+         "; first the image's statistics and nucleus size from an overview"))
+    if plan is None:
+        if work.exists():
+            shutil.rmtree(work)
+        marker.unlink(missing_ok=True)
+        tile, overlap, tta = sizes
+        plan = make_plan(model, lazy, settings, tile, overlap, tta)
+        omezarr.create_store(labels_tmp, lazy.shape)
+        runs.write_json(work / "plan.json", plan.to_json())
+    return plan
 
 
 def _jsonable(config: dict) -> dict:

@@ -208,6 +208,8 @@ class RunLayout:
     TRAIN_LOG = "train.log"
     RUN_JSON = "run.json"
     CONTEXT_JSON = "context.json"
+    # the post-processing candidates `nucseg publish` scored on the validation images
+    CANDIDATES = "validation_postprocessing.csv"
     # what training writes, the checkpoint last (the order a copy to Drive keeps)
     TRAINING_FILES = (SPLIT, HISTORY, TRAIN_LOG, RUN_JSON, MODEL, CHECKPOINT)
 
@@ -223,6 +225,7 @@ class RunLayout:
     split = property(lambda self: self.root / self.SPLIT)
     train_log = property(lambda self: self.root / self.TRAIN_LOG)
     run_json = property(lambda self: self.root / self.RUN_JSON)
+    candidates = property(lambda self: self.root / self.CANDIDATES)
     context_json = property(lambda self: self.root / self.CONTEXT_JSON)
     cache = property(lambda self: self.root / "cache")
     figures = property(lambda self: self.root / "figures")

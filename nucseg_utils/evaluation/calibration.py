@@ -225,6 +225,41 @@ def _best(table, method: str):
     return rows.loc[rows["dsb"].idxmax()] if len(rows) else None
 
 
+def best_setting(table, method: str) -> dict | None:
+    """``method``'s own best setting in a candidates table (its grid's values, without object
+    filters), as config keys; None when the table has no candidate of it."""
+    best = _best(table, method)
+    if best is None:
+        return None
+    out = {"postprocess": method}
+    for k in METHODS[method].grid:
+        out[k] = int(best[k]) if k == "dilation" else float(best[k])
+    return out
+
+
+def method_configs(model_path) -> tuple[dict, str]:
+    """{method: config} for comparing the post-processing methods a model allows fairly: its
+    own method as it was published, every other one at its own best setting on the same
+    validation images (``validation_postprocessing.csv`` beside the model, written by
+    ``nucseg publish``), all with the model's object filters; and one sentence saying so.
+    Without that table, every method at the model's settings, and the sentence says that."""
+    config = read_config(model_path)
+    methods = methods_for(len(config["targets"]))
+    path = runs.RunLayout(Path(model_path).parent).candidates
+    if not path.is_file():
+        return ({m: {**config, "postprocess": m} for m in methods},
+                "every method at the model's own settings (no validation table of its "
+                "candidates beside the model: each method's best setting is unknown)")
+    table = pd.read_csv(path)
+    out = {}
+    for m in methods:
+        best = best_setting(table, m) if m != config["postprocess"] else None
+        out[m] = {**config, **best} if best else {**config, "postprocess": m}
+    filters = ", ".join(f"{k} {config.get(k, 0):g}" for k in FILTER_COLUMNS)
+    return out, (f"each method at its own best setting on the validation images "
+                 f"({path.name}), the model's object filters ({filters}) applied to all")
+
+
 def other_seeded_watershed(candidates_table, chosen: str):
     """(lever name, validation DSB) of the best candidate of the seeded watershed that was
     not chosen, the same network split by its other output (touching zone or distance map);

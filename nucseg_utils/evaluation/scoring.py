@@ -16,7 +16,11 @@ from nucseg_utils import data as data_mod
 from nucseg_utils.evaluation import metrics
 from nucseg_utils.evaluation.image_types import TYPE_ORDER, image_type
 from nucseg_utils.inference.preprocessing import resize_labels
-from nucseg_utils.postprocessing.methods import methods_for, postprocess_all, postprocess_as
+from nucseg_utils.postprocessing.methods import (
+    methods_for,
+    postprocess_all,
+    postprocess_as,
+)
 
 PAPER_SIZE = 256
 
@@ -154,12 +158,14 @@ def per_threshold_table(summary: dict):
     return pd.DataFrame(summary["per_threshold"])
 
 
-def method_scores(prob: np.ndarray, truth: np.ndarray, config: dict):
-    """Every post-processing method that applies to one probability map (the model's
-    settings otherwise): the nuclei it finds and its DSB against ``truth``."""
+def method_scores(prob: np.ndarray, truth: np.ndarray, config: dict, configs=None):
+    """Every post-processing method that applies to one probability map: the nuclei it finds
+    and its DSB against ``truth``; each method with its config in ``configs`` ({method:
+    config}, :func:`nucseg_utils.evaluation.calibration.method_configs`), else with the
+    model's ``config``."""
     rows = []
     for m in methods_for(prob.shape[-1] if prob.ndim == 3 else 1):
-        lab = postprocess_as(prob, config, m)
+        lab = postprocess_as(prob, (configs or {}).get(m, config), m)
         rows.append({"method": m, "nuclei": int(len(np.unique(lab)) - 1),
                      "dsb": metrics.image_scores(truth, lab)["dsb"]})
     rows.append({"method": "ground truth", "nuclei": int(len(np.unique(truth)) - 1),

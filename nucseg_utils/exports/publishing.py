@@ -69,7 +69,7 @@ def publish_model(run_dir, dest, split: str | None = None, root=None,
             shutil.copyfile(run_dir / name, tmp)
     chosen, candidates, predicted = calibration.select_postprocessing(
         where / "model.npz", run_dir, root, progress=progress)
-    runs.write_table(candidates, where / "validation_postprocessing.csv")
+    runs.write_table(candidates, runs.RunLayout(where).candidates)
     update_config(where / "model.npz", **chosen)
     levers = calibration.lever_rows(where / "model.npz", run_dir, chosen, candidates, predicted,
                                     root, progress=progress)

@@ -52,7 +52,8 @@ from nucseg_utils import data as data_mod
 from nucseg_utils import inference, postprocessing
 from nucseg_utils.core import profiles, runs
 from nucseg_utils.data import outputs, synthetic
-from nucseg_utils.model.network import NucleusModel, read_config
+from nucseg_utils.evaluation import calibration
+from nucseg_utils.model.network import NucleusModel
 from nucseg_utils.report import examples
 from nucseg_utils.report import figures as fig_mod
 
@@ -323,12 +324,12 @@ class Context:
         if not all(self._have_labels(m, ids) for m in methods):
             probs = self.probabilities(scored, tta=True)
             ids = list(probs)
-            config = read_config(self.model_file())
+            configs, _ = calibration.method_configs(self.model_file())
             for m in methods:
                 if not self._have_labels(m, ids):
                     self._say_once(f"This run folder has no label images of notebook 5: "
                                    f"post-processing the {len(ids)} maps now.")
-                    outputs.save_label_dir(postprocessing.postprocess_all(probs, config, m),
+                    outputs.save_label_dir(postprocessing.postprocess_all(probs, configs[m], m),
                                            self.labels(m))
         return {m: outputs.load_label_dir(self.labels(m), ids=ids) for m in methods}
 

@@ -50,7 +50,9 @@ def _fmt(key: str, value) -> str:
 def profiles_table(names=None):
     """Table I: one row per parameter whose value differs between the profiles ``names``
     (default: all), one column per profile, described in words where
-    :func:`nucseg_utils.core.profiles.describe` has a description."""
+    :func:`nucseg_utils.core.profiles.describe` has a description; with the ``paper`` profile,
+    a column saying where its value comes from (:data:`nucseg_utils.core.profiles.PAPER_SOURCES`:
+    stated in the paper, named there without its amounts, not stated, or this repository's)."""
     names = list(names or profiles_mod.PROFILES)
     profs = {n: profiles_mod.get_profile(n) for n in names}
     described = {n: dict(zip(profiles_mod.describe(p)["parameter"],
@@ -68,8 +70,12 @@ def profiles_table(names=None):
         for n in names:
             row[n] = (described[n][words[key]] if key in words
                       else _fmt(key, profs[n].get(key)))
+        if "paper" in names:
+            row["paper's value"] = profiles_mod.PAPER_SOURCE_WORDS[
+                profiles_mod.PAPER_SOURCES.get(key, "unstated")]
         rows.append(row)
-    return pd.DataFrame(rows, columns=["parameter", "key", *names])
+    columns = ["parameter", "key", *names] + (["paper's value"] if "paper" in names else [])
+    return pd.DataFrame(rows, columns=columns)
 
 
 # --------------------------------------------------------------------------- the network
@@ -226,44 +232,70 @@ def _recipe_key(lever: str):
     return _EPOCHS.sub("N epochs", trained.group(1)), int(epochs.group(1))
 
 
+# how much one training of the cpu recipe's validation DSB varies with its seed (three seeds,
+# models/cpu/NOTES.md): differences within it are not read as a gain or a loss
+SEED_SPREAD = 0.011
+# the `nucseg train` options that change only how long a recipe trains, or where
+_LENGTH_ONLY = {"--profile", "--out", "--epochs", "--resume", "--steps-per-epoch"}
+
+
+def _same_recipe(command) -> bool:
+    """Whether a lever-table row's ``nucseg train`` command trains its profile as it is, but
+    for its length (a row trained with other options, e.g. ``--balance-by``, is another
+    recipe)."""
+    train = str(command).split("&&")[0].split()
+    return all(t in _LENGTH_ONLY for t in train if t.startswith("--"))
+
+
 def training_lengths(levers, profile: dict):
     """The rows of the lever table (``models/cpu/ablation.csv``: columns lever, validation_dsb,
-    model) that trained the recipe of ``profile`` for some number of epochs, the same in
-    everything else (network, seed, augmentation, scale, TTA; the post-processing is
-    calibrated per model). Columns: epochs, validation DSB, model, published; sorted by
-    epochs. Empty without a table or without such rows."""
-    columns = ["epochs", "validation DSB", "model", "published"]
+    model, command) that trained the recipe of ``profile`` for some number of epochs, the same
+    in everything else (network, seed, augmentation, scale, TTA, no other training option; the
+    post-processing is calibrated per model). Columns: epochs, object filters (whether the
+    row's post-processing had them: compare rows of the same kind only), validation DSB,
+    model, published; sorted by epochs. Empty without a table or without such rows."""
+    columns = ["epochs", "object filters", "validation DSB", "model", "published"]
     if levers is None or not len(levers):
         return pd.DataFrame(columns=columns)
     own = _recipe_key(calibration.recipe_name(profile, profile))
     rows = []
     for r in levers.to_dict("records"):
         key = _recipe_key(r["lever"])
-        if own and key and key[0] == own[0]:
-            rows.append({"epochs": key[1], "validation DSB": float(r["validation_dsb"]),
-                         "model": r["model"],
+        if own and key and key[0] == own[0] and _same_recipe(r.get("command", "")):
+            rows.append({"epochs": key[1], "object filters": "dropped" in str(r["lever"]),
+                         "validation DSB": float(r["validation_dsb"]), "model": r["model"],
                          "published": not str(r["lever"]).startswith(_CANDIDATE)})
-    return pd.DataFrame(rows, columns=columns).sort_values("epochs", ignore_index=True)
+    return pd.DataFrame(rows, columns=columns).sort_values(["epochs", "object filters"],
+                                                           ignore_index=True)
 
 
 def _lengths_sentence(lengths, epochs: int) -> str:
     """What the lever table says about training the same recipe for more than ``epochs``
-    epochs ("" when it has no such row, or no row of ``epochs`` to compare with)."""
+    epochs, like for like (rows with the same object filters as the longer run's); "" when it
+    has no such pair."""
     if lengths is None or not len(lengths):
         return ""
-    mine = lengths[lengths["epochs"] == epochs]
     longer = lengths[lengths["epochs"] > epochs]
-    if not len(mine) or not len(longer):
+    pairs = []
+    for r in longer.to_dict("records"):
+        mine = lengths[(lengths["epochs"] == epochs) &
+                       (lengths["object filters"] == r["object filters"])]
+        if len(mine):
+            pairs.append((r, float(mine["validation DSB"].max())))
+    if not pairs:
         return ""
-    ref = float(mine["validation DSB"].max())
-    said = " and ".join(f"{int(n)} epochs scored {dsb:.4f}"
-                        for n, dsb in zip(longer["epochs"], longer["validation DSB"]))
-    verdict = ("training longer did help" if (longer["validation DSB"] > ref).any() else
-               "more epochs did **not** help")
+    said = " and ".join(f"{int(r['epochs'])} epochs scored {r['validation DSB']:.4f} against "
+                        f"{ref:.4f} for {epochs} epochs"
+                        f"{' (both with the object filters)' if r['object filters'] else ' (both without the object filters)'}"
+                        for r, ref in pairs)
+    gain = max(r["validation DSB"] - ref for r, ref in pairs)
+    verdict = ("training longer did help" if gain > SEED_SPREAD else
+               "more epochs did **not** help (a difference within the "
+               f"{SEED_SPREAD:.3f} that one training varies by with its seed)"
+               if gain > -SEED_SPREAD else "more epochs did **not** help")
     return (f"But the lever table (`models/cpu/ablation.md`) also trained this recipe longer "
             f"and judged it on the validation DSB (the object score on whole images, which "
-            f"chooses the recipe): {said}, against {ref:.4f} for {epochs} epochs, so "
-            f"{verdict}. ")
+            f"chooses the recipe), like for like: {said}, so {verdict}. ")
 
 
 def history_markdown(history, lengths=None) -> str:

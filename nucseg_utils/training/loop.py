@@ -645,8 +645,8 @@ def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after
 
 def obtain_model(profile: dict, run_dir, root, committed=None, retrain: bool = False,
                  progress: bool = True):
-    """The model of a run: the committed one (copied into the run folder with its history and
-    its training's ``run.json``) when there is one and ``retrain`` is off, else a model trained
+    """The model of a run: the committed one (copied into the run folder with its history, its
+    training's ``run.json`` and its validation candidates) when there is one and ``retrain`` is off, else a model trained
     now (resuming the folder's checkpoint, if any, after :func:`check_resume`). Returns (model
     path, history DataFrame, how it was obtained). A folder holding a training of its own
     (``checkpoint.npz``) is not overwritten with the committed model: ModelError."""
@@ -657,7 +657,8 @@ def obtain_model(profile: dict, run_dir, root, committed=None, retrain: bool = F
             raise ModelError(f"{layout.checkpoint}: this run folder holds a training of its own; "
                              f"retrain = True (`--retrain`) continues it, another run folder "
                              f"takes the committed model {committed.model}")
-        for name in (layout.MODEL, layout.HISTORY, layout.RUN_JSON, layout.SPLIT):
+        for name in (layout.MODEL, layout.HISTORY, layout.RUN_JSON, layout.SPLIT,
+                     layout.CANDIDATES):
             if (committed / name).exists():  # the committed model's own files, or none
                 with runs.atomic_path(layout / name) as tmp:
                     shutil.copyfile(committed / name, tmp)
