@@ -51,7 +51,9 @@ def run(ctx: Context) -> Result:
     res.md += [
         f"DSB score (mean over images of the mean over IoU thresholds 0.5-0.95) of the model "
         f"`{shown(ctx.model_path)}` on {n} stage1_test images, for each combination of TTA "
-        f"and post-processing. *Native* scores the label images at the image's own size against "
+        f"and post-processing, every method at the model's own settings (its threshold, "
+        f"marker spacing and object filters; notebook 6 compares the methods each at its own "
+        f"best validation setting instead). *Native* scores the label images at the image's own size against "
         f"stage1_solution.csv (Kaggle's way); *{paper_size}x{paper_size}* resizes both label "
         f"images with nearest neighbour first (`scoring.score_labels(..., resize_to=256)`, "
         f"the paper's way). Precision, recall and F1 are object-level at IoU > 0.5, summed "

@@ -241,8 +241,7 @@ def nucleus_polygons(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
     outer contour of its mask (``find_contours`` at 0.5 on the padded mask, diagonal
     neighbours joined), through the edge midpoints between its pixels and the background, so
     that filling the polygon by pixel centres gives back the mask. Vertices in the middle of a
-    straight run are dropped (:func:`drop_collinear`: the same polygon, about a third of the
-    vertices). Holes are not traced; of a nucleus in several pieces the largest is kept."""
+    straight run are dropped (:func:`drop_collinear`: the same polygon, fewer vertices). Holes are not traced; of a nucleus in several pieces the largest is kept."""
     lab = np.asarray(labels)
     out = []
     for k, box in enumerate(ndi.find_objects(lab), start=1):
