@@ -33,7 +33,13 @@ from nucseg_utils import __version__
 from nucseg_utils.core import quiet, runs
 from nucseg_utils.core.profiles import PROFILES, TRAIN_OPTIONS
 from nucseg_utils.model import engines
-from nucseg_utils.model.network import CPU_MODEL, DEFAULT_MODEL, REPO, model_file
+from nucseg_utils.model.network import (
+    CPU_MODEL,
+    DEFAULT_MODEL,
+    REPO,
+    control_changes,
+    model_file,
+)
 from nucseg_utils.postprocessing.methods import METHODS
 
 
@@ -253,20 +259,13 @@ def _controls(a) -> dict:
     import math
 
     from nucseg_utils.core.profiles import SettingsError
-    changes = {}
-    if a.diameter:
-        changes["diameter"] = a.diameter
-    if a.threshold is not None:
-        changes["threshold"] = a.threshold
+    min_size = a.min_size
     if a.min_area is not None:
         if not a.pixel_size:
             raise SettingsError("--min-area needs --pixel-size (micrometres per pixel)")
-        changes["min_size"] = max(1, math.ceil(a.min_area / a.pixel_size ** 2))
-    if a.min_size is not None:
-        changes["min_size"] = a.min_size
-    if a.exclude_on_edges:
-        changes["exclude_border"] = True
-    return changes
+        if min_size is None:
+            min_size = max(1, math.ceil(a.min_area / a.pixel_size ** 2))
+    return control_changes(a.diameter, a.threshold, min_size, a.exclude_on_edges)
 
 
 def _add_report_and_publish(sub):

@@ -47,7 +47,7 @@ class LazyImage:
         self._axes, self._axis, self._keep, self._alpha = axes, axis, keep, alpha
         self.channels = 0 if keep is not None or n - alpha <= 1 else n - alpha
         # the channel segmented, as the summary says it ("" for a grey or colour image)
-        self.channel_used = describe_channel(axis, keep, n, names)
+        self.channel_used = describe_channel(axis, keep, names)
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """The window [y0:y1, x0:x1]."""

@@ -109,15 +109,11 @@ def assemble_measurements(work: Path, tiles, path: Path) -> pd.DataFrame | None:
 
 def assemble_geojson(work: Path, tiles, path: Path):
     """``geojson/<id>.geojson``, one FeatureCollection, streamed from the tiles' parts."""
-    with runs.atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write('{"type":"FeatureCollection","features":[\n')
-        first = True
+    def lines():
         for t in tiles:
             with open(work / "geojson" / f"{t.name}.jsonl") as part:
-                for line in part:
-                    f.write(("" if first else ",\n") + line.rstrip("\n"))
-                    first = False
-        f.write("\n]}\n")
+                yield from (line.rstrip("\n") for line in part)
+    export.write_features(path, lines())
 
 
 def assemble_rois(work: Path, tiles, path: Path):

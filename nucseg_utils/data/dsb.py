@@ -848,8 +848,7 @@ def tiff_channel_names(tif) -> list[str] | None:
     return None
 
 
-def describe_channel(axis: str | None, keep: int | None, shape_n: int,
-                     names=None) -> str:
+def describe_channel(axis: str | None, keep: int | None, names=None) -> str:
     """What a summary table says about the channel segmented: ``"2 (DAPI)"``, ``"0"``, or
     ``""`` for a grey or colour image used whole."""
     if keep is None or not axis:

@@ -162,10 +162,7 @@ def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
     for setting in candidates(config["targets"]):
         add(setting)
     grid = pd.DataFrame(rows)
-    best = grid.loc[grid["dsb"].idxmax()]
-    chosen = {"postprocess": str(best["postprocess"]), "dilation": int(best["dilation"])}
-    chosen.update({k: float(best[k]) for k in METHODS[chosen["postprocess"]].grid
-                   if k != "dilation"})
+    chosen = setting_of(grid.loc[grid["dsb"].idxmax()])
     # then the object filters on top of that setting (a tie keeps no filter: tried first)
     for values in itertools.product(*FILTER_GRID.values()):
         if filters and any(values):
@@ -225,16 +222,18 @@ def _best(table, method: str):
     return rows.loc[rows["dsb"].idxmax()] if len(rows) else None
 
 
+def setting_of(row) -> dict:
+    """A candidates-table row as config keys: its method and the values of its grid."""
+    method = str(row["postprocess"])
+    return {"postprocess": method, **{k: int(row[k]) if k == "dilation" else float(row[k])
+                                      for k in METHODS[method].grid}}
+
+
 def best_setting(table, method: str) -> dict | None:
     """``method``'s own best setting in a candidates table (its grid's values, without object
     filters), as config keys; None when the table has no candidate of it."""
     best = _best(table, method)
-    if best is None:
-        return None
-    out = {"postprocess": method}
-    for k in METHODS[method].grid:
-        out[k] = int(best[k]) if k == "dilation" else float(best[k])
-    return out
+    return None if best is None else setting_of(best)
 
 
 def method_configs(model_path) -> tuple[dict, str]:

@@ -306,14 +306,21 @@ def geojson_features(labels: np.ndarray, names=None, offset=(0, 0), table=None,
     return out
 
 
+def write_features(path, features) -> Path:
+    """One GeoJSON FeatureCollection of ``features`` (JSON strings, any iterable: written as
+    they come, one per line), atomically."""
+    with runs.atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write('{"type":"FeatureCollection","features":[\n')
+        for i, feature in enumerate(features):
+            f.write(("" if i == 0 else ",\n") + feature)
+        f.write("\n]}\n")
+    return Path(path)
+
+
 def write_geojson(path, labels: np.ndarray, table=None, image_id: str = "") -> Path:
     """The nuclei's outlines as one GeoJSON FeatureCollection (:func:`geojson_features`),
     atomically."""
-    with runs.atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write('{"type":"FeatureCollection","features":[\n')
-        f.write(",\n".join(geojson_features(labels, table=table, image_id=image_id)))
-        f.write("\n]}\n")
-    return Path(path)
+    return write_features(path, geojson_features(labels, table=table, image_id=image_id))
 
 
 def write_roi_zip(path, labels: np.ndarray, names=None, offset=(0, 0),

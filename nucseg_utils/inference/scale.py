@@ -162,7 +162,8 @@ def predict_at(model, image: np.ndarray, config: dict, factor: float,
     prob = sd = None
     scales = (config.get("tta_scales") or [1.0]) if tta else [1.0]
     for s in scales:
-        q, d = predict(model, rescale_image(image, factor * s), config, tta=tta, spread=True)
+        out = predict(model, rescale_image(image, factor * s), config, tta=tta, spread=spread)
+        q, d = out if spread else (out, None)
         if q.shape[:2] != (h, w):
             q = resize_image(q, (h, w))
             d = resize_image(d[..., None], (h, w))[..., 0] if spread else None

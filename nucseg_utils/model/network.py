@@ -38,7 +38,7 @@ from nucseg_utils.model import engines
 __all__ = [
     "COMMITTED", "CPU_MODEL", "DECODER_FILTERS", "DEFAULT_MODEL", "MODEL_KEYS", "ModelError",
     "ModelSettings", "NucleusModel", "RELEASE_MODEL", "REPO", "USER_KEYS", "build_model",
-    "committed_model", "compile_model", "loss_for", "mask_f1", "mask_iou", "model_config",
+    "committed_model", "compile_model", "control_changes", "loss_for", "mask_f1", "mask_iou", "model_config",
     "model_file", "read_config", "read_model_file", "save_model", "segmentation_models",
     "tf_setup", "update_config"
 ]
@@ -48,6 +48,22 @@ REPO = runs.REPO
 # test set (the report scores it); ``release`` learnt from every labelled stage-1 image, for
 # people's own images (``nucseg predict``, notebook 7 and ``nucseg export`` use it)
 COMMITTED = ("cpu", "release")  # the committed models, by name
+
+
+def control_changes(diameter=None, threshold=None, min_size=None,
+                    exclude_border: bool = False) -> dict:
+    """The settings ``nucseg predict``'s controls (and the napari widget's) change, for
+    :meth:`NucleusModel.with_settings`: only those given (a diameter of 0 is none)."""
+    changes = {}
+    if diameter:
+        changes["diameter"] = float(diameter)
+    if threshold is not None:
+        changes["threshold"] = float(threshold)
+    if min_size is not None:
+        changes["min_size"] = int(min_size)
+    if exclude_border:
+        changes["exclude_border"] = True
+    return changes
 
 
 def committed_model(name: str) -> Path:

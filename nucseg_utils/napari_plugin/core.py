@@ -18,6 +18,7 @@ Out: :class:`Segmentation` (labels, the probability map, the nucleus count, the 
 from __future__ import annotations
 
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,13 @@ from nucseg_utils.core import runs
 from nucseg_utils.data import synthetic
 from nucseg_utils.evaluation import metrics
 from nucseg_utils.exports import files as export
-from nucseg_utils.model import ModelSettings, NucleusModel, model_file, read_config
+from nucseg_utils.model import (
+    ModelSettings,
+    NucleusModel,
+    control_changes,
+    model_file,
+    read_config,
+)
 from nucseg_utils.predict import folder as predict
 
 __all__ = ["ERROR_COLOURS", "Segmentation", "describe", "error_layers", "evaluation_table",
@@ -104,7 +111,7 @@ class Segmenter:
         seg = self._pool.submit(_segment_job, model_key, as_plane(data), options).result()
         if seg.labels is None:
             import zarr
-            store = Path(seg.settings["store"]) / "labels" / "layer.ome.zarr"
+            store = export.output_paths(seg.settings["store"], "layer", ("ome-zarr",))["ome-zarr"]
             seg.labels = zarr.open_group(str(store), mode="r")["labels/nuclei/0"]
         return seg
 
@@ -112,20 +119,6 @@ class Segmenter:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
-
-
-def _controls(model: NucleusModel, diameter=None, threshold=None, min_size=None,
-              exclude_border=False) -> NucleusModel:
-    changes = {}
-    if diameter:
-        changes["diameter"] = float(diameter)
-    if threshold is not None:
-        changes["threshold"] = float(threshold)
-    if min_size is not None:
-        changes["min_size"] = int(min_size)
-    if exclude_border:
-        changes["exclude_border"] = True
-    return model.with_settings(**changes) if changes else model
 
 
 def as_plane(data) -> np.ndarray:
@@ -151,7 +144,8 @@ def segment(model: NucleusModel, data, *, tta: bool | None = None, diameter=None
     labels come back lazily from the OME-Zarr it wrote; ``progress(done, total)`` is called
     per tile."""
     plane = as_plane(data)
-    model = _controls(model, diameter, threshold, min_size, exclude_border)
+    changes = control_changes(diameter, threshold, min_size, exclude_border)
+    model = model.with_settings(**changes) if changes else model
     tta = model.settings.tta if tta is None else bool(tta)
     limit = predict.TILE_ABOVE if tile_above is None else tile_above
     settings = {"tta": tta, "method": method or model.settings.postprocessing.method,
@@ -180,13 +174,8 @@ def save(seg: Segmentation, image, folder, name: str, pixel_size: float | None =
     """The ROI set, the label TIFF and the measurements of a segmentation, as ``nucseg
     predict`` writes them (``rois/``, ``labels/``, ``measurements/`` under ``folder``);
     returns {format: path}."""
-    labels = np.asarray(seg.labels)
     paths = export.output_paths(folder, name, ("tiff", "rois", "measurements"))
-    export.write_label_tiff(paths["tiff"], labels, pixel_size)
-    export.write_roi_zip(paths["rois"], labels)
-    table = export.measure(labels, as_plane(image), pixel_size)
-    export.write_measurements(paths["measurements"], table.assign(image=name)[
-        ["image"] + list(table.columns)])
+    predict.write_formats(paths, np.asarray(seg.labels), as_plane(image), pixel_size, name)
     return paths
 
 
@@ -249,7 +238,7 @@ def read_ome_zarr(path) -> list[tuple]:
     root = zarr.open_group(str(path), mode="r")
     name = Path(path).name.split(".")[0]
     layers = []
-    with big.open_lazy(path) if "multiscales" in root.attrs else _Nothing() as lazy:
+    with big.open_lazy(path) if "multiscales" in root.attrs else nullcontext() as lazy:
         if lazy is not None:
             levels = [root[d["path"]] for d in root.attrs["multiscales"][0]["datasets"]]
             rgb = levels[0].ndim == 3
@@ -267,14 +256,6 @@ def read_ome_zarr(path) -> list[tuple]:
                        {"name": f"{name} nuclei", "scale": _scale(px),
                         "multiscale": len(levels) > 1}, "labels"))
     return layers
-
-
-class _Nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _ChannelsLast:

@@ -79,7 +79,7 @@ __all__ = [
     "SUMMARY_FIRST", "TILE_ABOVE", "check_image", "check_inputs", "finish_folder", "is_done",
     "is_tiled", "output_paths", "parse_formats", "predict_folder", "predict_one", "read_image",
     "read_measurements", "read_plane", "record_settings", "run_settings", "segment_tiled",
-    "source_name", "stream_submission", "tiled_formats", "write_one"
+    "source_name", "stream_submission", "tiled_formats", "write_formats", "write_one"
 ]
 
 # the formats an untiled image gets unless told (every name of FORMATS is accepted)
@@ -227,7 +227,7 @@ def read_plane(f, name: str, channel: int | None = None) -> Plane:
         arr = arr[..., :-1]
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
-    return Plane(np.ascontiguousarray(arr), size, describe_channel(axis, keep, n, names),
+    return Plane(np.ascontiguousarray(arr), size, describe_channel(axis, keep, names),
                  channel_note(name, axis, keep, n, names, chosen=channel is not None))
 
 
@@ -338,7 +338,19 @@ def write_one(job: _Job, model: NucleusModel, out, opts: PredictOptions) -> dict
     returns the image's summary row."""
     sid, plane, px = job.sid, job.plane, job.pixel_size
     labels = model.postprocess(job.prob, opts.method)
-    paths = output_paths(out, sid, opts.formats)
+    table = write_formats(output_paths(out, sid, opts.formats), labels, plane, px, sid)
+    q = image_quality(job.prob, job.spread, labels,
+                      lambda p: model.postprocess(p, opts.method))
+    row = {**export.summary_row(sid, table, labels, plane), "pixel_size_um": px,
+           "file": job.name, "channel": job.channel, "quality": round(q["quality"], 4),
+           "check": q["check"]}
+    runs.write_json(done_marker(out, sid), {"formats": list(opts.formats), "summary": row})
+    return row
+
+
+def write_formats(paths: dict, labels: np.ndarray, plane, px, sid: str):
+    """Write one image's files, {format: path} (:func:`output_paths`), from its labels and
+    its plane; returns its measurements (:func:`export.measure`)."""
     table = export.measure(labels, plane, px)
     if "labels-png" in paths:
         outputs.save_labels_png(paths["labels-png"], labels)
@@ -355,13 +367,7 @@ def write_one(job: _Job, model: NucleusModel, out, opts: PredictOptions) -> dict
     if "measurements" in paths:
         export.write_measurements(paths["measurements"], table.assign(image=sid)[
             ["image"] + list(table.columns)])
-    q = image_quality(job.prob, job.spread, labels,
-                      lambda p: model.postprocess(p, opts.method))
-    row = {**export.summary_row(sid, table, labels, plane), "pixel_size_um": px,
-           "file": job.name, "channel": job.channel, "quality": round(q["quality"], 4),
-           "check": q["check"]}
-    runs.write_json(done_marker(out, sid), {"formats": list(opts.formats), "summary": row})
-    return row
+    return table
 
 
 def segment_tiled(model: NucleusModel, source, sid: str, out, opts: PredictOptions,
