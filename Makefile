@@ -28,8 +28,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 report: $(VENV)/.installed
 	$(BIN)/nucseg report --profile $(PROFILE) $(ARGS)
 
+# two worker processes (pytest-xdist), a test file per worker at a time: module fixtures and
+# the one execution of the notebooks stay in one process; TEST_WORKERS=0 runs in this process
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 # the notebooks under nbval (each executed in place, lax: outputs not compared), on top of the
 # one execution of each that `make test` already makes

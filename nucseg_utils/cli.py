@@ -529,7 +529,9 @@ def cmd_info(a) -> int:
     print("  post-processing (calibrated: chosen on validation images by nucseg publish; "
           "recipe: the profile's or the default):")
     for k, v in info["postprocessing"].items():
-        print(f"    {k} {v['value']} ({v['from']})")
+        was = (f"; the recipe's {v['recipe']}" if v["from"] == "calibrated"
+               and v["recipe"] is not None and v["recipe"] != v["value"] else "")
+        print(f"    {k} {v['value']} ({v['from']}{was})")
     for key, s in info.get("scores", {}).items():
         print(f"  scored ({key}): DSB {s['dsb']:.4f} on {s['split']} ({s['images']} images)")
     return 0

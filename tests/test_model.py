@@ -131,6 +131,7 @@ def test_the_bfloat16_engine_is_close_to_tensorflow_and_says_what_ran(tmp_path, 
     monkeypatch.delenv("NUCSEG_ENGINE")
     # a CPU without bfloat16: a warning, and the engine that ran is plain openvino
     monkeypatch.setattr(ov.Core, "get_property", lambda self, *a: ["FP32"])
+    model.network._BUILT.clear()  # built again, on the CPU the stand-in describes
     with pytest.warns(UserWarning, match="no bfloat16 instructions"):
         net, _ = _load(path, engine="openvino-bf16")
     assert net.engine == "openvino"
@@ -217,3 +218,24 @@ def test_model_settings_read_a_config_with_defaults_for_what_it_lacks():
     pp = s.postprocessing
     assert (s.targets, pp.threshold, pp.method, pp.dilation) == (("mask",), 0.6, "paper", 0)
     assert s.decoder_filters == model.DECODER_FILTERS and s.other == {"epoch": 15}
+
+
+def test_a_model_file_loaded_again_reuses_its_network_unless_its_weights_changed(
+        tmp_path, monkeypatch):
+    """``NucleusModel.load`` builds a network and its engine once per architecture and weights:
+    loading the file again, even with other calibrated settings, reuses them; other weights
+    are built anew."""
+    built = []
+    real = engines.build
+    monkeypatch.setattr(engines, "build", lambda net, engine=None: built.append(engine)
+                        or real(net, engine))
+    prof = profiles.get_profile("smoke")
+    path = model.save_model(model.build_model(prof, seed=3), tmp_path / "m.npz", prof)
+    first = model.NucleusModel.load(path, engine="tensorflow")
+    model.update_config(path, threshold=0.7)
+    again = model.NucleusModel.load(path, engine="tensorflow")
+    assert built == ["tensorflow"] and again.keras is first.keras
+    assert again.config["threshold"] == 0.7 and first.config["threshold"] == 0.5
+    other = model.save_model(model.build_model(prof, seed=4), tmp_path / "o.npz", prof)
+    assert model.NucleusModel.load(other, engine="tensorflow").keras is not first.keras
+    assert built == ["tensorflow", "tensorflow"]

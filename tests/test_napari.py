@@ -123,7 +123,7 @@ def test_the_widgets_in_a_headless_viewer(tmp_path):
     env = {**os.environ, "NUCSEG_NAPARI_REFERENCE": str(tmp_path / "reference.npz")}
     if os.environ.get("NUCSEG_REQUIRE_DISPLAY"):
         env["NUCSEG_REQUIRE_DISPLAY"] = "1"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
                            str(HERE / "napari_gui.py"), "--basetemp", str(tmp_path / "gui")],
                           cwd=HERE.parent, env=env, capture_output=True, text=True,
                           timeout=1200)

@@ -50,6 +50,11 @@ def test_publish_writes_every_number_from_the_one_model_it_copies(published, smo
     config, _ = model_mod.read_model_file(dest / "model.npz")
     chosen = res["postprocessing_choice"]["chosen"]
     assert {k: config[k] for k in chosen} == chosen
+    # the choice is kept apart from what training wrote, which stays the run's own
+    assert model_mod.read_calibration(dest / "model.npz") == chosen
+    assert model_mod.read_training_config(dest / "model.npz") == \
+        model_mod.read_training_config(smoke_run / "model.npz")
+    assert model_mod.read_calibration(smoke_run / "model.npz") is None
     fingerprint = runs.file_fingerprint(dest / "model.npz")
     engines = {e["engine"] for e in res["evaluations"].values()}
     assert len(engines) == 1 and engines <= set(engine_registry.ENGINES)
@@ -72,6 +77,8 @@ def test_publish_writes_every_number_from_the_one_model_it_copies(published, smo
     marked = {k for k, v in info["postprocessing"].items() if v["from"] == "calibrated"}
     assert marked == set(chosen) and info["fingerprint"] == fingerprint
     assert info["postprocessing"]["postprocess"]["value"] == chosen["postprocess"]
+    trained = model_mod.read_training_config(smoke_run / "model.npz")
+    assert all(info["postprocessing"][k]["recipe"] == trained[k] for k in chosen)
     assert info["scores"]["tta"]["dsb"] == res["evaluations"]["tta"]["native"]["dsb"]
     unpublished = publishing.model_info(smoke_run / "model.npz")
     assert {v["from"] for v in unpublished["postprocessing"].values()} == {"recipe"}

@@ -1,8 +1,11 @@
-"""Run profiles: every parameter of a run, written once.
+"""Run profiles: the named recipes, each the ``cpu`` recipe (the typed defaults of
+:mod:`nucseg_utils.core.settings`, written once there) with its changes.
 
 In: a profile name (``paper``, ``cpu``, ``release``, ``smoke``) and optional overrides.
-Out: a plain dict that training, prediction, post-processing, the notebooks' parameters cells
-and the command line all read. ``describe(profile)`` gives the Table I rows.
+Out: the flat dict a run records, which training, prediction, post-processing, the notebooks'
+parameters cells and the command line all read, checked against the typed settings
+(:class:`~nucseg_utils.core.settings.Recipe`: an unknown or missing key is named).
+``describe(profile)`` gives the Table I rows.
 
 - ``paper``: the paper as published (U-Net, ResNet-152 encoder with ImageNet weights, whole
   images resized to 256x256, Jaccard loss, Adam, batch 32, 100 epochs, stage1_train +
@@ -56,155 +59,63 @@ in runs recorded before they existed.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 
 import pandas as pd
 
-PAPER_AUGMENTATION = {
-    "rotation": 90.0,       # degrees, uniform in [-90, 90]
-    "shift": 0.1,           # fraction of width/height
-    "shear": 10.0,          # degrees
-    "zoom": 0.1,            # scale in [0.9, 1.1]
-    "hflip": True,
-    "vflip": True,
-    "dihedral": False,      # random rot90 on top
-    "colour": False,        # no intensity / colour augmentation in the paper
-}
+from nucseg_utils.core.settings import LEGACY, Augmentation, Recipe, RecipeError
 
-# ours (cpu, smoke): any rotation, shear, scale, flips, quarter turns, colour and intensity
-CROP_AUGMENTATION = {
-    "rotation": 180.0, "shift": 0.0, "shear": 8.0, "zoom": 0.35,
-    "hflip": True, "vflip": True, "dihedral": True, "colour": True,
-}
-
-PROFILES: dict[str, dict] = {
-    "paper": {
-        "backbone": "resnet152",
-        "decoder_filters": [256, 128, 64, 32, 16],  # segmentation_models' default decoder
-        "encoder_weights": "imagenet",
-        "input_mode": "resize",        # whole image resized to input_size x input_size
-        "input_size": 256,
-        "normalization": "unit",       # pixel values / 255
-        "targets": ["mask"],
-        "loss": "jaccard",
-        "learning_rate": 1e-3,         # Keras' Adam default
-        "lr_schedule": "constant",
-        "batch_size": 32,              # the effective batch: gradients of 4 micro-batches
-        "micro_batch": 8,              # ... of 8 are averaged, then applied once (fits a T4)
-        "mixed_precision": True,       # mixed_float16 when a GPU is present; ignored on a CPU
-        "checkpoint_every": 20,        # full checkpoint (0.8 GB) every 20 epochs and the last
-        "epochs": 100,
-        "steps_per_epoch": None,       # one pass over the training images
-        "train_splits": ["stage1_train", "stage1_test"],
-        "val_fraction": 0.3,
-        "balance_modalities": 0.0,
-        "balance_by": "modality",
-        "augmentation": PAPER_AUGMENTATION,
-        "val_crops_per_image": 1,
-        "tta": True,
-        "postprocess": "paper",
-        "min_distance_factor": 0.5,    # watershed marker spacing, in mean nucleus radii
-        "min_size": 10,
-        "threshold": 0.5,
-        "dilation": 0,
-        "target_diameter": None,       # images at native scale (resized whole, as the paper)
-        "scale_limits": [0.25, 2.0],
-        "size_probe": None,
-        "seed": 42,
-        "split_seed": 42,              # the train/validation split's own seed
-        "train_labels": "original",    # stage1_train's masks: "original" | "fixed"
-        "split_by": "random",          # validation images: "random" | "type" (stratified)
-    },
-    "cpu": {
-        "backbone": "resnet18",
-        "decoder_filters": [64, 32, 16, 16, 16],  # narrow: about 1.4x the steps per hour
-        "encoder_weights": None,
-        "input_mode": "crop",          # random crops at native scale
-        "input_size": 128,
-        "normalization": "percentile",
-        "targets": ["mask", "touching"],
-        "loss": "bce_jaccard",
-        "learning_rate": 1e-3,
-        "lr_schedule": "cosine",
-        "batch_size": 16,
-        "micro_batch": None,           # no gradient accumulation
-        "mixed_precision": False,
-        "checkpoint_every": 1,
-        "epochs": 15,
-        "steps_per_epoch": 100,
-        "train_splits": ["stage1_train"],
-        "val_fraction": 0.1,
-        "balance_modalities": 0.5,     # sample images with weight count(group) ** -0.5,
-        "balance_by": "modality",      # ... the group being the image's modality
-        "augmentation": CROP_AUGMENTATION,
-        "val_crops_per_image": 2,
-        "tta": True,
-        "postprocess": "touching",
-        "min_distance_factor": 0.5,
-        "min_size": 10,
-        "threshold": 0.5,              # chosen on validation by `nucseg publish`
-        "dilation": 0,                 # (px) chosen on validation by `nucseg publish`
-        "target_diameter": 20,         # every image rescaled so its nuclei are ~20 px across
-        "size_probe": 0.5,             # first size estimate at half scale (large nuclei)
-        "scale_limits": [0.25, 2.0],
-        "seed": 42,
-        "split_seed": 42,              # the train/validation split's own seed
-        "train_labels": "original",    # "fixed" measured the same (validation_study.md)
-        "split_by": "random",
-    },
-    "smoke": {
-        "backbone": "resnet18",
-        "decoder_filters": [256, 128, 64, 32, 16],
-        "encoder_weights": None,
-        "input_mode": "crop",
-        "input_size": 64,
-        "normalization": "percentile",
-        "targets": ["mask", "touching"],
-        "loss": "bce_jaccard",
-        "learning_rate": 1e-3,
-        "lr_schedule": "cosine",
-        "batch_size": 4,
-        "micro_batch": None,
-        "mixed_precision": False,
-        "checkpoint_every": 1,
-        "epochs": 2,
-        "steps_per_epoch": 3,
-        "train_splits": ["stage1_train"],
-        "val_fraction": 0.25,
-        "balance_modalities": 0.5,
-        "balance_by": "modality",
-        "augmentation": CROP_AUGMENTATION,
-        "val_crops_per_image": 1,
-        "tta": True,
-        "postprocess": "touching",
-        "min_distance_factor": 0.5,
-        "min_size": 10,
-        "threshold": 0.5,
-        "dilation": 0,
-        "target_diameter": 20,
-        "scale_limits": [0.25, 2.0],
-        "size_probe": None,
-        "seed": 42,
-        "split_seed": 42,              # the train/validation split's own seed
-        "train_labels": "original",
-        "split_by": "random",
-    },
-}
-
+# the recipes, each the cpu recipe (the field defaults of nucseg_utils.core.settings) with the
+# changes that make it
+RECIPES: dict[str, Recipe] = {"cpu": Recipe()}
+RECIPES["paper"] = RECIPES["cpu"].replace(
+    "paper",
+    backbone="resnet152",
+    decoder_filters=[256, 128, 64, 32, 16],  # segmentation_models' default decoder
+    encoder_weights="imagenet",
+    input_mode="resize",           # whole image resized to input_size x input_size
+    input_size=256,
+    normalization="unit",          # pixel values / 255
+    targets=["mask"],
+    loss="jaccard",
+    lr_schedule="constant",        # Keras' Adam, its default learning rate
+    batch_size=32,                 # the effective batch: gradients of 4 micro-batches
+    micro_batch=8,                 # ... of 8 are averaged, then applied once (fits a T4)
+    mixed_precision=True,          # mixed_float16 when a GPU is present; ignored on a CPU
+    checkpoint_every=20,           # full checkpoint (0.8 GB) every 20 epochs and the last
+    epochs=100,
+    steps_per_epoch=None,          # one pass over the training images
+    train_splits=["stage1_train", "stage1_test"],
+    val_fraction=0.3,
+    balance_modalities=0.0,
+    # named in the paper, its ranges chosen here: rotation in [-90, 90] degrees, shift 0.1 of
+    # the size, shear 10 degrees, zoom in [0.9, 1.1], flips; no quarter turns, no colour
+    augmentation=dataclasses.asdict(Augmentation(rotation=90.0, shift=0.1, shear=10.0,
+                                                 zoom=0.1, dihedral=False, colour=False)),
+    val_crops_per_image=1,
+    postprocess="paper",
+    target_diameter=None,          # images at native scale (resized whole, as the paper)
+    size_probe=None)
+RECIPES["smoke"] = RECIPES["cpu"].replace(
+    "smoke", decoder_filters=[256, 128, 64, 32, 16], input_size=64, batch_size=4, epochs=2,
+    steps_per_epoch=3, val_fraction=0.25, val_crops_per_image=1, size_probe=None)
 # the cpu recipe on every labelled stage-1 image (see the module docstring)
-PROFILES["release"] = {**copy.deepcopy(PROFILES["cpu"]),
-                       "train_splits": ["stage1_train", "stage1_test"],
-                       "train_labels": "fixed",
-                       "split_by": "type",
-                       # every image type drawn equally often (validation_study.md, section 4)
-                       "balance_modalities": 1.0,
-                       "balance_by": "type"}
+RECIPES["release"] = RECIPES["cpu"].replace(
+    "release", train_splits=["stage1_train", "stage1_test"], train_labels="fixed",
+    split_by="type",
+    # every image type drawn equally often (validation_study.md, section 4)
+    balance_modalities=1.0, balance_by="type")
+RECIPES = {name: RECIPES[name] for name in ("paper", "cpu", "smoke", "release")}
+
+# each profile as the flat dict a run records (read-only: get_profile gives a copy to change)
+PROFILES: dict[str, dict] = {name: {k: v for k, v in r.flat().items() if k != "name"}
+                             for name, r in RECIPES.items()}
+PAPER_AUGMENTATION = PROFILES["paper"]["augmentation"]
+CROP_AUGMENTATION = PROFILES["cpu"]["augmentation"]
 
 # Keys added after the first runs, with the values that keep the behaviour of before: what
 # ``training.check_resume`` assumes for a run whose run.json does not record them.
-ADDED_KEYS = {"micro_batch": None, "mixed_precision": False, "checkpoint_every": 1,
-              "decoder_filters": [256, 128, 64, 32, 16], "split_seed": None,
-              "train_labels": "original", "split_by": "random", "balance_by": "modality"}
+ADDED_KEYS = LEGACY
 
 TRAIN_LABELS = ("original", "fixed")  # stage1_train's masks (nucseg_utils.data.LABELS)
 SPLIT_BY = ("random", "type")          # how the validation images are drawn
@@ -321,11 +232,13 @@ DESCRIPTIONS = {
 
 def complete(profile: dict) -> dict:
     """A profile, maybe as an older run recorded it, with every key: :data:`ADDED_KEYS`'
-    values for the keys it lacks, its split seed resolved (:func:`split_seed`). Two profiles
-    that train alike are equal once completed."""
-    full = {**ADDED_KEYS, **profile}
-    if "seed" in full:
-        full["split_seed"] = split_seed(full)
+    values (and the post-processing's defaults) for the keys it lacks, its split seed resolved
+    (:func:`split_seed`). Two profiles that train alike are equal once completed. A
+    :class:`ProfileError` names a key no setting has."""
+    full = Recipe.from_flat(profile).flat()
+    if "name" not in profile:
+        full.pop("name", None)
+    full["split_seed"] = split_seed(full)
     return full
 
 
@@ -336,8 +249,7 @@ def split_seed(profile: dict) -> int:
     return int(profile["seed"] if value is None else value)
 
 
-class ProfileError(KeyError):
-    pass
+ProfileError = RecipeError  # an unknown profile, or an unknown or missing key (named)
 
 
 class SettingsError(ValueError):
@@ -345,22 +257,15 @@ class SettingsError(ValueError):
 
 
 def get_profile(name: str | dict = "cpu", **overrides) -> dict:
-    """A deep copy of a profile with ``overrides`` applied; unknown keys are an error."""
+    """A profile as a flat dict (a copy to change): the recipe ``name`` (or a profile dict)
+    with ``overrides`` applied; a :class:`ProfileError` names an unknown profile or key."""
     if isinstance(name, dict):
-        prof = copy.deepcopy(name)
+        recipe = Recipe.from_flat(name)
+    elif name in RECIPES:
+        recipe = RECIPES[name]
     else:
-        if name not in PROFILES:
-            raise ProfileError(f"unknown profile '{name}'; choose one of {', '.join(PROFILES)}")
-        prof = copy.deepcopy(PROFILES[name])
-        prof["name"] = name
-    for key, value in overrides.items():
-        if key not in prof and key != "name":
-            raise ProfileError(f"unknown profile parameter '{key}'; known: {', '.join(sorted(prof))}")
-        if key == "augmentation" and isinstance(value, dict):
-            prof[key] = {**prof[key], **value}
-        else:
-            prof[key] = value
-    return prof
+        raise ProfileError(f"unknown profile '{name}'; choose one of {', '.join(RECIPES)}")
+    return recipe.replace(overrides.pop("name", None), **overrides).flat()
 
 
 def train_command(profile: dict, out) -> str:

@@ -33,10 +33,12 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import filelock
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
@@ -496,9 +498,24 @@ def make_dataset(out_dir, n_train: int = 24, n_test: int = 8, seed: int = 0,
     params = _params(seed, n_train, n_test, shapes, looks)
     if _is_complete(out_dir, params):
         return out_dir
-    _refuse_other_folder(out_dir)
-
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # one maker at a time (two test workers, two notebooks): the others wait, then find it made
+    with filelock.FileLock(_lock_path(out_dir)):
+        if not _is_complete(out_dir, params):
+            _make_in_place(out_dir, params, n_train, n_test, seed, shapes, looks)
+    return out_dir
+
+
+def _lock_path(out_dir: Path) -> Path:
+    """The lock of the maker of ``out_dir``: in the system's temporary folder, so that the
+    folder beside ``out_dir`` holds only the set."""
+    key = hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"nucseg-synthetic-{key}.lock"
+
+
+def _make_in_place(out_dir: Path, params: dict, n_train, n_test, seed, shapes, looks) -> None:
+    """Build the set in ``.<name>.tmp`` beside ``out_dir`` and rename it into place."""
+    _refuse_other_folder(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)  # left over from an interrupted call
@@ -514,7 +531,6 @@ def make_dataset(out_dir, n_train: int = 24, n_test: int = 8, seed: int = 0,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir
 
 
 def default_synthetic_root() -> Path:

@@ -31,7 +31,9 @@ from nucseg_utils.evaluation.protocol import (
     training_splits,
 )
 from nucseg_utils.model import engines
-from nucseg_utils.model.network import ModelSettings, read_config, read_model_file, update_config
+from nucseg_utils.model.network import (ModelSettings, read_calibration, read_config,
+                                         read_model_file, read_training_config,
+                                         save_calibration)
 from nucseg_utils.postprocessing.methods import (
     calibrated_settings,
     postprocess_all,
@@ -70,7 +72,7 @@ def publish_model(run_dir, dest, split: str | None = None, root=None,
     chosen, candidates, predicted = calibration.select_postprocessing(
         where / "model.npz", run_dir, root, progress=progress)
     runs.write_table(candidates, runs.RunLayout(where).candidates)
-    update_config(where / "model.npz", **chosen)
+    save_calibration(where / "model.npz", chosen)
     levers = calibration.lever_rows(where / "model.npz", run_dir, chosen, candidates, predicted,
                                     root, progress=progress)
     train_cmd = train_command(info["profile"], run_dir)
@@ -170,7 +172,11 @@ def model_info(model_path) -> dict:
     config, _ = read_model_file(path)
     settings = ModelSettings.from_config(config)
     results = published_results(path) or {}
-    chosen = (results.get("postprocessing_choice") or {}).get("chosen") or {}
+    chosen = read_calibration(path)
+    apart = chosen is not None
+    if not apart:  # calibrated before the choice was kept apart: its results say what it was
+        chosen = (results.get("postprocessing_choice") or {}).get("chosen") or {}
+    recipe = ModelSettings.from_config(read_training_config(path)).postprocessing.config()
     pp = settings.postprocessing.config()
     info = {"file": str(path), "fingerprint": runs.file_fingerprint(path),
             "network": {k: getattr(settings, k) for k in (
@@ -178,7 +184,9 @@ def model_info(model_path) -> dict:
                 "normalization")},
             "inference": {k: getattr(settings, k) for k in (
                 "tta", "target_diameter", "size_probe", "scale_limits")},
-            "postprocessing": {k: {"value": v, "from": "calibrated" if k in chosen else "recipe"}
+            # "recipe": the training's value (unknown for a chosen one of an older file)
+            "postprocessing": {k: {"value": v, "from": "calibrated" if k in chosen else "recipe",
+                                   "recipe": recipe[k] if apart or k not in chosen else None}
                                for k, v in pp.items()},
             "training": {k: settings.other[k] for k in ("epoch", "val_loss", "profile")
                          if k in settings.other and not isinstance(settings.other[k], dict)},
@@ -312,6 +320,23 @@ def candidates_markdown(candidates: list[dict]) -> list[str]:
 
 
 def results_markdown(results: dict, split: str) -> str:
+    """A published model's ``results.md``: its scores on ``split`` with and without TTA, the
+    post-processing chosen and the levers, the scores over IoU thresholds, per modality and
+    per image type, and the commands that reproduce them."""
+    ev = results["evaluations"]
+    first = ev.get("tta", next(iter(ev.values())))
+    lines = _scores_lines(results, split) + _choice_lines(results)
+    lines += _threshold_lines(first) + _modality_lines(ev) + _type_lines(first)
+    lines += ["", "Commands:", ""] + [f"- `{s['command']}`" for s in ev.values()]
+    # --model: without it, nucseg predict uses the default (release) model, not this one
+    lines += ["", f"Check a number with the Kaggle scorer: `nucseg predict --model "
+              f"{first['model']} --images <data>/{split}.zip --out runs/check` then "
+              f"`nucseg score <data>/{data_mod.SOLUTIONS.get(split, 'SOLUTION.csv')} "
+              f"runs/check/submission.csv`."]
+    return "\n".join(lines) + "\n"
+
+
+def _scores_lines(results: dict, split: str) -> list[str]:
     ev = results["evaluations"]
     any_ = next(iter(ev.values()))
     lines = [f"# The committed `{results['profile']}` model",
@@ -327,11 +352,16 @@ def results_markdown(results: dict, split: str) -> str:
              "| TTA | DSB (native, Kaggle's way) | DSB (256x256, the paper's way) | precision "
              "| recall | F1 | pixel accuracy | seconds |",
              "|---|---|---|---|---|---|---|---|"]
-    for key, s in ev.items():
+    for s in ev.values():
         n, r = s["native"], s["resized_256"]
         lines.append(f"| {'8-fold' if s['tta'] else 'off'} | {n['dsb']:.4f} | {r['dsb']:.4f} "
                      f"| {n['precision']:.4f} | {n['recall']:.4f} | {n['f1']:.4f} "
                      f"| {n['pixel_accuracy']:.4f} | {s['seconds_total']:.0f} |")
+    return lines
+
+
+def _choice_lines(results: dict) -> list[str]:
+    lines = []
     choice = results.get("postprocessing_choice")
     if choice:
         lines += ["", f"The post-processing was chosen on the validation images (held-out "
@@ -345,35 +375,41 @@ def results_markdown(results: dict, split: str) -> str:
             t = r.get("test_dsb")
             lines.append(f"| {r['lever']} | {r['validation_dsb']:.4f} | "
                          f"{'' if t is None else f'{t:.4f}'} |")
-    first = ev.get("tta", any_)
-    if first["native"].get("per_threshold"):
-        lines += ["", f"Over IoU thresholds (TTA {'on' if first['tta'] else 'off'}, native "
-                  f"resolution; counts summed over the images, the DSB term averaged over "
-                  f"them):", "", "| IoU > | TP | FP | FN | precision | recall | F1 | DSB term |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in first["native"]["per_threshold"]:
-            lines.append(f"| {r['threshold']:.2f} | {r['tp']} | {r['fp']} | {r['fn']} "
-                         f"| {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} "
-                         f"| {r['dsb_term']:.4f} |")
-    lines += ["", "DSB per modality (native resolution):", "",
-              "| modality | images | " + " | ".join(
-                  f"TTA {'on' if s['tta'] else 'off'}" for s in ev.values()) + " |",
-              "|---|---|" + "---|" * len(ev)]
-    mods = sorted(any_["native"]["by_modality"])
-    for m in mods:
+    return lines
+
+
+def _threshold_lines(first: dict) -> list[str]:
+    if not first["native"].get("per_threshold"):
+        return []
+    lines = ["", f"Over IoU thresholds (TTA {'on' if first['tta'] else 'off'}, native "
+             f"resolution; counts summed over the images, the DSB term averaged over "
+             f"them):", "", "| IoU > | TP | FP | FN | precision | recall | F1 | DSB term |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in first["native"]["per_threshold"]:
+        lines.append(f"| {r['threshold']:.2f} | {r['tp']} | {r['fp']} | {r['fn']} "
+                     f"| {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} "
+                     f"| {r['dsb_term']:.4f} |")
+    return lines
+
+
+def _modality_lines(ev: dict) -> list[str]:
+    any_ = next(iter(ev.values()))
+    lines = ["", "DSB per modality (native resolution):", "",
+             "| modality | images | " + " | ".join(
+                 f"TTA {'on' if s['tta'] else 'off'}" for s in ev.values()) + " |",
+             "|---|---|" + "---|" * len(ev)]
+    for m in sorted(any_["native"]["by_modality"]):
         lines.append(f"| {m} | {any_['native']['by_modality'][m]['images']} | " + " | ".join(
             f"{s['native']['by_modality'][m]['dsb']:.4f}" for s in ev.values()) + " |")
-    if first["native"].get("by_type"):
-        lines += ["", f"Per image type (TTA {'on' if first['tta'] else 'off'}; "
-                  f"`nucseg_utils/evaluation/image_types.py`; recall and F1 at IoU > 0.7, means over the "
-                  f"images; the last two columns are Caicedo et al. 2019's, on the 106 scored "
-                  f"stage-2 images, another test set: context, not a comparison):", "",
-                  runs.to_markdown(scoring.type_frame(first["native"]["by_type"]), digits=3,
-                                   blank_nan=True)]
-    lines += ["", "Commands:", ""] + [f"- `{s['command']}`" for s in ev.values()]
-    # --model: without it, nucseg predict uses the default (release) model, not this one
-    lines += ["", f"Check a number with the Kaggle scorer: `nucseg predict --model "
-              f"{first['model']} --images <data>/{split}.zip --out runs/check` then "
-              f"`nucseg score <data>/{data_mod.SOLUTIONS.get(split, 'SOLUTION.csv')} "
-              f"runs/check/submission.csv`."]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _type_lines(first: dict) -> list[str]:
+    if not first["native"].get("by_type"):
+        return []
+    return ["", f"Per image type (TTA {'on' if first['tta'] else 'off'}; "
+            f"`nucseg_utils/evaluation/image_types.py`; recall and F1 at IoU > 0.7, means over "
+            f"the images; the last two columns are Caicedo et al. 2019's, on the 106 scored "
+            f"stage-2 images, another test set: context, not a comparison):", "",
+            runs.to_markdown(scoring.type_frame(first["native"]["by_type"]), digits=3,
+                             blank_nan=True)]

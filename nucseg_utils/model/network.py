@@ -11,15 +11,18 @@ that runs its forward passes. For training: :func:`build_model`, :func:`compile_
 :func:`save_model`.
 
 Saved models are one ``.npz`` file: the weights (float16 by default, half the size, with no
-measurable effect on the score) and the JSON config needed to rebuild the network, with the
-post-processing settings that ``nucseg publish`` calibrated on validation images. Training
+measurable effect on the score), the JSON config training wrote (what rebuilds the network,
+and the recipe's pre- and post-processing) and, apart from it, the post-processing settings
+that ``nucseg publish`` calibrated on validation images (``calibration``). Training
 checkpoints (:mod:`nucseg_utils.training`) also keep the optimizer state; the model file does
 not.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ import numpy as np
 
 from nucseg_utils import postprocessing
 from nucseg_utils.core import runs
+from nucseg_utils.core import settings as core_settings
 from nucseg_utils.data.dsb import to_rgb_float
 from nucseg_utils.inference.preprocessing import normalize
 from nucseg_utils.inference.quality import image_quality
@@ -36,11 +40,12 @@ from nucseg_utils.inference.scale import predict_scaled
 from nucseg_utils.model import engines
 
 __all__ = [
-    "COMMITTED", "CPU_MODEL", "DECODER_FILTERS", "DEFAULT_MODEL", "MODEL_KEYS", "ModelError",
-    "ModelSettings", "NucleusModel", "RELEASE_MODEL", "REPO", "USER_KEYS", "build_model",
-    "committed_model", "compile_model", "control_changes", "loss_for", "mask_f1", "mask_iou", "model_config",
-    "model_file", "read_config", "read_model_file", "save_model", "segmentation_models",
-    "tf_setup", "update_config"
+    "COMMITTED", "CPU_MODEL", "DECODER_FILTERS", "DEFAULT_MODEL", "MODEL_KEYS",
+    "RELEASE_MODEL", "REPO", "USER_KEYS", "ModelError", "ModelSettings", "NucleusModel",
+    "build_model", "committed_model", "compile_model", "control_changes", "loss_for",
+    "mask_f1", "mask_iou", "model_config", "model_file", "read_calibration", "read_config",
+    "read_model_file", "read_training_config", "save_calibration", "save_model",
+    "segmentation_models", "tf_setup", "update_config"
 ]
 
 REPO = runs.REPO
@@ -104,7 +109,7 @@ USER_KEYS = ("diameter",)
 
 # segmentation_models' U-Net decoder: filters of its 5 blocks, deepest first. A model file
 # without ``decoder_filters`` in its config (all before it was a key) has this decoder.
-DECODER_FILTERS = (256, 128, 64, 32, 16)
+DECODER_FILTERS = tuple(core_settings.LEGACY["decoder_filters"])
 
 
 class ModelError(Exception):
@@ -207,13 +212,19 @@ def save_model(model, path, profile_or_config: dict, dtype=np.float16, **extra) 
     return path
 
 
-def read_model_file(path) -> tuple[dict, list[np.ndarray]]:
+CALIBRATION = "calibration"  # the model file's member holding what calibration chose
+
+
+def _read_members(path) -> tuple[dict, dict | None, list[np.ndarray]]:
+    """(the config training wrote, what calibration chose or None, the weights) of a model
+    file; ModelError naming the file when it is not one."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:
         with np.load(path, allow_pickle=False) as z:
             config = json.loads(str(z["config"]))
+            chosen = json.loads(str(z[CALIBRATION])) if CALIBRATION in z.files else None
             weights = [z[k].astype(np.float32) for k in sorted(k for k in z.files if k[0] == "w")]
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"{path}: not a readable nucseg model file ({type(err).__name__}: "
@@ -222,19 +233,54 @@ def read_model_file(path) -> tuple[dict, list[np.ndarray]]:
     if missing:
         raise ModelError(f"{path}: model config lacks {', '.join(missing)}; not a nucseg model "
                          f"file")
-    return config, weights
+    return config, chosen, weights
 
 
-def update_config(path, **fields) -> dict:
-    """Rewrite a saved model's config with ``fields`` (weights untouched), atomically."""
-    config, _ = read_model_file(path)
-    config.update(fields)
+def read_model_file(path) -> tuple[dict, list[np.ndarray]]:
+    """(config, weights) of a model file: the config is what training wrote with what
+    calibration chose on top (:func:`read_calibration`), the settings the model runs with."""
+    config, chosen, weights = _read_members(path)
+    return {**config, **(chosen or {})}, weights
+
+
+def read_calibration(path) -> dict | None:
+    """What ``nucseg publish`` chose on the validation images for a model file, kept apart
+    from the config training wrote (as StarDist keeps ``thresholds.json`` beside
+    ``config.json``); None for a file never calibrated, or calibrated before the two were
+    kept apart (its config then holds the choice)."""
+    return _read_members(path)[1]
+
+
+def read_training_config(path) -> dict:
+    """The config training wrote into a model file, without what calibration chose."""
+    return _read_members(path)[0]
+
+
+def _rewrite(path, config: dict, chosen: dict | None) -> None:
+    """Write a model file's config and calibration again, its weights untouched, atomically."""
     with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files if k != "config"}
+        arrays = {k: z[k] for k in z.files if k not in ("config", CALIBRATION)}
+    if chosen is not None:
+        arrays[CALIBRATION] = np.array(json.dumps(chosen))
     with runs.atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, config=np.array(json.dumps(config)), **arrays)
-    return config
+
+
+def update_config(path, **fields) -> dict:
+    """Rewrite the config training wrote into a saved model with ``fields`` (weights and
+    calibration untouched), atomically; the config as the model now runs."""
+    config, chosen, _ = _read_members(path)
+    _rewrite(path, {**config, **fields}, chosen)
+    return {**config, **fields, **(chosen or {})}
+
+
+def save_calibration(path, chosen: dict) -> dict:
+    """Keep ``chosen`` (post-processing settings, by their config keys) as a model file's
+    calibration, apart from its training config; the config as the model now runs."""
+    config, _, _ = _read_members(path)
+    _rewrite(path, config, dict(chosen))
+    return {**config, **chosen}
 
 
 def read_config(path) -> dict:
@@ -273,8 +319,8 @@ class NucleusModel:
         (:func:`model_file`); ModelError names the file when it cannot be used. ``engine``: None is ``$NUCSEG_ENGINE``, else ``auto``."""
         path = model_file(path)
         config, weights = read_model_file(path)
-        network = _rebuild(path, config, weights)
-        return cls(network, config, engine, path)
+        network, forward = _built(path, config, weights, engines.resolve(engine))
+        return cls(network, config, path=path, _forward=forward)
 
     def with_settings(self, **changes) -> "NucleusModel":
         """The same network and engine with other settings: a calibrated threshold, or what a
@@ -356,13 +402,13 @@ class ModelSettings:
     backbone: str
     targets: tuple
     decoder_filters: tuple = DECODER_FILTERS
-    input_mode: str = "crop"
-    input_size: int = 128
-    normalization: str = "percentile"
-    target_diameter: float | None = None
-    scale_limits: tuple = (0.25, 2.0)
-    size_probe: float | None = None
-    tta: bool = True
+    input_mode: str = core_settings.Network.input_mode
+    input_size: int = core_settings.Network.input_size
+    normalization: str = core_settings.Network.normalization
+    target_diameter: float | None = None    # a file without it: images at native scale
+    scale_limits: tuple = core_settings.Inference.scale_limits
+    size_probe: float | None = None         # ... and no first look at another scale
+    tta: bool = core_settings.Inference.tta
     train_splits: tuple = ()
     postprocessing: postprocessing.PostprocessSettings = postprocessing.PostprocessSettings()
     other: dict = field(default_factory=dict)
@@ -377,6 +423,32 @@ class ModelSettings:
             known["target_diameter"] = None
         return cls(**known, postprocessing=postprocessing.PostprocessSettings.from_config(config),
                    other={k: v for k, v in config.items() if k not in names | pp})
+
+
+# networks built this process, by their architecture, weights and engine: a model file loaded
+# again (publishing and the notebooks load one model several times, its calibrated settings
+# rewritten in between) reuses its network and its engine's conversion (seconds each)
+_BUILT: collections.OrderedDict = collections.OrderedDict()
+_BUILT_KEPT = 2
+
+
+def _built(path, config: dict, weights: list, engine: str):
+    """(Keras network, (forward, engine name)) for a model file's architecture and weights on
+    ``engine``: built once per process, the last :data:`_BUILT_KEPT` kept."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([config.get(k) for k in ("backbone", "decoder_filters",
+                                                        "targets")]).encode())
+    for w in weights:
+        digest.update(str(w.shape).encode())
+        digest.update(np.ascontiguousarray(w).tobytes())
+    key = (digest.hexdigest(), engine)
+    if key not in _BUILT:
+        network = _rebuild(path, config, weights)
+        _BUILT[key] = (network, engines.build(network, engine))
+        while len(_BUILT) > _BUILT_KEPT:
+            _BUILT.popitem(last=False)
+    _BUILT.move_to_end(key)
+    return _BUILT[key]
 
 
 def _rebuild(path, config: dict, weights: list):

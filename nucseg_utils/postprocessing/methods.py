@@ -32,7 +32,7 @@ measured on its objects) is dropped, and so is one whose mean nucleus probabilit
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import numpy as np
@@ -40,6 +40,10 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 from skimage.segmentation import expand_labels, watershed
+
+# every setting of the post-processing, its defaults written once (in the core layer,
+# beside the other settings of a recipe)
+from nucseg_utils.core.settings import PostprocessSettings, config_key
 
 __all__ = [
     "DEFAULTS", "DILATIONS", "DISTANCE_SEEDS", "MARKER_SPACINGS", "METHODS", "Method", "PAPER",
@@ -276,50 +280,6 @@ def dilate_labels(labels: np.ndarray, pixels: int) -> np.ndarray:
     return expand_labels(labels, distance=pixels).astype(labels.dtype)
 
 
-@dataclass(frozen=True)
-class PostprocessSettings:
-    """Every setting of the post-processing, each default written here once.
-
-    A model file's config holds them under the same names (``method`` under ``postprocess``);
-    :func:`postprocess` takes them as keywords; a :class:`Method` reads those of its
-    ``parameters``. A field whose metadata has a ``label`` is a setting calibration may choose:
-    the label heads its column in a model's table of candidates (``results.md``), and a
-    method's ``grid`` names the values tried. A new method with a new parameter is a field
-    here and an entry of :data:`METHODS` (CONTRIBUTING.md walks through one)."""
-    method: str = "paper"
-    min_size: int = 10                      # objects smaller than this (px) are dropped
-    threshold: float = field(default=0.5, metadata={"label": "threshold"})
-    distance_seed: float = field(default=0.5, metadata={"label": "seed level"})
-    min_distance_factor: float = field(default=0.5,
-                                       metadata={"label": "marker spacing (radii)"})
-    dilation: int = field(default=0, metadata={"label": "dilation (px)"})
-    min_size_factor: float = field(default=0.0, metadata={"label": "min size (x typical area)"})
-    min_mean_prob: float = field(default=0.0, metadata={"label": "min mean probability"})
-    exclude_border: bool = False            # nuclei touching the image's border dropped
-
-    @classmethod
-    def from_config(cls, config: dict, **changes) -> "PostprocessSettings":
-        """The settings a model's config holds (a key it lacks, or holds as None, keeps its
-        default), with ``changes`` (field names) on top; a ValueError names unknown ones."""
-        values = {f.name: config.get(config_key(f.name)) for f in fields(cls)}
-        values = {k: v for k, v in values.items() if v is not None}
-        unknown = sorted(set(changes) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown post-processing setting(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(f.name for f in fields(cls))}")
-        return cls(**{**values, **changes})
-
-    def config(self) -> dict:
-        """The settings as a model file's config holds them (``postprocess`` for ``method``)."""
-        return {config_key(f.name): getattr(self, f.name) for f in fields(self)}
-
-
-def config_key(name: str) -> str:
-    """The name a model file's config gives the setting ``name`` of
-    :class:`PostprocessSettings`."""
-    return "postprocess" if name == "method" else name
-
-
 def calibrated_settings() -> list[str]:
     """The settings calibration may choose (a ``label`` in their metadata), in field order."""
     return [f.name for f in fields(PostprocessSettings) if "label" in f.metadata]
@@ -489,7 +449,8 @@ def register(method: Method) -> Method:
     unknown = [k for k in (*method.parameters, *method.grid) if k not in known]
     if unknown:
         raise ValueError(f"post-processing '{method.name}': {', '.join(unknown)} not a field of "
-                         f"PostprocessSettings (add it there, with its default)")
+                         f"PostprocessSettings (add it in nucseg_utils/core/settings.py, with its "
+                         f"default)")
     METHODS[method.name] = method
     return method
 

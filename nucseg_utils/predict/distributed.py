@@ -62,7 +62,8 @@ import logging
 import os
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -323,68 +324,95 @@ def predict_distributed(model, source, out, options: PredictOptions | None = Non
     done = set()
     if todo:
         with cluster_client(workers, scheduler) as client:
-            done = _run(client, job, model, source, todo, tiled, spec, failed, skipped,
-                        progress, opts, log)
+            done = _ClusterRun(client, job, model, source, log, failed, skipped).run(
+                todo, tiled, spec, progress)
     summary = predict.finish_folder(out, source, ids, failed, opts)
     return PredictResult(out, [s for s in checked.ok if s in done], skipped, failed, summary)
 
 
-def _run(client, job: _Job, model, source, todo, tiled: set, spec, failed: dict,
-         skipped: list, progress, opts, log) -> set:
-    """Submit one task per image of ordinary size, then segment the big ones here with their
-    tiles on the cluster (:func:`cluster_windows`), and collect the tasks as they finish;
-    returns the ids done."""
-    from distributed import as_completed
-    run = uuid.uuid4().hex[:8]  # task keys unique per run: a rerun never reuses old results
-    [job_future] = client.scatter([job], broadcast=True, hash=False)
-    futures = {}
-    for sid in todo:
-        if sid in tiled:
-            continue
-        blob = None
-        if spec is None:
-            with source.image_file(sid) as f:
-                blob = (source.image_name(sid), f.read())
-        futures[client.submit(segment_task, job_future, sid, blob,
-                              key=f"nucseg-{run}-{sid}", pure=False)] = sid
-    done = set()
-    bar = progress_bar(total=len(todo), desc=f"predict{' (TTA)' if opts.tta else ''}",
-               unit="img", disable=not progress)
-    try:
-        for sid in [s for s in todo if s in tiled]:
-            bar.set_postfix_str(f"{sid}: tiles on the cluster")
-            try:
-                predict.segment_tiled(model, source, sid, opts=opts, out=job.out, log=log,
-                                      windows=cluster_windows(client, job_future))
-            except DataError as err:
-                failed[sid] = " ".join(str(err).split())
-                log(failed[sid])
-            except Exception as err:  # noqa: BLE001 - e.g. a tile's workers died too often
-                failed[sid] = " ".join(
-                    f"{predict.source_name(source, sid)}: {type(err).__name__}: {err}".split())
-                log(failed[sid])
-            else:
-                done.add(sid)
-            bar.set_postfix_str("")
-            bar.update()
-        for future in as_completed(futures):
-            sid = futures[future]
-            try:
-                status, _, value = future.result()
-            except Exception as err:  # noqa: BLE001 - e.g. its workers died too often
-                status, value = "failed", " ".join(
-                    f"{predict.source_name(source, sid)}: {type(err).__name__}: {err}".split())
-            if status == "failed":
-                failed[sid] = value
-                log(value)
-            elif status == "skipped":  # done meanwhile by another run
-                skipped.append(sid)
-            else:
-                done.add(sid)
-            bar.update()
-    except BaseException:
-        client.cancel(list(futures))
-        raise
-    finally:
-        bar.close()
-    return done
+@dataclass
+class _ClusterRun:
+    """One call of :func:`predict_distributed` on its cluster: what its steps share, and
+    what they found (the ids done, failed with their message, or done meanwhile by another
+    run)."""
+    client: object
+    job: _Job
+    model: object
+    source: object
+    log: Callable
+    failed: dict
+    skipped: list
+    done: set = field(default_factory=set)
+
+    def run(self, todo: list, tiled: set, spec, progress: bool) -> set:
+        """Submit one task per image of ordinary size, then segment the big ones here with
+        their tiles on the cluster (:func:`cluster_windows`), and collect the tasks as they
+        finish; the ids done."""
+        from distributed import as_completed
+        [job_future] = self.client.scatter([self.job], broadcast=True, hash=False)
+        futures = self._submit([s for s in todo if s not in tiled], spec, job_future)
+        bar = progress_bar(total=len(todo), unit="img", disable=not progress,
+                           desc=f"predict{' (TTA)' if self.job.options.tta else ''}")
+        try:
+            for sid in [s for s in todo if s in tiled]:
+                bar.set_postfix_str(f"{sid}: tiles on the cluster")
+                self._tiled_here(sid, job_future)
+                bar.set_postfix_str("")
+                bar.update()
+            for future in as_completed(futures):
+                self._collect(futures[future], future)
+                bar.update()
+        except BaseException:
+            self.client.cancel(list(futures))
+            raise
+        finally:
+            bar.close()
+        return self.done
+
+    def _submit(self, ids: list, spec, job_future) -> dict:
+        """{future: id}: one task per image; the image's bytes travel with it unless the
+        workers can open the source themselves (``spec``)."""
+        run = uuid.uuid4().hex[:8]  # task keys unique per run: a rerun never reuses old results
+        futures = {}
+        for sid in ids:
+            blob = None
+            if spec is None:
+                with self.source.image_file(sid) as f:
+                    blob = (self.source.image_name(sid), f.read())
+            futures[self.client.submit(segment_task, job_future, sid, blob,
+                                       key=f"nucseg-{run}-{sid}", pure=False)] = sid
+        return futures
+
+    def _tiled_here(self, sid: str, job_future) -> None:
+        """A big image planned and stitched in this process, its tiles on the cluster."""
+        try:
+            predict.segment_tiled(self.model, self.source, sid, opts=self.job.options,
+                                  out=self.job.out, log=self.log,
+                                  windows=cluster_windows(self.client, job_future))
+        except DataError as err:
+            self._failed(sid, " ".join(str(err).split()))
+        except Exception as err:  # noqa: BLE001 - e.g. a tile's workers died too often
+            self._failed(sid, self._message(sid, err))
+        else:
+            self.done.add(sid)
+
+    def _collect(self, sid: str, future) -> None:
+        """What one image's task found."""
+        try:
+            status, _, value = future.result()
+        except Exception as err:  # noqa: BLE001 - e.g. its workers died too often
+            status, value = "failed", self._message(sid, err)
+        if status == "failed":
+            self._failed(sid, value)
+        elif status == "skipped":  # done meanwhile by another run
+            self.skipped.append(sid)
+        else:
+            self.done.add(sid)
+
+    def _message(self, sid: str, err: Exception) -> str:
+        return " ".join(f"{predict.source_name(self.source, sid)}: {type(err).__name__}: "
+                        f"{err}".split())
+
+    def _failed(self, sid: str, message: str) -> None:
+        self.failed[sid] = message
+        self.log(message)
