@@ -561,12 +561,13 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     from nucseg_utils import data, model
     from nucseg_utils.core.profiles import SettingsError
+    from nucseg_utils.core.settings import RecipeError
     from nucseg_utils.data import rle
     from nucseg_utils.evaluation import metrics
     from nucseg_utils.exports import modelzoo
     known = (data.DataError, metrics.ScoreError, model.ModelError, engines.EngineError,
-             rle.RLEError,
-             modelzoo.ExportError, SettingsError, FileNotFoundError, FileExistsError)
+             rle.RLEError, modelzoo.ExportError, SettingsError, RecipeError,
+             FileNotFoundError, FileExistsError)
     try:
         return {"score": cmd_score, "train": cmd_train, "predict": cmd_predict,
                 "evaluate": cmd_evaluate, "report": cmd_report, "publish": cmd_publish,

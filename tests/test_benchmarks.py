@@ -459,3 +459,50 @@ def test_the_validation_study_keeps_the_committed_record_of_runs_not_on_this_mac
     studies["original-s42"].pop("by_fingerprint")
     assert "Predicted in 100 minutes and scored in 10 minutes" in vs.report(
         pd.DataFrame(kept, columns=vs.COLUMNS), studies)
+
+
+# --------------------------------------------------------------------------- paper to nucseg
+def test_the_staircase_changes_one_group_of_settings_per_trained_step():
+    import paper_to_nucseg as stairs
+
+    from nucseg_utils.core.profiles import RECIPES
+    paper, native, touching = (stairs.TRAINED[k].flat() for k in ("paper", "native", "touching"))
+    cpu = RECIPES["cpu"].flat()
+    # every step has the cpu model's network, data and validation images
+    for flat in (paper, native, touching):
+        assert {k: flat[k] for k in ("backbone", "decoder_filters", "encoder_weights",
+                                     "train_splits", "val_fraction", "split_seed")} == \
+            {k: cpu[k] for k in ("backbone", "decoder_filters", "encoder_weights",
+                                 "train_splits", "val_fraction", "split_seed")}
+    # the paper's step keeps what the paper says of the input, the loss and the output
+    assert (paper["input_mode"], paper["input_size"], paper["normalization"], paper["loss"],
+            paper["targets"], paper["batch_size"], paper["postprocess"]) == \
+        ("resize", 256, "unit", "jaccard", ["mask"], 32, "paper")
+    # ... about as many pixels as the cpu recipe's 1,500 steps of 16 crops of 128 px
+    steps = paper["epochs"] * -(-603 // paper["batch_size"])
+    assert 0.9 < steps * 32 * 256 ** 2 / (1500 * 16 * 128 ** 2) < 1.1
+    # native scale changes the input, not the target, the loss or the post-processing
+    assert {k for k in cpu if native[k] != cpu[k]} == {"targets", "loss", "postprocess", "name"}
+    # the touching step trains the cpu recipe itself
+    assert {k for k in cpu if touching[k] != cpu[k]} == {"postprocess"}
+
+
+def test_the_staircase_report_gives_each_step_its_mean_and_lists_what_is_not_trained():
+    import paper_to_nucseg as stairs
+    rows = []
+    for step, seed, val, test in (("paper", 42, 0.40, 0.30), ("touching target", 42, 0.50, 0.38),
+                                  ("touching target", 43, 0.52, 0.40)):
+        for scored, dsb in (("validation", val), (stairs.vs.TEST, test)):
+            for kind, value in (("fluorescence", dsb + 0.1), ("all", dsb)):
+                rows.append({"step": step, "seed": seed, "scored": scored, "type": kind,
+                             "images": 5, "dsb": value, "recall": 0.5, "f1": 0.5,
+                             "setting": "postprocess paper", "train_minutes": 46.0})
+    md = stairs.report(pd.DataFrame(rows, columns=stairs.COLUMNS))
+    staircase = md.split("\n\n")[2].splitlines()  # the first table
+    line = {row.split(" | ")[0][2:]: row for row in staircase}
+    assert "| 42 | 0.4000 | 0.3000 | 46 |" in line["paper"]
+    assert "| 42, 43 | 0.5100 ± 0.0141 | 0.3900 ± 0.0141 |" in line["touching target"]
+    assert "not run" in line["native scale"]
+    assert "| touching target | 0.610 | 0.510 |" in md  # per type, validation: the seeds' mean
+    assert "train paper --seed 43`" in md and "train native --seed 42`" in md
+    assert "train touching --seed 42`" not in md  # the committed cpu model is that run

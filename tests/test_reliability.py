@@ -289,6 +289,22 @@ def test_unreadable_model_files_name_the_file(tmp_path, smoke_run):
         model.NucleusModel.load(arrays_only)
 
 
+def test_a_model_file_with_a_setting_this_nucseg_does_not_know_names_it(tmp_path, smoke_run):
+    newer = _with_config(smoke_run / "model.npz", tmp_path / "newer.npz", colour_space="lab")
+    with pytest.raises(ModelError) as err:
+        model.NucleusModel.load(newer)
+    assert "newer.npz" in str(err.value) and "'colour_space'" in str(err.value)
+    assert "config" in str(err.value) and "threshold" in str(err.value)  # what is known
+    # a calibration may hold post-processing settings only
+    model.save_calibration(_with_config(smoke_run / "model.npz", tmp_path / "cal.npz"),
+                           {"threshold": 0.4, "epochs": 3})
+    with pytest.raises(ModelError, match="'epochs' in the model file's calibration"):
+        model.read_model_file(tmp_path / "cal.npz")
+    # the committed models, and the session's smoke model, read as they are
+    for path in (model.CPU_MODEL, model.RELEASE_MODEL, smoke_run / "model.npz"):
+        assert model.read_model_file(path)[0]["backbone"]
+
+
 def _with_config(src: Path, dst: Path, **changes) -> Path:
     config, weights = model.read_model_file(src)
     config = {k: v for k, v in {**config, **changes}.items() if v is not None}

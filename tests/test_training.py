@@ -574,8 +574,8 @@ def test_balance_by_type_draws_every_image_type_equally_often(smoke_data, tmp_pa
 
     def shares(name, **overrides):
         layout = runs.RunLayout(tmp_path / name)
-        sampler = training.loop._training_data(profiles.get_profile("smoke", **overrides), layout,
-                                          smoke_data, False)[0]
+        recipe = profiles.RECIPES["smoke"].replace(**overrides)
+        sampler = training.loop._training_data(recipe, layout, smoke_data, False)[0]
         table = pd.read_csv(layout.split)
         train = table[table["subset"] == "train"].assign(p=sampler.p)
         return train, train.groupby("type")["p"].sum()

@@ -348,8 +348,14 @@ def describe(profile: dict):
 
 
 def accumulation_steps(profile: dict) -> int:
-    """How many micro-batches make one batch (1: no gradient accumulation)."""
-    micro, batch = profile.get("micro_batch"), int(profile["batch_size"])
+    """How many micro-batches make one batch of a profile (1: no gradient accumulation)."""
+    return micro_batches(profile["batch_size"], profile.get("micro_batch"))
+
+
+def micro_batches(batch_size: int, micro_batch: int | None) -> int:
+    """How many micro-batches of ``micro_batch`` images make a batch of ``batch_size`` (1:
+    no gradient accumulation)."""
+    micro, batch = micro_batch, int(batch_size)
     if not micro or int(micro) >= batch:
         return 1
     if int(micro) < 1:

@@ -119,6 +119,11 @@ class Training:
     train_labels: str = "original"                   # "original" | "fixed"
     split_by: str = "random"                         # "random" | "type"
 
+    def split_draw_seed(self) -> int:
+        """The seed of the train/validation split: ``split_seed``, or ``seed`` for runs
+        recorded before ``split_seed`` existed (None)."""
+        return int(self.seed if self.split_seed is None else self.split_seed)
+
 
 @dataclass(frozen=True)
 class Inference:
@@ -234,3 +239,11 @@ def _augmentation(value, where: str) -> Augmentation:
     if missing:
         raise RecipeError(f"{where}: augmentation lacks {', '.join(missing)}")
     return Augmentation(**value)
+
+
+def recipe_of(settings: "Recipe | dict", where: str = "profile") -> Recipe:
+    """``settings`` as a :class:`Recipe`: a recipe as it is, a flat dict (a profile, what a
+    run.json recorded) read by :meth:`Recipe.from_flat` (a RecipeError names an unknown or
+    missing key). Functions that take a recipe call this once where they are entered, and
+    read typed fields from then on."""
+    return settings if isinstance(settings, Recipe) else Recipe.from_flat(settings, where)

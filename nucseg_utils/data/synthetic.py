@@ -260,6 +260,37 @@ def _to_uint8(x):
     return np.clip(np.rint(np.asarray(x) * 255.0), 0, 255).astype(np.uint8)
 
 
+def _render(rng, look: str, nuc, inside, mean_r: float, blur: float, noise_sd: float):
+    """The RGB uint8 image of ``look`` with the nuclei' intensity ``nuc`` (0 outside them):
+    fluorescence (bright on dark), brightfield (dark on bright) or stained tissue."""
+    h, w = inside.shape
+    if look in ("fluorescence", "brightfield"):
+        nuc = ndi.gaussian_filter(nuc, blur)
+        if look == "fluorescence":
+            bg = rng.uniform(0.01, 0.08) + _gradient(rng, (h, w), rng.uniform(0.0, 0.03))
+            grey = bg + rng.uniform(0.35, 0.85) * nuc
+        else:
+            bg = rng.uniform(0.6, 0.85) + _gradient(rng, (h, w), rng.uniform(0.01, 0.06))
+            cells = ndi.gaussian_filter(inside.astype(np.float32), max(mean_r * 0.8, 2.0))
+            grey = bg - 0.08 * cells - rng.uniform(0.25, 0.45) * nuc
+        grey = grey + noise_sd * rng.standard_normal((h, w)).astype(np.float32)
+        rgb = np.repeat(_to_uint8(grey)[..., None], 3, axis=-1)
+    else:  # stained: Beer-Lambert mix of haematoxylin (nuclei) and eosin (cytoplasm)
+        cyto = ndi.gaussian_filter(inside.astype(np.float32), max(mean_r * 0.9, 2.0))
+        if cyto.max() > 0:
+            cyto = np.clip(cyto / max(float(cyto.max()) * 0.5, 1e-6), 0, 1)
+        tissue = np.clip(_smooth_noise(rng, (h, w), max(mean_r, 6.0)) * 0.8 + 0.2, 0, 1)
+        eosin = 0.05 + rng.uniform(0.3, 0.6) * np.maximum(cyto, 0.7 * tissue) \
+            + 0.1 * ndi.gaussian_filter(inside.astype(np.float32), blur)
+        haem = ndi.gaussian_filter(rng.uniform(0.9, 1.5) * nuc, blur) + 0.02
+        od = haem[..., None] * _HEMATOXYLIN + eosin[..., None] * _EOSIN
+        od = od + _gradient(rng, (h, w), rng.uniform(0.0, 0.03))[..., None]
+        rgb = np.exp(-np.maximum(od, 0.0)) * rng.uniform(0.93, 1.0)
+        rgb = rgb + noise_sd * rng.standard_normal((h, w, 3))
+        rgb = _to_uint8(rgb)
+    return rgb
+
+
 def make_image(rng: np.random.Generator, shape: tuple[int, int] = (256, 256),
                look: str = "fluorescence", n_nuclei: int | None = None,
                channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -297,30 +328,7 @@ def make_image(rng: np.random.Generator, shape: tuple[int, int] = (256, 256),
     blur = rng.uniform(0.5, 1.3)
     noise_sd = rng.uniform(0.005, 0.03)
 
-    if look in ("fluorescence", "brightfield"):
-        nuc = ndi.gaussian_filter(nuc, blur)
-        if look == "fluorescence":
-            bg = rng.uniform(0.01, 0.08) + _gradient(rng, (h, w), rng.uniform(0.0, 0.03))
-            grey = bg + rng.uniform(0.35, 0.85) * nuc
-        else:
-            bg = rng.uniform(0.6, 0.85) + _gradient(rng, (h, w), rng.uniform(0.01, 0.06))
-            cells = ndi.gaussian_filter(inside.astype(np.float32), max(mean_r * 0.8, 2.0))
-            grey = bg - 0.08 * cells - rng.uniform(0.25, 0.45) * nuc
-        grey = grey + noise_sd * rng.standard_normal((h, w)).astype(np.float32)
-        rgb = np.repeat(_to_uint8(grey)[..., None], 3, axis=-1)
-    else:  # stained: Beer-Lambert mix of haematoxylin (nuclei) and eosin (cytoplasm)
-        cyto = ndi.gaussian_filter(inside.astype(np.float32), max(mean_r * 0.9, 2.0))
-        if cyto.max() > 0:
-            cyto = np.clip(cyto / max(float(cyto.max()) * 0.5, 1e-6), 0, 1)
-        tissue = np.clip(_smooth_noise(rng, (h, w), max(mean_r, 6.0)) * 0.8 + 0.2, 0, 1)
-        eosin = 0.05 + rng.uniform(0.3, 0.6) * np.maximum(cyto, 0.7 * tissue) \
-            + 0.1 * ndi.gaussian_filter(inside.astype(np.float32), blur)
-        haem = ndi.gaussian_filter(rng.uniform(0.9, 1.5) * nuc, blur) + 0.02
-        od = haem[..., None] * _HEMATOXYLIN + eosin[..., None] * _EOSIN
-        od = od + _gradient(rng, (h, w), rng.uniform(0.0, 0.03))[..., None]
-        rgb = np.exp(-np.maximum(od, 0.0)) * rng.uniform(0.93, 1.0)
-        rgb = rgb + noise_sd * rng.standard_normal((h, w, 3))
-        rgb = _to_uint8(rgb)
+    rgb = _render(rng, look, nuc, inside, mean_r, blur, noise_sd)
     if channels == 4:
         rgb = np.concatenate([rgb, np.full((h, w, 1), 255, np.uint8)], axis=-1)
     return np.ascontiguousarray(rgb), labels

@@ -41,7 +41,8 @@ from nucseg_utils.model import engines
 
 __all__ = [
     "COMMITTED", "CPU_MODEL", "DECODER_FILTERS", "DEFAULT_MODEL", "MODEL_KEYS",
-    "RELEASE_MODEL", "REPO", "USER_KEYS", "ModelError", "ModelSettings", "NucleusModel",
+    "RECORD_KEYS", "RELEASE_MODEL", "REPO", "USER_KEYS", "ModelError", "ModelSettings",
+    "NucleusModel",
     "build_model", "committed_model", "compile_model", "control_changes", "loss_for",
     "mask_f1", "mask_iou", "model_config", "model_file", "read_calibration", "read_config",
     "read_model_file", "read_training_config", "save_calibration", "save_model",
@@ -101,6 +102,9 @@ DEFAULT_MODEL = RELEASE_MODEL  # what NucleusModel.load() loads
 MODEL_KEYS = ("backbone", "decoder_filters", "targets", "input_mode", "input_size",
               "normalization", "target_diameter", "scale_limits", "size_probe", "tta",
               *postprocessing.DEFAULTS)
+# what a model file records of its training beside MODEL_KEYS (save_model's extras): the
+# epoch kept, its validation loss, the data and profile it learnt from
+RECORD_KEYS = ("epoch", "val_loss", "dataset", "profile", "train_splits")
 # settings a user may give a loaded model (NucleusModel.with_settings, nucseg predict's
 # controls) besides MODEL_KEYS: the nuclei's diameter in native pixels, which skips the size
 # probe (nucseg_utils.inference.scale)
@@ -233,7 +237,24 @@ def _read_members(path) -> tuple[dict, dict | None, list[np.ndarray]]:
     if missing:
         raise ModelError(f"{path}: model config lacks {', '.join(missing)}; not a nucseg model "
                          f"file")
+    _check_keys(path, config, chosen)
     return config, chosen, weights
+
+
+def _check_keys(path, config: dict, chosen: dict | None) -> None:
+    """ModelError naming the settings of a model file that this nucseg does not know (a file
+    of a newer nucseg, or edited by hand): read silently, they would be ignored."""
+    pp = {core_settings.config_key(f.name)
+          for f in dataclasses.fields(postprocessing.methods.PostprocessSettings)}
+    known = set(MODEL_KEYS) | set(RECORD_KEYS) | pp
+    unknown = sorted(set(config) - known)
+    unchosen = sorted(set(chosen or {}) - pp)
+    if unknown or unchosen:
+        names = ", ".join(map(repr, unknown + unchosen))
+        raise ModelError(f"{path}: unknown setting(s) {names} in the model file's "
+                         f"{'config' if unknown else 'calibration'}; this nucseg knows "
+                         f"{', '.join(sorted(known))}. A model file of a newer nucseg? "
+                         f"Update nucseg (pip install -U)")
 
 
 def read_model_file(path) -> tuple[dict, list[np.ndarray]]:

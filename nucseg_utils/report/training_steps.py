@@ -26,6 +26,7 @@ import pandas as pd
 from nucseg_utils import data as data_mod
 from nucseg_utils.core import profiles as profiles_mod
 from nucseg_utils.core.profiles import split_seed
+from nucseg_utils.core.settings import recipe_of
 from nucseg_utils.evaluation import calibration
 from nucseg_utils.inference.preprocessing import make_targets, normalize
 from nucseg_utils.model.network import mask_iou, segmentation_models, tf_setup
@@ -189,8 +190,9 @@ def lr_schedule(profile: dict, root=None, history=None, steps_per_epoch: int | N
     steps = int(steps or 1)
     total = steps * int(profile["epochs"])
     step = np.arange(total)
+    recipe = recipe_of(profile)
     return pd.DataFrame({"step": step + 1, "epoch": step // steps + 1,
-                         "lr": [learning_rate(profile, int(s), total) for s in step]})
+                         "lr": [learning_rate(recipe, int(s), total) for s in step]})
 
 
 # --------------------------------------------------------------------------- history

@@ -1,8 +1,9 @@
 """Augmentation and the training input pipeline.
 
-In: normalised images and their instance label images at native resolution, a profile.
+In: normalised images and their instance label images at native resolution, a recipe
+(:class:`~nucseg_utils.core.settings.Recipe`, or a profile's flat dict, read once into one).
 Out: batches ``(x, y)`` of shape (B, S, S, 3) and (B, S, S, n_targets), where S is the
-profile's ``input_size``.
+recipe's ``input_size``.
 
 One affine map per sample does the crop (or the paper's resize to S x S), rotation, shear,
 zoom, shift and flips in a single interpolation, identically for the image (bilinear) and the
@@ -21,29 +22,34 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.color import hed_from_rgb, rgb_from_hed
 
+from nucseg_utils.core.settings import Augmentation, Recipe, recipe_of
 from nucseg_utils.inference.preprocessing import make_targets
-from nucseg_utils.inference.scale import DEFAULT_LIMITS, antialias, label_diameter, scale_factor
+from nucseg_utils.inference.scale import antialias, label_diameter, scale_factor
+
+# a validation patch: cut out and scaled, nothing random
+STILL = Augmentation(rotation=0.0, shift=0.0, shear=0.0, zoom=0.0, hflip=False, vflip=False,
+                     dihedral=False, colour=False, stain=0.0)
 
 
-def _affine(rng, aug: dict, out_size: int, src_shape, mode: str, centre=None,
+def _affine(rng, aug: Augmentation, out_size: int, src_shape, mode: str, centre=None,
             scale: float = 1.0):
     """Return (matrix, offset) mapping output (row, col) to source coordinates. ``scale``
     (crop mode) magnifies the source by that factor on top of the random zoom: the image's
     factor to the standard nucleus size (:mod:`nucseg_utils.inference.scale`)."""
     h, w = src_shape
-    theta = np.deg2rad(rng.uniform(-aug["rotation"], aug["rotation"])) if aug["rotation"] else 0.0
-    shear = np.deg2rad(rng.uniform(-aug["shear"], aug["shear"])) if aug["shear"] else 0.0
-    z = aug["zoom"]
+    theta = np.deg2rad(rng.uniform(-aug.rotation, aug.rotation)) if aug.rotation else 0.0
+    shear = np.deg2rad(rng.uniform(-aug.shear, aug.shear)) if aug.shear else 0.0
+    z = aug.zoom
     zoom = float(np.exp(rng.uniform(np.log(1 - z), np.log(1 + z)))) if z else 1.0
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     shr = np.array([[1.0, 0.0], [np.tan(shear), 1.0]])
-    flip = np.diag([-1.0 if aug["vflip"] and rng.random() < 0.5 else 1.0,
-                    -1.0 if aug["hflip"] and rng.random() < 0.5 else 1.0])
+    flip = np.diag([-1.0 if aug.vflip and rng.random() < 0.5 else 1.0,
+                    -1.0 if aug.hflip and rng.random() < 0.5 else 1.0])
     if mode == "resize":
         base = np.diag([h / out_size, w / out_size])
         c_src = np.array([h / 2, w / 2])
-        if aug["shift"]:
-            c_src = c_src + rng.uniform(-aug["shift"], aug["shift"], 2) * np.array([h, w])
+        if aug.shift:
+            c_src = c_src + rng.uniform(-aug.shift, aug.shift, 2) * np.array([h, w])
     elif mode == "crop":
         base = np.eye(2)
         c_src = (np.array(centre, float) if centre is not None
@@ -118,26 +124,23 @@ def stain_examples(image: np.ndarray, strength: float, n: int = 4,
     return [stain_jitter(np.random.default_rng([seed, k]), image, strength) for k in range(n)]
 
 
-def sample_patch(rng, image, labels, profile: dict, augment: bool = True, centre=None,
+def sample_patch(rng, image, labels, recipe: Recipe | dict, augment: bool = True, centre=None,
                  scale: float = 1.0, stained: bool = False):
     """One augmented (image, label) patch of size input_size; ``scale`` as in :func:`_affine`
     (an image to be shrunk should be pre-filtered with :func:`nucseg_utils.inference.scale.antialias`);
-    a ``stained`` image also gets the profile's ``stain`` augmentation (:func:`stain_jitter`)."""
-    aug = profile["augmentation"]
-    if not augment:
-        aug = {**aug, "rotation": 0.0, "shear": 0.0, "zoom": 0.0, "shift": 0.0,
-               "hflip": False, "vflip": False, "dihedral": False, "colour": False,
-               "stain": 0.0}
-    size = profile["input_size"]
-    matrix, offset = _affine(rng, aug, size, labels.shape, profile["input_mode"], centre,
+    a ``stained`` image also gets the recipe's ``stain`` augmentation (:func:`stain_jitter`)."""
+    recipe = recipe_of(recipe)
+    aug = recipe.training.augmentation if augment else STILL
+    size = recipe.network.input_size
+    matrix, offset = _affine(rng, aug, size, labels.shape, recipe.network.input_mode, centre,
                              scale)
     img, lab = warp(image, labels, matrix, offset, size)
-    if aug.get("dihedral"):
+    if aug.dihedral:
         k = int(rng.integers(4))
         img, lab = np.rot90(img, k), np.rot90(lab, k)
-    if stained and aug.get("stain"):
-        img = stain_jitter(rng, img, aug["stain"])
-    if aug.get("colour"):
+    if stained and aug.stain:
+        img = stain_jitter(rng, img, aug.stain)
+    if aug.colour:
         img = colour_jitter(rng, img)
     return np.ascontiguousarray(img), np.ascontiguousarray(lab)
 
@@ -146,32 +149,34 @@ class PatchSampler:
     """Makes training batches from (normalised image, labels) pairs.
 
     ``weights`` (one per image) sets how often each image is drawn; :func:`modality_weights`
-    makes rare imaging modalities more frequent. With a ``target_diameter`` in the profile,
+    makes rare imaging modalities more frequent. With a ``target_diameter`` in the recipe,
     each image is magnified by its factor to the standard nucleus size
     (:func:`image_scales`), and images to be shrunk are pre-filtered once here. ``stained``
     (one bool per image) says which images get the stain augmentation.
     """
 
-    def __init__(self, images, labels, profile: dict, weights=None, stained=None):
+    def __init__(self, images, labels, recipe: Recipe | dict, weights=None, stained=None):
         if not images:
             raise ValueError("no training images")
-        self.scales = image_scales(labels, profile)
+        self.recipe = recipe_of(recipe)
+        self.scales = image_scales(labels, self.recipe)
         self.images = [antialias(im, f) for im, f in zip(images, self.scales)]
-        self.labels, self.profile = labels, profile
+        self.labels = labels
         w = np.ones(len(images)) if weights is None else np.asarray(weights, float)
         self.p = w / w.sum()
         self.stained = [False] * len(images) if stained is None else [bool(v) for v in stained]
 
     def batch(self, step: int, seed: int | None = None):
-        prof = self.profile
-        rng = np.random.default_rng([prof["seed"] if seed is None else seed, int(step)])
+        recipe = self.recipe
+        rng = np.random.default_rng([recipe.training.seed if seed is None else seed,
+                                     int(step)])
         xs, ys = [], []
-        for _ in range(prof["batch_size"]):
+        for _ in range(recipe.training.batch_size):
             i = int(rng.choice(len(self.images), p=self.p))
-            img, lab = sample_patch(rng, self.images[i], self.labels[i], prof,
+            img, lab = sample_patch(rng, self.images[i], self.labels[i], recipe,
                                     scale=self.scales[i], stained=self.stained[i])
             xs.append(img)
-            ys.append(make_targets(lab, prof["targets"]))
+            ys.append(make_targets(lab, recipe.network.targets))
         return np.stack(xs), np.stack(ys)
 
     def batches(self, start: int, stop: int):
@@ -179,34 +184,36 @@ class PatchSampler:
             yield self.batch(step)
 
 
-def validation_set(images, labels, profile: dict):
+def validation_set(images, labels, recipe: Recipe | dict):
     """A fixed set of un-augmented patches (seeded): crops for ``crop`` mode, the resized whole
-    image for ``resize`` mode; at the standard nucleus size when the profile has one."""
+    image for ``resize`` mode; at the standard nucleus size when the recipe has one."""
+    recipe = recipe_of(recipe)
+    n = 1 if recipe.network.input_mode == "resize" else recipe.training.val_crops_per_image
     xs, ys = [], []
-    for i, (img, lab, f) in enumerate(zip(images, labels, image_scales(labels, profile))):
+    for i, (img, lab, f) in enumerate(zip(images, labels, image_scales(labels, recipe))):
         img = antialias(img, f)
-        rng = np.random.default_rng([profile["seed"], 7919, i])
-        n = 1 if profile["input_mode"] == "resize" else profile.get("val_crops_per_image", 1)
+        rng = np.random.default_rng([recipe.training.seed, 7919, i])
         for _ in range(n):
-            x, y = sample_patch(rng, img, lab, profile, augment=False, scale=f)
+            x, y = sample_patch(rng, img, lab, recipe, augment=False, scale=f)
             xs.append(x)
-            ys.append(make_targets(y, profile["targets"]))
+            ys.append(make_targets(y, recipe.network.targets))
     return np.stack(xs), np.stack(ys)
 
 
-def image_scales(labels, profile: dict) -> list[float]:
-    """Each image's factor to the profile's ``target_diameter`` from its true nuclei (all 1
+def image_scales(labels, recipe: Recipe | dict) -> list[float]:
+    """Each image's factor to the recipe's ``target_diameter`` from its true nuclei (all 1
     without a target, or in ``resize`` mode)."""
-    target = profile.get("target_diameter")
-    if not target or profile.get("input_mode") != "crop":
+    recipe = recipe_of(recipe)
+    target = recipe.inference.target_diameter
+    if not target or recipe.network.input_mode != "crop":
         return [1.0] * len(labels)
-    limits = tuple(profile.get("scale_limits", DEFAULT_LIMITS))
+    limits = tuple(recipe.inference.scale_limits)
     return [scale_factor(label_diameter(lab), target, limits) for lab in labels]
 
 
 def modality_weights(modalities, power: float) -> np.ndarray:
     """Per-image sampling weights ``count(group) ** -power`` (0 = uniform), one group per
-    image (its modality, or its image type: the profile's ``balance_by``)."""
+    image (its modality, or its image type: the recipe's ``balance_by``)."""
     mods = np.asarray(modalities)
     counts = {m: int((mods == m).sum()) for m in set(mods.tolist())}
     return np.array([counts[m] ** -power for m in mods], float)
@@ -235,8 +242,8 @@ def prefetch(iterator, depth: int = 4):
         yield item
 
 
-def example_patches(images, labels, profile: dict, n: int = 8, seed: int = 0):
+def example_patches(images, labels, recipe: Recipe | dict, n: int = 8, seed: int = 0):
     """``n`` augmented patches with their targets, for the figure of notebook 02."""
-    sampler = PatchSampler(images, labels, {**profile, "batch_size": n, "seed": seed})
+    sampler = PatchSampler(images, labels, recipe_of(recipe).replace(batch_size=n, seed=seed))
     x, y = sampler.batch(0)
     return list(zip(x, y))

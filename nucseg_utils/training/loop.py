@@ -1,6 +1,7 @@
 """Training: data split, the training loop, checkpoints, history, resume.
 
-In: a profile, a data root and a run folder.
+In: a recipe (:class:`~nucseg_utils.core.settings.Recipe`, or a profile's flat dict, read
+once into one: an unknown or missing setting is named), a data root and a run folder.
 Out, in the run folder (:class:`nucseg_utils.core.runs.RunLayout`): ``model.npz`` (the best epoch by
 validation loss, float16 weights + config, with the training splits), ``checkpoint.npz`` (last
 epoch, float32 weights + optimizer state, for ``--resume``), ``history.csv`` (one row per
@@ -65,12 +66,12 @@ from nucseg_utils.core.profiles import (
     SPLIT_BY,
     TRAIN_LABELS,
     SettingsError,
-    accumulation_steps,
     check_targets,
     complete,
-    split_seed,
+    micro_batches,
 )
 from nucseg_utils.core.progress import progress as progress_bar
+from nucseg_utils.core.settings import Recipe, RecipeError, recipe_of
 from nucseg_utils.evaluation import image_types
 from nucseg_utils.inference.preprocessing import NORMALIZATIONS, normalize
 from nucseg_utils.model.network import ModelError, mask_f1, mask_iou
@@ -160,20 +161,21 @@ def training_labels(profile: dict) -> str:
     return complete(profile)["train_labels"]
 
 
-def load_training_data(profile: dict, root=None, progress: bool = True):
-    """Read the profile's training splits; returns (table, samples) with a 'subset' column
+def load_training_data(recipe: Recipe | dict, root=None, progress: bool = True):
+    """Read the recipe's training splits; returns (table, samples) with a 'subset' column
     (train / val) decided by :func:`split_ids` over all images of the training splits, and
     each image's ``modality`` and ``type`` (:func:`nucseg_utils.evaluation.image_types.image_type`, its
     nucleus scale from its labels).
 
-    stage1_train is read with the profile's ``train_labels``. With the fixed labels the six
+    stage1_train is read with the recipe's ``train_labels``. With the fixed labels the six
     images they leave out (:data:`nucseg_utils.data.FIXED_REMOVED`) still take part in the
     draw of the split and are then dropped, so that a run on the fixed labels holds out the
     same images as a run on the original labels, less those removed; ``split_by`` "type"
     stratifies the draw by image type."""
-    labels = training_labels(profile)
+    t = recipe_of(recipe).training
+    labels = t.train_labels
     samples, rows, absent = [], [], {}
-    for split_name in profile["train_splits"]:
+    for split_name in t.train_splits:
         variant = data_mod.labels_for(split_name, labels)
         split = data_mod.open_split(split_name, root, labels=variant)
         for s in data_mod.load_samples(split, progress=progress):
@@ -187,16 +189,18 @@ def load_training_data(profile: dict, root=None, progress: bool = True):
         split.close()
     table = pd.DataFrame(rows)
     pool = {**dict(zip(table["id"], table["type"])), **absent}
-    by_type = complete(profile)["split_by"] == "type"
-    train, val = split_ids(list(pool), profile["val_fraction"], split_seed(profile),
-                           types=pool if by_type else None)
+    train, val = split_ids(list(pool), t.val_fraction, t.split_draw_seed(),
+                           types=pool if t.split_by == "type" else None)
     table["subset"] = np.where(table["id"].isin(set(val)), "val", "train")
     return table, samples
 
 
-def learning_rate(profile: dict, step: int, total: int) -> float:
-    lr = profile["learning_rate"]
-    if profile["lr_schedule"] == "constant":
+def learning_rate(recipe: Recipe | dict, step: int, total: int) -> float:
+    """The learning rate at ``step`` of ``total``: constant, or the cosine schedule (a linear
+    warm-up over the first 2 % of the steps, then half a cosine down to 0)."""
+    t = recipe_of(recipe).training
+    lr = t.learning_rate
+    if t.lr_schedule == "constant":
         return lr
     warm = max(1, total // 50)
     if step < warm:
@@ -387,9 +391,9 @@ class AccumulatingStep:
                 "f1": float(mask_f1(y, pred))}
 
 
-def use_mixed_precision(profile: dict, tf=None) -> bool:
-    """Whether this run trains in mixed_float16: asked for by the profile, and a GPU present."""
-    if not profile.get("mixed_precision"):
+def use_mixed_precision(recipe: Recipe | dict, tf=None) -> bool:
+    """Whether this run trains in mixed_float16: asked for by the recipe, and a GPU present."""
+    if not recipe_of(recipe).training.mixed_precision:
         return False
     tf = tf or __import__("tensorflow")  # lazy: importing TensorFlow takes ~6 s
     return bool(tf.config.list_physical_devices("GPU"))
@@ -416,49 +420,32 @@ def build_training_model(profile: dict, mixed: bool = False):
         mp.set_global_policy(before)
 
 
-def train(profile: dict, run_dir, root=None, resume: bool = False, progress: bool = True,
-          stop_after_epoch: int | None = None, sync_to=None):
-    """Train the profile's model into ``run_dir``; returns the history DataFrame.
+def train(profile: Recipe | dict, run_dir, root=None, resume: bool = False,
+          progress: bool = True, stop_after_epoch: int | None = None, sync_to=None):
+    """Train the recipe's model (a :class:`Recipe`, or a profile's flat dict) into
+    ``run_dir``; returns the history DataFrame. Settings that cannot work are refused with a
+    SettingsError naming them, before anything in ``run_dir`` is touched.
 
     ``stop_after_epoch`` ends the run early after that epoch, as an interruption would (used by
     the tests of ``resume``); a full checkpoint is written then. ``sync_to`` (default: the
     ``NUCSEG_SYNC_DIR`` environment variable, if set) is a folder, on Google Drive, that gets a
     copy of the training files after every full checkpoint.
     """
-    # settings that cannot work are refused before anything in run_dir is touched
-    try:
-        check_targets(profile["targets"])
-    except ValueError as err:
-        raise SettingsError(str(err)) from None
-    if profile["postprocess"] in METHODS and \
-            METHODS[profile["postprocess"]].channels > len(profile["targets"]):
-        raise SettingsError(f"the profile's '{profile['postprocess']}' post-processing needs "
-                            f"{METHODS[profile['postprocess']].channels} outputs; targets "
-                            f"{','.join(profile['targets'])} give {len(profile['targets'])}")
-    if profile["normalization"] not in NORMALIZATIONS:
-        raise SettingsError(f"unknown normalization '{profile['normalization']}'; choose one of "
-                         f"{', '.join(NORMALIZATIONS)}")
-    if profile["normalization"] == "haematoxylin" and \
-            (profile.get("augmentation") or {}).get("stain"):
-        raise SettingsError("the stain augmentation works on colour images; with the "
-                         "'haematoxylin' normalization stained images reach the network grey")
-    for key, allowed in (("train_labels", TRAIN_LABELS), ("split_by", SPLIT_BY),
-                         ("balance_by", BALANCE_BY)):
-        if complete(profile)[key] not in allowed:
-            raise SettingsError(f"unknown {key} '{profile[key]}'; choose one of "
-                                f"{', '.join(allowed)}")
+    recipe = _checked(profile)
     run_dir = Path(run_dir)
-    labels = training_labels(profile)
-    first = profile["train_splits"][0]  # missing data is named before TensorFlow is imported
-    root = data_mod.find_data_root(root, first, labels=data_mod.labels_for(first, labels))
-    fingerprint = {s: runs.file_fingerprint(p) for s in profile["train_splits"]
+    t = recipe.training
+    first = t.train_splits[0]  # missing data is named before TensorFlow is imported
+    root = data_mod.find_data_root(root, first,
+                                   labels=data_mod.labels_for(first, t.train_labels))
+    fingerprint = {s: runs.file_fingerprint(p) for s in t.train_splits
                    for p in [Path(data_mod.open_split(
-                       s, root, labels=data_mod.labels_for(s, labels)).source)] if p.exists()}
+                       s, root, labels=data_mod.labels_for(s, t.train_labels)).source)]
+                   if p.exists()}
     tf = model_mod.tf_setup()
     layout = runs.RunLayout(run_dir)
     resume = resume and layout.checkpoint.exists()
     if resume:
-        check_resume(profile, fingerprint, run_dir)
+        check_resume(recipe.flat(), fingerprint, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     echo = _setup_logging(run_dir, echo=not _isatty(sys.stdout))
     if not resume:
@@ -466,47 +453,75 @@ def train(profile: dict, run_dir, root=None, resume: bool = False, progress: boo
         log.info("training from scratch%s", f" (removed the previous training's "
                  f"{', '.join(removed)})" if removed else "")
     try:
-        return _train(tf, profile, run_dir, root, fingerprint, resume, progress,
+        return _train(tf, recipe, run_dir, root, fingerprint, resume, progress,
                       stop_after_epoch, sync_to)
     finally:
         if echo is not None:
             log.removeHandler(echo)
 
 
-def _training_data(profile, layout, root, progress):
-    """The training images as a patch sampler and the validation patches, from the profile's
+def _checked(profile: Recipe | dict) -> Recipe:
+    """The recipe a training reads; settings that cannot work are refused (SettingsError,
+    naming them) before anything in the run folder is touched."""
+    try:
+        recipe = recipe_of(profile, "the training profile")
+        check_targets(recipe.network.targets)
+    except (RecipeError, ValueError) as err:
+        raise SettingsError(str(err)) from None
+    net, t, method = recipe.network, recipe.training, recipe.postprocess.method
+    if method in METHODS and METHODS[method].channels > len(net.targets):
+        raise SettingsError(f"the profile's '{method}' post-processing needs "
+                            f"{METHODS[method].channels} outputs; targets "
+                            f"{','.join(net.targets)} give {len(net.targets)}")
+    if net.normalization not in NORMALIZATIONS:
+        raise SettingsError(f"unknown normalization '{net.normalization}'; choose one of "
+                            f"{', '.join(NORMALIZATIONS)}")
+    if net.normalization == "haematoxylin" and t.augmentation.stain:
+        raise SettingsError("the stain augmentation works on colour images; with the "
+                            "'haematoxylin' normalization stained images reach the network grey")
+    for key, allowed in (("train_labels", TRAIN_LABELS), ("split_by", SPLIT_BY),
+                         ("balance_by", BALANCE_BY)):
+        if getattr(t, key) not in allowed:
+            raise SettingsError(f"unknown {key} '{getattr(t, key)}'; choose one of "
+                                f"{', '.join(allowed)}")
+    return recipe
+
+
+def _training_data(recipe: Recipe, layout, root, progress):
+    """The training images as a patch sampler and the validation patches, from the recipe's
     splits (their train/validation table written to the run folder). Returns (sampler, x_val,
     y_val, number of training images, number of validation images, validation images per
     type)."""
-    norm = profile["normalization"]
-    table, samples = load_training_data(profile, root, progress=progress)
+    table, samples = load_training_data(recipe, root, progress=progress)
     runs.write_table(table, layout.split)
     val_types = table.loc[table["subset"] == "val", "type"].value_counts()
     val_by_type = {t: int(val_types.get(t, 0)) for t in image_types.TYPE_ORDER
                    if t in set(table["type"])}
-    images = [normalize(s.image, norm) for s in samples]
+    images = [normalize(s.image, recipe.network.normalization) for s in samples]
     labels = [s.labels.astype(np.int32) for s in samples]
     is_val = (table["subset"] == "val").to_numpy()
     tr = np.flatnonzero(~is_val)
     va = np.flatnonzero(is_val)
-    group = complete(profile)["balance_by"]  # "modality" or "type": a column of the table
-    weights = modality_weights(table[group].to_numpy()[tr], profile["balance_modalities"])
+    t = recipe.training
+    # balance_by "modality" or "type": a column of the table
+    weights = modality_weights(table[t.balance_by].to_numpy()[tr], t.balance_modalities)
     stained = (table["modality"] == "stained").to_numpy()[tr]
-    sampler = PatchSampler([images[i] for i in tr], [labels[i] for i in tr], profile, weights,
+    sampler = PatchSampler([images[i] for i in tr], [labels[i] for i in tr], recipe, weights,
                            stained)
-    x_val, y_val = validation_set([images[i] for i in va], [labels[i] for i in va], profile)
+    x_val, y_val = validation_set([images[i] for i in va], [labels[i] for i in va], recipe)
     return sampler, x_val, y_val, len(tr), len(va), val_by_type
 
 
-def _training_model(tf, profile):
-    """The compiled model and its training step (micro-batched when the profile asks for
+def _training_model(tf, recipe: Recipe):
+    """The compiled model and its training step (micro-batched when the recipe asks for
     it); returns (model, step function, whether mixed precision is used, micro-batches)."""
-    mixed = use_mixed_precision(profile, tf)
-    if profile.get("mixed_precision") and not mixed:
+    t = recipe.training
+    mixed = use_mixed_precision(recipe, tf)
+    if t.mixed_precision and not mixed:
         log.info("mixed_precision: no GPU here, so training in float32 (float16 is slow on a CPU)")
-    model = build_training_model(profile, mixed)
-    n_micro = accumulation_steps(profile)
-    step_fn = (AccumulatingStep(model, profile["micro_batch"]) if n_micro > 1 else
+    model = build_training_model(recipe.flat(), mixed)
+    n_micro = micro_batches(t.batch_size, t.micro_batch)
+    step_fn = (AccumulatingStep(model, t.micro_batch) if n_micro > 1 else
                lambda x, y: model.train_on_batch(x, y, return_dict=True))
     return model, step_fn, mixed, n_micro
 
@@ -524,22 +539,27 @@ def _resume_state(model, layout, resume):
     return start_epoch, best, history
 
 
-def _log_plan(profile, n_train, n_val_patches, epochs, steps, n_micro, mixed, every, sync_to):
+def _log_plan(recipe: Recipe, n_train, n_val_patches, epochs, steps, n_micro, mixed, every,
+              sync_to, val_by_type):
+    t = recipe.training
     log.info("training %s on %d images (%d validation patches), %d epochs x %d steps",
-             profile.get("name", "custom"), n_train, n_val_patches, epochs, steps)
+             recipe.name or "custom", n_train, n_val_patches, epochs, steps)
     if n_micro > 1 or mixed or every > 1 or sync_to:
         log.info("batch %d in %d micro-batch(es) of %s, %s, full checkpoint every %d epoch(s)%s",
-                 profile["batch_size"], n_micro, profile.get("micro_batch") or
-                 profile["batch_size"], "mixed_float16" if mixed else "float32", every,
+                 t.batch_size, n_micro, t.micro_batch or t.batch_size,
+                 "mixed_float16" if mixed else "float32", every,
                  f", copied to {sync_to}" if sync_to else "")
+    log.info("labels: %s; validation %s: %s", t.train_labels,
+             "by type" if t.split_by == "type" else "at random",
+             ", ".join(f"{k} {n}" for k, n in val_by_type.items()))
 
 
-def _train_epoch(model, step_fn, batches, profile, epoch, steps, total, bar) -> list[dict]:
+def _train_epoch(model, step_fn, batches, recipe, epoch, steps, total, bar) -> list[dict]:
     """One epoch's optimizer steps; returns the logs of each step."""
     logs = []
     for k in range(steps):
         step = epoch * steps + k
-        model.optimizer.learning_rate.assign(learning_rate(profile, step, total))
+        model.optimizer.learning_rate.assign(learning_rate(recipe, step, total))
         x, y = next(batches)
         logs.append(step_fn(x, y))
         if bar is not None:
@@ -548,7 +568,7 @@ def _train_epoch(model, step_fn, batches, profile, epoch, steps, total, bar) -> 
     return logs
 
 
-def _history_row(logs, val, profile, epoch, steps, total, seconds) -> dict:
+def _history_row(logs, val, recipe, epoch, steps, total, seconds) -> dict:
     """The history row of an epoch: the means of its steps' logs and the validation scores."""
     return {"epoch": epoch + 1, "step": (epoch + 1) * steps,
             "loss": float(np.mean([l["loss"] for l in logs])),
@@ -556,7 +576,7 @@ def _history_row(logs, val, profile, epoch, steps, total, seconds) -> dict:
             "f1": float(np.mean([l["f1"] for l in logs])),
             "val_loss": float(val["loss"]), "val_iou": float(val["iou"]),
             "val_f1": float(val["f1"]),
-            "lr": learning_rate(profile, (epoch + 1) * steps - 1, total),
+            "lr": learning_rate(recipe, (epoch + 1) * steps - 1, total),
             "seconds": seconds}
 
 
@@ -577,31 +597,29 @@ def _record_end(run_dir, history, best, epochs) -> None:
                          if history else None)
 
 
-def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after_epoch, sync_to):
-    seed = int(profile["seed"])
-    tf.keras.utils.set_random_seed(seed)
+def _train(tf, recipe: Recipe, run_dir, root, fingerprint, resume, progress,
+           stop_after_epoch, sync_to):
+    t = recipe.training
+    tf.keras.utils.set_random_seed(int(t.seed))
     layout = runs.RunLayout(run_dir)
-    sampler, x_val, y_val, n_train, n_val, val_by_type = _training_data(profile, layout, root,
+    sampler, x_val, y_val, n_train, n_val, val_by_type = _training_data(recipe, layout, root,
                                                                         progress)
-    steps = profile["steps_per_epoch"] or max(1, math.ceil(n_train / profile["batch_size"]))
-    epochs = int(profile["epochs"])
+    steps = t.steps_per_epoch or max(1, math.ceil(n_train / t.batch_size))
+    epochs = int(t.epochs)
     total = steps * epochs
-    model, step_fn, mixed, n_micro = _training_model(tf, profile)
-    every = max(1, int(profile.get("checkpoint_every") or 1))
+    model, step_fn, mixed, n_micro = _training_model(tf, recipe)
+    every = max(1, int(t.checkpoint_every or 1))
     if sync_to is None:
         sync_to = os.environ.get(mirror.SYNC_ENV) or None
     start_epoch, best, history = _resume_state(model, layout, resume)
-
     runs.update_run_json(  # a training that does not resume starts a new record
-        run_dir, fresh=not resume, profile=profile, seed=seed, data=str(Path(root).resolve()),
-        dataset=data_mod.dataset_name(root),
+        run_dir, fresh=not resume, profile=recipe.flat(), seed=int(t.seed),
+        data=str(Path(root).resolve()), dataset=data_mod.dataset_name(root),
         data_fingerprint=fingerprint,
         n_train=int(n_train), n_val=int(n_val), steps_per_epoch=steps, epochs=epochs,
         accumulation_steps=n_micro, mixed_precision_used=mixed, n_val_by_type=val_by_type)
-    _log_plan(profile, n_train, len(x_val), epochs, steps, n_micro, mixed, every, sync_to)
-    log.info("labels: %s; validation %s: %s", training_labels(profile),
-             "by type" if complete(profile)["split_by"] == "type" else "at random",
-             ", ".join(f"{t} {n}" for t, n in val_by_type.items()))
+    _log_plan(recipe, n_train, len(x_val), epochs, steps, n_micro, mixed, every, sync_to,
+              val_by_type)
 
     bar = None
     if progress:
@@ -611,19 +629,16 @@ def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after
     batches = prefetch(sampler.batches(start_epoch * steps, total))
     for epoch in range(start_epoch, epochs):
         t0 = time.time()
-        logs = _train_epoch(model, step_fn, batches, profile, epoch, steps, total, bar)
+        logs = _train_epoch(model, step_fn, batches, recipe, epoch, steps, total, bar)
         val = model.evaluate(x_val, y_val, verbose=0, return_dict=True,
-                             batch_size=profile.get("micro_batch") or profile["batch_size"])
-        row = _history_row(logs, val, profile, epoch, steps, total,
+                             batch_size=t.micro_batch or t.batch_size)
+        row = _history_row(logs, val, recipe, epoch, steps, total,
                            elapsed_before + time.time() - t_start)
         history.append(row)
         improved = row["val_loss"] < best
         if improved:
             best = row["val_loss"]
-            model_mod.save_model(model, layout.model, profile, epoch=epoch + 1,
-                                 val_loss=best, dataset=data_mod.dataset_name(root),
-                                 profile=profile.get("name"),
-                                 train_splits=list(profile["train_splits"]))
+            _save_best(model, layout, recipe, root, epoch, best)
         runs.write_table(pd.DataFrame(history), layout.history)
         stopping = (stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
                     and epoch + 1 < epochs)
@@ -641,6 +656,14 @@ def _train(tf, profile, run_dir, root, fingerprint, resume, progress, stop_after
         bar.close()
     _record_end(run_dir, history, best, epochs)
     return pd.DataFrame(history)
+
+
+def _save_best(model, layout, recipe: Recipe, root, epoch: int, best: float) -> None:
+    """``model.npz``: the network of the best epoch so far, with what the recipe keeps in a
+    model file and the training's record."""
+    model_mod.save_model(model, layout.model, recipe.flat(), epoch=epoch + 1, val_loss=best,
+                         dataset=data_mod.dataset_name(root), profile=recipe.name,
+                         train_splits=list(recipe.training.train_splits))
 
 
 def obtain_model(profile: dict, run_dir, root, committed=None, retrain: bool = False,

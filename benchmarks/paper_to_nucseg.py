@@ -1,0 +1,260 @@
+"""From the paper's recipe to nucseg's, one change at a time (issue 35, part 2).
+
+Every step is trained at the budget of the committed ``cpu`` model (about 46 minutes on this
+machine's 2 cores) with its encoder (ResNet-18 from random weights, its narrow decoder), on
+stage1_train alone, and judged on the same 67 validation images (``split_seed`` 42, 10 %);
+stage1_test is reported for every step and chooses nothing (``models/TEST_LEDGER.md``).
+
+The steps (:data:`STEPS`), each adding one group of nucseg's departures to the one before:
+
+1. ``paper``: the paper's recipe (whole images resized to 256x256, pixel values / 255, the
+   paper's augmentation, Jaccard loss, one mask output, Adam at a constant 1e-3, batches of
+   32, the best epoch by validation loss, 8-fold TTA at 256, Otsu + distance-marker watershed),
+   for 10 epochs (190 steps of 32: the pixels the ``cpu`` recipe's 1,500 steps of 16 crops of
+   128 px see).
+2. ``native``: how the network sees the images: each rescaled so its nuclei are about 20 px
+   across, random 128-px crops, percentile normalisation with bright backgrounds inverted,
+   nucseg's augmentation (any rotation, quarter turns, colour and intensity), stained images
+   drawn more often (modality balance 0.5), a cosine schedule, 1,500 steps of 16. Still one
+   mask output, Jaccard loss and the paper's watershed.
+3. ``touching``: a second output for the zone where nuclei touch, BCE + Jaccard loss; still the
+   paper's watershed (on the mask output). This is the ``cpu`` recipe's training: the
+   committed ``cpu`` model is its seed 42.
+4. ``touching watershed``: the same models, seeds from the mask minus the touching zone.
+5. ``calibrated``: threshold, dilation and marker spacing chosen on the validation images.
+6. ``object filters``: the minimum size and mean probability chosen on the validation images:
+   the committed ``cpu`` pipeline.
+
+Steps 4-6 train nothing. Usage:
+
+    python benchmarks/paper_to_nucseg.py train paper --seed 42   # one training (resumable)
+    python benchmarks/paper_to_nucseg.py                          # score what is trained
+
+Writes ``benchmarks/paper_to_nucseg.md`` and ``.csv`` (one row per step, seed and image type);
+the runs are in ``runs/paper_to_nucseg/<step>-s<seed>`` (not committed; a step whose runs are
+absent is listed with the command that trains it).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from common import REPO  # first: puts the repository on sys.path
+
+import validation_study as vs  # noqa: E402 (the same scoring, and its caches)
+
+from nucseg_utils import data as data_mod  # noqa: E402
+from nucseg_utils import training  # noqa: E402
+from nucseg_utils.core import runs  # noqa: E402
+from nucseg_utils.core.profiles import RECIPES  # noqa: E402
+from nucseg_utils.core.settings import PostprocessSettings  # noqa: E402
+from nucseg_utils.evaluation import calibration  # noqa: E402
+from nucseg_utils.model.network import CPU_MODEL, read_config  # noqa: E402
+
+RUNS = REPO / "runs" / "paper_to_nucseg"
+OUT = REPO / "benchmarks" / "paper_to_nucseg"
+SEEDS = (42, 43, 44)
+CPU_NETWORK = {"backbone": "resnet18", "decoder_filters": [64, 32, 16, 16, 16],
+               "encoder_weights": None}
+HERE = {"train_splits": ["stage1_train"], "val_fraction": 0.1, "split_seed": 42}
+
+# the trained steps, each a recipe; the seed is set per run
+TRAINED = {
+    "paper": RECIPES["paper"].replace(
+        "paper-cpu", **CPU_NETWORK, **HERE, micro_batch=None, mixed_precision=False,
+        checkpoint_every=1, epochs=10, steps_per_epoch=None),
+    "native": RECIPES["cpu"].replace("native", targets=["mask"], loss="jaccard",
+                                     postprocess="paper"),
+    "touching": RECIPES["cpu"].replace("cpu", postprocess="paper"),
+}
+
+
+# the steps in order: (name, what it adds, the trained step whose models it scores)
+STEPS = [
+    ("paper", "the paper's recipe at this budget", "paper"),
+    ("native scale", "nuclei at 20 px in 128-px crops, percentile normalisation, nucseg's "
+     "augmentation, modality balance, cosine schedule, 1,500 steps of 16", "native"),
+    ("touching target", "a touching-zone output, BCE + Jaccard loss", "touching"),
+    ("touching watershed", "seeds from the mask minus the touching zone", "touching"),
+    ("calibrated", "threshold, dilation, marker spacing chosen on validation", "touching"),
+    ("object filters", "minimum size and mean probability chosen on validation: the "
+     "committed cpu pipeline", "touching"),
+]
+PAPER_PP = PostprocessSettings(method="paper").config()        # the paper's, its defaults
+TOUCHING_PP = PostprocessSettings(method="touching").config()  # nucseg's, uncalibrated
+COLUMNS = ["step", "seed", "scored", "type", "images", "dsb", "recall", "f1", "setting",
+           "train_minutes"]
+
+
+def run_dir(step: str, seed: int) -> Path:
+    return RUNS / f"{step}-s{seed}"
+
+
+def command(step: str, seed: int) -> str:
+    return f"python benchmarks/paper_to_nucseg.py train {step} --seed {seed}"
+
+
+def model_of(trained: str, seed: int, root) -> tuple[Path, Path] | None:
+    """(model file, run folder) of a trained step's seed, or None when it is not trained.
+    The ``cpu`` recipe's seed 42 is the committed ``cpu`` model (its validation split
+    recomputed, as the validation study does)."""
+    if trained == "touching" and seed == 42:
+        return CPU_MODEL, vs.committed_split(root)
+    folder = run_dir(trained, seed)
+    info = runs.read_json(runs.RunLayout(folder).run_json) if (folder / "run.json").is_file() \
+        else {}
+    if not info.get("completed"):
+        return None
+    return folder / "model.npz", folder
+
+
+def score_model(trained: str, seed: int, root, progress: bool) -> list[dict]:
+    """Every row of one trained model: each step that scores it, on its validation images
+    and on stage1_test, overall and per image type."""
+    found = model_of(trained, seed, root)
+    if found is None:
+        return []
+    model_path, folder = found
+    name = "committed" if model_path == CPU_MODEL else folder.name
+    maps, _ = vs.predict_model(name, model_path, folder, root, progress)
+    val = {k[4:]: v for k, v in maps.items() if k.startswith("val/")}
+    test = {k[5:]: v for k, v in maps.items() if k.startswith("test/")}
+    split = pd.read_csv(runs.RunLayout(folder).split, dtype={"id": str})
+    val_types = dict(zip(split["id"], split["type"]))
+    source = data_mod.open_split("stage1_train", root)
+    gt_val = calibration.GroundTruth(source, val)
+    source.close()
+    source = data_mod.open_split(vs.TEST, root)
+    gt_test = calibration.GroundTruth(source, test)
+    source.close()
+    config = read_config(model_path)
+    info = runs.read_json(runs.RunLayout(folder).run_json) if name != "committed" else \
+        runs.read_json(CPU_MODEL.parent / "run.json")
+    minutes = round(float(info.get("train_seconds") or np.nan) / 60, 1)
+    settings = {}
+    for step, _, of in STEPS:
+        if of != trained:
+            continue
+        if step in ("paper", "native scale", "touching target"):
+            settings[step] = {**config, **PAPER_PP}
+        elif step == "touching watershed":
+            settings[step] = {**config, **TOUCHING_PP}
+    if trained == "touching":
+        chosen, table, _ = calibration.select_postprocessing(
+            model_path, folder, root, predicted=[(gt_val, val)], labels="original")
+        plain = calibration.unfiltered(table)
+        settings["calibrated"] = {**config, **TOUCHING_PP, **calibration.setting_of(
+            plain.loc[plain["dsb"].idxmax()]), **calibration.NO_FILTERS}
+        settings["object filters"] = {**config, **TOUCHING_PP, **chosen}
+    rows = []
+    for step, cfg in settings.items():
+        setting = ", ".join(f"{k} {cfg[k]:g}" if isinstance(cfg[k], float) else
+                            f"{k} {cfg[k]}" for k in TOUCHING_PP if cfg[k] != PAPER_PP.get(k)
+                            or k == "postprocess")
+        base = {"step": step, "seed": seed, "setting": setting, "train_minutes": minutes}
+        rows += vs.rows_of(vs.score(val, gt_val, cfg), val_types,
+                           {**base, "scored": "validation"})
+        rows += vs.rows_of(vs.score(test, gt_test, cfg), vs.test_types(root),
+                           {**base, "scored": vs.TEST})
+    return rows
+
+
+def train(step: str, seed: int, progress: bool = True) -> Path:
+    """Train (or resume) one step's run; returns its folder."""
+    folder = run_dir(step, seed)
+    recipe = TRAINED[step].replace(seed=seed)
+    root = data_mod.find_data_root(None, "stage1_train")
+    training.train(recipe, folder, root=root, resume=True, progress=progress)
+    return folder
+
+
+def _mean(values) -> str:
+    v = [x for x in values if not pd.isna(x)]
+    if not v:
+        return ""
+    if len(v) == 1:
+        return f"{v[0]:.4f}"
+    return f"{np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}"
+
+
+def report(table: pd.DataFrame) -> str:
+    """The staircase: one row per step (mean ± standard deviation over the seeds run), then
+    the validation and test scores per image type, then what is left to train."""
+    lines = ["# From the paper's recipe to nucseg, one change at a time", "",
+             "Written by `benchmarks/paper_to_nucseg.py` (its docstring says what each step "
+             "is). Every step trains at the `cpu` model's budget with its encoder (ResNet-18 "
+             "from random weights, narrow decoder) on stage1_train alone, and is judged on the "
+             "same 67 validation images (DSB at native resolution, 8-fold TTA, Kaggle's "
+             "original masks). stage1_test is scored for every step and chooses nothing "
+             "(`models/TEST_LEDGER.md`). One training of the `cpu` recipe varies by about "
+             "0.011 validation DSB with the seed: a step within that of the one before has "
+             "not shown an effect.", "",
+             "| step | what it adds | seeds | validation DSB | stage1_test DSB | training "
+             "(min) | post-processing |", "|---|---|---|---|---|---|---|"]
+    alls = table[table["type"] == "all"]
+    for step, what, trained in STEPS:
+        rows = alls[alls["step"] == step]
+        val, test = rows[rows["scored"] == "validation"], rows[rows["scored"] == vs.TEST]
+        seeds = sorted(val["seed"].unique())
+        lines.append(f"| {step} | {what} | {', '.join(map(str, seeds)) or 'not run'} | "
+                     f"{_mean(val['dsb'])} | {_mean(test['dsb'])} | "
+                     f"{f'{np.nanmean(val.train_minutes):.0f}' if seeds else ''} | "
+                     f"{'; '.join(sorted(set(val['setting'])))} |")
+    for scored in ("validation", vs.TEST):
+        part = table[table["scored"] == scored]
+        if part.empty:
+            continue
+        means = part.groupby(["step", "type"], sort=False)["dsb"].mean().unstack()
+        images = part.groupby("type", sort=False)["images"].max()
+        order = [t for t in part["type"].drop_duplicates() if t != "all"] + ["all"]
+        steps = [s for s, _, _ in STEPS if s in means.index]
+        lines += ["", f"DSB per image type on {scored} (mean over the seeds run):", "",
+                  "| step | " + " | ".join(f"{t} ({images[t]})" for t in order) + " |",
+                  "|---|" + "---|" * len(order)]
+        for step in steps:
+            lines.append(f"| {step} | " + " | ".join(
+                "" if pd.isna(means.loc[step].get(t)) else f"{means.loc[step][t]:.3f}"
+                for t in order) + " |")
+    todo = [(t, seed) for t in TRAINED for seed in SEEDS
+            if not ((alls["seed"] == seed) & alls["step"].isin(
+                [s for s, _, of in STEPS if of == t])).any()]
+    if todo:
+        lines += ["", "Not trained yet (about 46 minutes each here):", ""]
+        lines += [f"- `{command(t, seed)}`" for t, seed in todo]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command")
+    t = sub.add_parser("train", help="train one step's run (resumes its checkpoint)")
+    t.add_argument("step", choices=list(TRAINED))
+    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    if a.command == "train":
+        print(train(a.step, a.seed, progress=not a.quiet))
+        return 0
+    root = data_mod.find_data_root(None, "stage1_train")
+    if data_mod.is_synthetic(root):
+        ap.error("the staircase needs the DSB2018 data (NUCSEG_DATA)")
+    rows = []
+    for trained in TRAINED:
+        for seed in SEEDS:
+            got = score_model(trained, seed, root, progress=True)
+            if got:
+                print(f"{trained} seed {seed}: scored", flush=True)
+            rows += got
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table["dsb"] = table["dsb"].astype(float).round(4)
+    runs.write_table(table, OUT.with_suffix(".csv"))
+    runs.write_text(OUT.with_suffix(".md"), report(table))
+    print(f"wrote {OUT.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
