@@ -79,7 +79,8 @@ def _disc_image(centres, shape=(96, 96), radius=8):
     return lab
 
 
-def test_calibration_adds_the_object_filter_that_removes_faint_false_nuclei(smoke_run):
+def test_calibration_adds_the_object_filter_that_removes_faint_false_nuclei(smoke_run,
+                                                                           tmp_path):
     """Nuclei predicted at 0.99 and false ones at 0.8 (above every threshold tried): only a
     minimum mean probability removes them, and calibration chooses it, reports its row and
     the lever without it; without false nuclei no filter is chosen (a tie keeps none)."""
@@ -101,6 +102,16 @@ def test_calibration_adds_the_object_filter_that_removes_faint_false_nuclei(smok
     clean = [(_Truth(truth), {k: np.where(v > 0.9, v, 0.0) for k, v in probs.items()})]
     chosen, _, _ = calibration.select_postprocessing(model, smoke_run, predicted=clean)
     assert chosen["min_mean_prob"] == 0.0 and chosen["min_size_factor"] == 0.0
+    # a model calibrated before (its filter in its calibration) is calibrated again the same
+    # way: its grid rows are scored without the filter they are listed without
+    import shutil
+
+    from nucseg_utils.model import save_calibration
+    again = shutil.copy(model, tmp_path / "calibrated.npz")
+    save_calibration(again, {"min_mean_prob": 0.85})
+    _, table_again, _ = calibration.select_postprocessing(again, smoke_run, predicted=predicted)
+    assert calibration.unfiltered(table_again)["dsb"].max() < 0.7
+    assert table_again["dsb"].tolist() == table["dsb"].tolist()
 
 
 # --------------------------------------------------------------------------- a new method

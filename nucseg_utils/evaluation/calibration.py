@@ -148,7 +148,9 @@ def select_postprocessing(model_path, run_dir, root=None, tta: bool = True,
         model = NucleusModel.load(model_path, engine=engines.exact())
         predicted = predict_validation(model, run_dir, root, tta, progress, labels=labels)
     predicted = with_ground_truth(predicted)
-    config = read_config(model_path)  # the post-processing only: no network needed
+    # the post-processing only (no network needed), without the object filters a model
+    # calibrated before holds: the methods' grids are scored unfiltered, as their rows say
+    config = {**read_config(model_path), **NO_FILTERS}
     rows, columns = [], setting_columns()
 
     def add(setting):
