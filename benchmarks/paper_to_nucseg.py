@@ -1,7 +1,7 @@
 """From the paper's recipe to nucseg's, one change at a time (issue 35, part 2).
 
-Every step is trained at the budget of the committed ``cpu`` model (about 46 minutes on this
-machine's 2 cores) with its encoder (ResNet-18 from random weights, its narrow decoder), on
+Every step is trained at the budget of the committed ``cpu`` model (the pixels its training
+sees) with its encoder (ResNet-18 from random weights, its narrow decoder), on
 stage1_train alone, and judged on the same 67 validation images (``split_seed`` 42, 10 %);
 stage1_test is reported for every step and chooses nothing (``models/TEST_LEDGER.md``).
 
@@ -227,7 +227,8 @@ def report(table: pd.DataFrame) -> str:
             if not ((alls["seed"] == seed) & alls["step"].isin(
                 [s for s, _, of in STEPS if of == t])).any()]
     if todo:
-        lines += ["", "Not trained yet (about 46 minutes each here):", ""]
+        lines += ["", "Not trained yet (each about as long as the trained runs of its step, "
+                  "or the cpu model's 46 minutes):", ""]
         lines += [f"- `{command(t, seed)}`" for t, seed in todo]
     return "\n".join(lines) + "\n"
 
