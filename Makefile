@@ -32,7 +32,7 @@ report: $(VENV)/.installed
 # the one execution of the notebooks stay in one process; TEST_WORKERS=0 runs in this process
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20 $(ARGS)
 
 # the notebooks under nbval (each executed in place, lax: outputs not compared), on top of the
 # one execution of each that `make test` already makes

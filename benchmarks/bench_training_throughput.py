@@ -135,7 +135,7 @@ def describe(nb, n_samples, cpu, steps, first, table, step_rate, step_sec, ratio
         "",
         f"Training step: **{fmt(step_rate)} images/s** ({1000 * step_sec:.0f} ms per "
         f"batch). The cpu pipeline makes **{ratio:.1f}x** as many images per second as the "
-        f"training step consumes, so with `augmentation.prefetch` (one background thread) it "
+        f"training step consumes, so with `augmentation.prefetch` (tf.data, batches made ahead of the step) it "
         f"takes about {fmt(share, 2)}% of the time of a step: " +
         ("it is not the bottleneck." if ratio >= PIPELINE_RATIO_TARGET else
          f"below the {PIPELINE_RATIO_TARGET:g}x margin this benchmark asks for."),

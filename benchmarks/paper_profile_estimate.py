@@ -22,7 +22,7 @@ weights), on the CPU, and counted.
   2-core CPU (1.28 s per ResNet-152 image at 256 px) implies a plausible CPU rate.
 - **Input pipeline.** The one part measured here: CPU seconds (process time, so the number
   holds on a busy machine) of ``PatchSampler.batch`` for the paper profile on random images
-  of the sizes DSB2018's stage1_train has. It runs in a background thread beside the GPU.
+  of the sizes DSB2018's stage1_train has. It runs ahead of the GPU step (tf.data's prefetch).
 - **Checkpoint sizes.** ``checkpoint.npz`` holds the float32 weights and Adam's two moments;
   ``model.npz`` the float16 weights, compressed.
 
@@ -42,7 +42,7 @@ import numpy as np
 from common import REPO
 
 from nucseg_utils.core import profiles  # (sets the Keras environment variables)
-from nucseg_utils.core.profiles import split_seed
+from nucseg_utils.core.settings import recipe_of
 from nucseg_utils.model import tf_setup
 from nucseg_utils.training import split_ids
 from nucseg_utils.training.augmentation import PatchSampler
@@ -112,8 +112,8 @@ def measure_pipeline(profile: dict, n_batches: int = 3, seed: int = 0) -> dict:
 
 def split_sizes(profile: dict) -> tuple[int, int]:
     n = sum(N_IMAGES[s] for s in profile["train_splits"])
-    train, val = split_ids([f"{i:04d}" for i in range(n)], profile["val_fraction"],
-                           split_seed(profile))
+    t = recipe_of(profile).training
+    train, val = split_ids([f"{i:04d}" for i in range(n)], t.val_fraction, t.split_draw_seed())
     return len(train), len(val)
 
 
@@ -243,7 +243,7 @@ def time_lines(profile: dict, est: dict) -> list[str]:
             f"of {pipe['batch']} paper-profile samples (resize to {profile['input_size']} px, "
             f"rotation, shift, shear, zoom, flips) from random images of DSB2018's sizes in "
             f"{per:.2f} CPU s ({per / pipe['batch'] * 1000:.0f} ms per image; mean of "
-            f"{pipe['n_batches']} batches). It runs in one background thread; "
+            f"{pipe['n_batches']} batches). It runs in one tf.data pipeline beside the step; "
             + ("it keeps up with the estimated GPU step." if per < fastest else
                f"that is slower than the estimated mixed-precision GPU step ({fastest:.2f} s), "
                f"so on Colab's 2 vCPUs the input pipeline, not the T4, may set the pace: "

@@ -32,7 +32,8 @@ from common import REPO
 from scipy import stats
 from tqdm.auto import tqdm
 
-from nucseg_utils.core import profiles, runs
+from nucseg_utils.core import runs
+from nucseg_utils.core.settings import recipe_of
 from nucseg_utils.data import dsb as data_mod
 from nucseg_utils.evaluation import image_types, metrics
 from nucseg_utils.inference import quality
@@ -62,7 +63,8 @@ def validation_ids(model_path) -> list[str]:
     if profile.get("split_by") not in (None, "random") or profile["train_splits"] != ["stage1_train"]:
         raise SystemExit("this benchmark redraws a random stage1_train split only")
     ids = data_mod.open_split("stage1_train").ids
-    return split_ids(ids, profile["val_fraction"], profiles.split_seed(profile))[1]
+    training = recipe_of(profile).training
+    return split_ids(ids, training.val_fraction, training.split_draw_seed())[1]
 
 
 def collect(net: NucleusModel, cache: Path, sets: dict) -> pd.DataFrame:

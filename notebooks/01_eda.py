@@ -167,7 +167,7 @@ figures.samples(items, ctx.figure("samples"), ctx.stamp)
 
 # %%
 from nucseg_utils import training
-from nucseg_utils.core import profiles
+from nucseg_utils.core.settings import recipe_of
 from nucseg_utils.evaluation import image_types
 
 types = pd.concat([image_types.split_types(s) for s in (train, test)], ignore_index=True)
@@ -182,9 +182,9 @@ groups
 
 # %%
 tr = types[types["split"] == types["split"].iloc[0]]
-split_seed = profiles.split_seed(ctx.profile)
-_, random_val = training.split_ids(tr["id"], ctx.profile["val_fraction"], split_seed)
-_, type_val = training.split_ids(tr["id"], ctx.profile["val_fraction"], split_seed,
+split = recipe_of(ctx.profile).training  # the recipe's split: its fraction and seed
+_, random_val = training.split_ids(tr["id"], split.val_fraction, split.split_draw_seed())
+_, type_val = training.split_ids(tr["id"], split.val_fraction, split.split_draw_seed(),
                                  types=dict(zip(tr["id"], tr["type"])))
 pd.DataFrame({
     "images": tr["type"].value_counts(),

@@ -75,14 +75,27 @@ def test_modality_weights_favour_rare_modalities():
 
 
 def test_prefetch_yields_everything_in_order_and_reraises_errors():
-    assert list(aug.prefetch(iter(range(20)), depth=2)) == list(range(20))
+    batches = [(np.full((2, 4, 4, 3), k, np.float32), np.full((2, 4, 4, 1), -k, np.float32))
+               for k in range(20)]
+    got = list(aug.prefetch(iter(batches), depth=2))
+    assert len(got) == 20
+    assert all(np.array_equal(x, a) and np.array_equal(y, b) for (x, y), (a, b) in zip(got, batches))
+    assert list(aug.prefetch(iter([]))) == []
 
     def broken():
-        yield 1
+        yield batches[0]
+        yield batches[1]
         raise ValueError("bad batch")
 
     with pytest.raises(ValueError, match="bad batch"):
         list(aug.prefetch(broken()))
+
+    def interrupted():
+        yield batches[0]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        list(aug.prefetch(interrupted()))
 
 
 def test_colour_examples_are_seeded_jitters_of_the_image():

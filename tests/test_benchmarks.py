@@ -506,3 +506,43 @@ def test_the_staircase_report_gives_each_step_its_mean_and_lists_what_is_not_tra
     assert "| touching target | 0.610 | 0.510 |" in md  # per type, validation: the seeds' mean
     assert "train paper --seed 43`" in md and "train native --seed 42`" in md
     assert "train touching --seed 42`" not in md  # the committed cpu model is that run
+
+
+@pytest.mark.slow
+def test_the_paper_rows_batchnorm_check_moves_the_statistics_and_nothing_else(
+        tmp_path, monkeypatch, smoke_data):
+    import paper_to_nucseg as stairs
+
+    from nucseg_utils import training
+    from nucseg_utils.model import network as model_mod
+    recipe = stairs.TRAINED["paper"].replace(batch_size=2, epochs=1, steps_per_epoch=1,
+                                             input_size=64, val_fraction=0.25)
+    monkeypatch.setattr(stairs, "RUNS", tmp_path)
+    monkeypatch.setitem(stairs.TRAINED, "paper", recipe)
+    monkeypatch.setattr(stairs, "BN_BATCHES", 3)
+    assert stairs.bn_reestimated(42, smoke_data) is None  # no paper run yet
+    training.train(recipe.replace(seed=42), stairs.run_dir("paper", 42), root=smoke_data,
+                   progress=False)
+    folder = stairs.bn_reestimated(42, smoke_data)
+    assert folder == tmp_path / "paper-bn-s42"
+    assert (folder / "split.csv").read_bytes() == (tmp_path / "paper-s42" / "split.csv").read_bytes()
+    assert stairs.model_of(stairs.PAPER_BN, 42, smoke_data) == (folder / "model.npz", folder)
+    nets = []
+    for path in (tmp_path / "paper-s42" / "model.npz", folder / "model.npz"):
+        config, weights = model_mod.read_model_file(path)
+        net = model_mod.build_model(config)
+        net.set_weights(weights)
+        nets.append(net)
+    moved = 0
+    for before, after in zip(nets[0].layers, nets[1].layers):
+        if type(before).__name__ == "BatchNormalization":
+            assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in
+                       zip(before.trainable_weights, after.trainable_weights))
+            moved += not np.array_equal(before.moving_mean.numpy(), after.moving_mean.numpy())
+        else:
+            assert all(np.array_equal(a, b) for a, b in zip(before.get_weights(),
+                                                            after.get_weights()))
+    assert moved > 10
+    mtime = (folder / "model.npz").stat().st_mtime_ns
+    assert stairs.bn_reestimated(42, smoke_data) == folder  # made once
+    assert (folder / "model.npz").stat().st_mtime_ns == mtime

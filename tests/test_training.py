@@ -12,6 +12,7 @@ import pytest
 
 from nucseg_utils import data, model, training
 from nucseg_utils.core import mirror, profiles, runs
+from nucseg_utils.core.settings import recipe_of
 from nucseg_utils.evaluation import image_types
 from nucseg_utils.model import ModelError
 
@@ -36,7 +37,7 @@ def test_cpu_and_smoke_keep_their_training_the_new_keys_are_neutral(name):
     paper_only = {k: v for k, v in profiles.ADDED_KEYS.items()
                   if k not in ("decoder_filters", "split_seed")}
     assert {k: prof[k] for k in paper_only} == paper_only
-    assert prof["split_seed"] == profiles.split_seed({**prof, "split_seed": None})
+    assert prof["split_seed"] == recipe_of({**prof, "split_seed": None}).training.split_draw_seed()
     assert profiles.accumulation_steps(prof) == 1
     rows = profiles.describe(prof)
     assert "precision" not in rows["parameter"].tolist()
@@ -76,7 +77,9 @@ def test_the_seed_changes_the_training_not_the_validation_images(smoke_data):
     assert (base == "val").any()
     assert subsets(seed=43).equals(base)
     assert not subsets(split_seed=43).equals(base)
-    assert profiles.split_seed({"seed": 7}) == 7  # a run recorded before split_seed existed
+    # a run recorded before split_seed existed drew its split with its seed
+    assert recipe_of({**profiles.get_profile("cpu"), "seed": 7, "split_seed": None}
+                     ).training.split_draw_seed() == 7
     # resuming a run recorded without split_seed, whose split used its seed, is the same run
     cpu = profiles.get_profile("cpu")
     assert profiles.complete({**cpu, "split_seed": None}) == profiles.complete(cpu)

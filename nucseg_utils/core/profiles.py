@@ -35,7 +35,7 @@ command that reproduces it) is in ``models/cpu/NOTES.md``, ``models/cpu/ablation
 ``split_seed`` draws the train/validation split, ``seed`` everything else (initial weights,
 batches, augmentation), so that two trainings of one recipe with different seeds are judged
 on the same validation images; runs recorded before the key existed (None) drew their split
-with ``seed``, as :func:`split_seed` says.
+with ``seed``, as ``Training.split_draw_seed`` says.
 
 ``train_labels`` chooses stage1_train's ground truth: ``original`` (Kaggle's masks) or
 ``fixed`` (the community-fixed masks, ``stage1_train_fixed.zip``; :mod:`nucseg_utils.data`).
@@ -233,20 +233,14 @@ DESCRIPTIONS = {
 def complete(profile: dict) -> dict:
     """A profile, maybe as an older run recorded it, with every key: :data:`ADDED_KEYS`'
     values (and the post-processing's defaults) for the keys it lacks, its split seed resolved
-    (:func:`split_seed`). Two profiles that train alike are equal once completed. A
+    (``Training.split_draw_seed``). Two profiles that train alike are equal once completed. A
     :class:`ProfileError` names a key no setting has."""
-    full = Recipe.from_flat(profile).flat()
+    recipe = Recipe.from_flat(profile)
+    full = recipe.flat()
     if "name" not in profile:
         full.pop("name", None)
-    full["split_seed"] = split_seed(full)
+    full["split_seed"] = recipe.training.split_draw_seed()
     return full
-
-
-def split_seed(profile: dict) -> int:
-    """The seed of a profile's train/validation split: ``split_seed``, or ``seed`` for runs
-    recorded before ``split_seed`` existed."""
-    value = profile.get("split_seed")
-    return int(profile["seed"] if value is None else value)
 
 
 ProfileError = RecipeError  # an unknown profile, or an unknown or missing key (named)

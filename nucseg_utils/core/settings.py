@@ -241,6 +241,19 @@ def _augmentation(value, where: str) -> Augmentation:
     return Augmentation(**value)
 
 
+def network_of(settings: "Network | Recipe | dict") -> Network:
+    """The network settings of a recipe, as they are, or of a flat dict (a profile, or a
+    model file's config, which holds no ``encoder_weights``): a key it lacks takes its
+    :data:`LEGACY` value, else the default."""
+    if isinstance(settings, Network):
+        return settings
+    if isinstance(settings, Recipe):
+        return settings.network
+    values = {f.name: settings.get(f.name, LEGACY.get(f.name, f.default))
+              for f in fields(Network)}
+    return Network(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
 def recipe_of(settings: "Recipe | dict", where: str = "profile") -> Recipe:
     """``settings`` as a :class:`Recipe`: a recipe as it is, a flat dict (a profile, what a
     run.json recorded) read by :meth:`Recipe.from_flat` (a RecipeError names an unknown or

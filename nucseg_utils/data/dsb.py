@@ -40,9 +40,9 @@ import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 import tifffile
-from tqdm.auto import tqdm
 
 from nucseg_utils.core import runs
+from nucseg_utils.core.progress import progress as progress_bar
 from nucseg_utils.data import rle
 
 __all__ = [
@@ -702,7 +702,7 @@ def index_split(split: Split, cache_dir=None, progress: bool = True):
             return pd.read_csv(cache, dtype={"id": str})
     it = split.ids
     if progress:
-        it = tqdm(it, desc=f"index {split.name}", leave=False)
+        it = progress_bar(it, desc=f"index {split.name}", leave=False)
     df = pd.DataFrame([describe(split.sample(s)) for s in it])
     if cache is not None:
         runs.write_table(df, cache)
@@ -712,7 +712,7 @@ def index_split(split: Split, cache_dir=None, progress: bool = True):
 def load_samples(split: Split, ids=None, progress: bool = True) -> list[Sample]:
     ids = split.ids if ids is None else list(ids)
     if progress:
-        ids = tqdm(ids, desc=f"read {split.name}", leave=False)
+        ids = progress_bar(ids, desc=f"read {split.name}", leave=False)
     return [split.sample(s) for s in ids]
 
 

@@ -46,9 +46,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
-from tqdm.auto import tqdm
 
 from nucseg_utils import data as data_mod
+from nucseg_utils.core.progress import progress as progress_bar
 from nucseg_utils.inference import scale
 from nucseg_utils.inference.preprocessing import resize_image
 
@@ -193,7 +193,7 @@ def split_types(source, ids=None, use_labels: bool = True, label_free: bool = Fa
     ids = source.ids if ids is None else list(ids)
     labelled = use_labels and source.has_labels()
     rows = []
-    for sid in (tqdm(ids, desc=f"types {source.name}", leave=False) if progress else ids):
+    for sid in (progress_bar(ids, desc=f"types {source.name}", leave=False) if progress else ids):
         img = source.image(sid)
         lab = source.labels(sid, img.shape[:2]) if labelled else None
         feat = features(img, lab)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from nucseg_utils.core import runs
+from nucseg_utils.core.progress import progress as progress_bar
 from nucseg_utils.data.outputs import save_probs
 from nucseg_utils.inference.preprocessing import normalize, resize_image
 from nucseg_utils.inference.scale import predict_scaled, rescale_image
@@ -34,7 +34,7 @@ def predict_split(model, source, out_dir, tta: bool = True, ids=None,
     ids = source.ids if ids is None else list(ids)
     it = ids
     if progress:
-        it = tqdm(ids, desc=f"predict{' (TTA)' if tta else ''}", unit="img")
+        it = progress_bar(ids, desc=f"predict{' (TTA)' if tta else ''}", unit="img")
     probs = {}
     for sid in it:
         p = model.predict_probabilities(source.image(sid), tta=tta)

@@ -141,23 +141,26 @@ def segmentation_models():
     return sm
 
 
-def build_model(profile: dict, seed: int | None = None):
-    """Build the U-Net of a profile (uncompiled); ``seed`` fixes its random initial weights."""
+def build_model(network: "core_settings.Network | core_settings.Recipe | dict",
+                seed: int | None = None):
+    """Build the U-Net of a recipe's network settings (uncompiled; a profile or a model file's
+    config is read by :func:`~nucseg_utils.core.settings.network_of`); ``seed`` fixes its
+    random initial weights."""
+    net = core_settings.network_of(network)
     tf = tf_setup()
     if seed is not None:
         tf.keras.utils.set_random_seed(int(seed))
     sm = segmentation_models()
-    weights = profile.get("encoder_weights")
+    weights = net.encoder_weights
     try:
-        return sm.Unet(profile["backbone"], encoder_weights=weights,
-                       classes=len(profile["targets"]), activation="sigmoid",
-                       input_shape=(None, None, 3),
-                       decoder_filters=tuple(profile.get("decoder_filters") or DECODER_FILTERS))
+        return sm.Unet(net.backbone, encoder_weights=weights, classes=len(net.targets),
+                       activation="sigmoid", input_shape=(None, None, 3),
+                       decoder_filters=tuple(net.decoder_filters))
     except Exception as err:  # noqa: BLE001
         if weights and ("URL" in str(err) or "fetch" in str(err).lower() or
                         "connect" in str(err).lower() or isinstance(err, OSError)):
             raise ModelError(
-                f"could not download the {weights} weights of the {profile['backbone']} encoder "
+                f"could not download the {weights} weights of the {net.backbone} encoder "
                 f"({type(err).__name__}: {err}). This machine may have no internet access. "
                 f"Train with encoder_weights=None (`--encoder-weights none`), or on Colab, "
                 f"or put the weights file into ~/.keras/models/ by hand.") from None
@@ -194,10 +197,12 @@ def loss_for(name: str):
     raise ValueError(f"unknown loss '{name}'")
 
 
-def compile_model(model, profile: dict):
+def compile_model(model, recipe: "core_settings.Recipe | dict"):
+    """``model`` compiled with the recipe's loss and Adam at its learning rate."""
+    t = core_settings.recipe_of(recipe).training
     tf = tf_setup()
-    opt = tf.keras.optimizers.Adam(learning_rate=profile["learning_rate"])
-    model.compile(optimizer=opt, loss=loss_for(profile["loss"]), metrics=[mask_iou, mask_f1])
+    opt = tf.keras.optimizers.Adam(learning_rate=t.learning_rate)
+    model.compile(optimizer=opt, loss=loss_for(t.loss), metrics=[mask_iou, mask_f1])
     return model
 
 
@@ -476,7 +481,7 @@ def _rebuild(path, config: dict, weights: list):
     """The Keras network a model file describes, with its weights (ModelError naming the
     file when they do not fit)."""
     try:
-        network = build_model({**config, "encoder_weights": None})
+        network = build_model(config)
     except Exception as err:  # noqa: BLE001 - e.g. an unknown backbone name in the config
         raise ModelError(f"{path}: cannot build the model its config describes "
                          f"({type(err).__name__}: {err})") from None

@@ -25,8 +25,7 @@ import pandas as pd
 
 from nucseg_utils import data as data_mod
 from nucseg_utils.core import profiles as profiles_mod
-from nucseg_utils.core.profiles import split_seed
-from nucseg_utils.core.settings import recipe_of
+from nucseg_utils.core.settings import Recipe, recipe_of
 from nucseg_utils.evaluation import calibration
 from nucseg_utils.inference.preprocessing import make_targets, normalize
 from nucseg_utils.model.network import mask_iou, segmentation_models, tf_setup
@@ -129,36 +128,38 @@ def network_summary(model, input_size: int = 128):
 
 
 # --------------------------------------------------------------------------- one batch
-def example_batch(split, profile: dict, ids, seed: int = 0) -> dict:
+def example_batch(split, profile: Recipe | dict, ids, seed: int = 0) -> dict:
     """One training batch drawn from the images ``ids`` of ``split`` as training draws it:
     normalised, each image magnified by its factor to the standard nucleus size, an
     augmented patch per sample, the targets computed from the transformed labels.
 
     Returns ``x`` (B, S, S, 3), ``y`` (B, S, S, targets), ``scales`` (the factor of each image)
     and ``notes`` (one short title per patch: image id and factor)."""
+    recipe = recipe_of(profile)
     ids = list(ids)
     samples = [split.sample(i) for i in ids]
-    images = [normalize(s.image, profile["normalization"]) for s in samples]
+    images = [normalize(s.image, recipe.network.normalization) for s in samples]
     labels = [s.labels.astype(np.int32) for s in samples]
     n = len(ids)
-    sampler = PatchSampler(images, labels, {**profile, "batch_size": n, "seed": seed})
+    sampler = PatchSampler(images, labels, recipe.replace(batch_size=n, seed=seed))
     # one patch per image, in order, so each patch can be named by its image
     rng = np.random.default_rng([seed, 0])
     xs, ys = [], []
     for i in range(n):
-        img, lab = sample_patch(rng, sampler.images[i], labels[i], profile,
+        img, lab = sample_patch(rng, sampler.images[i], labels[i], recipe,
                                 scale=sampler.scales[i])
         xs.append(img)
-        ys.append(make_targets(lab, profile["targets"]))
+        ys.append(make_targets(lab, recipe.network.targets))
     return {"x": np.stack(xs), "y": np.stack(ys), "ids": ids, "scales": sampler.scales,
             "notes": [f"{i[:6]} x{f:.2f}" for i, f in zip(ids, sampler.scales)]}
 
 
-def batch_loss(models: dict, x, y, profile: dict):
+def batch_loss(models: dict, x, y, profile: Recipe | dict):
     """The loss a profile trains with, and its terms, on one batch, for each of
     ``models`` ({name: Keras model}); one row per model. Columns: binary cross-entropy and
     Jaccard loss (1 - soft IoU) over all target channels, their sum or the Jaccard loss
     alone as the profile's ``loss`` says, and the nucleus-mask IoU at 0.5."""
+    loss = recipe_of(profile).training.loss
     sm = segmentation_models()
     tf = tf_setup()
     yt = tf.constant(np.asarray(y, np.float32))
@@ -167,30 +168,31 @@ def batch_loss(models: dict, x, y, profile: dict):
         yp = model(np.asarray(x, np.float32), training=False)
         bce = float(sm.losses.BinaryCELoss()(yt, yp))
         jac = float(sm.losses.JaccardLoss()(yt, yp))
-        total = bce + jac if profile["loss"] == "bce_jaccard" else jac
+        total = bce + jac if loss == "bce_jaccard" else jac
         rows.append({"model": name, "binary cross-entropy": bce, "Jaccard loss": jac,
-                     f"loss ({profile['loss']})": total,
+                     f"loss ({loss})": total,
                      "mask IoU at 0.5": float(mask_iou(yt, yp))})
     return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- schedule
-def lr_schedule(profile: dict, root=None, history=None, steps_per_epoch: int | None = None):
+def lr_schedule(profile: Recipe | dict, root=None, history=None, steps_per_epoch: int | None = None):
     """The learning rate at every step (:func:`nucseg_utils.training.learning_rate`):
     columns step, epoch, lr. The steps per epoch come from the profile; for a profile that
     makes one pass over its images per epoch (the paper's), from ``steps_per_epoch``, the
     ``history`` (its ``step`` column) or the number of training images under ``root``."""
-    steps = profile.get("steps_per_epoch") or steps_per_epoch
+    recipe = recipe_of(profile)
+    t = recipe.training
+    steps = t.steps_per_epoch or steps_per_epoch
     if not steps and history is not None and "step" in history and len(history):
         steps = int(history["step"].iloc[0])
     if not steps and root is not None:
-        ids = [i for s in profile["train_splits"] for i in data_mod.open_split(s, root).ids]
-        train, _ = split_ids(ids, profile["val_fraction"], split_seed(profile))
-        steps = max(1, math.ceil(len(train) / profile["batch_size"]))
+        ids = [i for s in t.train_splits for i in data_mod.open_split(s, root).ids]
+        train, _ = split_ids(ids, t.val_fraction, t.split_draw_seed())
+        steps = max(1, math.ceil(len(train) / t.batch_size))
     steps = int(steps or 1)
-    total = steps * int(profile["epochs"])
+    total = steps * int(t.epochs)
     step = np.arange(total)
-    recipe = recipe_of(profile)
     return pd.DataFrame({"step": step + 1, "epoch": step // steps + 1,
                          "lr": [learning_rate(recipe, int(s), total) for s in step]})
 

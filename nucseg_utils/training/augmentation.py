@@ -10,13 +10,10 @@ zoom, shift and flips in a single interpolation, identically for the image (bili
 label image (nearest neighbour), so masks stay binary and no nucleus is dilated. The targets
 are computed *after* the transform from the transformed labels. The stream is a pure function
 of ``(seed, step)``: the same profile and seed give the same batches, and a resumed run
-continues the stream where it stopped. A background thread prepares batches ahead of the
-training step (``prefetch``).
+continues the stream where it stopped. ``tf.data`` prepares batches ahead of the training
+step (``prefetch``).
 """
 from __future__ import annotations
-
-import queue
-import threading
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -219,27 +216,32 @@ def modality_weights(modalities, power: float) -> np.ndarray:
     return np.array([counts[m] ** -power for m in mods], float)
 
 
-def prefetch(iterator, depth: int = 4):
-    """Run ``iterator`` in a background thread, ``depth`` items ahead."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
+def prefetch(batches, depth: int = 4):
+    """Yield the items of ``batches`` (tuples of arrays, as :meth:`PatchSampler.batches`
+    gives) in order, ``depth`` items prepared ahead by a ``tf.data`` pipeline while the
+    training step runs. An error raised while making a batch is raised here as itself."""
+    import tensorflow as tf
+    first = next(batches, None)  # its shapes and dtypes make the pipeline's signature
+    if first is None:
+        return
+    failed: list[BaseException] = []
 
-    def work():
+    def stream():
+        yield first
         try:
-            for item in iterator:
-                q.put(item)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
-            q.put(err)
-        q.put(done)
+            yield from batches
+        except BaseException as err:  # noqa: BLE001 - tf.data wraps it: re-raised as itself
+            failed.append(err)
+            raise
 
-    threading.Thread(target=work, daemon=True).start()
-    while True:
-        item = q.get()
-        if item is done:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    spec = tuple(tf.TensorSpec((None, *np.shape(a)[1:]), np.asarray(a).dtype) for a in first)
+    pipeline = tf.data.Dataset.from_generator(stream, output_signature=spec).prefetch(depth)
+    try:
+        yield from pipeline.as_numpy_iterator()
+    except tf.errors.OpError:
+        if failed:
+            raise failed[0] from None
+        raise
 
 
 def example_patches(images, labels, recipe: Recipe | dict, n: int = 8, seed: int = 0):

@@ -399,23 +399,23 @@ def use_mixed_precision(recipe: Recipe | dict, tf=None) -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def build_training_model(profile: dict, mixed: bool = False):
-    """The profile's U-Net, compiled. ``mixed``: built under the ``mixed_float16`` policy (its
+def build_training_model(recipe: Recipe | dict, mixed: bool = False):
+    """The recipe's U-Net, compiled. ``mixed``: built under the ``mixed_float16`` policy (its
     variables stay float32) with a float32 output, so the loss and the metrics are computed in
     float32 and Keras wraps the optimizer in a LossScaleOptimizer. The global policy is
     restored afterwards; the weights are those of the plain model, in the same order."""
     tf = model_mod.tf_setup()
     if not mixed:
-        return model_mod.compile_model(model_mod.build_model(profile), profile)
+        return model_mod.compile_model(model_mod.build_model(recipe), recipe)
     mp = tf.keras.mixed_precision
     before = mp.global_policy()
     mp.set_global_policy("mixed_float16")
     try:
-        net = model_mod.build_model(profile)
+        net = model_mod.build_model(recipe)
         out = tf.keras.layers.Activation("linear", dtype="float32", name="float32_output")(
             net.output)
         net = tf.keras.Model(net.input, out, name=net.name)
-        return model_mod.compile_model(net, profile)
+        return model_mod.compile_model(net, recipe)
     finally:
         mp.set_global_policy(before)
 
@@ -519,7 +519,7 @@ def _training_model(tf, recipe: Recipe):
     mixed = use_mixed_precision(recipe, tf)
     if t.mixed_precision and not mixed:
         log.info("mixed_precision: no GPU here, so training in float32 (float16 is slow on a CPU)")
-    model = build_training_model(recipe.flat(), mixed)
+    model = build_training_model(recipe, mixed)
     n_micro = micro_batches(t.batch_size, t.micro_batch)
     step_fn = (AccumulatingStep(model, t.micro_batch) if n_micro > 1 else
                lambda x, y: model.train_on_batch(x, y, return_dict=True))
