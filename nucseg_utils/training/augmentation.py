@@ -235,7 +235,14 @@ def prefetch(batches, depth: int = 4):
             raise
 
     spec = tuple(tf.TensorSpec((None, *np.shape(a)[1:]), np.asarray(a).dtype) for a in first)
-    pipeline = tf.data.Dataset.from_generator(stream, output_signature=spec).prefetch(depth)
+    # one thread of tf.data's own, not tuned: on two cores its default pool slowed the smoke
+    # trainings (the training step needs the cores; the batches are made by Python anyway)
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    options.autotune.enabled = False
+    pipeline = tf.data.Dataset.from_generator(stream, output_signature=spec).prefetch(
+        depth).with_options(options)
     try:
         yield from pipeline.as_numpy_iterator()
     except tf.errors.OpError:
