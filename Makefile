@@ -1,6 +1,7 @@
-# Two commands do everything on a fresh machine (each creates or reuses .venv by itself):
+# What runs everything on a fresh machine (each target creates or reuses .venv by itself):
 #   make report   regenerate every figure and table (runs the notebooks with papermill)
-#   make test     run the test suite (unit tests, every notebook executed once, jupytext pairs)
+#   make test     the quick test suite (unit tests, every notebook executed once, jupytext pairs)
+#   make check    every test (what CI runs: the quick suite and the heavy tests)
 # Options: make report PROFILE=smoke|cpu|paper   ARGS="--synthetic --retrain ..."
 # Outside CI: make colab-check   (Colab's TensorFlow/Keras/NumPy in .venv-colab, a few minutes)
 
@@ -10,7 +11,7 @@ PROFILE ?= cpu
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: report test nbval benchmark model release sync clean-runs colab-check
+.PHONY: report test check nbval benchmark model release sync clean-runs colab-check
 
 # Colab's own versions, which the set-up cell must leave alone (colab/check_colab_stack.py).
 # Python 3.13 as on Colab when the machine has it, else $(PYTHON) (the script says which).
@@ -29,10 +30,17 @@ report: $(VENV)/.installed
 	$(BIN)/nucseg report --profile $(PROFILE) $(ARGS)
 
 # two worker processes (pytest-xdist), a test file per worker at a time: module fixtures and
-# the one execution of the notebooks stay in one process; TEST_WORKERS=0 runs in this process
+# each notebook execution stay in one process; TEST_WORKERS=0 runs in this process.
+# make test: the quick suite (every notebook executed once; TensorFlow eager in the test
+#   processes; the tests marked `heavy` left out: see CONTRIBUTING.md)
+# make check: every test, TensorFlow tracing graphs as a real run does (what CI runs)
 TEST_WORKERS ?= 2
+PYTEST = $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20 $(ARGS)
+	NUCSEG_TEST_TF_EAGER=1 $(PYTEST) -m "not heavy" $(ARGS)
+
+check: $(VENV)/.installed
+	$(PYTEST) $(ARGS)
 
 # the notebooks under nbval (each executed in place, lax: outputs not compared), on top of the
 # one execution of each that `make test` already makes

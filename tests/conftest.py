@@ -1,6 +1,7 @@
 """Shared fixtures: the real DSB2018 data (skipped when absent) and small synthetic data."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,9 +12,26 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from nucseg_utils import data  # noqa: E402
+from nucseg_utils import data, report  # noqa: E402
 
 SKIP_NO_DATA = "DSB2018 data not found (set NUCSEG_DATA to the folder holding the Kaggle files)"
+
+
+# `make test` (NUCSEG_TEST_TF_EAGER=1): TensorFlow in the test processes runs its functions
+# eagerly. Tracing a graph costs more than the few steps a test trains or predicts (a smoke
+# training of 2 x 2 steps: 39 s with graphs, 17 s eager, the same losses). The notebooks'
+# kernels and the command-line runs in subprocesses trace graphs as a real run does, and so
+# does every test under `make check` and plain `pytest`.
+@pytest.fixture(scope="session", autouse=True)
+def _tensorflow_functions_eager():
+    if os.environ.get("NUCSEG_TEST_TF_EAGER") != "1":
+        yield False
+        return
+    from nucseg_utils.model import network
+    tf = network.tf_setup()
+    tf.config.run_functions_eagerly(True)
+    yield True
+    tf.config.run_functions_eagerly(False)
 
 
 @pytest.fixture(scope="session")
@@ -138,11 +156,19 @@ def stub_model(path, **config):
 SMOKE_OVERRIDES = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2}
 
 
+def _shared(tmp_path_factory, name: str) -> Path:
+    """A folder every pytest-xdist worker of this session sees (the documented pattern: the
+    parent of the workers' base temporary folders), or this process's own without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if base.name.startswith("popen-gw") else base) / name
+
+
 @pytest.fixture(scope="session")
 def smoke_data(tmp_path_factory) -> Path:
-    """A small synthetic set (8 train, 4 test images, one with no nuclei) of small images."""
+    """A small synthetic set (8 train, 4 test images, one with no nuclei) of small images,
+    made once per session (the synthetic set's own file lock makes workers take turns)."""
     from nucseg_utils.data import synthetic
-    return synthetic.make_dataset(tmp_path_factory.mktemp("smoke_data") / "syn", n_train=8,
+    return synthetic.make_dataset(_shared(tmp_path_factory, "smoke_data") / "syn", n_train=8,
                                   n_test=4, seed=0, shapes=((96, 128), (128, 128)))
 
 
@@ -155,10 +181,16 @@ def smoke_profile() -> dict:
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, smoke_data, smoke_profile) -> Path:
-    """A run folder trained once with ``smoke_profile`` on ``smoke_data``. Do not modify it."""
+    """A run folder trained once per session with ``smoke_profile`` on ``smoke_data``, shared
+    by the workers (the first to ask trains it, the others wait). Do not modify it."""
+    from filelock import FileLock
+
     from nucseg_utils import training
-    run = tmp_path_factory.mktemp("smoke_run") / "run"
-    training.train(smoke_profile, run, root=smoke_data, progress=False)
+    run = _shared(tmp_path_factory, "smoke_run") / "run"
+    run.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(run.parent / "train.lock")):
+        if not (run / "model.npz").is_file():
+            training.train(smoke_profile, run, root=smoke_data, progress=False)
     return run
 
 
@@ -182,6 +214,7 @@ def smoke_eval(tmp_path_factory, smoke_run, smoke_data) -> Path:
 #   notebook 4 there, so each predicts the few images it needs with the committed model.
 # (The chain's reading of notebook 4's maps is tested on report.Context, without a kernel.)
 NOTEBOOKS_ALONE = ("05_postprocessing.ipynb", "06_evaluation.ipynb")
+NOTEBOOKS_CHAIN = tuple(n for n in report.NOTEBOOKS if n not in NOTEBOOKS_ALONE)
 
 
 class NotebookRuns:
@@ -200,18 +233,28 @@ class NotebookRuns:
         return self.run[name] / "notebooks" / name
 
 
-@pytest.fixture(scope="session")
-def notebook_runs(tmp_path_factory) -> NotebookRuns:
-    from nucseg_utils import report
-    runs_ = NotebookRuns(tmp_path_factory.mktemp("notebook_runs"))
+def _execute(tmp_path_factory, groups, label) -> NotebookRuns:
+    runs_ = NotebookRuns(tmp_path_factory.mktemp(label))
     runs_.written_back.mkdir()
     for name in report.NOTEBOOKS:  # the write-back starts from the committed sources
         (runs_.written_back / name).write_bytes((ROOT / "notebooks" / name).read_bytes())
-    chain = [n for n in report.NOTEBOOKS if n not in NOTEBOOKS_ALONE]
-    groups = [(chain, runs_.root / "chain")] + [([n], runs_.root / n[:2]) for n in NOTEBOOKS_ALONE]
     for names, run in groups:
-        code = report.run_all("smoke", run_dir=run, synthetic=True, figures_dir=runs_.published,
-                              notebooks=names, notebooks_out=runs_.written_back)
+        code = report.run_all("smoke", run_dir=runs_.root / run, synthetic=True,
+                              figures_dir=runs_.published, notebooks=names,
+                              notebooks_out=runs_.written_back)
         for name in names:
-            runs_.code[name], runs_.run[name] = code, run
+            runs_.code[name], runs_.run[name] = code, runs_.root / run
     return runs_
+
+
+# two fixtures, used by two test files, so that two pytest-xdist workers execute them at once
+@pytest.fixture(scope="session")
+def chain_runs(tmp_path_factory) -> NotebookRuns:
+    """The report's chain of notebooks, executed once in one run folder."""
+    return _execute(tmp_path_factory, [(NOTEBOOKS_CHAIN, "chain")], "notebook_chain")
+
+
+@pytest.fixture(scope="session")
+def alone_runs(tmp_path_factory) -> NotebookRuns:
+    """Notebooks 5 and 6, each executed once alone in a fresh run folder."""
+    return _execute(tmp_path_factory, [([n], n[:2]) for n in NOTEBOOKS_ALONE], "notebook_alone")

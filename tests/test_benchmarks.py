@@ -508,6 +508,7 @@ def test_the_staircase_report_gives_each_step_its_mean_and_lists_what_is_not_tra
     assert "train touching --seed 42`" not in md  # the committed cpu model is that run
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_the_paper_rows_batchnorm_check_moves_the_statistics_and_nothing_else(
         tmp_path, monkeypatch, smoke_data):

@@ -523,6 +523,7 @@ def test_train_does_not_overwrite_a_trained_run_unless_asked(capsys, tmp_path, s
     assert tree_digest(run) == before
 
 
+@pytest.mark.heavy
 def test_train_with_stain_augmentation_records_it_in_the_run(capsys, tmp_path, smoke_data):
     import json
     run = tmp_path / "run"

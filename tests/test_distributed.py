@@ -11,7 +11,7 @@ from nucseg_utils import predict
 from nucseg_utils.model import NucleusModel
 from nucseg_utils.predict import distributed
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # Dask clusters: processes of their own
 
 
 @pytest.fixture(scope="module")

@@ -232,6 +232,7 @@ def test_stage1_test_types_and_their_counts(stage1_test_types):
                      (512, 680, "pink-and-purple H&E"): 4}
 
 
+@pytest.mark.heavy
 def test_stage1_train_types_and_their_counts(stage1_train_types):
     assert stage1_train_types["type"].value_counts().to_dict() == STAGE1_TRAIN_COUNTS
     grey = stage1_train_types[stage1_train_types["type"] == "grey tissue (brightfield)"]
@@ -241,6 +242,7 @@ def test_stage1_train_types_and_their_counts(stage1_train_types):
     assert int(((large["height"] == 360) & (large["width"] == 360)).sum()) == 89
 
 
+@pytest.mark.heavy
 def test_the_table_of_groups_over_both_splits(stage1_train_types, stage1_test_types):
     both = pd.concat([stage1_train_types, stage1_test_types], ignore_index=True)
     table = image_types.type_table(both)
@@ -250,6 +252,7 @@ def test_the_table_of_groups_over_both_splits(stage1_train_types, stage1_test_ty
                                                  for t in STAGE1_TRAIN_COUNTS}, "all": 65}
 
 
+@pytest.mark.heavy
 def test_the_split_by_type_of_stage1_train(stage1_train_types):
     types = dict(zip(stage1_train_types["id"], stage1_train_types["type"]))
     _, val = training.split_ids(list(types), 0.1, 42, types=types)
@@ -274,6 +277,7 @@ def test_a_perfect_prediction_scores_one_in_every_type(real_test_split, stage1_t
     assert (table[["DSB", "recall (IoU > 0.7)", "F1 (IoU > 0.7)"]] == 1.0).all().all()
 
 
+@pytest.mark.heavy
 def test_the_fixed_masks_change_no_image_type(real_train):
     """The split by type draws the same validation images on either labels: no image of the
     109 whose masks the fixed labels change has another type with them."""

@@ -14,6 +14,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+# a wheel built by pip and installed into a fresh environment: `make check`, not `make test`
+pytestmark = pytest.mark.heavy
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")

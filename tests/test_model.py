@@ -16,6 +16,7 @@ def _load(path, engine=None):
     return m, m.config
 
 
+@pytest.mark.heavy
 def test_paper_profile_builds_the_resnet152_unet_and_runs_one_training_step():
     prof = profiles.get_profile("paper", encoder_weights=None, batch_size=2)
     net = model.compile_model(model.build_model(prof), prof)
@@ -112,6 +113,7 @@ def test_the_openvino_engine_gives_tensorflows_probabilities_with_tta(tmp_path):
         assert np.abs(got - ref).max() < 1e-5 and ref.std() > 0
 
 
+@pytest.mark.heavy
 def test_the_bfloat16_engine_is_close_to_tensorflow_and_says_what_ran(tmp_path, monkeypatch):
     import openvino as ov
     prof = profiles.get_profile("smoke")

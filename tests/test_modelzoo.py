@@ -62,6 +62,7 @@ def described_preprocessing(descr, x: np.ndarray) -> np.ndarray:
     return x
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_package_validates_with_bioimageio_spec(exported):
     from bioimageio.spec import InvalidDescr, load_description
@@ -90,6 +91,7 @@ def test_package_validates_with_bioimageio_spec(exported):
     assert "SYNTHETIC" in readme and "SYNTHETIC" in descr.name
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_weights_reproduce_the_test_output_through_the_described_preprocessing(unpacked):
     import imageio.v3 as iio
@@ -121,6 +123,7 @@ def test_weights_reproduce_the_test_output_through_the_described_preprocessing(u
     assert (unpacked / "cover.png").stat().st_size < 500_000
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_an_interrupted_export_leaves_nothing_behind(unpacked, tmp_path, monkeypatch):
     import bioimageio.spec

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import notebook_checks
 import pytest
+from notebook_checks import check_committed_outputs
 
+from conftest import NOTEBOOKS_ALONE, NOTEBOOKS_CHAIN
 from nucseg_utils import report
 from nucseg_utils.report import figures
 
@@ -41,31 +44,6 @@ def test_jupytext_of_the_notebook_equals_its_script(nb_path):
     nb = nbformat.read(nb_path, as_version=4)
     assert jupytext.writes(nb, fmt="py:percent") == nb_path.with_suffix(".py").read_text(), \
         f"{nb_path.name}: `jupytext --to py:percent` differs from its .py: run `make sync`"
-
-
-VOLATILE_CELL_KEYS = {"execution", "papermill", "collapsed", "scrolled", "ExecuteTime"}
-ALLOWED_MIME = {"image/png", "text/html", "text/markdown", "text/plain"}
-
-
-def check_committed_outputs(nb):
-    """The rules a committed notebook's outputs follow (see report.clean_executed)."""
-    assert not set(nb.metadata) & {"papermill", "language_info", "widgets"}, sorted(nb.metadata)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1
-    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in code)
-    counts = [c.execution_count for c in code if c.execution_count is not None]
-    assert counts == list(range(1, len(counts) + 1))
-    for c in nb.cells:
-        assert not (set(c.metadata) & VOLATILE_CELL_KEYS), (c.get("id"), sorted(c.metadata))
-        for o in c.get("outputs", []):
-            assert o.output_type in ("stream", "execute_result", "display_data"), o.output_type
-            if o.output_type == "stream":
-                assert o.name == "stdout" and "\r" not in o.text
-            else:
-                assert set(o.data) <= ALLOWED_MIME and not o.get("metadata")
-            text = str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
-            assert str(REPO) not in text, "absolute path in a committed output"
 
 
 @pytest.mark.parametrize("nb_path", PAIRED, ids=lambda p: p.name)
@@ -131,93 +109,37 @@ def test_report_stops_at_the_first_failing_notebook_and_keeps_old_figures(tmp_pa
     assert "02_preprocessing.ipynb failed at cell [4]: ValueError: bad thing" in err
 
 
+# The chain's executed notebooks (conftest.chain_runs); notebooks 5 and 6, executed alone, in
+# test_notebooks_alone.py: two files, so that two pytest-xdist workers execute them at once.
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
-def test_every_notebook_runs_to_its_end_and_shows_a_figure(notebook_runs, name):
-    """What nbval checked: the notebook executes start to finish in a kernel (here the one
-    execution of the session, :func:`conftest.notebook_runs`), and it shows its figures."""
-    assert notebook_runs.code[name] == 0, f"{name}: see {notebook_runs.executed(name)}"
-    nb = nbformat.read(notebook_runs.executed(name), as_version=4)
-    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors, errors
-    assert any(o.output_type in ("execute_result", "display_data") and "image/png" in o.data
-               for c in nb.cells for o in c.get("outputs", [])), f"{name}: no figure shown"
+@pytest.mark.parametrize("name", NOTEBOOKS_CHAIN)
+def test_every_notebook_runs_to_its_end_and_shows_a_figure(chain_runs, name):
+    notebook_checks.runs_to_its_end_and_shows_a_figure(chain_runs, name)
 
 
 @pytest.mark.slow
-def test_the_report_produces_every_figure_and_table(notebook_runs):
-    produced = {p.name for p in notebook_runs.published.iterdir()}
+def test_the_chain_produces_every_figure_and_table_its_notebooks_write(chain_runs):
+    notebook_checks.produces_what_its_notebooks_write(chain_runs, NOTEBOOKS_CHAIN)
+
+
+def test_every_figure_and_table_of_the_report_is_written_by_a_notebook():
+    written = notebook_checks.written_by(report.NOTEBOOKS)
     expected = set(figures.NAMES.values()) | set(figures.TABLES.values())
     expected |= {n.replace(".csv", ".md") for n in figures.TABLES.values()}
-    assert expected <= produced, f"missing: {sorted(expected - produced)}"
-    table2 = (notebook_runs.published / "table2_results.md").read_text()
-    assert "0.5187" in table2 and "0.6313" in table2 and "synthetic" in table2
+    assert written == expected, (sorted(expected - written), sorted(written - expected))
+    assert set(NOTEBOOKS_CHAIN) | set(NOTEBOOKS_ALONE) == set(report.NOTEBOOKS)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
-def test_an_executed_notebook_is_written_back_clean_and_still_paired(notebook_runs, name):
-    nb = nbformat.read(notebook_runs.written_back / name, as_version=4)
-    check_committed_outputs(nb)
-    assert jupytext.writes(nb, fmt="py:percent") == \
-        (REPO / "notebooks" / name).with_suffix(".py").read_text()
-    assert any(c.get("outputs") for c in nb.cells), f"{name}: written back without outputs"
-
-
-def _printed(nb) -> str:
-    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
-                   if o.get("output_type") == "stream")
-
-
-# What each notebook shows of its own cells' check against the package, and, for those opened
-# alone in the session's run (conftest.NOTEBOOKS_ALONE), the line that says it made what it
-# lacked. Notebooks 4, 7 and 8 run in the report's chain; the committed-model fallback they
-# take when opened alone is tested on report.Context (test_colab.py).
-CHECKS = {
-    "04_tta.ipynb": (None, r"by hand vs the package's TTA: ([0-9.e+-]+)"),
-    "05_postprocessing.ipynb": ("no probability maps of notebook 4",
-                                r"the same as the package's: (True)"),
-    "06_evaluation.ipynb": ("no probability maps of notebook 4", r"\(equal: (True)\)"),
-    "07_segment_your_images.ipynb": (None, r"as above: (True)"),
-    "08_big_images.ipynb": (None, r"every file the same as the serial run's: (True)"),
-}
+@pytest.mark.parametrize("name", NOTEBOOKS_CHAIN)
+def test_an_executed_notebook_is_written_back_clean_and_still_paired(chain_runs, name):
+    notebook_checks.written_back_clean_and_paired(chain_runs, name)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(CHECKS))
-def test_a_notebooks_own_cells_agree_with_the_package_and_alone_it_makes_what_it_lacks(
-        notebook_runs, name):
-    """Notebooks 5 and 6, opened alone in a fresh run folder (as from their Colab badge: the
-    committed model, nothing of the notebooks before them), predict the few images they need
-    themselves, say so in one line, and score what they made; every notebook's own cells agree
-    with the package."""
-    import re
-
-    from conftest import NOTEBOOKS_ALONE
-    run = notebook_runs.run[name]
-    printed = _printed(nbformat.read(notebook_runs.executed(name), as_version=4))
-    said, check = CHECKS[name]
-    assert (said is not None) == (name in NOTEBOOKS_ALONE)
-    if said:
-        assert printed.count(said) == 1, printed
-        maps = list((run / "predictions").rglob("*.npz"))
-        assert len(maps) == report.FEW * (2 if name.startswith("06") else 1)
-        assert f"{report.FEW} of its" in printed  # the tables say how many images they hold
-    else:
-        assert "no probability maps" not in printed
-    found = re.search(check, printed)
-    assert found, printed
-    if name.startswith("04"):
-        assert float(found.group(1)) < 1e-4  # by hand = the package's TTA, up to rounding
-    produced = {p.name for p in (run / "figures").iterdir()}
-    if name.startswith("05"):
-        assert "the same as the package's filter: True" in printed, printed
-    expected = {"04": {"tta", "disagreement"},
-                "05": {"touching", "watershed", "difference", "filters"},
-                "06": {"iou_curve", "errors", "predictions", "per_image"},
-                "07": {"overlay", "measurements"},
-                "08": {"big_stitch_rules", "big_seams"}}[name[:2]]
-    assert {figures.NAMES[k] for k in expected} <= produced
+@pytest.mark.parametrize("name", sorted(set(notebook_checks.CHECKS) & set(NOTEBOOKS_CHAIN)))
+def test_a_notebooks_own_cells_agree_with_the_package(chain_runs, name):
+    notebook_checks.own_cells_agree_with_the_package(chain_runs, name)
 
 
 def test_tables_are_shown_with_one_name_per_metric_and_a_dash_for_what_was_not_measured():
@@ -248,6 +170,7 @@ def test_a_notebooks_context_shows_tables_whole(tmp_path, monkeypatch):
         assert "x" * 120 in long.to_html() and "..." not in long.to_html()
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_colab_notebook_runs_its_non_colab_path_in_smoke(tmp_path):
     """The Colab runner outside Colab: the smoke profile on the synthetic set, its runner and

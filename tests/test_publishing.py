@@ -85,6 +85,7 @@ def test_publish_writes_every_number_from_the_one_model_it_copies(published, smo
     assert "scores" not in unpublished
 
 
+@pytest.mark.heavy
 def test_a_candidate_is_judged_on_validation_without_the_test_split_or_the_model(
         tmp_path, monkeypatch, smoke_run, smoke_data):
     """``nucseg publish --validation-only``: the candidate's rows join the lever table, the
@@ -115,6 +116,7 @@ def test_a_candidate_is_judged_on_validation_without_the_test_split_or_the_model
     assert len(table) == len(res["levers"]) and table["test_dsb"].notna().any()
 
 
+@pytest.mark.heavy
 def test_a_model_trained_on_stage1_test_is_published_with_validation_scores_only(
         tmp_path, monkeypatch, smoke_data, smoke_profile):
     """The release recipe's publishing: a model that learnt from stage1_train + stage1_test

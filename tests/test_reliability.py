@@ -289,6 +289,7 @@ def test_unreadable_model_files_name_the_file(tmp_path, smoke_run):
         model.NucleusModel.load(arrays_only)
 
 
+@pytest.mark.heavy
 def test_a_model_file_with_a_setting_this_nucseg_does_not_know_names_it(tmp_path, smoke_run):
     newer = _with_config(smoke_run / "model.npz", tmp_path / "newer.npz", colour_space="lab")
     with pytest.raises(ModelError) as err:
@@ -463,6 +464,7 @@ def test_failed_model_save_keeps_the_previous_model(tmp_path, monkeypatch):
     assert config["backbone"] == "resnet18" and weights[0][0, 0] == 1.0
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_interrupted_training_resumes_from_its_checkpoint_with_a_continuous_history(
         tmp_path, smoke_run, smoke_data, smoke_profile, monkeypatch):
@@ -579,6 +581,7 @@ def test_augmentation_stream_depends_only_on_the_seed_and_the_step():
     assert not np.array_equal(other.batch(0)[0], full[0][0])
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_two_smoke_runs_with_the_same_seed_give_identical_tables(tmp_path, smoke_run,
                                                                  smoke_data, smoke_profile,

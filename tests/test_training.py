@@ -152,6 +152,7 @@ def test_a_training_that_does_not_resume_starts_a_new_record(tmp_path):
     assert runs.read_json(tmp_path / "run.json") == info
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_training_from_scratch_over_an_old_run_keeps_nothing_of_it(tmp_path, smoke_run,
                                                                    smoke_data, smoke_profile):
@@ -224,6 +225,7 @@ def test_mixed_precision_is_used_only_with_a_gpu():
     assert training.use_mixed_precision(profiles.get_profile("cpu"), OneGPU) is False
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_a_mixed_precision_model_trains_checkpoints_and_saves_a_plain_model(tmp_path):
     """Forced on the CPU here (slow there, so training never chooses it without a GPU)."""
@@ -272,6 +274,7 @@ def spies(monkeypatch):
     return seen
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_micro_batches_checkpoint_every_n_epochs_copy_to_drive_and_resume_from_it(
         tmp_path, smoke_data, smoke_profile, spies, monkeypatch, capsys):
@@ -463,6 +466,7 @@ def test_a_split_by_type_is_recorded_per_image(smoke_data):
     assert all(counts[t] >= 1 for t in sizes.index if sizes[t] >= 2)
 
 
+@pytest.mark.heavy
 def test_the_removed_images_of_the_real_fixed_labels_take_part_in_the_draw(real_data):
     from nucseg_utils import data
     try:
@@ -528,6 +532,7 @@ def test_a_missing_fixed_zip_is_named_when_training_asks_for_it(tmp_path, smoke_
                        root=smoke_data, progress=False)
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_a_training_on_fixed_labels_split_by_type_records_both_and_is_scored_on_them(
         tmp_path, fixed_data):
