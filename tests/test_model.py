@@ -232,8 +232,8 @@ def test_a_model_file_loaded_again_reuses_its_network_unless_its_weights_changed
     are built anew."""
     built = []
     real = engines.build
-    monkeypatch.setattr(engines, "build", lambda net, engine=None: built.append(engine)
-                        or real(net, engine))
+    monkeypatch.setattr(engines, "build", lambda net, engine=None, **kw: built.append(engine)
+                        or real(net, engine, **kw))
     prof = profiles.get_profile("smoke")
     path = model.save_model(model.build_model(prof, seed=3), tmp_path / "m.npz", prof)
     first = model.NucleusModel.load(path, engine="tensorflow")
@@ -244,3 +244,63 @@ def test_a_model_file_loaded_again_reuses_its_network_unless_its_weights_changed
     other = model.save_model(model.build_model(prof, seed=4), tmp_path / "o.npz", prof)
     assert model.NucleusModel.load(other, engine="tensorflow").keras is not first.keras
     assert built == ["tensorflow", "tensorflow"]
+
+
+def test_an_openvino_conversion_is_kept_and_read_back_without_building_the_network(
+        tmp_path, monkeypatch):
+    """The OpenVINO engine keeps its conversion in the cache folder: loading the same weights
+    again (in another process, here with the process's own memory cleared) reads it without
+    building the Keras network, and predicts exactly the same; a damaged entry is converted
+    again; NUCSEG_CACHE=off keeps nothing."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NUCSEG_CACHE", str(cache))
+    prof = profiles.get_profile("smoke")
+    path = model.save_model(model.build_model(prof, seed=5), tmp_path / "m.npz", prof)
+    x = np.random.default_rng(2).random((1, 64, 96, 3)).astype(np.float32)
+    model.network._BUILT.clear()
+    ref = model.NucleusModel.load(path, engine="openvino").forward(x)
+    kept = sorted((cache / "openvino").iterdir())
+    assert [p.suffix for p in kept] == [".bin", ".xml"]
+    real = model.network._rebuild
+    model.network._BUILT.clear()
+    monkeypatch.setattr(model.network, "_rebuild", lambda *a: pytest.fail("network built"))
+    again = model.NucleusModel.load(path, engine="openvino")
+    assert np.array_equal(again.forward(x), ref)
+    monkeypatch.setattr(model.network, "_rebuild", real)
+    assert again.keras.count_params() > 0  # built when asked for
+    kept[1].write_text("<net>damaged")
+    model.network._BUILT.clear()
+    assert np.array_equal(model.NucleusModel.load(path, engine="openvino").forward(x), ref)
+    assert sorted((cache / "openvino").iterdir()) == kept  # written again, nothing else left
+    assert "damaged" not in kept[1].read_text()
+    monkeypatch.setenv("NUCSEG_CACHE", "off")
+    model.network._BUILT.clear()
+    other = tmp_path / "other.npz"
+    model.save_model(model.build_model(prof, seed=6), other, prof)
+    model.NucleusModel.load(other, engine="openvino")
+    assert sorted((cache / "openvino").iterdir()) == kept
+
+
+def test_a_cached_model_predicts_in_a_process_that_never_imports_tensorflow(tmp_path,
+                                                                            monkeypatch):
+    import subprocess
+    import sys
+    monkeypatch.setenv("NUCSEG_CACHE", str(tmp_path / "cache"))
+    image = np.random.default_rng(3).integers(0, 255, (90, 110, 3), dtype=np.uint8)
+    np.save(tmp_path / "image.npy", image)
+    model.network._BUILT.clear()
+    want = model.NucleusModel.load("cpu", engine="openvino").predict_probabilities(image,
+                                                                                    tta=False)
+    code = ("import sys, numpy as np\n"
+            "from nucseg_utils import NucleusModel\n"
+            "m = NucleusModel.load('cpu')\n"
+            f"p = m.predict_probabilities(np.load({str(tmp_path / 'image.npy')!r}), tta=False)\n"
+            f"np.save({str(tmp_path / 'got.npy')!r}, p)\n"
+            "print(m.engine, 'tensorflow' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if engines._gpu():
+        pytest.skip("a GPU here: auto is TensorFlow")
+    assert done.stdout.split()[-2:] == ["openvino", "False"], done.stdout
+    assert np.array_equal(np.load(tmp_path / "got.npy"), want)

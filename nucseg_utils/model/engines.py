@@ -24,15 +24,23 @@ publishes (calibration, lever rows, results) is computed with an exact engine
 How fast each is, and how far bfloat16's probabilities move, is measured by ``make benchmark``
 (``benchmarks/REPORT.md``, section 3), not written here.
 
+The OpenVINO engines keep each conversion in a cache folder (:func:`cache_dir`), keyed by the
+network's architecture and weights: a model loaded again in another process (a Dask worker,
+the next ``nucseg predict``, the next notebook) reads the converted network from there and
+does not build the Keras network at all.
+
 Training never goes through an engine: an engine only speeds up prediction with fixed weights.
 To add one, write its ``build`` (network -> forward function) and :func:`register` it here.
 """
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import uuid
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -51,7 +59,9 @@ class Engine:
     is the module it imports (None: TensorFlow, always there). ``exact``: its probabilities
     equal TensorFlow's within float tolerance; if not, ``exact_as`` names the exact engine
     that publishes in its place. ``auto``: the order in which ``auto`` tries it on a CPU
-    (None: never)."""
+    (None: never). ``cached``: its ``build`` also takes ``cache_as``, a key under which it
+    keeps its conversion in :func:`cache_dir`, and ``network`` may be a :class:`Deferred`
+    that it builds only when the cache does not hold the key."""
     name: str
     description: str
     build: Callable
@@ -59,6 +69,7 @@ class Engine:
     exact: bool = True
     exact_as: str | None = None
     auto: int | None = None
+    cached: bool = False
 
     def available(self) -> str | None:
         """None when this engine can run here, else why not."""
@@ -72,6 +83,36 @@ class Engine:
 
 
 ENGINES: dict[str, Engine] = {}
+
+
+class Deferred:
+    """A network not built yet: ``deferred()`` builds it the first time and returns the same
+    network every time after."""
+
+    def __init__(self, make: Callable):
+        self._make, self._network = make, None
+
+    def __call__(self):
+        if self._network is None:
+            self._network = self._make()
+        return self._network
+
+
+def network_of(network):
+    """The Keras network itself, built now if ``network`` is :class:`Deferred`."""
+    return network() if isinstance(network, Deferred) else network
+
+
+def cache_dir() -> Path | None:
+    """Where the OpenVINO engines keep their conversions: ``$NUCSEG_CACHE``/openvino, else
+    ``$XDG_CACHE_HOME`` (or ``~/.cache``)/nucseg/openvino; ``NUCSEG_CACHE=off``: nowhere, each
+    process converts again. A conversion of the ResNet-18 U-Net takes about 60 MB."""
+    value = os.environ.get("NUCSEG_CACHE", "")
+    if value.lower() in ("off", "0", "none", "no"):
+        return None
+    base = Path(value) if value else Path(os.environ.get("XDG_CACHE_HOME") or
+                                          Path.home() / ".cache") / "nucseg"
+    return base / "openvino"
 
 
 def register(engine: Engine) -> Engine:
@@ -94,9 +135,39 @@ def has_bfloat16() -> bool:
         return False
 
 
-def _openvino(network, precision: str = "f32"):
+def _converted(ov, network, cache_as: str | None):
+    """The OpenVINO model of ``network``: read from the cache when it holds ``cache_as``, else
+    converted (and kept there, written under a temporary name and renamed)."""
+    core = ov.Core()
+    folder = cache_dir() if cache_as else None
+    target = None
+    if folder is not None:
+        version = "".join(c if c.isalnum() else "_" for c in ov.get_version().split("-")[0])
+        target = folder / f"{cache_as}-ov{version}.xml"
+        if target.is_file() and target.with_suffix(".bin").is_file():
+            try:
+                return core.read_model(target)
+            except Exception:  # noqa: BLE001 - a damaged entry: converted again below
+                pass
+    network = network_of(network)
+    converted = ov.convert_model(network, input=[(-1, -1, -1, network.input_shape[-1])])
+    if target is not None:
+        tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.xml")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            ov.save_model(converted, tmp, compress_to_fp16=False)
+            os.replace(tmp.with_suffix(".bin"), target.with_suffix(".bin"))
+            os.replace(tmp, target)
+        except OSError:  # a cache that cannot be written only costs the next conversion
+            for leftover in (tmp, tmp.with_suffix(".bin")):
+                leftover.unlink(missing_ok=True)
+    return converted
+
+
+def _openvino(network, precision: str = "f32", cache_as: str | None = None):
     """The Keras graph with its current weights, converted once (about 3 s for the ResNet-18
-    U-Net), for any input size; one infer request, used by one thread at a time."""
+    U-Net; read from :func:`cache_dir` when it was converted before), for any input size; one
+    infer request, used by one thread at a time."""
     import openvino as ov  # lazy: importing OpenVINO takes about a second
     name = "openvino-bf16" if precision == "bf16" else "openvino"
     if precision == "bf16" and not has_bfloat16():
@@ -104,7 +175,7 @@ def _openvino(network, precision: str = "f32"):
                       "openvino (float32)", stacklevel=3)
         name, precision = "openvino", "f32"
     compiled = ov.Core().compile_model(
-        ov.convert_model(network, input=[(-1, -1, -1, network.input_shape[-1])]), "CPU",
+        _converted(ov, network, cache_as), "CPU",
         {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
     request, lock = compiled.create_infer_request(), threading.Lock()
 
@@ -116,17 +187,27 @@ def _openvino(network, precision: str = "f32"):
 
 
 register(Engine("openvino", "OpenVINO on the CPU, float32: faster than TensorFlow, the same "
-                "probabilities within float tolerance", _openvino, requires="openvino", auto=0))
+                "probabilities within float tolerance", _openvino, requires="openvino", auto=0,
+                cached=True))
 register(Engine("tensorflow", "the Keras model, eagerly (as training)", _tensorflow, auto=1))
 register(Engine("openvino-bf16", "OpenVINO in bfloat16 on CPUs that have it: faster again on "
                 "some CPUs, not the same probabilities",
-                lambda network: _openvino(network, "bf16"), requires="openvino", exact=False,
-                exact_as="openvino"))
+                lambda network, cache_as=None: _openvino(network, "bf16", cache_as),
+                requires="openvino", exact=False, exact_as="openvino", cached=True))
 
 CHOICES = ("auto", *ENGINES)
 
 
+# what a Linux machine with a GPU that TensorFlow can use has (NVIDIA's driver, or ROCm's)
+GPU_DEVICES = ("/proc/driver/nvidia", "/dev/nvidia0", "/dev/kfd")
+
+
 def _gpu() -> bool:
+    """Whether TensorFlow sees a GPU; on Linux without a GPU driver, known without importing
+    TensorFlow (seconds), so that a model run by OpenVINO never imports it."""
+    if (sys.platform.startswith("linux") and "tensorflow" not in sys.modules
+            and not any(os.path.exists(p) for p in GPU_DEVICES)):
+        return False
     import tensorflow as tf  # lazy: importing TensorFlow takes seconds
     return bool(tf.config.list_physical_devices("GPU"))
 
@@ -161,6 +242,11 @@ def exact(engine: str | None = None) -> str:
     return ENGINES[name].exact_as or name
 
 
-def build(network, engine: str | None = None):
-    """(forward function, engine name) for ``network`` on ``engine`` (:func:`resolve`)."""
-    return ENGINES[resolve(engine)].build(network)
+def build(network, engine: str | None = None, cache_as: str | None = None):
+    """(forward function, engine name) for ``network`` (a Keras network, or a
+    :class:`Deferred` one) on ``engine`` (:func:`resolve`); ``cache_as``: the key under which
+    an engine that caches (``Engine.cached``) keeps its conversion."""
+    spec = ENGINES[resolve(engine)]
+    if spec.cached and cache_as:
+        return spec.build(network, cache_as=cache_as)
+    return spec.build(network_of(network))

@@ -326,11 +326,12 @@ class NucleusModel:
     the same as the plain dict saved in the model file (what the low-level functions of
     :mod:`nucseg_utils.inference.scale`, :mod:`nucseg_utils.inference.tta` and :mod:`nucseg_utils.postprocessing`
     read), ``engine`` the registered engine (:mod:`nucseg_utils.model.engines`) that runs its
-    forward passes, ``keras`` the network itself."""
+    forward passes, ``keras`` the network itself (built when first asked for, if the engine
+    did not need it)."""
 
     def __init__(self, network, config: dict, engine: str | None = None, path=None,
                  _forward=None, overrides: dict | None = None):
-        self.keras = network
+        self._network = network  # Keras, or engines.Deferred
         self.config = dict(config)
         self.overrides = dict(overrides or {})  # what with_settings changed of the file's
         self.settings = ModelSettings.from_config(self.config)
@@ -358,9 +359,14 @@ class NucleusModel:
         if unknown:
             raise ValueError(f"unknown model setting(s) {', '.join(unknown)}; known: "
                              f"{', '.join(sorted({*MODEL_KEYS, *USER_KEYS}))}")
-        return NucleusModel(self.keras, {**self.config, **changes}, path=self.path,
+        return NucleusModel(self._network, {**self.config, **changes}, path=self.path,
                             _forward=(self._forward, self.engine),
                             overrides={**self.overrides, **changes})
+
+    @property
+    def keras(self):
+        """The Keras network (TensorFlow), built now if it was not."""
+        return engines.network_of(self._network)
 
     @property
     def fingerprint(self) -> str | None:
@@ -456,11 +462,16 @@ class ModelSettings:
 # rewritten in between) reuses its network and its engine's conversion (seconds each)
 _BUILT: collections.OrderedDict = collections.OrderedDict()
 _BUILT_KEPT = 2
+# part of the key under which an engine keeps a conversion on disk (engines.cache_dir): change
+# it when build_model makes another graph of the same settings and weights
+GRAPH_VERSION = 1
 
 
 def _built(path, config: dict, weights: list, engine: str):
     """(Keras network, (forward, engine name)) for a model file's architecture and weights on
-    ``engine``: built once per process, the last :data:`_BUILT_KEPT` kept."""
+    ``engine``: built once per process, the last :data:`_BUILT_KEPT` kept. The network is
+    :class:`~nucseg_utils.model.engines.Deferred`: an engine that finds its conversion in its
+    cache never builds it."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps([config.get(k) for k in ("backbone", "decoder_filters",
                                                         "targets")]).encode())
@@ -469,8 +480,9 @@ def _built(path, config: dict, weights: list, engine: str):
         digest.update(np.ascontiguousarray(w).tobytes())
     key = (digest.hexdigest(), engine)
     if key not in _BUILT:
-        network = _rebuild(path, config, weights)
-        _BUILT[key] = (network, engines.build(network, engine))
+        network = engines.Deferred(lambda: _rebuild(path, config, weights))
+        _BUILT[key] = (network, engines.build(network, engine,
+                                              cache_as=f"{key[0]}-g{GRAPH_VERSION}"))
         while len(_BUILT) > _BUILT_KEPT:
             _BUILT.popitem(last=False)
     _BUILT.move_to_end(key)
