@@ -17,6 +17,16 @@ from nucseg_utils import data, report  # noqa: E402
 SKIP_NO_DATA = "DSB2018 data not found (set NUCSEG_DATA to the folder holding the Kaggle files)"
 
 
+# The notebooks' two executions are the longest fixtures of a session (minutes each): their
+# files come first, so that each starts at once on a worker of its own while the other files
+# share the workers' remaining time (pytest-xdist hands out files in this order).
+LONGEST_FIRST = ("test_notebooks.py", "test_notebooks_alone.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: else in order
+
+
 # `make test` (NUCSEG_TEST_TF_EAGER=1): TensorFlow in the test processes runs its functions
 # eagerly. Tracing a graph costs more than the few steps a test trains or predicts (a smoke
 # training of 2 x 2 steps: 39 s with graphs, 17 s eager, the same losses). The notebooks'
