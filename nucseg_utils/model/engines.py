@@ -135,18 +135,18 @@ def has_bfloat16() -> bool:
         return False
 
 
-def _converted(ov, network, cache_as: str | None):
-    """The OpenVINO model of ``network``: read from the cache when it holds ``cache_as``, else
-    converted (and kept there, written under a temporary name and renamed)."""
-    core = ov.Core()
+def _converted(ov, network, cache_as: str | None, read: bool = True):
+    """(the OpenVINO model of ``network``, whether it was read from the cache): read from the
+    cache when it holds ``cache_as`` (and ``read``), else converted and kept there (written
+    under a temporary name and renamed)."""
     folder = cache_dir() if cache_as else None
     target = None
     if folder is not None:
         version = "".join(c if c.isalnum() else "_" for c in ov.get_version().split("-")[0])
         target = folder / f"{cache_as}-ov{version}.xml"
-        if target.is_file() and target.with_suffix(".bin").is_file():
+        if read and target.is_file() and target.with_suffix(".bin").is_file():
             try:
-                return core.read_model(target)
+                return ov.Core().read_model(target), True
             except Exception:  # noqa: BLE001 - a damaged entry: converted again below
                 pass
     network = network_of(network)
@@ -161,7 +161,7 @@ def _converted(ov, network, cache_as: str | None):
         except OSError:  # a cache that cannot be written only costs the next conversion
             for leftover in (tmp, tmp.with_suffix(".bin")):
                 leftover.unlink(missing_ok=True)
-    return converted
+    return converted, False
 
 
 def _openvino(network, precision: str = "f32", cache_as: str | None = None):
@@ -174,9 +174,15 @@ def _openvino(network, precision: str = "f32", cache_as: str | None = None):
         warnings.warn("this CPU has no bfloat16 instructions: openvino-bf16 runs as "
                       "openvino (float32)", stacklevel=3)
         name, precision = "openvino", "f32"
-    compiled = ov.Core().compile_model(
-        _converted(ov, network, cache_as), "CPU",
-        {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
+    hints = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    converted, from_cache = _converted(ov, network, cache_as)
+    try:
+        compiled = ov.Core().compile_model(converted, "CPU", hints)
+    except Exception:  # noqa: BLE001 - a cache entry read but not usable: converted again
+        if not from_cache:
+            raise
+        compiled = ov.Core().compile_model(_converted(ov, network, cache_as, read=False)[0],
+                                           "CPU", hints)
     request, lock = compiled.create_infer_request(), threading.Lock()
 
     def forward(batch):
