@@ -135,7 +135,7 @@ def has_bfloat16() -> bool:
         return False
 
 
-def _converted(ov, network, cache_as: str | None, read: bool = True):
+def _converted(ov, core, network, cache_as: str | None, read: bool = True):
     """(the OpenVINO model of ``network``, whether it was read from the cache): read from the
     cache when it holds ``cache_as`` (and ``read``), else converted and kept there (written
     under a temporary name and renamed)."""
@@ -146,7 +146,7 @@ def _converted(ov, network, cache_as: str | None, read: bool = True):
         target = folder / f"{cache_as}-ov{version}.xml"
         if read and target.is_file() and target.with_suffix(".bin").is_file():
             try:
-                return ov.Core().read_model(target), True
+                return core.read_model(target), True
             except Exception:  # noqa: BLE001 - a damaged entry: converted again below
                 pass
     network = network_of(network)
@@ -175,14 +175,15 @@ def _openvino(network, precision: str = "f32", cache_as: str | None = None):
                       "openvino (float32)", stacklevel=3)
         name, precision = "openvino", "f32"
     hints = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
-    converted, from_cache = _converted(ov, network, cache_as)
+    core = ov.Core()
+    converted, from_cache = _converted(ov, core, network, cache_as)
     try:
-        compiled = ov.Core().compile_model(converted, "CPU", hints)
+        compiled = core.compile_model(converted, "CPU", hints)
     except Exception:  # noqa: BLE001 - a cache entry read but not usable: converted again
         if not from_cache:
             raise
-        compiled = ov.Core().compile_model(_converted(ov, network, cache_as, read=False)[0],
-                                           "CPU", hints)
+        compiled = core.compile_model(_converted(ov, core, network, cache_as, read=False)[0],
+                                      "CPU", hints)
     request, lock = compiled.create_infer_request(), threading.Lock()
 
     def forward(batch):
