@@ -14,6 +14,7 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 
 from nucseg_utils import big
+from nucseg_utils.core.settings import ModelSettings
 from nucseg_utils.data import DataError, to_rgb_float
 from nucseg_utils.exports import files as export
 from nucseg_utils.inference import scale
@@ -191,7 +192,7 @@ def test_tiles_are_predicted_on_the_whole_images_grid_at_its_factor():
     seen = []
 
     class Recorder:
-        config = {"input_mode": "crop"}
+        settings = ModelSettings(input_mode="crop")
 
         def forward(self, batch):
             seen.append(batch[0].copy())

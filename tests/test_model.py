@@ -204,6 +204,21 @@ def test_a_registered_engine_is_what_auto_picks_and_what_a_model_runs(smoke_mode
     assert m.settings.postprocessing.threshold == prof["threshold"]
 
 
+def test_a_fresh_network_is_the_callers_own_and_leaves_the_loaded_one_unchanged(
+        smoke_model_file):
+    shared = model.NucleusModel.load(smoke_model_file, engine="tensorflow").keras
+    before = [w.copy() for w in shared.get_weights()]
+    mine = model.fresh_network(smoke_model_file)
+    assert mine is not shared and mine is not model.fresh_network(smoke_model_file)
+    for a, b in zip(mine.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    mine.set_weights([w + 1 for w in mine.get_weights()])  # e.g. statistics moved in place
+    for a, b in zip(shared.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    again = model.NucleusModel.load(smoke_model_file, engine="tensorflow").keras
+    np.testing.assert_array_equal(again.get_weights()[0], before[0])
+
+
 def test_predict_instances_is_postprocess_of_predict_probabilities_with_its_steps(
         smoke_model_file):
     prof = profiles.get_profile("smoke")

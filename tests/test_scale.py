@@ -130,6 +130,26 @@ def test_test_time_scaling_averages_passes_around_the_factor():
     assert ((three[..., 0] > 0.5) == (lab > 0)).mean() > 0.97
 
 
+def test_typed_settings_predict_as_their_config_dict_does():
+    """The inference takes a model's typed settings, or its config dict read into them:
+    the user's diameter and the test-time scales are fields, not loose keys."""
+    from nucseg_utils.core.settings import ModelSettings
+    lab = grid_discs((150, 170), 20)
+    img = np.repeat((lab > 0).astype(np.float32)[..., None], 3, axis=-1)
+    config = {"backbone": "resnet18", "targets": ["mask", "touching"], "input_mode": "crop",
+              "target_diameter": 20, "scale_limits": [0.25, 2.0], "size_probe": 0.5,
+              "tta_scales": [0.8, 1.0], "diameter": 40.0, "epoch": 3}
+    typed = ModelSettings.from_config(config)
+    assert (typed.diameter, typed.tta_scales, typed.scale_limits) == (40.0, (0.8, 1.0),
+                                                                       (0.25, 2.0))
+    assert typed.other == {"epoch": 3} and ModelSettings.of(typed) is typed
+    prob, steps = scale.predict_scaled(ThresholdModel(), img, typed, tta=True,
+                                       return_steps=True)
+    assert steps["factor"] == 0.5 and steps["passes"] == []  # the diameter given: no pass
+    np.testing.assert_array_equal(prob, scale.predict_scaled(ThresholdModel(), img, config))
+    assert scale.estimate_factor(ThresholdModel(), img, typed) == 0.5
+
+
 def test_predict_scaled_without_a_target_is_the_plain_prediction():
     img = np.random.default_rng(0).random((40, 50, 3)).astype(np.float32)
     from nucseg_utils.inference import tta

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nucseg_utils.big.lazy import LazyImage
+from nucseg_utils.core.settings import ModelSettings
 from nucseg_utils.data.dsb import DataError, modality_of, to_rgb_float
 from nucseg_utils.inference import scale
 from nucseg_utils.inference.preprocessing import (
@@ -192,23 +193,23 @@ def tile_grid(shape, tile: int, overlap: int) -> list[Tile]:
     return out
 
 
-def largest_nucleus(config: dict) -> float:
+def largest_nucleus(settings: ModelSettings) -> float:
     """The largest nucleus (px across at the model's scale) the overlap is made for."""
-    return LARGEST_NUCLEUS * float(config.get("target_diameter") or DEFAULT_DIAMETER)
+    return LARGEST_NUCLEUS * float(settings.target_diameter or DEFAULT_DIAMETER)
 
 
-def default_overlap(config: dict, factor: float) -> int:
+def default_overlap(settings: ModelSettings, factor: float) -> int:
     """The overlap (native px): the largest expected nucleus, :data:`CONTEXT` and
     :data:`ALIGN` at the model's scale, in native pixels."""
-    return int(math.ceil((largest_nucleus(config) + CONTEXT + ALIGN) / factor))
+    return int(math.ceil((largest_nucleus(settings) + CONTEXT + ALIGN) / factor))
 
 
-def seam_tolerance(config: dict, factor: float) -> float:
+def seam_tolerance(settings: ModelSettings, factor: float) -> float:
     """How far (native px) from a tile's core an object's centre may lie in an earlier tile's
     core for this tile to keep it (the earlier tile saw it centred here): half the model's
     nucleus diameter. Two tiles see a nucleus on their border alike, so its centre moves
     by less; an object centred further away is the earlier tile's, seen with more context."""
-    return 0.5 * float(config.get("target_diameter") or DEFAULT_DIAMETER) / factor
+    return 0.5 * float(settings.target_diameter or DEFAULT_DIAMETER) / factor
 
 
 def default_tile(factor: float, overlap: int) -> int:
@@ -249,20 +250,20 @@ def make_plan(model, lazy: LazyImage, settings: dict, tile=None, overlap=None,
               tta: bool = True) -> Plan:
     """The :class:`Plan` of an image: its statistics from its overview, its rescaling factor
     (see the module docstring), the tile and overlap (automatic when None)."""
-    config = model.config
-    if config.get("input_mode") == "resize":
+    model_settings = model.settings
+    if model_settings.input_mode == "resize":
         raise ValueError("tiled prediction needs a fully convolutional model (input_mode "
                          "'crop'); this one resizes every image to its input size")
     stride = overview_stride(lazy.shape)
     overview, value_range = read_overview(lazy, stride)
-    stats = image_stats(overview, config.get("normalization", "percentile"), value_range)
+    stats = image_stats(overview, model_settings.normalization, value_range)
     if stride == 1:
         factor = scale.estimate_factor(model, stats.normalise(stats.unit_rgb(overview)),
-                                       config, tta)
+                                       model_settings, tta)
     else:
         factor = _sampled_factor(model, lazy, stats, overview, stride, tta)
     del overview
-    overlap = default_overlap(config, factor) if overlap is None else int(overlap)
+    overlap = default_overlap(model_settings, factor) if overlap is None else int(overlap)
     tile = default_tile(factor, overlap) if tile is None else int(tile)
     return Plan(settings, tuple(lazy.shape), stats, float(factor), tile, overlap)
 
@@ -281,5 +282,5 @@ def _sampled_factor(model, lazy, stats, overview, stride, tta) -> float:
     factors = []
     for _, y, x in sorted(cells)[:SIZE_SAMPLES]:
         window = stats.normalise(stats.unit_rgb(lazy.read(y, y + side, x, x + side)))
-        factors.append(scale.estimate_factor(model, window, model.config, tta))
+        factors.append(scale.estimate_factor(model, window, model.settings, tta))
     return float(np.exp(np.median(np.log(factors))))

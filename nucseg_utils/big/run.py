@@ -50,7 +50,6 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from nucseg_utils import postprocessing
 from nucseg_utils.big.lazy import LazyImage, open_lazy
 from nucseg_utils.big.plan import (
     ALIGN,
@@ -232,18 +231,18 @@ def _run_tiles(run: BigRun) -> BigResult:
     model, lazy, plan, work, sid, tta = run.model, run.lazy, run.plan, run.work, run.sid, run.tta
     tiles = plan.tiles()
     rows, cols = tiles[-1].row + 1, tiles[-1].col + 1
-    if tta and model.config.get("tta_scales"):
+    if tta and model.settings.tta_scales:
         raise ValueError("tiled prediction does not do test-time scaling (tta_scales): "
                          "predict with tta=False or a model without tta_scales")
     canvas = omezarr.open_labels(run.labels_tmp)
-    min_size = int(postprocessing.settings(model.config)["min_size"])
-    tolerance = seam_tolerance(model.config, plan.factor)
+    min_size = int(model.settings.postprocessing.min_size)
+    tolerance = seam_tolerance(model.settings, plan.factor)
     records = {t.index: runs.read_json(work / f"{t.name}.json") for t in tiles
                if (work / f"{t.name}.json").exists()}
     done_before = len(records)
     next_label = 1 + max((r["labels"][1] - 1 for r in records.values()), default=0)
     result = BigResult(sid, run.paths, plan, {}, tiles_done_before=done_before)
-    needed = math.ceil((largest_nucleus(model.config) + ALIGN) / plan.factor)
+    needed = math.ceil((largest_nucleus(model.settings) + ALIGN) / plan.factor)
     if plan.overlap < needed:
         result.notes.append(f"{lazy.name}: an overlap of {plan.overlap} px is less than the "
                             f"largest nucleus the model expects plus the network's grid "

@@ -94,14 +94,14 @@ def predict_window(model, normalised: np.ndarray, window: tuple, grid: Grid,
     (k0, k1), (f0, f1) = grid.span(x0, x1, 1)
     if grid.native:
         x = normalised[j0 - y0:j1 - y0, k0 - x0:k1 - x0]
-        prob = tta_predict(model, np.ascontiguousarray(x), model.config, tta=tta)
+        prob = tta_predict(model, np.ascontiguousarray(x), model.settings, tta=tta)
     else:
         sy, sx = grid.height / grid.rows, grid.width / grid.cols
         src = scale.antialias(normalised, grid.factor)
         x = _resample(src, (sy, sx), ((j0 + 0.5) * sy - 0.5 - y0, (k0 + 0.5) * sx - 0.5 - x0),
                       (j1 - j0, k1 - k0))
         del src
-        q = tta_predict(model, x, model.config, tta=tta)
+        q = tta_predict(model, x, model.settings, tta=tta)
         prob = _resample(q, (1 / sy, 1 / sx), ((e0 + 0.5) / sy - 0.5 - j0,
                                                (f0 + 0.5) / sx - 0.5 - k0), (e1 - e0, f1 - f0))
         prob = np.clip(prob, 0.0, 1.0)

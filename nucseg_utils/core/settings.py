@@ -241,6 +241,48 @@ def _augmentation(value, where: str) -> Augmentation:
     return Augmentation(**value)
 
 
+@dataclass(frozen=True)
+class ModelSettings:
+    """What a trained model's config says about how it sees an image and post-processes it:
+    the typed settings the inference (:mod:`nucseg_utils.inference`), the tiled runs and
+    ``NucleusModel`` read. A field's default is what a model file without the key stands for
+    (an older file: no ``target_diameter`` is native scale, no ``decoder_filters`` the
+    :data:`LEGACY` decoder). ``postprocessing`` holds the post-processing's settings,
+    ``other`` the rest of the config (epoch, val_loss, profile, ...)."""
+    backbone: str = Network.backbone
+    targets: tuple = Network.targets
+    decoder_filters: tuple = tuple(LEGACY["decoder_filters"])
+    input_mode: str = Network.input_mode
+    input_size: int = Network.input_size
+    normalization: str = Network.normalization
+    target_diameter: float | None = None    # a file without it: images at native scale
+    scale_limits: tuple = Inference.scale_limits
+    size_probe: float | None = None         # ... and no first look at another scale
+    tta: bool = Inference.tta
+    diameter: float | None = None           # the nuclei's size (native px) a user gave
+    tta_scales: tuple | None = None         # test-time scaling (none unless a study sets it)
+    train_splits: tuple = ()
+    postprocessing: PostprocessSettings = PostprocessSettings()
+    other: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ModelSettings":
+        """The settings of a model file's config (or of a profile's flat dict): a key it
+        lacks, or holds as None, takes the field's default."""
+        names = {f.name for f in fields(cls)} - {"other", "postprocessing"}
+        pp = {config_key(f.name) for f in fields(PostprocessSettings)}
+        known = {k: (tuple(v) if isinstance(v, list) else v)
+                 for k, v in config.items() if k in names and v is not None}
+        return cls(**known, postprocessing=PostprocessSettings.from_config(config),
+                   other={k: v for k, v in config.items() if k not in names | pp})
+
+    @classmethod
+    def of(cls, settings: "ModelSettings | dict") -> "ModelSettings":
+        """``settings`` as they are, or those of a config dict (:meth:`from_config`): what
+        the functions that take a model's settings call where they are entered."""
+        return settings if isinstance(settings, cls) else cls.from_config(settings)
+
+
 def network_of(settings: "Network | Recipe | dict") -> Network:
     """The network settings of a recipe, as they are, or of a flat dict (a profile, or a
     model file's config, which holds no ``encoder_weights``): a key it lacks takes its

@@ -26,6 +26,7 @@ import pandas as pd
 
 from nucseg_utils import data as data_mod
 from nucseg_utils.core import runs
+from nucseg_utils.core.settings import ModelSettings
 from nucseg_utils.core.profiles import PROFILES
 from nucseg_utils.evaluation import metrics
 from nucseg_utils.evaluation.protocol import run_labels
@@ -201,19 +202,21 @@ def recipe_name(cfg: dict, training: dict | None = None) -> str:
             parts.append("a third output: the distance to the nucleus' edge")
         if (training.get("augmentation") or {}).get("stain"):
             parts.append(f"stain augmentation {training['augmentation']['stain']:g}")
-    if cfg.get("target_diameter"):
-        parts.append(f"nuclei rescaled to {cfg['target_diameter']:g} px (training and test)")
-        if cfg.get("size_probe"):
-            parts.append(f"size probed at {cfg['size_probe']:g}x first")
+    settings = ModelSettings.of(cfg)
+    pp = settings.postprocessing
+    if settings.target_diameter:
+        parts.append(f"nuclei rescaled to {settings.target_diameter:g} px (training and test)")
+        if settings.size_probe:
+            parts.append(f"size probed at {settings.size_probe:g}x first")
     else:
         parts.append("native scale")
-    parts.append("8-fold TTA" if cfg.get("tta", True) else "no TTA")
-    parts.append(METHODS[cfg.get("postprocess", DEFAULTS["postprocess"])].phrase(cfg))
-    parts.append(f"dilation {cfg.get('dilation', 0)} px")
-    if cfg.get("min_size_factor"):
-        parts.append(f"objects under {cfg['min_size_factor']:g} x the typical area dropped")
-    if cfg.get("min_mean_prob"):
-        parts.append(f"objects of mean probability under {cfg['min_mean_prob']:g} dropped")
+    parts.append("8-fold TTA" if settings.tta else "no TTA")
+    parts.append(METHODS[pp.method].phrase(cfg))
+    parts.append(f"dilation {pp.dilation} px")
+    if pp.min_size_factor:
+        parts.append(f"objects under {pp.min_size_factor:g} x the typical area dropped")
+    if pp.min_mean_prob:
+        parts.append(f"objects of mean probability under {pp.min_mean_prob:g} dropped")
     return "chosen recipe: " + ", ".join(parts)
 
 
@@ -310,7 +313,7 @@ def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, r
              "validation_dsb": score_setting(predicted, cfg, {})["dsb"],
              "train_seconds": train_s, "chosen": True}]
     t = candidates_table
-    if any(cfg.get(k) for k in FILTER_COLUMNS):
+    if any(getattr(model.settings.postprocessing, k) for k in FILTER_COLUMNS):
         rows.append({"lever": "without the object filters",
                      "validation_dsb": score_setting(predicted, cfg, NO_FILTERS)["dsb"],
                      "train_seconds": train_s})
@@ -323,7 +326,7 @@ def lever_rows(model_path, run_dir, chosen: dict, candidates_table, predicted, r
                               f"{setting_words(paper, METHODS[PAPER].grid)})",
                      "validation_dsb": float(paper["dsb"]), "train_seconds": train_s})
     variants = [("without TTA", {}, False)]
-    if cfg.get("target_diameter"):
+    if model.settings.target_diameter:
         variants.insert(0, ("without test-time scaling (predicted at native scale)",
                             {"target_diameter": None}, True))
     for name, change, tta in variants:

@@ -56,8 +56,7 @@ def evaluate(model_path, split: str | None = None, root=None, out_dir=None,
                                  f"{data_mod.SOLUTIONS.get(split)}) - use `nucseg predict`")
     ids = scored_ids(source)
     model = NucleusModel.load(model_path, engine=engine)
-    config = model.config
-    tta = config.get("tta", True) if tta is None else tta
+    tta = model.settings.tta if tta is None else tta
     method = method or model.settings.postprocessing.method
     out_dir = Path(out_dir or Path("runs") / "evaluate" / f"{split}{'_tta' if tta else ''}")
     made_by = {"model_fingerprint": runs.file_fingerprint(model_path), "split": split,
@@ -67,7 +66,7 @@ def evaluate(model_path, split: str | None = None, root=None, out_dir=None,
     clear_other_outputs(out_dir, made_by)
     probs = predict_split(model, source, out_dir, tta=tta, ids=ids, progress=progress)
     t_pred = time.time() - t0
-    labels = postprocess_all(probs, config, method)
+    labels = postprocess_all(probs, model.config, method)
     save_label_dir(labels, out_dir / runs.LABELS)
     write_submission(labels, out_dir / "submission.csv")
     dataset = data_mod.dataset_name(data_mod.find_data_root(root, split))

@@ -46,6 +46,7 @@ import numpy as np
 
 from nucseg_utils import __version__
 from nucseg_utils.core import quiet, runs
+from nucseg_utils.core.settings import ModelSettings
 from nucseg_utils.core.runs import REPO_URL as GIT_REPO
 from nucseg_utils.data.synthetic import make_image
 from nucseg_utils.evaluation import scoring
@@ -58,7 +59,7 @@ from nucseg_utils.inference.preprocessing import (  # described in rdf.yaml
     normalize,
 )
 from nucseg_utils.inference.scale import label_diameter
-from nucseg_utils.model.network import DECODER_FILTERS, NucleusModel, read_config, tf_setup
+from nucseg_utils.model.network import NucleusModel, read_config, tf_setup
 from nucseg_utils.postprocessing.methods import METHODS
 from nucseg_utils.postprocessing.methods import settings as postprocess_settings
 
@@ -109,9 +110,9 @@ def sample_image(size: int = TEST_SIZE, target: float = 20.0):
     return best[1], best[2], best[3]
 
 
-def describe_preprocessing(config: dict) -> str:
-    """One sentence: the pre-processing of ``config`` that the package describes."""
-    if config.get("normalization") == "unit":
+def describe_preprocessing(settings: ModelSettings | dict) -> str:
+    """One sentence: the pre-processing of a model's settings that the package describes."""
+    if ModelSettings.of(settings).normalization == "unit":
         return "none: the network takes the image as read, scaled to [0, 1] (8-bit / 255)"
     return (f"per image, the 1st and {PERCENTILES[1]:g}th percentiles of all channels together "
             f"are mapped to 0 and 1 (scale_range), then values are clipped to "
@@ -191,7 +192,7 @@ def _write_samples(stage: Path, image, prob) -> None:
     tifffile.imwrite(stage / "sample_output.tif", np.asarray(prob, np.float32))
 
 
-def _cover(path: Path, image, prob, labels, config: dict) -> Path:
+def _cover(path: Path, image, prob, labels) -> Path:
     from matplotlib.figure import Figure  # lazy: importing matplotlib takes ~0.5-0.7 s
     fig = Figure(figsize=(6, 6), dpi=80)
     axes = fig.subplots(2, 2)
@@ -209,14 +210,14 @@ def _cover(path: Path, image, prob, labels, config: dict) -> Path:
     return path
 
 
-def _doc_introduction(config: dict, info: dict) -> list[str]:
+def _doc_introduction(settings: ModelSettings, info: dict) -> list[str]:
     """The README's title and first paragraph (and the warning for a synthetic model)."""
     names = info["channel_names"]
     two = len(names) > 1
     lines = [
         f"# {info['name']}",
         "",
-        f"A U-Net with a {config['backbone']} encoder that predicts, for every pixel of a "
+        f"A U-Net with a {settings.backbone} encoder that predicts, for every pixel of a "
         f"microscopy image, the probability that it belongs to a cell nucleus"
         + (" and the probability that it lies where two nuclei touch" if two else "")
         + (" and its distance to the nucleus' edge" if len(names) > 2 else "")
@@ -231,21 +232,21 @@ def _doc_introduction(config: dict, info: dict) -> list[str]:
     return lines
 
 
-def _doc_input_output(config: dict, info: dict) -> list[str]:
+def _doc_input_output(settings: ModelSettings, info: dict) -> list[str]:
     """The tensors of the package, and the head of the list of what it does not do."""
     names = info["channel_names"]
     two = len(names) > 1
-    resize = config.get("input_mode") == "resize"
+    resize = settings.input_mode == "resize"
     return [
         "## Input and output",
         "",
         f"- input `{INPUT_ID}`: one RGB image, axes (batch, y, x, channel), float32; a grey "
         f"image is given as three equal channels. "
-        + (f"It must be {config['input_size']} x {config['input_size']} px." if resize else
+        + (f"It must be {settings.input_size} x {settings.input_size} px." if resize else
            f"Height and width {MIN_SIZE} + {STEP} n px (nucseg pads to a multiple of 32); a "
            f"consumer that predicts in tiles drops {HALO} px at each tile edge (the output's "
            f"`halo`)."),
-        f"- pre-processing in the package: {describe_preprocessing(config)}.",
+        f"- pre-processing in the package: {describe_preprocessing(settings)}.",
         f"- output `{OUTPUT_ID}`: axes (batch, y, x, channel), float32 in [0, 1], the size of "
         f"the input; channel 0 `{names[0]}`: nucleus probability"
         + (f"; channel 1 `{names[1]}`: probability of the zone where two nuclei touch "
@@ -263,12 +264,12 @@ def _doc_input_output(config: dict, info: dict) -> list[str]:
     ]
 
 
-def _doc_preprocessing_steps(config: dict) -> list[str]:
+def _doc_preprocessing_steps(settings: ModelSettings) -> list[str]:
     """The steps of nucseg's prediction before and around the network that the package lacks."""
-    target = config.get("target_diameter")
-    resize = config.get("input_mode") == "resize"
+    target = settings.target_diameter
+    resize = settings.input_mode == "resize"
     steps = []
-    if config.get("normalization") == "haematoxylin":
+    if settings.normalization == "haematoxylin":
         steps.append("**Haematoxylin channel of stained tissue.** For a colour image of "
                      "stained tissue (H&E-like), nucseg gives the network the image's "
                      "haematoxylin channel (colour deconvolution with Ruifrok and Johnston's "
@@ -278,8 +279,8 @@ def _doc_preprocessing_steps(config: dict) -> list[str]:
                      "Deconvolution, vector 'H&E DAB', then invert the haematoxylin image: "
                      "close to nucseg's optical density, not equal to it) and give the "
                      "package a three-channel copy of it.")
-    if config.get("normalization") in ("percentile", "haematoxylin"):
-        kinds = ("brightfield: its" if config["normalization"] == "haematoxylin"
+    if settings.normalization in ("percentile", "haematoxylin"):
+        kinds = ("brightfield: its" if settings.normalization == "haematoxylin"
                  else "brightfield, H&E-stained tissue: its")
         steps.append("**Background inversion.** An image whose background is bright "
                      f"({kinds} median is above the middle of its "
@@ -288,21 +289,21 @@ def _doc_preprocessing_steps(config: dict) -> list[str]:
                      "The format has no conditional step: invert such images yourself before "
                      "giving them to the package (e.g. Fiji's Edit > Invert).")
     if resize:
-        steps.append(f"**Resizing.** nucseg resizes every image to {config['input_size']} x "
-                     f"{config['input_size']} px and the probabilities back to the image's "
+        steps.append(f"**Resizing.** nucseg resizes every image to {settings.input_size} x "
+                     f"{settings.input_size} px and the probabilities back to the image's "
                      f"size.")
     if target:
         steps.append(f"**Rescaling to one nucleus size.** The network was trained on images "
                      f"rescaled so that nuclei are about {target:g} px across. nucseg "
                      f"estimates the nucleus size from a first prediction"
-                     + (f" (first at {config['size_probe']:g} x scale, for large nuclei)"
-                        if config.get("size_probe") else "")
-                     + f", rescales the image by a factor in [{config['scale_limits'][0]:g}, "
-                     f"{config['scale_limits'][1]:g}], predicts, and resizes the "
+                     + (f" (first at {settings.size_probe:g} x scale, for large nuclei)"
+                        if settings.size_probe else "")
+                     + f", rescales the image by a factor in [{settings.scale_limits[0]:g}, "
+                     f"{settings.scale_limits[1]:g}], predicts, and resizes the "
                      f"probabilities back to the native size. The package runs the network at "
                      f"the scale it is given: rescale your image so that nuclei are about "
                      f"{target:g} px across first.")
-    if config.get("tta", True):
+    if settings.tta:
         steps.append("**Test-time augmentation.** nucseg averages the probabilities of the 8 "
                      "rotations and flips of the image (each mapped back). The package makes "
                      "one prediction.")
@@ -414,8 +415,9 @@ def _doc_test_tensors_and_licence(info: dict) -> list[str]:
 def _documentation(config: dict, info: dict) -> str:
     """The package's README.md: what the network does, its tensors, the steps of nucseg's
     prediction that are not in the package, the published scores, the licence."""
-    steps = _doc_preprocessing_steps(config) + [_doc_labels_step(config)]
-    lines = _doc_introduction(config, info) + _doc_input_output(config, info)
+    settings = ModelSettings.of(config)
+    steps = _doc_preprocessing_steps(settings) + [_doc_labels_step(config)]
+    lines = _doc_introduction(settings, info) + _doc_input_output(settings, info)
     lines += [f"{i}. {s}" for i, s in enumerate(steps, 1)]
     lines += _doc_nucseg_itself(info) + _doc_validation(info)
     lines += _doc_test_tensors_and_licence(info)
@@ -435,9 +437,10 @@ def _weight_formats(weights, out: Path) -> tuple:
 
 def _package_info(model_path: Path, config: dict) -> dict:
     """What the documentation and the description say about the model file."""
+    settings = ModelSettings.of(config)
     fingerprint = runs.file_fingerprint(model_path)
-    names = [CHANNEL_NAMES.get(t, str(t)) for t in config["targets"]]
-    dataset = config.get("dataset") or "unknown data"
+    names = [CHANNEL_NAMES.get(t, str(t)) for t in settings.targets]
+    dataset = settings.other.get("dataset") or "unknown data"
     synthetic = "synthetic" in str(dataset).lower()
     if synthetic:
         dataset = "nucseg's built-in synthetic set"
@@ -445,15 +448,16 @@ def _package_info(model_path: Path, config: dict) -> dict:
             "dataset": dataset, "synthetic": synthetic,
             "results": _results(model_path),
             "validation": _validation_results(model_path)}
-    backbone = str(config["backbone"])
+    backbone = str(settings.backbone)
     info["name"] = f"nucseg U-Net {backbone} nuclei" + (" (SYNTHETIC test)"
                                                        if info["synthetic"] else "")
     return info
 
 
-def _test_size(config: dict) -> int:
+def _test_size(settings: ModelSettings | dict) -> int:
     """The side of the test image: the network's input size for a model that resizes."""
-    return int(config["input_size"]) if config.get("input_mode") == "resize" else TEST_SIZE
+    settings = ModelSettings.of(settings)
+    return int(settings.input_size) if settings.input_mode == "resize" else TEST_SIZE
 
 
 def _write_test_tensors(stage: Path, model, config: dict, norm: str, info: dict):
@@ -472,10 +476,10 @@ def _write_test_tensors(stage: Path, model, config: dict, norm: str, info: dict)
     return raw, prob
 
 
-def _write_cover_of_pipeline(stage: Path, model: NucleusModel, config: dict, raw, prob) -> None:
+def _write_cover_of_pipeline(stage: Path, model: NucleusModel, raw, prob) -> None:
     """cover.png: the test image, the package's output and the labels of nucseg's pipeline."""
     labels = model.postprocess(model.predict_probabilities(raw, tta=model.settings.tta))
-    _cover(stage / "cover.png", raw, prob[0], labels, config)
+    _cover(stage / "cover.png", raw, prob[0], labels)
 
 
 def _weight_entries(v, tf, stage: Path, model, weights: tuple, info: dict) -> dict:
@@ -512,9 +516,9 @@ def _weight_entries(v, tf, stage: Path, model, weights: tuple, info: dict) -> di
 def _input_descr(v, stage: Path, config: dict, norm: str):
     """The input tensor: RGB, any size from 96 px in steps of 32 (or the one size of a model
     that resizes), with the pre-processing the format can express."""
-    resize = config.get("input_mode") == "resize"
-    if resize:
-        y_size = x_size = int(config["input_size"])
+    settings = ModelSettings.of(config)
+    if settings.input_mode == "resize":
+        y_size = x_size = int(settings.input_size)
     else:
         y_size = v.ParameterizedSize(min=MIN_SIZE, step=STEP)
         x_size = v.ParameterizedSize(min=MIN_SIZE, step=STEP)
@@ -538,7 +542,7 @@ def _input_descr(v, stage: Path, config: dict, norm: str):
 
 def _output_descr(v, stage: Path, config: dict, names: list):
     """The output tensor: the probabilities, the size of the input (with a halo for tiling)."""
-    resize = config.get("input_mode") == "resize"
+    resize = ModelSettings.of(config).input_mode == "resize"
 
     def out_axis(a):
         ref = v.SizeReference(tensor_id=v.TensorId(INPUT_ID), axis_id=v.AxisId(a))
@@ -558,7 +562,8 @@ def _output_descr(v, stage: Path, config: dict, names: list):
 
 def _model_config(v, model, config: dict, info: dict):
     """The description's config: bioimage.io's fields and nucseg's own."""
-    backbone, names = str(config["backbone"]), info["channel_names"]
+    settings = ModelSettings.of(config)
+    backbone, names = str(settings.backbone), info["channel_names"]
     size = _test_size(config)
     return v.Config(
         bioimageio=v.BioimageioConfig(
@@ -566,14 +571,14 @@ def _model_config(v, model, config: dict, info: dict):
             architecture_description=(
                 f"segmentation_models 1.0.1 Unet('{backbone}', classes={len(names)}, "
                 f"activation='sigmoid', decoder_filters="
-                f"{tuple(config.get('decoder_filters') or DECODER_FILTERS)}), "
+                f"{tuple(settings.decoder_filters)}), "
                 f"tf.keras"),
             modality="light microscopy (fluorescence, brightfield, H&E)",
             target_structure=["cell nucleus"],
             task="segmentation (per-pixel probabilities)",
             out_of_scope_use=(
                 "Images whose nuclei are far from "
-                f"{config.get('target_diameter') or 'the training'} px across, or "
+                f"{settings.target_diameter or 'the training'} px across, or "
                 "bright-background images, without the steps the documentation "
                 "lists; 3-D stacks; anything but cell nuclei."),
             model_parameter_count=int(model.count_params())),
@@ -587,7 +592,8 @@ def _model_config(v, model, config: dict, info: dict):
 
 def _model_descr(v, stage: Path, model, config: dict, info: dict, norm: str, entries: dict):
     """The whole description (rdf.yaml) of the package staged in ``stage``."""
-    backbone, names, dataset = str(config["backbone"]), info["channel_names"], info["dataset"]
+    backbone, names, dataset = (str(ModelSettings.of(config).backbone), info["channel_names"],
+                                info["dataset"])
     description = (
         f"Cell nucleus segmentation in 2-D microscopy (fluorescence, brightfield, H&E): a "
         f"U-Net ({backbone} encoder) giving the probability of nucleus"
@@ -649,7 +655,7 @@ def export_package(model_path, out, weights=WEIGHT_FORMATS, overwrite: bool = Fa
         log("test image and its prediction")
         raw, prob = _write_test_tensors(stage, model, config, norm, info)
         log("cover (nucseg's whole pipeline on the test image)")
-        _write_cover_of_pipeline(stage, nucleus, config, raw, prob)
+        _write_cover_of_pipeline(stage, nucleus, raw, prob)
         runs.write_text(stage / "README.md", _documentation(config, info))
         log("weights: " + ", ".join(weights))
         with quiet.tensorflow_logs():  # the SavedModel writer's own lines

@@ -1,7 +1,8 @@
 """One pass of the network over one normalised image, at the image's own size.
 
 In: a :class:`nucseg_utils.model.NucleusModel` (its engine runs the pass) or a bare Keras
-network (as training's validation calls it), a normalised (H, W, 3) image, the model's config.
+network (as training's validation calls it), a normalised (H, W, 3) image, the model's settings
+(:class:`~nucseg_utils.core.settings.ModelSettings`, or its config dict).
 Out: probabilities (H, W, n_targets) at that size. Fully convolutional (``crop``) models see
 the image padded to a multiple of 32, and images larger than a tile in overlapping tiles whose
 probabilities are blended (memory bounded by the tile); the paper's ``resize`` models see it
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nucseg_utils.core.settings import ModelSettings
 from nucseg_utils.inference.preprocessing import pad_to_multiple, resize_image
 
 
@@ -22,18 +24,20 @@ def _forward(model, batch: np.ndarray) -> np.ndarray:
     return model(batch, training=False).numpy()
 
 
-def predict_batch(model, images: list, config: dict, tile: int = 1024) -> list:
+def predict_batch(model, images: list, settings: ModelSettings | dict,
+                  tile: int = 1024) -> list:
     """Probabilities of several normalised images of one shape; one forward pass when they
     fit a tile (TTA's variants), else one :func:`forward_pass` call each."""
+    settings = ModelSettings.of(settings)
     h, w = images[0].shape[:2]
-    if config.get("input_mode") == "resize" or h > tile or w > tile or len(images) == 1:
-        return [forward_pass(model, im, config, tile) for im in images]
+    if settings.input_mode == "resize" or h > tile or w > tile or len(images) == 1:
+        return [forward_pass(model, im, settings, tile) for im in images]
     batch = np.stack([pad_to_multiple(im, 32)[0] for im in images])
     return list(_forward(model, batch)[:, :h, :w])
 
 
-def forward_pass(model, image: np.ndarray, config: dict, tile: int = 1024,
-                          overlap: int = 64) -> np.ndarray:
+def forward_pass(model, image: np.ndarray, settings: ModelSettings | dict, tile: int = 1024,
+                 overlap: int = 64) -> np.ndarray:
     """Probabilities (H, W, n_targets) for one normalised (H, W, 3) image at its own size.
 
     ``resize`` models (the paper's) see the image resized to input_size; their probabilities
@@ -42,9 +46,10 @@ def forward_pass(model, image: np.ndarray, config: dict, tile: int = 1024,
     images larger than ``tile`` pixels on a side are predicted in overlapping tiles, so memory
     stays bounded whatever the image size.
     """
+    settings = ModelSettings.of(settings)
     h, w = image.shape[:2]
-    if config.get("input_mode") == "resize":
-        s = config["input_size"]
+    if settings.input_mode == "resize":
+        s = settings.input_size
         small = resize_image(image, (s, s))
         prob = _forward(model, small[None])[0]
         return resize_image(prob, (h, w))

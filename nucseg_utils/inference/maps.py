@@ -50,14 +50,14 @@ def tta_disagreement(model, image: np.ndarray) -> dict:
     ``variants`` [(name, nucleus probability)], their ``mean`` and ``std`` (pixel-wise),
     ``mean_std`` (one number), and the scale ``steps`` of
     :func:`nucseg_utils.inference.scale.predict_scaled` (first-pass nucleus size, factor)."""
-    config = model.config
-    img = normalize(image, config["normalization"])
-    _, steps = predict_scaled(model, img, config, tta=False, return_steps=True)
+    settings = model.settings
+    img = normalize(image, settings.normalization)
+    _, steps = predict_scaled(model, img, settings, tta=False, return_steps=True)
     passes = steps.get("passes") or []
     factor = float(passes[-1]["next"] if passes else steps["factor"])  # TTA's final factor
     h, w = img.shape[:2]
     out = []
-    for name, p in variant_predictions(model, rescale_image(img, factor), config):
+    for name, p in variant_predictions(model, rescale_image(img, factor), settings):
         if p.shape != (h, w):
             p = resize_image(p[..., None], (h, w))[..., 0]
         out.append((name, np.clip(p, 0, 1)))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from nucseg_utils.core.settings import ModelSettings
 from nucseg_utils.inference.preprocessing import resize_image
 from nucseg_utils.inference.tta import predict
 
@@ -29,7 +30,7 @@ from nucseg_utils.inference.tta import predict
 # (a disc gives 6: its mean distance to the edge is a third of its radius; real nuclei touch
 # and are not round). Measured with the true masks; see tests/test_scale.py.
 EDT_TO_DIAMETER = 5.0
-DEFAULT_LIMITS = (0.25, 2.0)
+DEFAULT_LIMITS = ModelSettings.scale_limits
 # The nucleus probability above which a first pass counts as foreground for the size estimate.
 # Fixed, not the model's calibrated mask ``threshold``: the calibration chooses that threshold
 # on probabilities that must not depend on it (they did until this constant: a model
@@ -85,55 +86,58 @@ def rescale_image(image: np.ndarray, factor: float) -> np.ndarray:
     return resize_image(antialias(image, factor), shape)
 
 
-def probe_diameter(model, image: np.ndarray, config: dict, probe: float) -> float:
+def probe_diameter(model, image: np.ndarray, settings: ModelSettings | dict,
+                   probe: float) -> float:
     """Nucleus diameter (native px) estimated from one pass without TTA at scale ``probe``.
 
     At native scale the network imposes the size it was trained on: nuclei of 40-60 px come
     out fragmented and are estimated at about 25 px (``benchmarks/scale_estimate.md``, on
     validation images). Seen at half scale they are estimated well, while small nuclei are
-    then overestimated. So with ``size_probe`` in the config, :func:`predict_scaled` trusts
+    then overestimated. So with a ``size_probe`` setting, :func:`predict_scaled` trusts
     the probe only when the nuclei it sees are at least the standard size at that scale."""
-    q = predict(model, rescale_image(image, probe), config, tta=False)
+    q = predict(model, rescale_image(image, probe), settings, tta=False)
     return mask_diameter(q[..., 0] > SIZE_THRESHOLD) / probe
 
 
-def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
+def predict_scaled(model, image: np.ndarray, settings: ModelSettings | dict, tta: bool = True,
                    return_steps: bool = False):
     """Native-size probabilities for one normalised image, predicted at the model's standard
     nucleus size.
 
-    Without a ``target_diameter`` in ``config`` this is :func:`nucseg_utils.inference.tta.predict`. With
-    one: a first pass without TTA at native scale gives a foreground whose size sets a factor;
-    when that factor is far from 1 a second pass at the new scale refines the estimate (a
-    network sees nuclei far from its standard size badly, so the first estimate is rough);
-    then the final prediction (with TTA when ``tta``) at that scale, resized back
-    (:func:`predict_at`). A ``tta_scales`` list in ``config`` (none by default) makes that
-    final TTA prediction at the factor times each of its scales, averaged at native size
+    ``settings``: the model's (:class:`~nucseg_utils.core.settings.ModelSettings`, or its
+    config dict). Without a ``target_diameter`` this is
+    :func:`nucseg_utils.inference.tta.predict`. With one: a first pass without TTA at
+    native scale gives a foreground whose size sets a factor; when that factor is far from 1
+    a second pass at the new scale refines the estimate (a network sees nuclei far from its
+    standard size badly, so the first estimate is rough); then the final prediction (with
+    TTA when ``tta``) at that scale, resized back (:func:`predict_at`). A ``tta_scales``
+    setting (none by default) makes that final TTA prediction at the factor times each of
+    its scales, averaged at native size
     (test-time scaling; measured in ``benchmarks/tta_scales.md``: it did not pay for the
     committed model).
 
-    A ``diameter`` in ``config`` (the nuclei's size in native pixels, given by the user) sets
+    A ``diameter`` setting (the nuclei's size in native pixels, given by the user) sets
     the factor without any size pass.
 
     ``return_steps`` also returns a dict of the passes (diameters, factors, first-pass map)
     and the ``spread`` of the TTA variants' nucleus probability at native size (zero without
     TTA; :func:`nucseg_utils.inference.tta.predict`).
     """
-    target = config.get("target_diameter")
-    if not target:
+    settings = ModelSettings.of(settings)
+    if not settings.target_diameter:
         if not return_steps:
-            return predict(model, image, config, tta=tta)
-        prob, spread = predict(model, image, config, tta=tta, spread=True)
+            return predict(model, image, settings, tta=tta)
+        prob, spread = predict(model, image, settings, tta=tta, spread=True)
         return prob, {"factor": 1.0, "passes": [], "spread": spread}
-    factor, passes, first, p = _size_passes(model, image, config, tta)
+    factor, passes, first, p = _size_passes(model, image, settings, tta)
     spread = None
     if p is not None and not tta:  # the last size pass stands as the prediction
         prob = np.clip(resize_image(p, image.shape[:2]) if p.shape[:2] != image.shape[:2]
                        else p, 0.0, 1.0)
     elif return_steps:
-        prob, spread = predict_at(model, image, config, factor, tta, spread=True)
+        prob, spread = predict_at(model, image, settings, factor, tta, spread=True)
     else:
-        prob = predict_at(model, image, config, factor, tta)
+        prob = predict_at(model, image, settings, factor, tta)
     if return_steps:
         if spread is None:
             spread = np.zeros(prob.shape[:2], np.float32)
@@ -141,28 +145,32 @@ def predict_scaled(model, image: np.ndarray, config: dict, tta: bool = True,
     return prob
 
 
-def estimate_factor(model, image: np.ndarray, config: dict, tta: bool = True) -> float:
+def estimate_factor(model, image: np.ndarray, settings: ModelSettings | dict,
+                    tta: bool = True) -> float:
     """The rescaling factor :func:`predict_scaled` predicts ``image`` at (1 without a
-    ``target_diameter``), from its size passes alone: ``predict_at(model, image, config,
-    estimate_factor(model, image, config, tta), tta)`` is ``predict_scaled(model, image,
-    config, tta)``. :mod:`nucseg_utils.big` estimates it once per image and predicts every
+    ``target_diameter``), from its size passes alone: ``predict_at(model, image, settings,
+    estimate_factor(model, image, settings, tta), tta)`` is ``predict_scaled(model, image,
+    settings, tta)``. :mod:`nucseg_utils.big` estimates it once per image and predicts every
     tile at it."""
-    if not config.get("target_diameter"):
+    settings = ModelSettings.of(settings)
+    if not settings.target_diameter:
         return 1.0
-    return _size_passes(model, image, config, tta)[0]
+    return _size_passes(model, image, settings, tta)[0]
 
 
-def predict_at(model, image: np.ndarray, config: dict, factor: float,
+def predict_at(model, image: np.ndarray, settings: ModelSettings | dict, factor: float,
                tta: bool = True, spread: bool = False):
     """Native-size probabilities for one normalised image predicted at a given rescaling
-    ``factor`` (with TTA when ``tta``; and, with TTA, at ``factor`` times each of the config's
-    ``tta_scales``, averaged), resized back to the image's size and clipped to [0, 1]. With
-    ``spread``: (that map, the TTA variants' spread at native size, averaged over the scales)."""
+    ``factor`` (with TTA when ``tta``; and, with TTA, at ``factor`` times each of the
+    settings' ``tta_scales``, averaged), resized back to the image's size and clipped to
+    [0, 1]. With ``spread``: (that map, the TTA variants' spread at native size, averaged
+    over the scales)."""
+    settings = ModelSettings.of(settings)
     h, w = image.shape[:2]
     prob = sd = None
-    scales = (config.get("tta_scales") or [1.0]) if tta else [1.0]
+    scales = (settings.tta_scales or [1.0]) if tta else [1.0]
     for s in scales:
-        out = predict(model, rescale_image(image, factor * s), config, tta=tta, spread=spread)
+        out = predict(model, rescale_image(image, factor * s), settings, tta=tta, spread=spread)
         q, d = out if spread else (out, None)
         if q.shape[:2] != (h, w):
             q = resize_image(q, (h, w))
@@ -174,23 +182,22 @@ def predict_at(model, image: np.ndarray, config: dict, factor: float,
     return (prob, np.clip(sd, 0.0, 1.0)) if spread else prob
 
 
-def _size_passes(model, image: np.ndarray, config: dict, tta: bool):
+def _size_passes(model, image: np.ndarray, settings: ModelSettings, tta: bool):
     """The size passes of :func:`predict_scaled` (a model with a ``target_diameter``):
     (the factor of the final prediction, the passes, the first pass's map, the last pass's
     map when it stands as the prediction without TTA, else None)."""
-    target = config["target_diameter"]
-    limits = tuple(config.get("scale_limits", DEFAULT_LIMITS))
-    if config.get("diameter"):  # the nuclei's size given (nucseg predict --diameter): no pass
-        return scale_factor(float(config["diameter"]), target, limits), [], None, None
+    target, limits = settings.target_diameter, tuple(settings.scale_limits)
+    if settings.diameter:  # the nuclei's size given (nucseg predict --diameter): no pass
+        return scale_factor(float(settings.diameter), target, limits), [], None, None
     passes, factor, first, p = [], 1.0, None, None
-    probe = config.get("size_probe")
+    probe = settings.size_probe
     if probe:  # large nuclei: a coarse look first (see :func:`probe_diameter`)
-        d = probe_diameter(model, image, config, probe)
+        d = probe_diameter(model, image, settings, probe)
         if d * probe >= target:
             factor = scale_factor(d, target, limits)
             passes.append({"factor": probe, "diameter": d, "next": factor})
     for _ in range(0 if passes else 2):
-        p = predict(model, rescale_image(image, factor), config, tta=False)
+        p = predict(model, rescale_image(image, factor), settings, tta=False)
         first = p if first is None else first
         d = mask_diameter(p[..., 0] > SIZE_THRESHOLD) / factor  # in native pixels
         new = scale_factor(d, target, limits) if d > 0 else factor

@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import io
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ import numpy as np
 from nucseg_utils import postprocessing
 from nucseg_utils.core import runs
 from nucseg_utils.core import settings as core_settings
+from nucseg_utils.core.settings import ModelSettings
 from nucseg_utils.data.dsb import to_rgb_float
 from nucseg_utils.inference.preprocessing import normalize
 from nucseg_utils.inference.quality import image_quality
@@ -43,7 +43,8 @@ __all__ = [
     "COMMITTED", "CPU_MODEL", "DECODER_FILTERS", "DEFAULT_MODEL", "MODEL_KEYS",
     "RECORD_KEYS", "RELEASE_MODEL", "REPO", "USER_KEYS", "ModelError", "ModelSettings",
     "NucleusModel",
-    "build_model", "committed_model", "compile_model", "control_changes", "loss_for",
+    "build_model", "committed_model", "compile_model", "control_changes", "fresh_network",
+    "loss_for",
     "mask_f1", "mask_iou", "model_config", "model_file", "read_calibration", "read_config",
     "read_model_file", "read_training_config", "save_calibration", "save_model",
     "segmentation_models", "tf_setup", "update_config"
@@ -322,12 +323,11 @@ class NucleusModel:
         model = NucleusModel.load()                      # the committed cpu model
         labels, details = model.predict_instances(image)
 
-    ``settings`` (a :class:`ModelSettings`) says how it pre- and post-processes, ``config`` is
-    the same as the plain dict saved in the model file (what the low-level functions of
-    :mod:`nucseg_utils.inference.scale`, :mod:`nucseg_utils.inference.tta` and :mod:`nucseg_utils.postprocessing`
-    read), ``engine`` the registered engine (:mod:`nucseg_utils.model.engines`) that runs its
-    forward passes, ``keras`` the network itself (built when first asked for, if the engine
-    did not need it)."""
+    ``settings`` (a :class:`ModelSettings`) says how it pre- and post-processes (what the
+    functions of :mod:`nucseg_utils.inference` read), ``config`` the same as the plain dict
+    saved in the model file, ``engine`` the registered engine
+    (:mod:`nucseg_utils.model.engines`) that runs its forward passes, ``keras`` the network
+    itself (built when first asked for, if the engine did not need it)."""
 
     def __init__(self, network, config: dict, engine: str | None = None, path=None,
                  _forward=None, overrides: dict | None = None):
@@ -343,7 +343,8 @@ class NucleusModel:
     @classmethod
     def load(cls, path=None, engine: str | None = None) -> "NucleusModel":
         """Rebuild a saved model: a model file, or the name of a committed one
-        (:func:`model_file`); ModelError names the file when it cannot be used. ``engine``: None is ``$NUCSEG_ENGINE``, else ``auto``."""
+        (:func:`model_file`); ModelError names the file when it cannot be used. ``engine``:
+        None is ``$NUCSEG_ENGINE``, else ``auto``."""
         path = model_file(path)
         config, weights = read_model_file(path)
         network, forward = _built(path, config, weights, engines.resolve(engine))
@@ -386,11 +387,11 @@ class NucleusModel:
         predicts an image. With ``spread``: (that map, the pixel-wise spread of the TTA
         variants' nucleus probability, zero without TTA)."""
         tta = self.settings.tta if tta is None else bool(tta)
-        img = normalize(to_rgb_float(image), self.config["normalization"])
+        img = normalize(to_rgb_float(image), self.settings.normalization)
         if not spread:
-            prob = predict_scaled(self, img, self.config, tta=tta)
+            prob = predict_scaled(self, img, self.settings, tta=tta)
             return prob.astype(np.float16).astype(np.float32)
-        prob, steps = predict_scaled(self, img, self.config, tta=tta, return_steps=True)
+        prob, steps = predict_scaled(self, img, self.settings, tta=tta, return_steps=True)
         return prob.astype(np.float16).astype(np.float32), steps["spread"]
 
     def postprocess(self, prob: np.ndarray, method: str | None = None) -> np.ndarray:
@@ -425,38 +426,6 @@ class NucleusModel:
                 f"engine {self.engine})")
 
 
-@dataclass(frozen=True)
-class ModelSettings:
-    """What a model file's config says about pre- and post-processing (the defaults are those
-    of a file that lacks the key). ``postprocessing`` holds the post-processing's settings
-    (:class:`nucseg_utils.postprocessing.PostprocessSettings`, its defaults written there);
-    ``other`` the rest (epoch, val_loss, profile, ...)."""
-    backbone: str
-    targets: tuple
-    decoder_filters: tuple = DECODER_FILTERS
-    input_mode: str = core_settings.Network.input_mode
-    input_size: int = core_settings.Network.input_size
-    normalization: str = core_settings.Network.normalization
-    target_diameter: float | None = None    # a file without it: images at native scale
-    scale_limits: tuple = core_settings.Inference.scale_limits
-    size_probe: float | None = None         # ... and no first look at another scale
-    tta: bool = core_settings.Inference.tta
-    train_splits: tuple = ()
-    postprocessing: postprocessing.PostprocessSettings = postprocessing.PostprocessSettings()
-    other: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_config(cls, config: dict) -> "ModelSettings":
-        names = {f.name for f in dataclasses.fields(cls)} - {"other", "postprocessing"}
-        pp = set(postprocessing.DEFAULTS)
-        known = {k: (tuple(v) if isinstance(v, list) else v)
-                 for k, v in config.items() if k in names and v is not None}
-        if config.get("target_diameter") is None:
-            known["target_diameter"] = None
-        return cls(**known, postprocessing=postprocessing.PostprocessSettings.from_config(config),
-                   other={k: v for k, v in config.items() if k not in names | pp})
-
-
 # networks built this process, by their architecture, weights and engine: a model file loaded
 # again (publishing and the notebooks load one model several times, its calibrated settings
 # rewritten in between) reuses its network and its engine's conversion (seconds each)
@@ -487,6 +456,16 @@ def _built(path, config: dict, weights: list, engine: str):
             _BUILT.popitem(last=False)
     _BUILT.move_to_end(key)
     return _BUILT[key]
+
+
+def fresh_network(path=None):
+    """A new Keras network, with its weights, of a model file (or the name of a committed
+    model, :func:`model_file`): the caller's own, to change freely (the network of
+    :meth:`NucleusModel.load` is shared by every load of the file in this process).
+    ModelError names the file when it cannot be built."""
+    path = model_file(path)
+    config, weights = read_model_file(path)
+    return _rebuild(path, config, weights)
 
 
 def _rebuild(path, config: dict, weights: list):

@@ -560,7 +560,7 @@ def run_settings(model: NucleusModel, source, opts: PredictOptions) -> tuple[dic
             # every setting the labels were made with: the model's, with the controls
             "postprocessing": {**postprocessing.settings(model.config),
                                "postprocess": opts.method},
-            "diameter": model.config.get("diameter")}
+            "diameter": model.settings.diameter}
     return settings, info
 
 
