@@ -1,6 +1,7 @@
 """4. Training throughput: images/s of the input pipeline (``PatchSampler.batch``) vs
-Keras' ``ImageDataGenerator`` with the paper's arguments, and of a training step of the cpu
-profile's model."""
+Keras' ``ImageDataGenerator`` with the paper's arguments, of a training step of the cpu
+profile's model, and of steps fed as training feeds them (batches made in turn, on a CPU) or
+by tf.data's prefetch (on a GPU)."""
 from __future__ import annotations
 
 import time
@@ -15,7 +16,7 @@ from nucseg_utils import data as data_mod
 from nucseg_utils import model as model_mod
 from nucseg_utils.core.profiles import get_profile
 from nucseg_utils.inference.preprocessing import normalize, resize_image, resize_labels
-from nucseg_utils.training.augmentation import PatchSampler
+from nucseg_utils.training.augmentation import PatchSampler, step_batches
 
 NAME = "training"
 TITLE = "4. Training throughput"
@@ -98,8 +99,8 @@ def pipelines(ctx: Context, samples, labels, cpu: dict, paper: dict):
 
 
 def training_step(ctx: Context, cpu: dict, sampler, first_batch):
-    """(seconds of the first step, mean seconds of the next steps) of ``train_on_batch`` on
-    the cpu profile's model."""
+    """(seconds of the first step, mean seconds of the next steps, the network) of
+    ``train_on_batch`` on the cpu profile's model."""
     ctx.log("training: train_on_batch of the cpu profile's model")
     model_mod.tf_setup()
     net = model_mod.compile_model(model_mod.build_model(cpu), cpu)
@@ -112,10 +113,25 @@ def training_step(ctx: Context, cpu: dict, sampler, first_batch):
     t0 = time.perf_counter()
     for xb, yb in batches:
         net.train_on_batch(xb, yb)
-    return first, (time.perf_counter() - t0) / steps
+    return first, (time.perf_counter() - t0) / steps, net
 
 
-def describe(nb, n_samples, cpu, steps, first, table, step_rate, step_sec, ratio, share):
+def fed_steps(ctx: Context, net, sampler, steps: int) -> dict:
+    """Mean seconds per training step when each step's batch is made in turn (what training
+    does on a CPU) and when tf.data's prefetch makes them ahead (what it does on a GPU):
+    ``augmentation.step_batches``, the same batches either way."""
+    out = {}
+    for gpu, name in ((False, "made in turn"), (True, "made ahead by tf.data")):
+        ctx.log(f"training: {steps} steps, batches {name}")
+        t0 = time.perf_counter()
+        for xb, yb in step_batches(sampler, 2000, 2000 + steps, gpu=gpu):
+            net.train_on_batch(xb, yb)
+        out[name] = (time.perf_counter() - t0) / steps
+    return out
+
+
+def describe(nb, n_samples, cpu, steps, first, table, step_rate, step_sec, ratio, share,
+             fed):
     """The report's paragraphs and table."""
     return [
         f"Images per second of the input pipeline alone (one thread, {nb} batches, on "
@@ -135,10 +151,17 @@ def describe(nb, n_samples, cpu, steps, first, table, step_rate, step_sec, ratio
         "",
         f"Training step: **{fmt(step_rate)} images/s** ({1000 * step_sec:.0f} ms per "
         f"batch). The cpu pipeline makes **{ratio:.1f}x** as many images per second as the "
-        f"training step consumes, so with `augmentation.prefetch` (tf.data, batches made ahead of the step) it "
-        f"takes about {fmt(share, 2)}% of the time of a step: " +
+        f"training step consumes: making a batch takes about {fmt(share, 2)}% of the time "
+        f"of a step: " +
         ("it is not the bottleneck." if ratio >= PIPELINE_RATIO_TARGET else
          f"below the {PIPELINE_RATIO_TARGET:g}x margin this benchmark asks for."),
+        "",
+        f"Steps fed as training feeds them (`augmentation.step_batches`, {steps} steps each, "
+        f"the same batches): each batch made in turn before its step, "
+        f"**{1000 * fed['made in turn']:.0f} ms per step** (what training does on a CPU); "
+        f"made ahead by tf.data's prefetch while the step runs, "
+        f"**{1000 * fed['made ahead by tf.data']:.0f} ms per step** (what it does with a "
+        f"GPU, where the CPU is free to make them; on this CPU the step needs both cores).",
     ]
 
 
@@ -154,8 +177,12 @@ def run(ctx: Context) -> Result:
     for name, rate in rates.items():
         res.add(NAME, f"input pipeline: {name}", rate, "images/s",
                 f"{nb} batches of {cpu['batch_size']}, one thread")
-    first, step_sec = training_step(ctx, cpu, sampler, cpu_batch)
+    first, step_sec, net = training_step(ctx, cpu, sampler, cpu_batch)
     steps = ctx.sizes["train_steps"]
+    fed = fed_steps(ctx, net, sampler, steps)
+    for name, sec in fed.items():
+        res.add(NAME, f"training step, batches {name}", 1000 * sec, "ms",
+                f"mean of {steps} steps of {cpu['batch_size']}x{cpu['input_size']}^2")
     step_rate = cpu["batch_size"] / step_sec
     res.add(NAME, "training step (cpu profile model)", step_rate, "images/s",
             f"{1000 * step_sec:.0f} ms per step of {cpu['batch_size']}x{cpu['input_size']}^2;"
@@ -174,5 +201,5 @@ def run(ctx: Context) -> Result:
                 f"a batch takes {1000 * cpu_sec:.0f} ms to make and "
                 f"{1000 * step_sec:.0f} ms to train on")
     res.md += describe(nb, len(samples), cpu, steps, first, table, step_rate, step_sec,
-                       ratio, share)
+                       ratio, share, fed)
     return res

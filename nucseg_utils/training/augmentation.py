@@ -10,8 +10,8 @@ zoom, shift and flips in a single interpolation, identically for the image (bili
 label image (nearest neighbour), so masks stay binary and no nucleus is dilated. The targets
 are computed *after* the transform from the transformed labels. The stream is a pure function
 of ``(seed, step)``: the same profile and seed give the same batches, and a resumed run
-continues the stream where it stopped. ``tf.data`` prepares batches ahead of the training
-step (``prefetch``).
+continues the stream where it stopped. With a GPU, ``tf.data`` prepares batches ahead of
+the training step (:func:`prefetch`); on a CPU they are made in turn (:func:`step_batches`).
 """
 from __future__ import annotations
 
@@ -214,6 +214,16 @@ def modality_weights(modalities, power: float) -> np.ndarray:
     mods = np.asarray(modalities)
     counts = {m: int((mods == m).sum()) for m in set(mods.tolist())}
     return np.array([counts[m] ** -power for m in mods], float)
+
+
+def step_batches(sampler: "PatchSampler", start: int, stop: int, gpu: bool):
+    """The batches of steps ``start`` to ``stop`` of ``sampler``, the same whichever way they
+    are made: ahead of the training step by :func:`prefetch` when it runs on a GPU (the
+    CPU is then free to make them), in turn when it runs on the CPU, where the step needs
+    both cores, and tf.data's pipeline beside it made every step slower than making its
+    batch first (``benchmarks/bench_training_throughput.py`` measures both ways)."""
+    batches = sampler.batches(start, stop)
+    return prefetch(batches) if gpu else batches
 
 
 def prefetch(batches, depth: int = 4):
