@@ -1,7 +1,7 @@
 """4. Training throughput: images/s of the input pipeline (``PatchSampler.batch``) vs
 Keras' ``ImageDataGenerator`` with the paper's arguments, of a training step of the cpu
-profile's model, and of steps fed as training feeds them (batches made in turn, on a CPU) or
-by tf.data's prefetch (on a GPU)."""
+profile's model, and of steps fed by ``augmentation.prefetch`` (as training feeds them) or
+with each batch made in turn."""
 from __future__ import annotations
 
 import time
@@ -16,7 +16,7 @@ from nucseg_utils import data as data_mod
 from nucseg_utils import model as model_mod
 from nucseg_utils.core.profiles import get_profile
 from nucseg_utils.inference.preprocessing import normalize, resize_image, resize_labels
-from nucseg_utils.training.augmentation import PatchSampler, step_batches
+from nucseg_utils.training.augmentation import PatchSampler, prefetch
 
 NAME = "training"
 TITLE = "4. Training throughput"
@@ -117,14 +117,15 @@ def training_step(ctx: Context, cpu: dict, sampler, first_batch):
 
 
 def fed_steps(ctx: Context, net, sampler, steps: int) -> dict:
-    """Mean seconds per training step when each step's batch is made in turn (what training
-    does on a CPU) and when tf.data's prefetch makes them ahead (what it does on a GPU):
-    ``augmentation.step_batches``, the same batches either way."""
+    """Mean seconds per training step when ``augmentation.prefetch`` makes the batches ahead
+    (what training does) and when each step's batch is made in turn: the same batches."""
     out = {}
-    for gpu, name in ((False, "made in turn"), (True, "made ahead by tf.data")):
+    for name, batches in (("made ahead (prefetch)", lambda: prefetch(sampler, 2000,
+                                                                      2000 + steps)),
+                          ("made in turn", lambda: sampler.batches(2000, 2000 + steps))):
         ctx.log(f"training: {steps} steps, batches {name}")
         t0 = time.perf_counter()
-        for xb, yb in step_batches(sampler, 2000, 2000 + steps, gpu=gpu):
+        for xb, yb in batches():
             net.train_on_batch(xb, yb)
         out[name] = (time.perf_counter() - t0) / steps
     return out
@@ -156,12 +157,11 @@ def describe(nb, n_samples, cpu, steps, first, table, step_rate, step_sec, ratio
         ("it is not the bottleneck." if ratio >= PIPELINE_RATIO_TARGET else
          f"below the {PIPELINE_RATIO_TARGET:g}x margin this benchmark asks for."),
         "",
-        f"Steps fed as training feeds them (`augmentation.step_batches`, {steps} steps each, "
-        f"the same batches): each batch made in turn before its step, "
-        f"**{1000 * fed['made in turn']:.0f} ms per step** (what training does on a CPU); "
-        f"made ahead by tf.data's prefetch while the step runs, "
-        f"**{1000 * fed['made ahead by tf.data']:.0f} ms per step** (what it does with a "
-        f"GPU, where the CPU is free to make them; on this CPU the step needs both cores).",
+        f"Steps fed as training feeds them, the batches made ahead by "
+        f"`augmentation.prefetch` (Keras' `OrderedEnqueuer`, one worker thread) while the "
+        f"step runs: **{1000 * fed['made ahead (prefetch)']:.0f} ms per step**; each batch "
+        f"made in turn before its step: {1000 * fed['made in turn']:.0f} ms; the step alone "
+        f"(above): {1000 * step_sec:.0f} ms ({steps} steps each, the same batches).",
     ]
 
 

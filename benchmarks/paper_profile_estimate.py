@@ -22,7 +22,8 @@ weights), on the CPU, and counted.
   2-core CPU (1.28 s per ResNet-152 image at 256 px) implies a plausible CPU rate.
 - **Input pipeline.** The one part measured here: CPU seconds (process time, so the number
   holds on a busy machine) of ``PatchSampler.batch`` for the paper profile on random images
-  of the sizes DSB2018's stage1_train has. It runs ahead of the GPU step (tf.data's prefetch).
+  of the sizes DSB2018's stage1_train has. It runs ahead of the GPU step
+  (``augmentation.prefetch``: Keras' ``OrderedEnqueuer``, one worker thread).
 - **Checkpoint sizes.** ``checkpoint.npz`` holds the float32 weights and Adam's two moments;
   ``model.npz`` the float16 weights, compressed.
 
@@ -243,7 +244,7 @@ def time_lines(profile: dict, est: dict) -> list[str]:
             f"of {pipe['batch']} paper-profile samples (resize to {profile['input_size']} px, "
             f"rotation, shift, shear, zoom, flips) from random images of DSB2018's sizes in "
             f"{per:.2f} CPU s ({per / pipe['batch'] * 1000:.0f} ms per image; mean of "
-            f"{pipe['n_batches']} batches). It runs in one tf.data pipeline beside the step; "
+            f"{pipe['n_batches']} batches). It runs in one worker thread beside the step; "
             + ("it keeps up with the estimated GPU step." if per < fastest else
                f"that is slower than the estimated mixed-precision GPU step ({fastest:.2f} s), "
                f"so on Colab's 2 vCPUs the input pipeline, not the T4, may set the pace: "

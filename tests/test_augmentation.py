@@ -74,28 +74,38 @@ def test_modality_weights_favour_rare_modalities():
     assert np.allclose(aug.modality_weights(["f", "s", "s"], 0.0), 1)
 
 
-def test_prefetch_yields_everything_in_order_and_reraises_errors():
-    batches = [(np.full((2, 4, 4, 3), k, np.float32), np.full((2, 4, 4, 1), -k, np.float32))
-               for k in range(20)]
-    got = list(aug.prefetch(iter(batches), depth=2))
-    assert len(got) == 20
-    assert all(np.array_equal(x, a) and np.array_equal(y, b) for (x, y), (a, b) in zip(got, batches))
-    assert list(aug.prefetch(iter([]))) == []
+class _Batches:
+    """A stand-in sampler: batch k is filled with k; batch ``bad`` raises."""
 
-    def broken():
-        yield batches[0]
-        yield batches[1]
-        raise ValueError("bad batch")
+    def __init__(self, bad=None):
+        self.bad, self.made = bad, []
 
-    with pytest.raises(ValueError, match="bad batch"):
-        list(aug.prefetch(broken()))
+    def batch(self, step):
+        self.made.append(step)
+        if step == self.bad:
+            raise ValueError(f"bad batch {step}")
+        return (np.full((2, 4, 4, 3), step, np.float32), np.full((2, 4, 4, 1), -step, np.float32))
 
-    def interrupted():
-        yield batches[0]
-        raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        list(aug.prefetch(interrupted()))
+def test_prefetch_yields_every_step_in_order_and_reraises_errors():
+    import threading
+    import time
+    before = threading.active_count()
+    got = list(aug.prefetch(_Batches(), 3, 23, depth=2))
+    assert [int(x[0, 0, 0, 0]) for x, _ in got] == list(range(3, 23))
+    assert all(np.array_equal(y, -x[..., :1]) for x, y in got)
+    assert list(aug.prefetch(_Batches(), 5, 5)) == []
+    with pytest.raises(ValueError, match="bad batch 4"):
+        list(aug.prefetch(_Batches(bad=4), 0, 10))
+    # a generator closed early (a training stopped after an epoch) stops its worker
+    early = aug.prefetch(_Batches(), 0, 100, depth=2)
+    assert int(next(early)[0][0, 0, 0, 0]) == 0
+    early.close()
+    for _ in range(300):  # Keras' pool closes its threads once its last task is done
+        if threading.active_count() <= before:
+            break
+        time.sleep(0.1)
+    assert threading.active_count() <= before, [t.name for t in threading.enumerate()]
 
 
 def test_colour_examples_are_seeded_jitters_of_the_image():

@@ -572,8 +572,8 @@ def test_augmentation_stream_depends_only_on_the_seed_and_the_step():
     prof = profiles.get_profile("smoke", batch_size=2)
     a = augmentation.PatchSampler(images, labels, prof)
     b = augmentation.PatchSampler(images, labels, prof)
-    full = list(augmentation.step_batches(a, 0, 5, gpu=True))  # made ahead (tf.data)
-    resumed = list(augmentation.step_batches(b, 3, 5, gpu=False))  # in turn, resumed at 3
+    full = list(augmentation.prefetch(a, 0, 5))
+    resumed = list(augmentation.prefetch(b, 3, 5))  # as after a resume at step 3
     assert len(full) == 5 and len(resumed) == 2
     for (x1, y1), (x2, y2) in zip(full[3:], resumed, strict=True):
         assert np.array_equal(x1, x2) and np.array_equal(y1, y2)

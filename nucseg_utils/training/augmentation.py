@@ -10,8 +10,8 @@ zoom, shift and flips in a single interpolation, identically for the image (bili
 label image (nearest neighbour), so masks stay binary and no nucleus is dilated. The targets
 are computed *after* the transform from the transformed labels. The stream is a pure function
 of ``(seed, step)``: the same profile and seed give the same batches, and a resumed run
-continues the stream where it stopped. With a GPU, ``tf.data`` prepares batches ahead of
-the training step (:func:`prefetch`); on a CPU they are made in turn (:func:`step_batches`).
+continues the stream where it stopped. Keras' ``OrderedEnqueuer`` makes batches ahead of
+the training step (:func:`prefetch`).
 """
 from __future__ import annotations
 
@@ -216,49 +216,34 @@ def modality_weights(modalities, power: float) -> np.ndarray:
     return np.array([counts[m] ** -power for m in mods], float)
 
 
-def step_batches(sampler: "PatchSampler", start: int, stop: int, gpu: bool):
-    """The batches of steps ``start`` to ``stop`` of ``sampler``, the same whichever way they
-    are made: ahead of the training step by :func:`prefetch` when it runs on a GPU (the
-    CPU is then free to make them), in turn when it runs on the CPU, where the step needs
-    both cores, and tf.data's pipeline beside it made every step slower than making its
-    batch first (``benchmarks/bench_training_throughput.py`` measures both ways)."""
-    batches = sampler.batches(start, stop)
-    return prefetch(batches) if gpu else batches
-
-
-def prefetch(batches, depth: int = 4):
-    """Yield the items of ``batches`` (tuples of arrays, as :meth:`PatchSampler.batches`
-    gives) in order, ``depth`` items prepared ahead by a ``tf.data`` pipeline while the
-    training step runs. An error raised while making a batch is raised here as itself."""
+def prefetch(sampler: "PatchSampler", start: int, stop: int, depth: int = 4):
+    """Yield the batches of steps ``start`` to ``stop`` of ``sampler`` in order, up to
+    ``depth`` of them made ahead while the training step runs, by Keras' ``OrderedEnqueuer``
+    (one worker thread of its own; the batches are a pure function of seed and step, so they
+    are the same as :meth:`PatchSampler.batches` gives). An error raised while making a batch
+    is raised here as itself; closing the generator stops the worker.
+    (``benchmarks/bench_training_throughput.py`` measures a step fed this way against the
+    step alone and against batches made in turn.)"""
     import tensorflow as tf
-    first = next(batches, None)  # its shapes and dtypes make the pipeline's signature
-    if first is None:
+    if stop <= start:
         return
-    failed: list[BaseException] = []
 
-    def stream():
-        yield first
-        try:
-            yield from batches
-        except BaseException as err:  # noqa: BLE001 - tf.data wraps it: re-raised as itself
-            failed.append(err)
-            raise
+    class Steps(tf.keras.utils.Sequence):
+        def __len__(self):
+            return stop - start
 
-    spec = tuple(tf.TensorSpec((None, *np.shape(a)[1:]), np.asarray(a).dtype) for a in first)
-    # one thread of tf.data's own, not tuned: on two cores its default pool slowed the smoke
-    # trainings (the training step needs the cores; the batches are made by Python anyway)
-    options = tf.data.Options()
-    options.threading.private_threadpool_size = 1
-    options.threading.max_intra_op_parallelism = 1
-    options.autotune.enabled = False
-    pipeline = tf.data.Dataset.from_generator(stream, output_signature=spec).prefetch(
-        depth).with_options(options)
+        def __getitem__(self, index):
+            return sampler.batch(start + index)
+
+    enqueuer = tf.keras.utils.OrderedEnqueuer(Steps(), use_multiprocessing=False,
+                                              shuffle=False)
+    enqueuer.start(workers=1, max_queue_size=depth)
     try:
-        yield from pipeline.as_numpy_iterator()
-    except tf.errors.OpError:
-        if failed:
-            raise failed[0] from None
-        raise
+        made = enqueuer.get()  # endless (it starts over): take the steps asked for
+        for _ in range(stop - start):
+            yield next(made)
+    finally:
+        enqueuer.stop()
 
 
 def example_patches(images, labels, recipe: Recipe | dict, n: int = 8, seed: int = 0):

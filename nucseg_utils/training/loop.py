@@ -79,7 +79,7 @@ from nucseg_utils.postprocessing.methods import METHODS
 from nucseg_utils.training.augmentation import (
     PatchSampler,
     modality_weights,
-    step_batches,
+    prefetch,
     validation_set,
 )
 
@@ -626,8 +626,7 @@ def _train(tf, recipe: Recipe, run_dir, root, fingerprint, resume, progress,
         bar = progress_bar(total=total, initial=start_epoch * steps, desc="train", unit="step")
     t_start = time.time()
     elapsed_before = float(history[-1]["seconds"]) if history else 0.0
-    batches = step_batches(sampler, start_epoch * steps, total,
-                           gpu=bool(tf.config.list_physical_devices("GPU")))
+    batches = prefetch(sampler, start_epoch * steps, total)
     for epoch in range(start_epoch, epochs):
         t0 = time.time()
         logs = _train_epoch(model, step_fn, batches, recipe, epoch, steps, total, bar)
