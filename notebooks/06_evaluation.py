@@ -232,6 +232,7 @@ stairs = pd.read_csv(report.REPO / "benchmarks" / "paper_to_nucseg.csv")
 dsb = stairs[stairs["type"] == "all"].groupby(["scored", "step"], sort=False)["dsb"]
 report.readable(pd.DataFrame({"seeds": dsb.count()["validation"],
                               "validation DSB (mean)": dsb.mean()["validation"],
+                              "validation DSB (sd over seeds)": dsb.std()["validation"],
                               "stage1_test DSB (mean)": dsb.mean()["stage1_test"]}))
 
 # %% [markdown]

@@ -490,19 +490,21 @@ def test_the_staircase_changes_one_group_of_settings_per_trained_step():
 def test_the_staircase_report_gives_each_step_its_mean_and_lists_what_is_not_trained():
     import paper_to_nucseg as stairs
     rows = []
-    for step, seed, val, test in (("paper", 42, 0.40, 0.30), ("touching target", 42, 0.50, 0.38),
-                                  ("touching target", 43, 0.52, 0.40)):
+    for step, seed, val, test, minutes in (("paper", 42, 0.40, 0.30, 46.0),
+                                           ("touching target", 42, 0.50, 0.38, 46.0),
+                                           ("touching target", 43, 0.52, 0.40, 51.4)):
         for scored, dsb in (("validation", val), (stairs.vs.TEST, test)):
             for kind, value in (("fluorescence", dsb + 0.1), ("all", dsb)):
                 rows.append({"step": step, "seed": seed, "scored": scored, "type": kind,
                              "images": 5, "dsb": value, "recall": 0.5, "f1": 0.5,
-                             "setting": "postprocess paper", "train_minutes": 46.0})
+                             "setting": "postprocess paper", "train_minutes": minutes})
     md = stairs.report(pd.DataFrame(rows, columns=stairs.COLUMNS))
     staircase = next(b for b in md.split("\n\n") if b.startswith("| step |")).splitlines()
     line = {row.split(" | ")[0][2:]: row for row in staircase}
     assert "| 42 | 0.4000 | 0.3000 | 46 |" in line["paper"]
-    assert "| 42, 43 | 0.5100 ± 0.0141 | 0.3900 ± 0.0141 |" in line["touching target"]
+    assert "| 42, 43 | 0.5100 ± 0.0141 | 0.3900 ± 0.0141 | 46, 51 |" in line["touching target"]
     assert "not run" in line["native scale"]
+    assert "the 'touching target' step give a standard deviation of 0.0141 (2 seeds)" in md
     assert "| touching target | 0.610 | 0.510 |" in md  # per type, validation: the seeds' mean
     assert "train paper --seed 43`" in md and "train native --seed 42`" in md
     assert "train touching --seed 42`" not in md  # the committed cpu model is that run
@@ -530,10 +532,7 @@ def test_the_paper_rows_batchnorm_check_moves_the_statistics_and_nothing_else(
     assert stairs.model_of(stairs.PAPER_BN, 42, smoke_data) == (folder / "model.npz", folder)
     nets = []
     for path in (tmp_path / "paper-s42" / "model.npz", folder / "model.npz"):
-        config, weights = model_mod.read_model_file(path)
-        net = model_mod.build_model(config)
-        net.set_weights(weights)
-        nets.append(net)
+        nets.append(model_mod.fresh_network(path))
     moved = 0
     for before, after in zip(nets[0].layers, nets[1].layers):
         if type(before).__name__ == "BatchNormalization":
