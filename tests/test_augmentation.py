@@ -97,6 +97,18 @@ def test_prefetch_yields_every_step_in_order_and_reraises_errors():
     assert list(aug.prefetch(_Batches(), 5, 5)) == []
     with pytest.raises(ValueError, match="bad batch 4"):
         list(aug.prefetch(_Batches(bad=4), 0, 10))
+
+    class Interrupted(_Batches):  # an interruption while a batch is made
+        def batch(self, step):
+            if step == 2:
+                raise KeyboardInterrupt
+            return super().batch(step)
+
+    made = []
+    with pytest.raises(KeyboardInterrupt):
+        for x, _ in aug.prefetch(Interrupted(), 0, 10):
+            made.append(int(x[0, 0, 0, 0]))
+    assert made == [0, 1]
     # a generator closed early (a training stopped after an epoch) stops its worker
     early = aug.prefetch(_Batches(), 0, 100, depth=2)
     assert int(next(early)[0][0, 0, 0, 0]) == 0

@@ -233,7 +233,12 @@ def prefetch(sampler: "PatchSampler", start: int, stop: int, depth: int = 4):
             return stop - start
 
         def __getitem__(self, index):
-            return sampler.batch(start + index)
+            try:
+                return sampler.batch(start + index)
+            except Exception:
+                raise  # Keras hands it to get(), which raises it
+            except BaseException as err:  # noqa: BLE001 - e.g. KeyboardInterrupt: it would
+                return _Raised(err)       # end the worker and leave get() waiting forever
 
     enqueuer = tf.keras.utils.OrderedEnqueuer(Steps(), use_multiprocessing=False,
                                               shuffle=False)
@@ -241,9 +246,19 @@ def prefetch(sampler: "PatchSampler", start: int, stop: int, depth: int = 4):
     try:
         made = enqueuer.get()  # endless (it starts over): take the steps asked for
         for _ in range(stop - start):
-            yield next(made)
+            batch = next(made)
+            if isinstance(batch, _Raised):
+                raise batch.error
+            yield batch
     finally:
         enqueuer.stop()
+
+
+class _Raised:
+    """What a batch raised that is not an ``Exception``, carried to :func:`prefetch`."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
 
 
 def example_patches(images, labels, recipe: Recipe | dict, n: int = 8, seed: int = 0):
