@@ -5,6 +5,7 @@ import pytest
 
 from conftest import stub_model, stub_run
 from nucseg_utils.core import profiles, runs
+from nucseg_utils.core.settings import ModelSettings
 from nucseg_utils.evaluation import protocol
 from nucseg_utils.exports import publishing
 
@@ -153,8 +154,8 @@ def test_a_model_trained_on_stage1_test_is_published_with_validation_scores_only
         assert line in md
     assert not list((tmp_path / "runs" / "publish").glob("stage*"))  # no test split scored
     assert publishing.published_results(dest / "model.npz") == saved
-    info = modelzoo._package_info(dest / "model.npz", {"backbone": "resnet18",
-                                                       "targets": ["mask", "touching"]})
+    info = modelzoo._package_info(dest / "model.npz", ModelSettings(
+        backbone="resnet18", targets=("mask", "touching")))
     doc = "\n".join(modelzoo._doc_validation(info))
     assert "no untouched DSB2018 test set" in doc and f"DSB {val['dsb']:.4f}" in doc
 

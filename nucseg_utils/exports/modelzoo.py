@@ -110,9 +110,9 @@ def sample_image(size: int = TEST_SIZE, target: float = 20.0):
     return best[1], best[2], best[3]
 
 
-def describe_preprocessing(settings: ModelSettings | dict) -> str:
+def describe_preprocessing(settings: ModelSettings) -> str:
     """One sentence: the pre-processing of a model's settings that the package describes."""
-    if ModelSettings.of(settings).normalization == "unit":
+    if settings.normalization == "unit":
         return "none: the network takes the image as read, scaled to [0, 1] (8-bit / 255)"
     return (f"per image, the 1st and {PERCENTILES[1]:g}th percentiles of all channels together "
             f"are mapped to 0 and 1 (scale_range), then values are clipped to "
@@ -412,10 +412,10 @@ def _doc_test_tensors_and_licence(info: dict) -> list[str]:
     ]
 
 
-def _documentation(config: dict, info: dict) -> str:
+def _documentation(settings: ModelSettings, config: dict, info: dict) -> str:
     """The package's README.md: what the network does, its tensors, the steps of nucseg's
-    prediction that are not in the package, the published scores, the licence."""
-    settings = ModelSettings.of(config)
+    prediction that are not in the package (``config``: the model file's settings as saved,
+    whose post-processing it words), the published scores, the licence."""
     steps = _doc_preprocessing_steps(settings) + [_doc_labels_step(config)]
     lines = _doc_introduction(settings, info) + _doc_input_output(settings, info)
     lines += [f"{i}. {s}" for i, s in enumerate(steps, 1)]
@@ -435,9 +435,8 @@ def _weight_formats(weights, out: Path) -> tuple:
     return weights
 
 
-def _package_info(model_path: Path, config: dict) -> dict:
+def _package_info(model_path: Path, settings: ModelSettings) -> dict:
     """What the documentation and the description say about the model file."""
-    settings = ModelSettings.of(config)
     fingerprint = runs.file_fingerprint(model_path)
     names = [CHANNEL_NAMES.get(t, str(t)) for t in settings.targets]
     dataset = settings.other.get("dataset") or "unknown data"
@@ -454,17 +453,16 @@ def _package_info(model_path: Path, config: dict) -> dict:
     return info
 
 
-def _test_size(settings: ModelSettings | dict) -> int:
+def _test_size(settings: ModelSettings) -> int:
     """The side of the test image: the network's input size for a model that resizes."""
-    settings = ModelSettings.of(settings)
     return int(settings.input_size) if settings.input_mode == "resize" else TEST_SIZE
 
 
-def _write_test_tensors(stage: Path, model, config: dict, norm: str, info: dict):
+def _write_test_tensors(stage: Path, model, settings: ModelSettings, norm: str, info: dict):
     """The test tensors: a dark-background synthetic image as read, and the network's output
     after the described pre-processing (also as images for people). Sets ``info['seed']``;
     returns (image as read, output)."""
-    image, _, seed = sample_image(_test_size(config))
+    image, _, seed = sample_image(_test_size(settings))
     info["seed"] = seed
     raw = image.astype(np.float32) / 255.0
     if norm != "unit" and background_is_bright(raw):  # cannot happen: fluorescence
@@ -513,10 +511,9 @@ def _weight_entries(v, tf, stage: Path, model, weights: tuple, info: dict) -> di
     return entries
 
 
-def _input_descr(v, stage: Path, config: dict, norm: str):
+def _input_descr(v, stage: Path, settings: ModelSettings, norm: str):
     """The input tensor: RGB, any size from 96 px in steps of 32 (or the one size of a model
     that resizes), with the pre-processing the format can express."""
-    settings = ModelSettings.of(config)
     if settings.input_mode == "resize":
         y_size = x_size = int(settings.input_size)
     else:
@@ -540,9 +537,9 @@ def _input_descr(v, stage: Path, config: dict, norm: str):
         preprocessing=pre)
 
 
-def _output_descr(v, stage: Path, config: dict, names: list):
+def _output_descr(v, stage: Path, settings: ModelSettings, names: list):
     """The output tensor: the probabilities, the size of the input (with a halo for tiling)."""
-    resize = ModelSettings.of(config).input_mode == "resize"
+    resize = settings.input_mode == "resize"
 
     def out_axis(a):
         ref = v.SizeReference(tensor_id=v.TensorId(INPUT_ID), axis_id=v.AxisId(a))
@@ -560,11 +557,11 @@ def _output_descr(v, stage: Path, config: dict, names: list):
         sample_tensor=v.FileDescr(source=stage / "sample_output.tif"))
 
 
-def _model_config(v, model, config: dict, info: dict):
-    """The description's config: bioimage.io's fields and nucseg's own."""
-    settings = ModelSettings.of(config)
+def _model_config(v, model, settings: ModelSettings, config: dict, info: dict):
+    """The description's config: bioimage.io's fields and nucseg's own (``config``: the
+    model file's settings as saved)."""
     backbone, names = str(settings.backbone), info["channel_names"]
-    size = _test_size(config)
+    size = _test_size(settings)
     return v.Config(
         bioimageio=v.BioimageioConfig(
             architecture_type="U-Net",
@@ -590,9 +587,11 @@ def _model_config(v, model, config: dict, info: dict):
                                "shape": [size, size, 3]}})
 
 
-def _model_descr(v, stage: Path, model, config: dict, info: dict, norm: str, entries: dict):
+def _model_descr(v, stage: Path, model, nucleus: NucleusModel, info: dict, norm: str,
+                 entries: dict):
     """The whole description (rdf.yaml) of the package staged in ``stage``."""
-    backbone, names, dataset = (str(ModelSettings.of(config).backbone), info["channel_names"],
+    settings = nucleus.settings
+    backbone, names, dataset = (str(settings.backbone), info["channel_names"],
                                 info["dataset"])
     description = (
         f"Cell nucleus segmentation in 2-D microscopy (fluorescence, brightfield, H&E): a "
@@ -614,11 +613,11 @@ def _model_descr(v, stage: Path, model, config: dict, info: dict, norm: str, ent
         tags=["nuclei", "nucleus", "segmentation", "instance-segmentation", "unet",
               backbone, "dsb2018", "2d", "fluorescence-light-microscopy",
               "brightfield-microscopy", "tensorflow", "keras", "nucseg"],
-        inputs=[_input_descr(v, stage, config, norm)],
-        outputs=[_output_descr(v, stage, config, names)],
+        inputs=[_input_descr(v, stage, settings, norm)],
+        outputs=[_output_descr(v, stage, settings, names)],
         weights=v.WeightsDescr(**entries),
         version=__version__,
-        config=_model_config(v, model, config, info),
+        config=_model_config(v, model, settings, nucleus.config, info),
     )
 
 
@@ -647,21 +646,21 @@ def export_package(model_path, out, weights=WEIGHT_FORMATS, overwrite: bool = Fa
     with quiet.tensorflow_logs():  # TensorFlow's start-up lines, as nucseg predict
         nucleus = NucleusModel.load(model_path, engine="tensorflow")
         tf = tf_setup()
-    model, config = nucleus.keras, nucleus.config
-    info = _package_info(model_path, config)
+    model, settings = nucleus.keras, nucleus.settings
+    info = _package_info(model_path, settings)
 
     with tempfile.TemporaryDirectory(prefix="nucseg-bioimageio-") as tmp:
         stage = Path(tmp)
         log("test image and its prediction")
-        raw, prob = _write_test_tensors(stage, model, config, norm, info)
+        raw, prob = _write_test_tensors(stage, model, settings, norm, info)
         log("cover (nucseg's whole pipeline on the test image)")
         _write_cover_of_pipeline(stage, nucleus, raw, prob)
-        runs.write_text(stage / "README.md", _documentation(config, info))
+        runs.write_text(stage / "README.md", _documentation(settings, nucleus.config, info))
         log("weights: " + ", ".join(weights))
         with quiet.tensorflow_logs():  # the SavedModel writer's own lines
             entries = _weight_entries(v, tf, stage, model, weights, info)
         log("description")
-        descr = _model_descr(v, stage, model, config, info, norm, entries)
+        descr = _model_descr(v, stage, model, nucleus, info, norm, entries)
         log(f"package {out}")
         return write_package(descr, out)
 
