@@ -248,6 +248,53 @@ def _seed_spread(alls: pd.DataFrame) -> str:
             f"({val.count()[step]} seeds).")
 
 
+SPREAD = 0.011   # a step's validation DSB moves by this with the seed alone (the intro's)
+MIN_IMAGES = 10  # the image types a per-type gain or loss is told for
+
+
+def _changes(table: pd.DataFrame) -> list[str]:
+    """What each step does to the mean validation DSB of the one before (a gain or a loss
+    when it moves by more than :data:`SPREAD`), its stage1_test change beside it, the image
+    types it loses on, and where the paper's recipe beats the last step."""
+    val = table[table["scored"] == "validation"]
+    means = val.groupby(["step", "type"], sort=False)["dsb"].mean().unstack()
+    test = table[(table["scored"] == vs.TEST) & (table["type"] == "all")].groupby(
+        "step")["dsb"].mean()
+    images = val.groupby("type")["images"].max()
+    types = [t for t in images.index if t != "all" and images[t] >= MIN_IMAGES]
+    chain = [s for s, _, of in STEPS if of != PAPER_BN and s in means.index]
+    lines = []
+    for before, step in zip(chain, chain[1:]):
+        d = means.loc[step, "all"] - means.loc[before, "all"]
+        verdict = "a gain" if d > SPREAD else "a loss" if d < -SPREAD else \
+            "within the seed spread"
+        lost = [f"{t} {means.loc[step, t] - means.loc[before, t]:+.3f}" for t in types
+                if means.loc[step, t] - means.loc[before, t] < -SPREAD]
+        lines.append(f"- **{step}** after {before}: validation {d:+.4f} ({verdict}), "
+                     f"stage1_test {test.get(step, np.nan) - test.get(before, np.nan):+.4f}"
+                     + (f"; loses on {', '.join(lost)}" if lost else "") + ".")
+    check = STEPS[1][0]  # the paper's models with settled BatchNorm: a fairer floor
+    if len(chain) > 1 and check in means.index:
+        d = means.loc[chain[1], "all"] - means.loc[check, "all"]
+        lines.append(f"- **{chain[1]}** after {check} (the check row): validation {d:+.4f}, "
+                     f"stage1_test {test.get(chain[1], np.nan) - test.get(check, np.nan):+.4f}.")
+    if len(chain) > 1:
+        last = chain[-1]
+        papers = [s for s, _, of in STEPS[:2] if s in means.index]
+        better = [f"{t} ({p} {means.loc[p, t]:.3f} against {means.loc[last, t]:.3f})"
+                  for p in papers for t in types if means.loc[p, t] > means.loc[last, t]]
+        lines.append(f"- The paper's recipe (either of its rows) against the last step, on "
+                     f"each image type of {MIN_IMAGES} or more validation images: "
+                     + (f"better on {', '.join(better)}." if better else
+                        "better on none of them."))
+    if not lines:
+        return []
+    return ["", f"What each step does, on the mean validation DSB over its seeds (a gain or "
+            f"a loss when it moves by more than {SPREAD}; the per-type losses on the image "
+            f"types of {MIN_IMAGES} or more validation images; stage1_test beside it, "
+            f"choosing nothing):", "", *lines]
+
+
 def report(table: pd.DataFrame) -> str:
     """The staircase: one row per step (mean ± standard deviation over the seeds run), then
     the validation and test scores per image type, then what is left to train."""
@@ -260,7 +307,7 @@ def report(table: pd.DataFrame) -> str:
              "same 67 validation images (DSB at native resolution, 8-fold TTA, Kaggle's "
              "original masks). stage1_test is scored for every step and chooses nothing "
              "(`models/TEST_LEDGER.md`). One training of the `cpu` recipe varies by about "
-             "0.011 validation DSB with the seed (three earlier trainings of it, calibrated "
+             f"{SPREAD} validation DSB with the seed (three earlier trainings of it, calibrated "
              "without the object filters: 0.5655, 0.5446, 0.5581): a step within that of the "
              "one before has not shown an effect." +
              (f" {spread}" if spread else ""), "",
@@ -286,6 +333,7 @@ def report(table: pd.DataFrame) -> str:
                      f"{_mean(val['dsb'])} | {_mean(test['dsb'])} | "
                      f"{', '.join(f'{m:.0f}' for m in val['train_minutes'])} | "
                      f"{'; '.join(sorted(set(val['setting'])))} |")
+    lines += _changes(table)
     for scored in ("validation", vs.TEST):
         part = table[table["scored"] == scored]
         if part.empty:

@@ -20,6 +20,7 @@ first time, seconds from the cache):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -43,15 +44,16 @@ from nucseg_utils.training.loop import split_ids
 MODEL = REPO / "models" / "cpu" / "model.npz"
 MIN_TYPE = 10   # the smallest image type whose correlation is reported on its own
 BASELINE = "mean_prob_inside"  # the issue's baseline: the mean probability inside the nuclei
-# the candidate estimates: sets of signals, each fitted by least squares on the validation
-# images; of those whose leave-one-out rank correlation there is within TIE of the best, the
-# one of fewest signals is chosen (then the best of those)
-CANDIDATES = (("mean_prob_inside",), ("spread_inside",), ("stability",),
-              ("mean_prob_inside", "spread_inside"), ("spread_inside", "stability"),
-              ("mean_prob_inside", "spread_inside", "stability"),
-              ("spread_inside", "stability_2"),
-              ("mean_prob_inside", "spread_inside", "stability", "stability_2"))
+# the candidate estimates: every set of up to MAX_SIGNALS of the package's signals, each fitted
+# by least squares on the validation images; of those whose leave-one-out rank correlation
+# there is within TIE of the best, the one of fewest signals is chosen (then the best of those)
+MAX_SIGNALS = 3
+CANDIDATES = tuple(c for k in range(1, MAX_SIGNALS + 1)
+                   for c in itertools.combinations(quality.SIGNALS, k))
+# the signals that fall as the segmentation gets worse (ranked negated when alone)
+FALLING = ("spread_inside", "uncertain_share", "touching_inside")
 TIE = 0.01  # about the spread of a validation score between training seeds (profiles)
+SHOWN = 12  # candidates listed in the report
 FLAG_SHARE = 0.1  # check_below: the validation images' tenth percentile of the estimate
 
 
@@ -197,8 +199,11 @@ def report(table, choice, chosen, fitted, a) -> str:
               f"{int((table['subset'] == 'stage1_test').sum())} images, holding "
               f"{_flag_catch(table[table['subset'] == 'stage1_test'])} of its worst tenth.", "",
               "## The candidates (validation only)", "",
+              (f"Every set of up to {MAX_SIGNALS} of the {len(quality.SIGNALS)} signals: "
+               f"{len(choice)} candidates; the best {SHOWN} and the chosen one."), "",
               "| signals | leave-one-out rho |", "|---|---|"]
-    for rho, cols in sorted(choice, key=lambda c: -c[0]):
+    ranked = sorted(choice, key=lambda c: (-c[0], len(c[1])))
+    for rho, cols in [c for i, c in enumerate(ranked) if i < SHOWN or c[1] == chosen]:
         mark = " (chosen)" if cols == chosen else ""
         lines.append(f"| {', '.join(cols)}{mark} | {rho:.3f} |")
     lines += ["", "## Each signal alone", "",
@@ -206,7 +211,7 @@ def report(table, choice, chosen, fitted, a) -> str:
               " | worst tenth caught |", "|---|---|---|" + "---|" * len(types) + "---|"]
     for s in quality.SIGNALS:
         for subset, g in table.groupby("subset", sort=False):
-            sign = -1 if s == "spread_inside" else 1
+            sign = -1 if s in FALLING else 1
             r = rank_scores(g.assign(v=sign * g[s]), "v")
             lines.append(_row(f"{'-' if sign < 0 else ''}{s}", f"{subset} ({len(g)})", r, types))
     return "\n".join(lines) + "\n"

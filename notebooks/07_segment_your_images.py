@@ -145,25 +145,29 @@ result.summary
 # ## Which images to check
 #
 # With hundreds of fields, which ones did the model get wrong? Each image's `quality` (in
-# `summary`, and in `details["quality"]` above) estimates its DSB without ground truth. Its
-# signal is **stability**: the 8 TTA variants disagree by some spread at each pixel; the
-# nucleus probability is moved down and up by that spread and post-processed again, and the
-# nuclei that survive the move unchanged (matched at the DSB's IoU thresholds, both ways)
-# count. An image whose nuclei change when the map moves within its own uncertainty is likely
-# wrong. Here it is by hand for the first image:
+# `summary`, and in `details["quality"]` above) estimates its DSB without ground truth, from
+# what the prediction computed anyway. The signals it reads (chosen on the validation images
+# among six, `benchmarks/quality_score.md`) are in `quality.weights()`; two of the six, by
+# hand for the first image:
+#
+# - **spread_inside**: the 8 TTA variants disagree by some spread at each pixel; its mean over
+#   the nuclei and every pixel where a variant may see one (probability above 0.1). A model
+#   unsure of an image gives different answers for its rotations and flips;
+# - **touching_inside**: the mean probability of the touching-zone output inside the nuclei:
+#   crowded nuclei, where a watershed splits and merges wrongly.
 
 # %%
 prob, spread = details["probabilities"], details["spread"]
-moved = []
-for sign in (-1, 1):
-    shifted = prob.copy()
-    shifted[..., 0] = np.clip(prob[..., 0] + sign * spread, 0, 1)
-    moved.append(model.postprocess(shifted))
-by_hand = np.mean([quality.stability(labels, m) for m in moved])
-print(f"{sid[:8]}: {labels.max()} nuclei; lowered by the spread {moved[0].max()}, raised "
-      f"{moved[1].max()}; stability {by_hand:.3f} (the package's "
-      f"{details['quality']['signals']['stability']:.3f}), estimated DSB "
-      f"{details['quality']['quality']:.3f}")
+zone = (labels > 0) | (prob[..., 0] > 0.1)
+by_hand = {"spread_inside": float(spread[zone].mean()),
+           "touching_inside": float(prob[..., 1][labels > 0].mean()) if prob.shape[-1] > 1
+           else 0.0}  # a model with one output: no touching zone
+fitted = quality.weights()
+print(f"{sid[:8]}: {labels.max()} nuclei; by hand", {k: round(v, 4) for k, v in by_hand.items()},
+      "the package's", {k: round(details["quality"]["signals"][k], 4) for k in by_hand})
+print("estimate = {:+.4f} ".format(fitted["intercept"]) + " ".join(
+    f"{w:+.4f} x {name}" for name, w in zip(fitted["signals"], fitted["weights"])) +
+    f" = {details['quality']['quality']:.3f} (clipped to [0, 1])")
 
 # %% [markdown]
 # The estimate is a line fitted on the `cpu` model's validation images

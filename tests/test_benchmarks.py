@@ -510,6 +510,35 @@ def test_the_staircase_report_gives_each_step_its_mean_and_lists_what_is_not_tra
     assert "train touching --seed 42`" not in md  # the committed cpu model is that run
 
 
+def test_the_staircase_says_which_step_gains_which_loses_and_where_the_paper_is_better():
+    import paper_to_nucseg as stairs
+    rows = []
+    # validation DSB per step: overall, on 'small' (12 images), on 'tissue' (12), 'rare' (2)
+    for step, seeds, alls, small, tissue, rare, test in (
+            ("paper", (42,), 0.40, 0.40, 0.60, 0.9, 0.30),
+            ("native scale", (42,), 0.45, 0.50, 0.40, 0.1, 0.33),
+            ("touching target", (42, 43), 0.455, 0.45, 0.46, 0.1, 0.32)):
+        for seed in seeds:
+            for scored in ("validation", stairs.vs.TEST):
+                for kind, n, dsb in (("small", 12, small), ("tissue", 12, tissue),
+                                     ("rare", 2, rare), ("all", 26, alls)):
+                    rows.append({"step": step, "seed": seed, "scored": scored, "type": kind,
+                                 "images": n, "recall": 0.5, "f1": 0.5,
+                                 "dsb": dsb if scored == "validation" else test,
+                                 "setting": "postprocess paper", "train_minutes": 46.0})
+    md = stairs.report(pd.DataFrame(rows, columns=stairs.COLUMNS))
+    said = {line.split("**")[1]: line for line in md.splitlines()
+            if line.startswith("- **")}
+    assert ("validation +0.0500 (a gain), stage1_test +0.0300; loses on tissue -0.200."
+            in said["native scale"])
+    # +0.005 is inside the seed spread; its loss on 'small' (12 images) is told
+    assert ("validation +0.0050 (within the seed spread), stage1_test -0.0100; loses on "
+            "small -0.050.") in said["touching target"]
+    # the paper does better on 'tissue' (12 images), not told for 'rare' (2 images)
+    assert "better on tissue (paper 0.600 against 0.460)." in md
+    assert "rare (" not in md.split("What each step does")[1].split("\n\n")[1]
+
+
 @pytest.mark.heavy
 @pytest.mark.slow
 def test_the_paper_rows_batchnorm_check_moves_the_statistics_and_nothing_else(

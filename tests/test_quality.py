@@ -57,6 +57,24 @@ def test_a_map_that_changes_within_its_tta_spread_scores_lower():
     assert quality.estimate(sure, fitted) == 1.0 and quality.estimate(doubt, fitted) == 0.875
 
 
+def test_unsure_pixels_and_touching_borders_inside_the_nuclei_are_counted():
+    prob = np.zeros((40, 60, 2), np.float32)
+    prob[5:15, 5:15, 0] = 0.95                 # 100 sure pixels
+    prob[20:30, 10:30, 0] = 0.95               # 200 pixels, a quarter of them unsure
+    prob[20:30, 10:15, 0] = 0.6
+    prob[20:30, 10:30, 1] = 0.5                # the second nucleus touches another
+    prob[30:35, 10:30, 0] = 0.15               # 100 faint pixels outside the nuclei
+    labels = segment(prob)
+    sig = quality.signals(prob, None, labels)
+    # the zone: 300 nucleus pixels and the 100 faint ones above 0.1; 50 + 0 unsure of them
+    assert sig["uncertain_share"] == pytest.approx(50 / 400)
+    assert sig["touching_inside"] == pytest.approx(0.5 * 200 / 300)
+    one_output = quality.signals(prob[..., :1], None, labels)
+    assert one_output["touching_inside"] == 0.0
+    assert one_output["uncertain_share"] == sig["uncertain_share"]
+    assert quality.signals(prob, None, np.zeros_like(labels))["touching_inside"] == 0.0
+
+
 def test_the_committed_estimate_is_the_benchmarks_and_flags_the_low_ones():
     fitted = quality.weights()
     assert fitted["written_by"] == "python benchmarks/quality_score.py"

@@ -22,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SIGNALS", "WEIGHTS_FILE", "estimate", "image_quality", "signals", "stability",
+__all__ = ["SIGNALS", "UNSURE", "WEIGHTS_FILE", "estimate", "image_quality", "signals", "stability",
            "weights"]
 
 WEIGHTS_FILE = Path(__file__).with_name("quality_weights.json")
 # the signals :func:`signals` returns
-SIGNALS = ("mean_prob_inside", "spread_inside", "stability", "stability_2")
+SIGNALS = ("mean_prob_inside", "spread_inside", "uncertain_share", "touching_inside",
+           "stability", "stability_2")
+UNSURE = (0.2, 0.8)  # the nucleus probabilities uncertain_share counts as unsure
 _IOU = np.arange(0.5, 1.0, 0.05)  # the competition's IoU thresholds
 
 
@@ -66,6 +68,11 @@ def signals(prob: np.ndarray, spread: np.ndarray | None, labels: np.ndarray,
     - ``mean_prob_inside``: the mean nucleus probability inside the predicted nuclei;
     - ``spread_inside``: the mean spread of the TTA variants over the predicted nuclei and
       every pixel above probability 0.1 (where a variant may see a nucleus);
+    - ``uncertain_share``: the share of those pixels whose nucleus probability is unsure
+      (between the bounds of :data:`UNSURE`): blurred or faint nuclei;
+    - ``touching_inside``: the mean probability of the second output (where nuclei touch;
+      the targets are a prefix of ``mask, touching, distance``) inside the predicted nuclei,
+      0 for a model with one output: crowded nuclei, where splits and merges happen;
     - ``stability``, ``stability_2``: :func:`stability` of the labels with those that
       ``segment`` (the same post-processing) makes of the nucleus probability lowered and
       raised by one (two) spreads, averaged over the two: a segmentation that changes when
@@ -77,8 +84,14 @@ def signals(prob: np.ndarray, spread: np.ndarray | None, labels: np.ndarray,
     inside = labels > 0
     sd = np.zeros_like(p) if spread is None else np.asarray(spread, np.float32)
     zone = inside | (p > 0.1)
+    prob = np.asarray(prob, np.float32)
+    touching = prob[..., 1] if prob.ndim == 3 and prob.shape[-1] > 1 else None
     out = {"mean_prob_inside": float(p[inside].mean()) if inside.any() else 0.0,
-           "spread_inside": float(sd[zone].mean()) if zone.any() else 0.0}
+           "spread_inside": float(sd[zone].mean()) if zone.any() else 0.0,
+           "uncertain_share": (float(((p > UNSURE[0]) & (p < UNSURE[1]))[zone].mean())
+                               if zone.any() else 0.0),
+           "touching_inside": (float(touching[inside].mean())
+                               if touching is not None and inside.any() else 0.0)}
     for name, k in (("stability", 1.0), ("stability_2", 2.0)):
         if name not in which:
             continue
