@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SIGNALS", "UNSURE", "WEIGHTS_FILE", "estimate", "image_quality", "signals", "stability",
-           "weights"]
+__all__ = ["SIGNALS", "UNSURE", "WEIGHTS_FILE", "estimate", "image_quality", "signals",
+           "stability", "weights"]
 
 WEIGHTS_FILE = Path(__file__).with_name("quality_weights.json")
 # the signals :func:`signals` returns
@@ -79,12 +79,12 @@ def signals(prob: np.ndarray, spread: np.ndarray | None, labels: np.ndarray,
       the map moves within its own TTA disagreement is likely wrong (NaN without ``segment``).
     An image with no nucleus found has a mean probability of 0. ``which``: the stability
     signals to compute (each costs two post-processings)."""
+    prob = np.asarray(prob, np.float32)  # once: the signals and the moved maps read it
     p = _nucleus(prob)
     labels = np.asarray(labels)
     inside = labels > 0
     sd = np.zeros_like(p) if spread is None else np.asarray(spread, np.float32)
     zone = inside | (p > 0.1)
-    prob = np.asarray(prob, np.float32)
     touching = prob[..., 1] if prob.ndim == 3 and prob.shape[-1] > 1 else None
     out = {"mean_prob_inside": float(p[inside].mean()) if inside.any() else 0.0,
            "spread_inside": float(sd[zone].mean()) if zone.any() else 0.0,
@@ -100,7 +100,7 @@ def signals(prob: np.ndarray, spread: np.ndarray | None, labels: np.ndarray,
             continue
         values = []
         for sign in (-1.0, 1.0):
-            moved = np.array(prob, np.float32, copy=True)
+            moved = prob.copy()
             if moved.ndim == 3:
                 moved[..., 0] = np.clip(p + sign * k * sd, 0.0, 1.0)
             else:
